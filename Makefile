@@ -1,0 +1,44 @@
+# Capstan developer entry points. Every target does its own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := .capstan/bin
+PYTEST_ARGS ?=
+
+.PHONY: install control-plane test demo cluster-up cluster-down lint unit clean
+
+install: $(VENV)/.installed control-plane
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+control-plane:
+	@command -v go >/dev/null || { echo "Go >= 1.26 is required to build the control plane (https://go.dev/dl/)"; exit 1; }
+	bash hack/localcluster/build.sh
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+cluster-up: install
+	$(PY) -m hack.localcluster up
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(PY) -m hack.localcluster down; else echo "nothing to stop"; fi
+
+demo: install
+	bash hack/demo.sh
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean: cluster-down
+	rm -rf .capstan $(VENV)

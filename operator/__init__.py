@@ -1,0 +1,1 @@
+"""Capstan operator: kopf handlers, reconcilers and pure builders."""

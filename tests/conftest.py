@@ -1,0 +1,37 @@
+"""Fixtures shared by every tier."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from tests.support.s3server import start_s3
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on loopback for the whole session; AWS_* variables point at it."""
+    server = start_s3()
+    old = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    yield server
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A fresh, empty bucket; returns its `s3://name` URI."""
+    import boto3
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server.endpoint, region_name=s3_server.region,
+                 aws_access_key_id=s3_server.access_key,
+                 aws_secret_access_key=s3_server.secret_key).create_bucket(Bucket=name)
+    return f"s3://{name}"

@@ -1,0 +1,1 @@
+"""Capstan workloads: everything that runs inside pods."""

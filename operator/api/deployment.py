@@ -1,0 +1,9 @@
+"""Deployment spec. Placeholder until its issue fills it in."""
+
+from __future__ import annotations
+
+from capstan_operator.api.common import ApiModel
+
+
+class DeploymentSpec(ApiModel):
+    """Deployment desired state."""

@@ -1,0 +1,9 @@
+"""TrainingRun spec. Placeholder until its issue fills it in."""
+
+from __future__ import annotations
+
+from capstan_operator.api.common import ApiModel
+
+
+class TrainingRunSpec(ApiModel):
+    """TrainingRun desired state."""

@@ -1,0 +1,103 @@
+"""The token shard format shared by data preparation (writer) and the trainer's loader (reader).
+
+A dataset output folder holds:
+  manifest.json        this module's `Manifest`
+  tokenizer.json       the Hugging Face tokenizer the tokens were made with
+  datasheet.md         documentation (written by prepare)
+  train-00000.bin ...  flat little-endian token arrays, no header (dtype in the manifest)
+  validation-00000.bin ...
+Documents are concatenated with the end-of-text id after each one. Shard paths in the manifest
+are relative to the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from capstan_trainer import storage
+
+MANIFEST_VERSION = 1
+
+
+def dtype_for_vocab(vocab_size: int) -> str:
+    """uint16 when every id fits, else uint32."""
+    return "uint16" if vocab_size <= 65536 else "uint32"
+
+
+@dataclass
+class ShardInfo:
+    path: str
+    """path: file name relative to the manifest's folder."""
+    tokens: int
+    sha256: str
+
+
+@dataclass
+class SplitInfo:
+    shards: list[ShardInfo] = field(default_factory=list)
+    documents: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.shards)
+
+
+@dataclass
+class Manifest:
+    dtype: str
+    vocab_size: int
+    eos_id: int
+    tokenizer: dict[str, str]
+    """tokenizer: {"path": relative file name, "sha256": hash of its bytes}."""
+    splits: dict[str, SplitInfo]
+    """splits: "train" and "validation"."""
+    fingerprint: str = ""
+    """fingerprint: hash of the inputs and the spec that produced this output."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """stats: per-stage document counts and other figures from preparation."""
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        for name, split in self.splits.items():
+            d["splits"][name]["tokens"] = split.tokens
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "manifest.json") -> Manifest:
+        try:
+            d = json.loads(text)
+            if d.get("version") != MANIFEST_VERSION:
+                raise ValueError(f"version {d.get('version')!r}, expected {MANIFEST_VERSION}")
+            splits = {
+                name: SplitInfo(shards=[ShardInfo(**s) for s in sp["shards"]], documents=sp.get("documents", 0))
+                for name, sp in d["splits"].items()
+            }
+            return cls(
+                dtype=d["dtype"], vocab_size=d["vocab_size"], eos_id=d["eos_id"], tokenizer=d["tokenizer"],
+                splits=splits, fingerprint=d.get("fingerprint", ""), stats=d.get("stats", {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: not a Capstan shard manifest: {exc}") from exc
+
+
+def read_manifest(uri: str) -> Manifest:
+    """`uri` is the manifest file or its folder."""
+    if not uri.endswith(".json"):
+        uri = storage.join(uri, "manifest.json")
+    return Manifest.from_json(storage.read_bytes(uri).decode(), source=uri)
+
+
+def encode_shard(tokens: np.ndarray, dtype: str) -> tuple[bytes, str]:
+    """Bytes of a shard and their sha256."""
+    data = np.ascontiguousarray(tokens, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def decode_shard(data: bytes, dtype: str) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))

@@ -35,3 +35,33 @@ def s3_bucket(s3_server) -> str:
                  aws_access_key_id=s3_server.access_key,
                  aws_secret_access_key=s3_server.secret_key).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """The real local control plane (etcd, kube-apiserver, controller-manager, scheduler, node
+    agent) with a moto S3 server, started once per test session and stopped at its end."""
+    from pathlib import Path
+
+    from hack.localcluster.cluster import Cluster, ClusterOptions
+    from tests.support.cluster import ClusterHandle
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path_factory.mktemp("cluster")
+    c = Cluster(ClusterOptions(root=root, bin_dir=repo / ".capstan" / "bin", nodes=2, gpus_per_node=4))
+    try:
+        c.up()
+    except Exception:
+        c.down(quiet=True)
+        raise
+    yield ClusterHandle(c)
+    c.down()
+
+
+@pytest.fixture
+def namespace(cluster, request):
+    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    name = "t-" + uuid.uuid4().hex[:8]
+    cluster.namespace(name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

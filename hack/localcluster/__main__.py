@@ -1,0 +1,3 @@
+from hack.localcluster.cli import main
+
+main()

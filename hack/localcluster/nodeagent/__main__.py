@@ -1,0 +1,3 @@
+from hack.localcluster.nodeagent.agent import main
+
+main()

@@ -1,1 +1,0 @@
-"""Capstan operator: kopf handlers, reconcilers and pure builders."""

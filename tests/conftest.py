@@ -31,9 +31,13 @@ def s3_bucket(s3_server) -> str:
     import boto3
 
     name = f"t-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_server.endpoint, region_name=s3_server.region,
-                 aws_access_key_id=s3_server.access_key,
-                 aws_secret_access_key=s3_server.secret_key).create_bucket(Bucket=name)
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name=s3_server.region,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+    ).create_bucket(Bucket=name)
     return f"s3://{name}"
 
 

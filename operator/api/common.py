@@ -113,13 +113,17 @@ def parse_spec(cls: type[T], obj: dict[str, Any], kind: str, source: str = "reso
     if not isinstance(obj, dict):
         raise InvalidResource(f"{source}: expected a {kind} resource (a mapping), got {type(obj).__name__}")
     if obj.get("apiVersion") != API_VERSION:
-        raise InvalidResource(f"{source}: apiVersion: expected {API_VERSION!r}, got {obj.get('apiVersion')!r}")
+        raise InvalidResource(
+            f"{source}: apiVersion: expected {API_VERSION!r}, got {obj.get('apiVersion')!r}"
+        )
     if obj.get("kind") != kind:
         raise InvalidResource(f"{source}: kind: expected {kind!r}, got {obj.get('kind')!r}")
     try:
         ObjectMeta.model_validate(obj.get("metadata") or {})
     except ValidationError as exc:
-        raise InvalidResource(f"{source}: invalid metadata\n{describe_validation_error(exc, 'metadata')}") from exc
+        raise InvalidResource(
+            f"{source}: invalid metadata\n{describe_validation_error(exc, 'metadata')}"
+        ) from exc
     try:
         return cls.model_validate(obj.get("spec") or {})
     except ValidationError as exc:

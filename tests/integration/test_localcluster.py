@@ -16,7 +16,8 @@ PY = sys.executable
 
 
 def pod_yaml(name: str, script: str, restart: str = "Never", grace: int = 30, extra: str = "") -> str:
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         apiVersion: v1
         kind: Pod
         metadata: {{name: {name}}}
@@ -27,7 +28,9 @@ def pod_yaml(name: str, script: str, restart: str = "Never", grace: int = 30, ex
           - name: main
             image: capstan/workload:dev
             command: [python, -u, -c, {script!r}]
-        """) + extra
+        """)
+        + extra
+    )
 
 
 def test_nodes_are_ready_with_gpus(cluster):
@@ -87,13 +90,29 @@ def test_env_volumes_and_in_cluster_client(cluster, namespace):
           - name: cfg
             configMap: {{name: cfg}}
         """)
-    cluster.kubectl("create", "configmap", "cfg", "-n", namespace, "--from-literal=greeting=hi",
-                    "--from-literal=IP=overridden-by-env")
+    cluster.kubectl(
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        namespace,
+        "--from-literal=greeting=hi",
+        "--from-literal=IP=overridden-by-env",
+    )
     cluster.kubectl("create", "secret", "generic", "sec", "-n", namespace, "--from-literal=token=s3cret")
-    cluster.kubectl("create", "rolebinding", "view", "-n", namespace, "--clusterrole=view",
-                    f"--serviceaccount={namespace}:default")
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "view",
+        "-n",
+        namespace,
+        "--clusterrole=view",
+        f"--serviceaccount={namespace}:default",
+    )
     cluster.apply(manifest, namespace)
-    cluster.wait_for("pod envtest to finish", lambda: cluster.pod_phase("envtest", namespace) in ("Succeeded", "Failed"))
+    cluster.wait_for(
+        "pod envtest to finish", lambda: cluster.pod_phase("envtest", namespace) in ("Succeeded", "Failed")
+    )
     out = cluster.kubectl("logs", "envtest", "-n", namespace).stdout
     assert cluster.pod_phase("envtest", namespace) == "Succeeded", out
     assert "pods ['envtest']" in out
@@ -119,7 +138,8 @@ def test_indexed_job_pods_reach_each_other_by_dns(cluster, namespace):
         c.sendall(f'hello from {i}'.encode()); c.close()
         conn, _ = srv.accept(); print('got', conn.recv(100).decode())
         """)
-    cluster.apply(textwrap.dedent(f"""\
+    cluster.apply(
+        textwrap.dedent(f"""\
         apiVersion: v1
         kind: Service
         metadata: {{name: pair}}
@@ -143,12 +163,20 @@ def test_indexed_job_pods_reach_each_other_by_dns(cluster, namespace):
               - name: main
                 image: capstan/workload:dev
                 command: [python, -u, -c, {script!r}]
-        """), namespace)
+        """),
+        namespace,
+    )
 
     def done():
         job = cluster.get("job", "pair", namespace)
         conds = {c["type"]: c["status"] for c in job["status"].get("conditions") or []}
-        return "Complete" if conds.get("Complete") == "True" else "Failed" if conds.get("Failed") == "True" else None
+        return (
+            "Complete"
+            if conds.get("Complete") == "True"
+            else "Failed"
+            if conds.get("Failed") == "True"
+            else None
+        )
 
     result = cluster.wait_for("job pair to finish", done, timeout=90)
     logs = cluster.kubectl("logs", "-n", namespace, "-l", "job-name=pair", "--prefix").stdout
@@ -166,7 +194,8 @@ def test_deployment_service_readiness_and_replacement(cluster, namespace):
                 self.wfile.write(body)
         http.server.HTTPServer((os.environ['POD_IP'], 8080), H).serve_forever()
         """)
-    cluster.apply(textwrap.dedent(f"""\
+    cluster.apply(
+        textwrap.dedent(f"""\
         apiVersion: apps/v1
         kind: Deployment
         metadata: {{name: web}}
@@ -194,24 +223,37 @@ def test_deployment_service_readiness_and_replacement(cluster, namespace):
         spec:
           selector: {{app: web}}
           ports: [{{port: 80, targetPort: 8080}}]
-        """), namespace)
+        """),
+        namespace,
+    )
 
     def ready_pods():
         pods = cluster.list("pods", namespace, "app=web")
-        ready = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp") and any(
-            c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])]
+        ready = [
+            p["metadata"]["name"]
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+            and any(
+                c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or []
+            )
+        ]
         return sorted(ready) if len(ready) == 2 else None
 
     before = cluster.wait_for("2 ready web pods", ready_pods, timeout=60)
     client = "import urllib.request; print('answer', urllib.request.urlopen('http://web:8080/', timeout=5).read().decode())"
     cluster.apply(pod_yaml("client", client), namespace)
-    cluster.wait_for("client pod to finish", lambda: cluster.pod_phase("client", namespace) in ("Succeeded", "Failed"))
+    cluster.wait_for(
+        "client pod to finish", lambda: cluster.pod_phase("client", namespace) in ("Succeeded", "Failed")
+    )
     out = cluster.kubectl("logs", "client", "-n", namespace).stdout
     assert any(f"answer {name}" in out for name in before), out
 
     cluster.kubectl("delete", "pod", before[0], "-n", namespace, "--wait=false")
-    after = cluster.wait_for("the deleted web pod to be replaced by a ready one",
-                             lambda: (r := ready_pods()) and before[0] not in r and r, timeout=60)
+    after = cluster.wait_for(
+        "the deleted web pod to be replaced by a ready one",
+        lambda: (r := ready_pods()) and before[0] not in r and r,
+        timeout=60,
+    )
     assert before[1] in after and len(after) == 2
 
 
@@ -234,7 +276,9 @@ def test_restart_policy_on_failure_restarts_and_keeps_previous_logs(cluster, nam
 def test_logs_follow_streams_until_exit(cluster, namespace):
     script = "import time\nfor i in range(3):\n    print('tick', i, flush=True); time.sleep(1)"
     cluster.apply(pod_yaml("ticker", script), namespace)
-    cluster.wait_for("ticker to run", lambda: cluster.pod_phase("ticker", namespace) in ("Running", "Succeeded"))
+    cluster.wait_for(
+        "ticker to run", lambda: cluster.pod_phase("ticker", namespace) in ("Running", "Succeeded")
+    )
     out = cluster.kubectl("logs", "-f", "ticker", "-n", namespace, timeout=30).stdout
     assert out == "tick 0\ntick 1\ntick 2\n"
 
@@ -242,9 +286,11 @@ def test_logs_follow_streams_until_exit(cluster, namespace):
 @pytest.mark.parametrize("ignore_term", [False, True], ids=["sigterm", "sigkill-after-grace"])
 def test_delete_stops_process_within_grace(cluster, namespace, tmp_path, ignore_term):
     pidfile = tmp_path / "pid"
-    script = ("import os, signal, time; "
-              + ("signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else "")
-              + f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)")
+    script = (
+        "import os, signal, time; "
+        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else "")
+        + f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    )
     cluster.apply(pod_yaml("sleeper", script, grace=2), namespace)
     cluster.wait_for("the pod's process to write its pid", lambda: pidfile.exists() and pidfile.read_text())
     pid = int(pidfile.read_text())
@@ -271,18 +317,34 @@ def test_cluster_down_leaves_no_processes(tmp_path):
     repo = Path(__file__).resolve().parents[2]
     root = tmp_path / "c"
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    subprocess.run([PY, "-m", "hack.localcluster", "up", "--root", str(root), "--nodes", "1", "--no-s3"],
-                   check=True, env=env, cwd=repo, timeout=180, capture_output=True)
+    subprocess.run(
+        [PY, "-m", "hack.localcluster", "up", "--root", str(root), "--nodes", "1", "--no-s3"],
+        check=True,
+        env=env,
+        cwd=repo,
+        timeout=180,
+        capture_output=True,
+    )
     from hack.localcluster.cluster import Cluster, ClusterOptions, _marked_processes
     from tests.support.cluster import ClusterHandle
 
-    c = ClusterHandle(Cluster(ClusterOptions(root=root, bin_dir=repo / ".capstan" / "bin", nodes=1, s3=False)))
+    c = ClusterHandle(
+        Cluster(ClusterOptions(root=root, bin_dir=repo / ".capstan" / "bin", nodes=1, s3=False))
+    )
     state = c.cluster._state()
     c.apply(pod_yaml("sleeper", "import time; time.sleep(600)"))
     c.wait_for("sleeper to run", lambda: c.pod_phase("sleeper") == "Running")
     assert len(_marked_processes(state["id"])) >= 6  # etcd, 3 control-plane, agent, the pod
-    subprocess.run([PY, "-m", "hack.localcluster", "down", "--root", str(root)], check=True, env=env, cwd=repo,
-                   timeout=120, capture_output=True)
+    subprocess.run(
+        [PY, "-m", "hack.localcluster", "down", "--root", str(root)],
+        check=True,
+        env=env,
+        cwd=repo,
+        timeout=120,
+        capture_output=True,
+    )
     assert _marked_processes(state["id"]) == []
     for name, pid in state["pids"].items():
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], name
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], (
+            name
+        )

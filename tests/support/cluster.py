@@ -30,10 +30,12 @@ class ClusterHandle:
                 env[k] = v
         return env
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess:
-        r = subprocess.run(["kubectl", *args], env=self.env, capture_output=True, text=True, input=input,
-                           timeout=timeout)
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
+        r = subprocess.run(
+            ["kubectl", *args], env=self.env, capture_output=True, text=True, input=input, timeout=timeout
+        )
         if check and r.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stderr}{r.stdout}")
         return r
@@ -67,6 +69,8 @@ class ClusterHandle:
     def namespace(self, name: str) -> str:
         """Create a namespace and wait until its default ServiceAccount exists (pods need it)."""
         self.kubectl("create", "namespace", name)
-        self.wait_for(f"the default ServiceAccount in {name}",
-                      lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0)
+        self.wait_for(
+            f"the default ServiceAccount in {name}",
+            lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+        )
         return name

@@ -60,8 +60,12 @@ def start_s3(port: int | None = None, log=None, deadline_s: float = 60.0) -> S3S
             return S3Server(endpoint=endpoint, process=proc)
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {proc.returncode} before serving {endpoint}") from None
+                raise RuntimeError(
+                    f"moto_server exited with {proc.returncode} before serving {endpoint}"
+                ) from None
             if time.monotonic() > end:
                 proc.kill()
-                raise TimeoutError(f"moto_server did not answer on {endpoint} within {deadline_s:.0f} s") from None
+                raise TimeoutError(
+                    f"moto_server did not answer on {endpoint} within {deadline_s:.0f} s"
+                ) from None
             time.sleep(0.2)

@@ -8,14 +8,19 @@ def pod(name, ns="default", ip=None, labels=None, hostname=None, subdomain=None,
     return {
         "metadata": {"name": name, "namespace": ns, "uid": uid or name, "labels": labels or {}},
         "spec": {"hostname": hostname, "subdomain": subdomain},
-        "status": {"podIP": ip, "phase": "Running",
-                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+        "status": {
+            "podIP": ip,
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
     }
 
 
 def svc(name, selector, ns="default", headless=False):
-    return {"metadata": {"name": name, "namespace": ns, "uid": "svc-" + name},
-            "spec": {"selector": selector, "clusterIP": "None" if headless else "10.96.0.10"}}
+    return {
+        "metadata": {"name": name, "namespace": ns, "uid": "svc-" + name},
+        "spec": {"selector": selector, "clusterIP": "None" if headless else "10.96.0.10"},
+    }
 
 
 def lines(text):
@@ -24,8 +29,11 @@ def lines(text):
 
 def test_service_resolves_to_a_ready_pod_never_to_the_cluster_ip():
     me = pod("client", ip="127.1.0.9")
-    pods = [me, pod("web-a", ip="127.1.0.2", labels={"app": "web"}, ready=False),
-            pod("web-b", ip="127.1.0.3", labels={"app": "web"})]
+    pods = [
+        me,
+        pod("web-a", ip="127.1.0.2", labels={"app": "web"}, ready=False),
+        pod("web-b", ip="127.1.0.3", labels={"app": "web"}),
+    ]
     names = lines(render(me, "127.1.0.9", pods, [svc("web", {"app": "web"})]))
     assert names["web"] == "127.1.0.3"
     assert names["web.default.svc.cluster.local"] == "127.1.0.3"

@@ -348,3 +348,102 @@ def test_cluster_down_leaves_no_processes(tmp_path):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], (
             name
         )
+
+
+def test_init_containers_run_first_and_share_empty_dir(cluster, namespace):
+    cluster.apply(
+        textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: staged}
+        spec:
+          restartPolicy: Never
+          initContainers:
+          - name: fetch
+            image: capstan/workload:dev
+            command: [sh, -c, 'echo fetched > /scratch/data.txt']
+            volumeMounts: [{name: work, mountPath: /scratch}]
+          containers:
+          - name: main
+            image: capstan/workload:dev
+            command: [cat, /scratch/data.txt]
+            volumeMounts: [{name: work, mountPath: /scratch}]
+          volumes:
+          - {name: work, emptyDir: {}}
+        """),
+        namespace,
+    )
+    cluster.wait_for("pod staged to succeed", lambda: cluster.pod_phase("staged", namespace) == "Succeeded")
+    assert cluster.kubectl("logs", "staged", "-n", namespace, "-c", "main").stdout == "fetched\n"
+    init = cluster.get("pod", "staged", namespace)["status"]["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["reason"] == "Completed"
+
+
+def test_failing_liveness_probe_restarts_the_container(cluster, namespace, tmp_path):
+    flag = tmp_path / "alive"
+    flag.write_text("")
+    cluster.apply(
+        textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: probed}}
+        spec:
+          terminationGracePeriodSeconds: 1
+          containers:
+          - name: main
+            image: capstan/workload:dev
+            command: [sleep, "600"]
+            livenessProbe:
+              exec: {{command: [test, -e, {flag}]}}
+              periodSeconds: 1
+              failureThreshold: 2
+        """),
+        namespace,
+    )
+    cluster.wait_for("probed to run", lambda: cluster.pod_phase("probed", namespace) == "Running")
+    flag.unlink()  # the probe starts failing
+
+    def restarted():
+        cs = cluster.get("pod", "probed", namespace)["status"]["containerStatuses"][0]
+        return cs["restartCount"] >= 1 and cs
+
+    cs = cluster.wait_for("a restart after the liveness probe fails", restarted, timeout=60)
+    # sleep dies of the SIGTERM the agent sends: 128 + 15, as a shell would report it.
+    assert cs["lastState"]["terminated"]["exitCode"] == 143
+
+
+def test_simulate_mode_runs_no_processes(tmp_path):
+    """Scale-test mode: pods turn Running and Ready without any process being started."""
+    repo = Path(__file__).resolve().parents[2]
+    from hack.localcluster.cluster import Cluster, ClusterOptions, _marked_processes
+    from tests.support.cluster import ClusterHandle
+
+    c = Cluster(
+        ClusterOptions(
+            root=tmp_path / "sim", bin_dir=repo / ".capstan" / "bin", nodes=3, s3=False, simulate=True
+        )
+    )
+    c.up()
+    try:
+        h = ClusterHandle(c)
+        before = len(_marked_processes(c._state()["id"]))
+        h.kubectl(
+            "create",
+            "deployment",
+            "many",
+            "--image=capstan/workload:dev",
+            "--replicas=20",
+            "--",
+            "sleep",
+            "600",
+        )
+        h.wait_for(
+            "20 ready replicas",
+            lambda: h.get("deployment", "many")["status"].get("readyReplicas") == 20,
+            timeout=60,
+        )
+        assert len(_marked_processes(c._state()["id"])) == before
+        nodes = {p["spec"]["nodeName"] for p in h.list("pods", selector="app=many")}
+        assert len(nodes) == 3  # spread over every simulated node
+    finally:
+        c.down()

@@ -53,8 +53,11 @@ def launch(
         script.append(f"mount {opts} {shlex.quote(str(m.source))} {shlex.quote(m.target)}")
     script.append(f"cd {shlex.quote(cwd)}")
     script.append('exec "$@"')
+    # Root gets real namespaces; anyone else maps themselves to root in a user namespace first.
+    user_ns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
     wrapped = [
         "unshare",
+        *user_ns,
         "--mount",
         "--uts",
         "--propagation",

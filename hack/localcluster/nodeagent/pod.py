@@ -129,6 +129,12 @@ class PodWorker(threading.Thread):
                     src = folders.get(vm["name"])
                     if src is None:
                         raise podspec.ConfigError(f"volume {vm['name']} is not defined")
+                    workdir = Path(self.agent.workdir)
+                    if workdir == Path(vm["mountPath"]) or Path(vm["mountPath"]) in workdir.parents:
+                        raise podspec.ConfigError(
+                            f"volumeMount {vm['mountPath']} would hide {workdir}, the project folder this "
+                            "node agent runs commands from; mount it elsewhere"
+                        )
                     if vm.get("subPath"):
                         src = src / vm["subPath"]
                     mounts.append(Mount(src, vm["mountPath"], vm.get("readOnly", False)))

@@ -163,11 +163,16 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
+        self.tie_weights()
         # Rotary tables are buffers, not parameters, and are rebuilt after meta init.
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+
+    def tie_weights(self) -> None:
+        """Share the output projection with the embedding. `to_empty` unties them (it replaces each
+        module's parameters separately), so call this again after it on an unsharded model."""
+        if self.cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:

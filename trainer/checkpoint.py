@@ -77,7 +77,9 @@ def list_steps(root: str) -> list[StepFolder]:
         m = _STEP_RE.match(name)
         if m:
             uri = storage.join(root, name)
-            steps.append(StepFolder(int(m.group(1)), uri, fs.exists(f"{path.rstrip('/')}/{name}/{COMMITTED}")))
+            steps.append(
+                StepFolder(int(m.group(1)), uri, fs.exists(f"{path.rstrip('/')}/{name}/{COMMITTED}"))
+            )
     return sorted(steps, key=lambda s: s.step)
 
 
@@ -193,7 +195,9 @@ class Checkpointer:
         if self.rank == 0:
             if tokenizer is not None:
                 storage.write_bytes(storage.join(uri, "tokenizer.json"), tokenizer)
-            storage.write_bytes(storage.join(uri, META), json.dumps({**meta, "step": step}, indent=2).encode())
+            storage.write_bytes(
+                storage.join(uri, META), json.dumps({**meta, "step": step}, indent=2).encode()
+            )
             storage.write_bytes(storage.join(uri, COMMITTED), f"{step}\n".encode())
             self._cleanup()
         self.timings[-1]["totalSeconds"] = time.perf_counter() - t0

@@ -38,7 +38,9 @@ class ModelConfig:
         if self.dim % self.n_heads:
             raise ValueError(f"model.dim {self.dim} is not divisible by model.nHeads {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"model.nHeads {self.n_heads} is not divisible by model.nKvHeads {self.n_kv_heads}")
+            raise ValueError(
+                f"model.nHeads {self.n_heads} is not divisible by model.nKvHeads {self.n_kv_heads}"
+            )
         if self.head_dim % 2:
             raise ValueError(f"head dim {self.head_dim} must be even for rotary embeddings")
 
@@ -57,13 +59,26 @@ class ModelConfig:
 
 # Shapes after Llama 3 / torchtitan; "test" is ~1M parameters for CPU tests.
 PRESETS: dict[str, dict] = {
-    "test": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, max_seq_len=256, tie_embeddings=True),
-    "125m": dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, max_seq_len=2048, tie_embeddings=True),
+    "test": dict(
+        dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, max_seq_len=256, tie_embeddings=True
+    ),
+    "125m": dict(
+        dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, max_seq_len=2048, tie_embeddings=True
+    ),
     "350m": dict(dim=1024, n_layers=24, n_heads=16, n_kv_heads=8, ffn_dim=2816, max_seq_len=2048),
-    "1b": dict(dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192, max_seq_len=2048,
-               rope_theta=500000.0, tie_embeddings=True),
-    "8b": dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336, max_seq_len=8192,
-               rope_theta=500000.0),
+    "1b": dict(
+        dim=2048,
+        n_layers=16,
+        n_heads=32,
+        n_kv_heads=8,
+        ffn_dim=8192,
+        max_seq_len=2048,
+        rope_theta=500000.0,
+        tie_embeddings=True,
+    ),
+    "8b": dict(
+        dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336, max_seq_len=8192, rope_theta=500000.0
+    ),
 }
 
 
@@ -124,7 +139,9 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads
+        )
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
 
 
@@ -196,7 +213,7 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         T = tokens.shape[1]
-        if T > self.cfg.max_seq_len:
+        if self.cfg.max_seq_len < T:
             raise ValueError(f"sequence length {T} exceeds model.maxSeqLen {self.cfg.max_seq_len}")
         if self.rope_cos.numel() == 0 or self.rope_cos.device != tokens.device:
             self.init_rope(tokens.device)

@@ -75,12 +75,19 @@ class Manifest:
             if d.get("version") != MANIFEST_VERSION:
                 raise ValueError(f"version {d.get('version')!r}, expected {MANIFEST_VERSION}")
             splits = {
-                name: SplitInfo(shards=[ShardInfo(**s) for s in sp["shards"]], documents=sp.get("documents", 0))
+                name: SplitInfo(
+                    shards=[ShardInfo(**s) for s in sp["shards"]], documents=sp.get("documents", 0)
+                )
                 for name, sp in d["splits"].items()
             }
             return cls(
-                dtype=d["dtype"], vocab_size=d["vocab_size"], eos_id=d["eos_id"], tokenizer=d["tokenizer"],
-                splits=splits, fingerprint=d.get("fingerprint", ""), stats=d.get("stats", {}),
+                dtype=d["dtype"],
+                vocab_size=d["vocab_size"],
+                eos_id=d["eos_id"],
+                tokenizer=d["tokenizer"],
+                splits=splits,
+                fingerprint=d.get("fingerprint", ""),
+                stats=d.get("stats", {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: not a Capstan shard manifest: {exc}") from exc

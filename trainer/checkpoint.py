@@ -169,7 +169,9 @@ class Checkpointer:
         self.wait()  # at most one save in flight
         t0 = time.perf_counter()
         uri = step_uri(self.root, step)
-        fut = dcp.async_save(state, storage_writer=_writer(uri), process_group=self.pg)
+        fut = dcp.async_save(
+            state, storage_writer=_writer(uri), process_group=self.pg, no_dist=not dist.is_initialized()
+        )
         blocked = time.perf_counter() - t0
         self._pending = (step, fut, meta, tokenizer, t0)
         self.timings.append({"step": step, "blockingSeconds": blocked})

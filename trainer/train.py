@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -137,7 +138,7 @@ def run(cfg: TrainConfig) -> int:
     metrics.setup_logging(rank)
     accum = cfg.accumulation(world)  # ConfigError before any collective
     device, backend = parallel.device_and_backend(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
+    dist.init_process_group(backend, store=_attempt_store(world), rank=rank, world_size=world)
     mesh = init_device_mesh(device.type, (world,))
     ckpt_group = checkpoint.new_checkpoint_group()
     log.info("world size %d, %d micro-batch(es) of %d x %d per step", world, accum, o.micro_batch, o.seq_len)
@@ -189,7 +190,7 @@ def run(cfg: TrainConfig) -> int:
     )
     tokenizer = storage.read_bytes(cfg.tokenizer_uri) if rank == 0 else None
     meta = {"model": cfg.model.to_dict(), "tokenizer": "tokenizer.json", "dataset": cfg.dataset_meta(),
-            "trainingRun": cfg.name, "seqLen": o.seq_len}  # fmt: skip
+            "trainingRun": cfg.name, "seqLen": o.seq_len, "eosId": cfg.sources[0].manifest.eos_id}  # fmt: skip
 
     # ---- loop -----------------------------------------------------------------------------
     progress = metrics.Progress(root, o.total_steps, world) if rank == 0 else None
@@ -268,9 +269,9 @@ def run(cfg: TrainConfig) -> int:
         maybe_inject_fault(step, rank, world)
 
     # ---- finish ---------------------------------------------------------------------------
-    if ckpt.last_committed is None or ckpt.last_committed.step != step:
-        if not ckpt.timings or ckpt.timings[-1]["step"] != step:
-            save(step)
+    newest = ckpt.timings[-1]["step"] if ckpt.timings else getattr(ckpt.last_committed, "step", None)
+    if newest != step:
+        save(step)
     committed(ckpt.wait())
     data.close()
     if rank == 0:
@@ -279,6 +280,19 @@ def run(cfg: TrainConfig) -> int:
     dist.barrier()
     dist.destroy_process_group()
     return 0
+
+
+def _attempt_store(world: int) -> dist.Store:
+    """The rendezvous store, with keys prefixed by torchrun's restart count.
+
+    Under torchrun the workers of every restart share the agent's store; without a per-attempt
+    prefix a restarted rank can read the previous attempt's gloo addresses and fail to connect
+    (seen with torch 2.15: "connectFullMesh failed ... Connection refused")."""
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(addr, port, world, is_master=not agent and int(os.environ["RANK"]) == 0,
+                          timeout=timedelta(minutes=10), multi_tenant=True)  # fmt: skip
+    return dist.PrefixStore(f"capstan/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def _free_port() -> int:

@@ -91,9 +91,9 @@ def test_resume_twice_in_a_row(baseline, crashed):
     assert [s["step"] for s in starts] == [0, 20, 30]
     assert starts[2]["resumedFrom"].endswith("step-00000030")
     # Steps 31..33 ran twice; the second time must repeat the first exactly.
-    first_attempt = [r for r in crashed.records if r.get("event") == "step"]
+    step_records = [r for r in crashed.records if r.get("event") == "step"]
     by_step: dict[int, set[float]] = {}
-    for r in first_attempt:
+    for r in step_records:
         by_step.setdefault(r["step"], set()).add(r["loss"])
     assert all(len(v) == 1 for v in by_step.values()), "a re-run step produced a different loss"
     assert crashed.losses() == baseline.losses()

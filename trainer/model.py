@@ -180,11 +180,16 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
+        self.tie_weights()
         # Rotary tables are buffers, not parameters, and are rebuilt after meta init.
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+
+    def tie_weights(self) -> None:
+        """Share the output projection with the embedding. `to_empty` unties them (it replaces each
+        module's parameters separately), so call this again after it on an unsharded model."""
+        if self.cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
@@ -208,7 +213,7 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         T = tokens.shape[1]
-        if T > self.cfg.max_seq_len:
+        if self.cfg.max_seq_len < T:
             raise ValueError(f"sequence length {T} exceeds model.maxSeqLen {self.cfg.max_seq_len}")
         if self.rope_cos.numel() == 0 or self.rope_cos.device != tokens.device:
             self.init_rope(tokens.device)

@@ -1,0 +1,80 @@
+"""Shared pieces of the trainer tests: resource files, torchrun runs, metrics parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+def run_resource(data_uri: str, ckpt_uri: str, **overrides) -> dict:
+    """A tiny TrainingRun: `test` preset, 32-token sequences, 256-token global batch, 40 steps."""
+    spec = {
+        "datasets": [{"uri": data_uri}],
+        "model": {"preset": "test"},
+        "optimizer": {
+            "globalBatchTokens": 256, "microBatch": 2, "seqLen": 32, "lr": 3e-3, "minLr": 3e-4,
+            "warmupSteps": 5, "totalSteps": 40, "seed": 7,
+        },
+        "resources": {"nprocPerNode": 2},
+        "checkpoint": {"uri": ckpt_uri, "intervalSteps": 10, "keepLast": 3},
+        "metrics": {"intervalSteps": 1},
+    }  # fmt: skip
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            spec.setdefault(key, {}).update(value)
+        else:
+            spec[key] = value
+    return {
+        "apiVersion": "capstan.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": "tiny"},
+        "spec": spec,
+    }
+
+
+def write_resource(path: Path, resource: dict) -> Path:
+    path.write_text(yaml.safe_dump(resource))
+    return path
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    records: list[dict]
+    stderr: str
+
+    def losses(self) -> dict[int, float]:
+        """Step -> loss; after a restart the re-run steps replace the first attempt's."""
+        return {r["step"]: r["loss"] for r in self.records if r.get("event") == "step"}
+
+    def events(self, name: str) -> list[dict]:
+        return [r for r in self.records if r.get("event") == name]
+
+
+def torchrun(
+    resource: Path, nproc: int, max_restarts: int = 0, env: dict | None = None, timeout_s: float = 150
+):
+    """Run the trainer under torchrun (standalone rendezvous, gloo); stdout parsed as JSON lines."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        f"--max-restarts={max_restarts}", "--monitor-interval=0.5",
+        "-m", "capstan_trainer.train", "-f", str(resource),
+    ]  # fmt: skip
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(
+            f"torchrun did not finish within {timeout_s} s; stderr tail:\n{exc.stderr}"
+        ) from exc
+    records = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return RunResult(proc.returncode, records, proc.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+
 from capstan_operator.api.dataset import C4Filter, Filters, FineWebFilter, GopherQuality, GopherRepetition
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})

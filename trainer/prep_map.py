@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from capstan_operator.api.dataset import DatasetSpec
 from capstan_trainer import prep_dedup, prep_pii, prep_read
 from capstan_trainer.prep_filters import apply_filters

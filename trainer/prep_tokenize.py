@@ -12,10 +12,11 @@ from collections.abc import Iterable, Iterator
 from itertools import chain
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from capstan_operator.api.dataset import Tokenizer as TokenizerSpec
 from capstan_trainer import shards, storage
 from capstan_trainer.prep_read import InputError
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 ENCODE_BATCH = 2048  # documents per encode_batch call: big enough to keep every core busy
 

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 
 import numpy as np
+
 from capstan_operator.api.common import InvalidResource
 from capstan_operator.api.dataset import DatasetSpec
 from capstan_trainer import datasheet, prep_dedup, shards, storage

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from capstan_operator.api.common import ApiModel, cel
 from pydantic import ConfigDict, Field, model_validator
+
+from capstan_operator.api.common import ApiModel, cel
 
 # SPDX licence ids (and LicenseRef-... for custom ones): letters, digits, '.', '-', '+'.
 SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*$"

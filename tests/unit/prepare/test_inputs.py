@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 import zstandard
+
 from capstan_operator.api.common import InvalidResource, parse_spec
 from capstan_operator.api.dataset import DatasetSpec
 from capstan_trainer import shards

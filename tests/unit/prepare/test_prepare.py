@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from capstan_trainer import shards, storage
-from capstan_trainer.prepare import main
 from tokenizers import Tokenizer
 
+from capstan_trainer import shards, storage
+from capstan_trainer.prepare import main
 from tests.unit.prepare import corpus
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 
 import numpy as np
+from datasketch import MinHash
+
 from capstan_operator.api.dataset import Cleaning, Filters, Pii
 from capstan_trainer import prep_dedup, prep_pii
 from capstan_trainer.prep_filters import apply_filters
 from capstan_trainer.prep_normalize import normalize
-from datasketch import MinHash
-
 from tests.unit.prepare import corpus
 
 

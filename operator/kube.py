@@ -1,0 +1,175 @@
+"""Kubernetes access for the reconcilers: create-or-patch of the child kinds, reads that return
+plain dicts, owner references and labels. Idempotent by construction: deterministic names, a
+409 on create means "already there" (then patched to the desired state)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+GROUP = "capstan.dev"
+VERSION = "v1alpha1"
+
+# Label keys (constants, as the style guide asks).
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_KIND = "capstan.dev/kind"
+LABEL_OWNER = "capstan.dev/owner"
+
+# (apiVersion, kind) -> (API class, method suffix)
+_APIS: dict[tuple[str, str], tuple[type, str]] = {
+    ("v1", "ConfigMap"): (client.CoreV1Api, "namespaced_config_map"),
+    ("v1", "Service"): (client.CoreV1Api, "namespaced_service"),
+    ("v1", "Secret"): (client.CoreV1Api, "namespaced_secret"),
+    ("v1", "Pod"): (client.CoreV1Api, "namespaced_pod"),
+    ("batch/v1", "Job"): (client.BatchV1Api, "namespaced_job"),
+    ("apps/v1", "Deployment"): (client.AppsV1Api, "namespaced_deployment"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): (
+        client.AutoscalingV2Api,
+        "namespaced_horizontal_pod_autoscaler",
+    ),
+}
+_local = threading.local()
+_client_lock = threading.Lock()
+_api_client: client.ApiClient | None = None
+
+
+def api_client() -> client.ApiClient:
+    """One shared client: in-cluster when running in a pod, else the kubeconfig."""
+    global _api_client
+    with _client_lock:
+        if _api_client is None:
+            cfg = client.Configuration()
+            try:
+                config.load_incluster_config(client_configuration=cfg)
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=cfg)
+            cfg.connection_pool_maxsize = 64
+            _api_client = client.ApiClient(cfg)
+        return _api_client
+
+
+def _api(api_version: str, kind: str):
+    cls, suffix = _APIS[(api_version, kind)]
+    return cls(api_client()), suffix
+
+
+def _raw(resp) -> dict:
+    return json.loads(resp.data)
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+    api, suffix = _api(api_version, kind)
+    try:
+        return _raw(getattr(api, f"read_{suffix}")(name, namespace, _preload_content=False))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def list_(api_version: str, kind: str, namespace: str, selector: str = "") -> list[dict]:
+    api, suffix = _api(api_version, kind)
+    return _raw(getattr(api, f"list_{suffix}")(namespace, label_selector=selector, _preload_content=False))[
+        "items"
+    ]
+
+
+def apply(obj: dict[str, Any]) -> dict:
+    """Create `obj`, or patch the existing one to it (merge patch of labels, spec and data)."""
+    api, suffix = _api(obj["apiVersion"], obj["kind"])
+    meta = obj["metadata"]
+    try:
+        return _raw(getattr(api, f"create_{suffix}")(meta["namespace"], obj, _preload_content=False))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    patch = {k: v for k, v in obj.items() if k in ("spec", "data", "stringData")}
+    patch["metadata"] = {k: v for k, v in meta.items() if k in ("labels", "annotations", "ownerReferences")}
+    if obj["kind"] == "Job":
+        patch.pop("spec", None)  # a Job's pod template is immutable; only suspend/parallelism change
+        if "suspend" in obj.get("spec", {}):
+            patch["spec"] = {"suspend": obj["spec"]["suspend"]}
+    return _raw(
+        getattr(api, f"patch_{suffix}")(meta["name"], meta["namespace"], patch, _preload_content=False)
+    )
+
+
+def patch(api_version: str, kind: str, namespace: str, name: str, body: dict) -> dict:
+    api, suffix = _api(api_version, kind)
+    return _raw(getattr(api, f"patch_{suffix}")(name, namespace, body, _preload_content=False))
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
+    """Delete if present; True when something was deleted."""
+    api, suffix = _api(api_version, kind)
+    try:
+        getattr(api, f"delete_{suffix}")(
+            name, namespace, propagation_policy=propagation, _preload_content=False
+        )
+        return True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def get_custom(plural: str, namespace: str, name: str) -> dict | None:
+    api = client.CustomObjectsApi(api_client())
+    try:
+        return _raw(
+            api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, _preload_content=False)
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def list_custom(plural: str, namespace: str) -> list[dict]:
+    api = client.CustomObjectsApi(api_client())
+    return _raw(api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _preload_content=False))[
+        "items"
+    ]
+
+
+def owner_reference(body: dict) -> dict:
+    """An owner reference to a Capstan resource: its children are deleted with it."""
+    return {
+        "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"),
+        "kind": body["kind"],
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(kind: str, name: str, component: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: "capstan",
+        LABEL_INSTANCE: name,
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: "capstan-operator",
+        LABEL_PART_OF: "capstan",
+        LABEL_KIND: kind.lower(),
+        LABEL_OWNER: name,
+    }
+
+
+def child_meta(body: dict, name: str, component: str, extra_labels: dict | None = None) -> dict:
+    """metadata for a child of `body`: namespace, labels, owner reference."""
+    meta = body["metadata"]
+    return {
+        "name": name,
+        "namespace": meta["namespace"],
+        "labels": {**labels(body["kind"], meta["name"], component), **(extra_labels or {})},
+        "ownerReferences": [owner_reference(body)],
+    }

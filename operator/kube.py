@@ -36,7 +36,6 @@ _APIS: dict[tuple[str, str], tuple[type, str]] = {
         "namespaced_horizontal_pod_autoscaler",
     ),
 }
-_local = threading.local()
 _client_lock = threading.Lock()
 _api_client: client.ApiClient | None = None
 

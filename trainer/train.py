@@ -115,15 +115,19 @@ def state_for(model, optimizer, step: int, cursor: int) -> dict:
     }
 
 
-def maybe_inject_fault(step: int, rank: int, world: int) -> None:
+def fault_planned(step: int) -> bool:
     """Tests only: CAPSTAN_FAULT_KILL_STEPS="25" or "15,33": on restart k the last rank SIGKILLs
     itself right after finishing the k-th listed step (a real crash torchrun must recover from)."""
     plan = os.environ.get("CAPSTAN_FAULT_KILL_STEPS")
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    if plan and rank == world - 1:
-        steps = [int(s) for s in plan.split(",")]
-        if restart < len(steps) and step == steps[restart]:
-            os.kill(os.getpid(), signal.SIGKILL)
+    steps = [int(s) for s in plan.split(",")] if plan else []
+    return restart < len(steps) and step == steps[restart]
+
+
+def inject_fault(rank: int, world: int) -> None:
+    dist.barrier()
+    if rank == world - 1:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run(cfg: TrainConfig) -> int:
@@ -266,7 +270,11 @@ def run(cfg: TrainConfig) -> int:
                 break
         if step % spec.checkpoint.interval_steps == 0:
             save(step)
-        maybe_inject_fault(step, rank, world)
+        if fault_planned(step):
+            # Let the save in flight commit first, so the step a restart resumes from does not
+            # depend on upload speed (the tests assert it).
+            committed(ckpt.wait())
+            inject_fault(rank, world)
 
     # ---- finish ---------------------------------------------------------------------------
     newest = ckpt.timings[-1]["step"] if ckpt.timings else getattr(ckpt.last_committed, "step", None)

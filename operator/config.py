@@ -1,0 +1,67 @@
+"""The operator's own configuration, from CAPSTAN_* environment variables (set by the Helm chart
+from its values). Builders take it as a plain argument; nothing reads the environment elsewhere."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_LICENCES = (
+    "CC0-1.0",
+    "CC-BY-4.0",
+    "CC-BY-SA-4.0",
+    "Apache-2.0",
+    "MIT",
+    "ODC-By-1.0",
+    "public-domain",
+)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    """namespaces to watch; empty means all."""
+    workload_image: str = "capstan/workload:dev"
+    """workload_image runs every Job and serving pod unless a resource overrides it."""
+    image_pull_policy: str = "IfNotPresent"
+    s3_endpoint: str = ""
+    """s3_endpoint is the object-storage endpoint URL given to workloads; empty means AWS."""
+    s3_secret: str = ""
+    """s3_secret names a Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional
+    AWS_REGION) that workloads read credentials from; empty means none."""
+    allowed_licences: tuple[str, ...] = DEFAULT_LICENCES
+    """allowed_licences are the SPDX ids a Dataset may declare."""
+    log_level: str = "INFO"
+    leader_election: bool = False
+    """leader_election: kopf peering between replicas (True) or standalone (False)."""
+    liveness_port: int = 8080
+    metrics_port: int = 9090
+    gang_backoff_seconds: int = 10
+    """gang_backoff_seconds to wait before recreating a gang that was not scheduled in time."""
+    progress_interval_seconds: int = 10
+    """progress_interval_seconds between reads of a running trainer's progress file."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """extra_env is passed to every workload container (e.g. a proxy setting)."""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
+        e = os.environ if env is None else env
+
+        def words(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            raw = e.get(name)
+            return default if raw is None else tuple(w for w in raw.replace(",", " ").split() if w)
+
+        return cls(
+            namespaces=words("CAPSTAN_NAMESPACES", ()),
+            workload_image=e.get("CAPSTAN_WORKLOAD_IMAGE", cls.workload_image),
+            image_pull_policy=e.get("CAPSTAN_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            s3_endpoint=e.get("CAPSTAN_S3_ENDPOINT", ""),
+            s3_secret=e.get("CAPSTAN_S3_SECRET", ""),
+            allowed_licences=words("CAPSTAN_ALLOWED_LICENCES", DEFAULT_LICENCES),
+            log_level=e.get("CAPSTAN_LOG_LEVEL", "INFO").upper(),
+            leader_election=e.get("CAPSTAN_LEADER_ELECTION", "false").lower() in ("1", "true", "yes"),
+            liveness_port=int(e.get("CAPSTAN_LIVENESS_PORT", "8080")),
+            metrics_port=int(e.get("CAPSTAN_METRICS_PORT", "9090")),
+            gang_backoff_seconds=int(e.get("CAPSTAN_GANG_BACKOFF_SECONDS", "10")),
+            progress_interval_seconds=int(e.get("CAPSTAN_PROGRESS_INTERVAL_SECONDS", "10")),
+        )

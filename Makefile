@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := .capstan/bin
 PYTEST_ARGS ?=
 
-.PHONY: install control-plane test demo cluster-up cluster-down lint unit clean
+.PHONY: install control-plane test demo cluster-up cluster-down lint unit clean crds
 
 install: $(VENV)/.installed control-plane
 
@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml
 control-plane:
 	@command -v go >/dev/null || { echo "Go >= 1.26 is required to build the control plane (https://go.dev/dl/)"; exit 1; }
 	bash hack/localcluster/build.sh
+	bash hack/build-helm.sh
+
+# Regenerate manifests/crds/ and charts/capstan/crds/ from the API models.
+crds: $(VENV)/.installed
+	$(PY) -m capstan_operator.crdgen
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from capstan_operator.api.common import ApiModel, cel
+from capstan_operator.api.common import ApiModel, cel, immutable
 
 # SPDX licence ids (and LicenseRef-... for custom ones): letters, digits, '.', '-', '+'.
 SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*$"
@@ -205,7 +205,7 @@ class GopherRepetition(ApiModel):
             NGramLimit(n=4, max_fraction=0.16),
         ],
         max_length=10,
-        description="topNGrams bounds the character share of the most frequent n-gram, per n.",
+        description="topNgrams bounds the character share of the most frequent n-gram, per n.",
     )
     duplicate_ngrams: list[NGramLimit] = Field(
         default_factory=lambda: [
@@ -213,7 +213,7 @@ class GopherRepetition(ApiModel):
             for n, f in ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
         ],
         max_length=10,
-        description="duplicateNGrams bounds the character share of n-grams occurring more than once, per n.",
+        description="duplicateNgrams bounds the character share of n-grams occurring more than once, per n.",
     )
 
 
@@ -459,7 +459,12 @@ class Tokenizer(ApiModel):
 
 
 class Output(ApiModel):
-    uri: str = Field(min_length=1, max_length=2000, description="uri of the output folder (fsspec URI).")
+    uri: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="uri of the output folder (fsspec URI); fixed once created, so shards never mix.",
+        json_schema_extra=immutable("output.uri"),
+    )
     shard_tokens: int = Field(
         default=100_000_000,
         ge=1,

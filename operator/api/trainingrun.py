@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from capstan_operator.api.common import ApiModel, cel
+from capstan_operator.api.common import ApiModel, cel, immutable
 
 PRESET_NAMES = ("test", "125m", "350m", "1b", "8b")
 
@@ -389,9 +389,17 @@ class TrainingRunSpec(ApiModel):
     datasets: list[DatasetSource] = Field(
         min_length=1, description="datasets is the training mixture: one or more sources with weights."
     )
-    model: ModelSpec = Field(default_factory=ModelSpec, description="model shape: a preset plus overrides.")
+    # A run's checkpoints only load into the shape they were saved from, and from the start they
+    # were made from: both are fixed once the run exists.
+    model: ModelSpec = Field(
+        default_factory=ModelSpec,
+        description="model shape: a preset plus overrides; immutable.",
+        json_schema_extra=immutable("model"),
+    )
     init: InitSpec = Field(
-        default_factory=InitSpec, description="init: from scratch, a checkpoint, or a TrainingRun."
+        default_factory=InitSpec,
+        description="init: from scratch, a checkpoint, or a TrainingRun; immutable.",
+        json_schema_extra=immutable("init"),
     )
     optimizer: OptimizerSpec = Field(
         default_factory=OptimizerSpec, description="optimizer and batch settings."

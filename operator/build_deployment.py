@@ -19,11 +19,10 @@ PORT = 8000
 PORT_NAME = "http"
 LABEL_REVISION = "capstan.dev/revision"
 ANNOTATION_MODEL_URI = "capstan.dev/model-uri"
-ANNOTATION_STEP_STARTED = "capstan.dev/step-started"
-"""When the canary's current step began (RFC 3339): the pause is timed from it, so an operator
-restart resumes the step where it was."""
-ANNOTATION_STEP_WEIGHT = "capstan.dev/step-weight"
-"""The weight the step-started time belongs to."""
+ANNOTATION_CANARY_STEP = "capstan.dev/canary-step"
+"""On the canary's Deployment, JSON {"weight", "started", "ready"}: the step it is on, when the
+step began and when its pods were all Ready (RFC 3339 or null). The pause is timed from "ready",
+so an operator restart resumes the step where it was."""
 MODEL_LOAD_SECONDS = 600  # the startup probe allows this long before liveness takes over
 VLLM_MODEL_LOAD_SECONDS = 1200
 PROBE_PERIOD = 2
@@ -100,7 +99,13 @@ def _probes(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def deployment(
-    body: dict, spec: DeploymentSpec, cfg: OperatorConfig, revision: int, model_uri: str, replicas: int
+    body: dict,
+    spec: DeploymentSpec,
+    cfg: OperatorConfig,
+    revision: int,
+    model_uri: str,
+    replicas: int,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The apps/v1 Deployment serving `model_uri` as `revision` with `replicas` pods."""
     name = deployment_name(body["metadata"]["name"], revision)
@@ -123,7 +128,7 @@ def deployment(
         "kind": "Deployment",
         "metadata": {
             **kube.child_meta(body, name, COMPONENT, {LABEL_REVISION: str(revision)}),
-            "annotations": {ANNOTATION_MODEL_URI: model_uri},
+            "annotations": {ANNOTATION_MODEL_URI: model_uri, **(annotations or {})},
         },
         "spec": {
             "replicas": replicas,

@@ -37,12 +37,13 @@ def service_name(name: str) -> str:
     return job_name(name)
 
 
-def rendezvous_host(name: str) -> str:
-    """Pod 0's stable DNS name: `<job>-0.<service>` (Indexed Job hostname + subdomain)."""
-    return f"{job_name(name)}-0.{service_name(name)}"
+def rendezvous_host(name: str, namespace: str) -> str:
+    """Pod 0's stable DNS name: `<job>-0.<service>.<namespace>.svc` (Indexed Job hostname +
+    subdomain). Namespace-qualified so it resolves without DNS search paths, in pod 0 itself too."""
+    return f"{job_name(name)}-0.{service_name(name)}.{namespace}.svc"
 
 
-def trainer_role(name: str, spec: TrainingRunSpec, cfg: OperatorConfig) -> specs.Role:
+def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: OperatorConfig) -> specs.Role:
     """The torchrun role with macros substituted for pod `$(JOB_COMPLETION_INDEX)` of the gang.
 
     `python -m torch.distributed.run` is torchrun itself; it needs no console script on PATH."""
@@ -57,7 +58,7 @@ def trainer_role(name: str, spec: TrainingRunSpec, cfg: OperatorConfig) -> specs
             f"--nnodes={r.min_nodes}:{r.max_nodes}",
             f"--nproc-per-node={r.nproc_per_node}",
             "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={rendezvous_host(name)}:{RDZV_PORT}",
+            f"--rdzv-endpoint={rendezvous_host(name, namespace)}:{RDZV_PORT}",
             f"--rdzv-id={macros.app_id}",
             f"--max-restarts={fp.max_restarts}",
             "-m",
@@ -94,7 +95,7 @@ def _toleration(t) -> dict[str, Any]:
 
 def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any]:
     name = body["metadata"]["name"]
-    role = trainer_role(name, spec, cfg)
+    role = trainer_role(name, body["metadata"]["namespace"], spec, cfg)
     pod = ApiClient().sanitize_for_serialization(role_to_pod(CONTAINER, role, service_account=None))["spec"]
     container = pod["containers"][0]
     env = common.workload_env(body, cfg, role.env)

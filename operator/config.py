@@ -37,6 +37,8 @@ class OperatorConfig:
     log_level: str = "INFO"
     leader_election: bool = False
     """leader_election: kopf peering between replicas (True) or standalone (False)."""
+    bind_address: str = "0.0.0.0"
+    """bind_address for the liveness and metrics endpoints (the chart passes the pod IP)."""
     liveness_port: int = 8080
     metrics_port: int = 9090
     gang_backoff_seconds: int = 10
@@ -64,6 +66,7 @@ class OperatorConfig:
             allowed_licences=words("CAPSTAN_ALLOWED_LICENCES", DEFAULT_LICENCES),
             log_level=e.get("CAPSTAN_LOG_LEVEL", "INFO").upper(),
             leader_election=e.get("CAPSTAN_LEADER_ELECTION", "false").lower() in ("1", "true", "yes"),
+            bind_address=e.get("CAPSTAN_BIND_ADDRESS", "0.0.0.0"),
             liveness_port=int(e.get("CAPSTAN_LIVENESS_PORT", "8080")),
             metrics_port=int(e.get("CAPSTAN_METRICS_PORT", "9090")),
             gang_backoff_seconds=int(e.get("CAPSTAN_GANG_BACKOFF_SECONDS", "10")),

@@ -262,9 +262,44 @@ def render(crd: dict[str, Any]) -> str:
     return HEADER + yaml.dump(crd, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
 
 
+def peering_crd(kind: str, scope: str) -> dict[str, Any]:
+    """kopf's peering CRD (kopf.dev/v1), which replicas use to see each other when leader
+    election is on. Shipped with Capstan's CRDs so that turning it on needs no extra step."""
+    plural = kind.lower() + "s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "scope": scope,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def generated_files() -> dict[str, str]:
-    """File name -> content, for every kind."""
-    return {f"{info.plural}.{GROUP}.yaml": render(build_crd(info)) for info in KINDS.values()}
+    """File name -> content, for every kind and kopf's two peering kinds."""
+    files = {f"{info.plural}.{GROUP}.yaml": render(build_crd(info)) for info in KINDS.values()}
+    for kind, scope in (("KopfPeering", "Namespaced"), ("ClusterKopfPeering", "Cluster")):
+        crd = peering_crd(kind, scope)
+        files[f"{crd['metadata']['name']}.yaml"] = render(crd)
+    return files
 
 
 def stale_files(out_dirs: tuple[Path, ...] = OUT_DIRS) -> list[str]:
@@ -305,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     write()
     for d in OUT_DIRS:
-        print(f"wrote {len(KINDS)} CRDs to {d.relative_to(REPO)}")
+        print(f"wrote {len(generated_files())} CRDs to {d.relative_to(REPO)}")
     return 0
 
 

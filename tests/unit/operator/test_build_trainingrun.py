@@ -71,7 +71,7 @@ def test_indexed_job_one_pod_per_node_running_torchrun():
     assert c["command"] == [
         "python", "-m", "torch.distributed.run",
         "--nnodes=1:2", "--nproc-per-node=2", "--rdzv-backend=c10d",
-        "--rdzv-endpoint=llm-train-0.llm-train:29400", "--rdzv-id=llm-train", "--max-restarts=3",
+        "--rdzv-endpoint=llm-train-0.llm-train.team-a.svc:29400", "--rdzv-id=llm-train", "--max-restarts=3",
         "-m", "capstan_trainer.train", "-f", "/etc/capstan/resource.yaml",
     ]  # fmt: skip
     assert c["image"] == "img:1"

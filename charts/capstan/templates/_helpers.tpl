@@ -1,0 +1,77 @@
+{{/* Full name of the release's objects. */}}
+{{- define "capstan.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "capstan.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{ include "capstan.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Labels that select the operator pods. */}}
+{{- define "capstan.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* The ServiceAccount the operator runs as. */}}
+{{- define "capstan.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "capstan.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Rules the operator needs in every namespace it watches (Role or ClusterRole). */}}
+{{- define "capstan.namespacedRules" -}}
+# The four kinds: watched by kopf, annotated (progress, diff-base), status written.
+- apiGroups: ["capstan.dev"]
+  resources: ["datasets", "trainingruns", "evaluations", "deployments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["capstan.dev"]
+  resources: ["datasets/status", "trainingruns/status", "evaluations/status", "deployments/status"]
+  verbs: ["get", "patch"]
+# Children the reconcilers create-or-patch and clean up.
+- apiGroups: [""]
+  resources: ["configmaps", "services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Trainer and serving pods: gang checks, progress, teardown; logs for failure messages.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "delete"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+# The object-storage credentials Secret is only read (to check it exists).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Events for every transition.
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- if .Values.leaderElection }}
+# kopf peering between replicas (namespaced peering objects).
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end -}}

@@ -1,0 +1,101 @@
+"""The operator process: kopf with Capstan's settings, liveness, metrics, JSON logs.
+
+    python -m capstan_operator        (configuration from CAPSTAN_* variables; see config.py)
+
+Standalone by default. With leader election on, replicas peer through kopf's peering objects
+(named `capstan`): each takes a distinct priority from its identity, the highest one serves and
+the others stay paused until its peering record expires. kopf stops gracefully on SIGTERM/SIGINT
+(running handlers finish, watches close), then the metrics server is shut down.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import zlib
+
+import kopf
+
+from capstan_operator import handlers, metrics
+from capstan_operator.api.common import GROUP
+from capstan_operator.config import OperatorConfig
+
+PEERING_NAME = "capstan"
+COMPONENT = "capstan-operator"
+log = logging.getLogger("capstan.operator")
+
+
+def build_settings(config: OperatorConfig, identity: str) -> kopf.OperatorSettings:
+    """kopf settings for this configuration (pure: no I/O)."""
+    settings = kopf.OperatorSettings()
+    # Events: the handlers' kopf.info/warn calls at INFO and above (one per transition); handler
+    # log lines stay logs (posting.loggers is off), so a retry loop cannot flood the Events API.
+    settings.posting.level = logging.INFO
+    settings.posting.loggers = False
+    settings.posting.reporting_component = COMPONENT
+    settings.posting.reporting_instance = identity
+    # Progress and diff-base in annotations: status.kopf would be pruned by the structural schema.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.peering.name = PEERING_NAME
+    settings.peering.standalone = not config.leader_election
+    settings.peering.mandatory = config.leader_election
+    settings.peering.clusterwide = not config.namespaces
+    settings.peering.priority = peering_priority(identity) if config.leader_election else 0
+    # Watches reconnect every few minutes so a silently dropped connection cannot stall the operator.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    return settings
+
+
+def peering_priority(identity: str) -> int:
+    """A stable priority per replica; kopf freezes every peer when two share one."""
+    return 1 + zlib.crc32(identity.encode()) % 1_000_000
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr (kopf's formatter), with the object reference under `object`."""
+    kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object", verbose=level == "DEBUG")
+    logging.getLogger().setLevel(level)
+    # aiohttp's access log and kubernetes' debug chatter are noise at INFO.
+    for noisy in ("aiohttp.access", "kubernetes", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def run(config: OperatorConfig | None = None) -> int:
+    config = config or OperatorConfig.from_env()
+    configure_logging(config.log_level)
+    identity = f"{socket.gethostname()}"
+    registry = kopf.OperatorRegistry()
+    # A registry of our own does not get kopf's default login: in-cluster token or kubeconfig.
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    handlers.register(registry)
+    server, _ = metrics.serve(config.bind_address, config.metrics_port)
+    log.info(
+        "capstan operator starting",
+        extra={
+            "namespaces": list(config.namespaces) or "all",
+            "leaderElection": config.leader_election,
+            "liveness": f"{config.bind_address}:{config.liveness_port}",
+            "metrics": f"{config.bind_address}:{config.metrics_port}",
+        },
+    )
+    settings = build_settings(config, identity)
+    try:
+        kopf.run(
+            registry=registry,
+            settings=settings,
+            # standalone/priority/peering_name are left to `settings`: passing peering_name
+            # here would make peering mandatory even when standalone.
+            liveness_endpoint=f"http://{config.bind_address}:{config.liveness_port}/healthz",
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            memo=kopf.Memo(config=config),
+        )
+    finally:
+        server.shutdown()
+        log.info("capstan operator stopped")
+    return 0

@@ -1,0 +1,21 @@
+"""Fixtures for tests against the local API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from capstan_operator.api import KINDS
+from capstan_operator.api.common import GROUP
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def capstan_crds(cluster):
+    """The generated CRDs installed and established (left in place: later tests reuse them)."""
+    cluster.kubectl("apply", "-f", str(REPO / "manifests" / "crds"))
+    names = [f"crd/{k.plural}.{GROUP}" for k in KINDS.values()]
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names, timeout=90)
+    return names

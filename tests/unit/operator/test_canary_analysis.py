@@ -12,10 +12,13 @@ def metrics_text(ok: int, errors: int, buckets: dict[str, int]) -> str:
     lines = [
         "# TYPE capstan_serve_requests_total counter",
         f'capstan_serve_requests_total{{status="200"}} {ok}.0',
-        f'capstan_serve_requests_total{{status="400"}} 1.0',
+        'capstan_serve_requests_total{status="400"} 1.0',
         f'capstan_serve_requests_total{{status="500"}} {errors}.0',
         "# TYPE capstan_serve_e2e_request_latency_seconds histogram",
-        *(f'capstan_serve_e2e_request_latency_seconds_bucket{{le="{le}"}} {c}.0' for le, c in buckets.items()),
+        *(
+            f'capstan_serve_e2e_request_latency_seconds_bucket{{le="{le}"}} {c}.0'
+            for le, c in buckets.items()
+        ),
         f"capstan_serve_e2e_request_latency_seconds_count {max(buckets.values())}.0",
         "capstan_serve_e2e_request_latency_seconds_sum 1.0",
     ]
@@ -50,7 +53,9 @@ def test_verdicts():
     assert judge(quick, Analysis()).passed
     few = judge(Sample(requests=3, buckets={0.05: 3, float("inf"): 3}), Analysis(minRequests=10))
     assert (few.decided, few.passed) == (False, False) and "waiting for at least 10" in few.summary
-    errors = judge(Sample(requests=20, errors=2, buckets={0.05: 20, float("inf"): 20}), Analysis(maxErrorRate=0.05))
+    errors = judge(
+        Sample(requests=20, errors=2, buckets={0.05: 20, float("inf"): 20}), Analysis(maxErrorRate=0.05)
+    )
     assert (errors.decided, errors.passed) == (True, False)
     assert "error rate 0.100" in errors.summary and "above the maximum 0.05" in errors.summary
     slow = judge(quick, Analysis(maxP99LatencySeconds=0.001))

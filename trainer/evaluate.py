@@ -87,7 +87,7 @@ def run(name: str, spec: EvaluationSpec) -> dict:
 
     def progress(stage: str):
         def report(done: int, total: int) -> None:
-            emit({"event": "progress", "stage": stage, "batches": done, "of": total})
+            emit({"event": "progress", "stage": stage, "done": done, "of": total})
 
         return report
 

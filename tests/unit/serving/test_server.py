@@ -214,23 +214,22 @@ def test_disconnected_client_is_cancelled(server):
 
 def test_full_queue_gets_429(narrow_server):
     s = narrow_server
-    if True:
 
-        async def run():
-            async with aiohttp.ClientSession() as session:
+    async def run():
+        async with aiohttp.ClientSession() as session:
 
-                async def one():
-                    body = {"prompt": "w1", "max_tokens": 20, "ignore_eos": True}
-                    async with session.post(s.url + "/v1/completions", json=body) as r:
-                        return r.status, await r.json()
+            async def one():
+                body = {"prompt": "w1", "max_tokens": 20, "ignore_eos": True}
+                async with session.post(s.url + "/v1/completions", json=body) as r:
+                    return r.status, await r.json()
 
-                return await asyncio.gather(*(one() for _ in range(4)))
+            return await asyncio.gather(*(one() for _ in range(4)))
 
-        results = asyncio.run(run())
-        codes = sorted(c for c, _ in results)
-        assert 200 in codes and 429 in codes, codes
-        rejected = next(b for c, b in results if c == 429)
-        assert rejected["error"]["code"] == "queue_full"
+    results = asyncio.run(run())
+    codes = sorted(c for c, _ in results)
+    assert 200 in codes and 429 in codes, codes
+    rejected = next(b for c, b in results if c == 429)
+    assert rejected["error"]["code"] == "queue_full"
 
 
 def test_sigterm_drains_in_flight_requests(narrow_server):

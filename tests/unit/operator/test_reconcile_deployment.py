@@ -1,0 +1,233 @@
+"""The Deployment reconciler's rollout logic on an in-memory API (the real API server and real
+serving pods are in tests/integration/test_reconcile_deployment.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from capstan_operator import build_deployment as bd
+from capstan_operator import canary_analysis, reconcile_deployment
+from capstan_operator.canary_analysis import Sample
+from capstan_operator.config import OperatorConfig
+from tests.unit.operator.fake_kube import FakeKube
+from tests.unit.operator.resources import deployment
+
+CFG = OperatorConfig()
+STEPS = [{"weight": 25, "pauseSeconds": 0}, {"weight": 100, "pauseSeconds": 0}]
+GOOD = Sample(requests=50, errors=0, buckets={0.1: 50, float("inf"): 50})
+ERRORS = Sample(requests=50, errors=10, buckets={0.1: 50, float("inf"): 50})
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeKube:
+    return FakeKube(monkeypatch)
+
+
+@pytest.fixture
+def metrics(monkeypatch) -> dict:
+    """What the canary pods' /metrics add up to; tests set ["sample"]."""
+    box = {"sample": GOOD, "scraped": []}
+
+    def scrape(ips, port):
+        box["scraped"].append(list(ips))
+        return box["sample"], []
+
+    monkeypatch.setattr(canary_analysis, "scrape", scrape)
+    return box
+
+
+def reconcile(body: dict):
+    """One pass; the status patch is written back as the status subresource would take it."""
+    out = reconcile_deployment.reconcile(body, CFG)
+    status = body.setdefault("status", {})
+    for k, v in out.status.items():
+        if v is None:
+            status.pop(k, None)
+        else:
+            status[k] = v
+    return out
+
+
+def available(fake: FakeKube, body: dict) -> None:
+    reconcile(body)
+    fake.make_ready("chat-r1")
+    reconcile(body)
+    assert body["status"]["phase"] == "Available"
+
+
+def test_first_revision_starts_at_full_size_then_is_available(fake, metrics):
+    body = deployment("chat", replicas=3)
+    out = reconcile(body)
+    assert body["status"]["phase"] == "Progressing" and body["status"]["revision"] == 1
+    assert fake.replicas("chat-r1") == 3 and ("Service", "chat") in fake.objects
+    assert [e[1] for e in out.events] == ["Created", "NewRevision"]
+    fake.make_ready("chat-r1")
+    reconcile(body)
+    st = body["status"]
+    assert (st["phase"], st["readyReplicas"], st["url"]) == (
+        "Available",
+        3,
+        "http://chat.team-a.svc.cluster.local:8000/v1",
+    )
+    assert st["history"][0]["outcome"] == "Promoted"
+    assert reconcile(body).status == {}  # steady: nothing to write
+
+
+def test_canary_keeps_stable_until_ready_steps_and_promotes(fake, metrics):
+    body = deployment("chat", replicas=4, rollout={"steps": STEPS})
+    available(fake, body)
+    body["spec"]["model"]["uri"] = "s3://bucket/export-2"
+    out = reconcile(body)
+    st = body["status"]
+    assert (st["canaryRevision"], st["canaryWeight"]) == (2, 25)
+    assert (fake.replicas("chat-r1"), fake.replicas("chat-r2")) == (4, 1)  # no stable pod given up yet
+    assert "CanaryStarted" in [e[1] for e in out.events]
+    reconcile(body)
+    assert (fake.replicas("chat-r1"), fake.replicas("chat-r2")) == (4, 1)
+    assert metrics["scraped"] == []  # not analysed before the canary is Ready
+    fake.make_ready("chat-r2")
+    out = reconcile(body)  # analysed, passes, steps to 100 %
+    assert body["status"]["canaryWeight"] == 100 and "CanaryStep" in [e[1] for e in out.events]
+    assert metrics["scraped"] == [["127.0.1.1"]]
+    assert fake.replicas("chat-r1") == 3  # one canary pod Ready: one stable pod released
+    fake.make_ready("chat-r2")  # all four canary pods Ready: the last step passes, promotion
+    out = reconcile(body)
+    st = body["status"]
+    assert (st["revision"], st["previousRevision"], st["modelUri"]) == (2, 1, "s3://bucket/export-2")
+    assert "canaryRevision" not in st and st["canaryWeight"] == 0
+    assert [(h["revision"], h["outcome"]) for h in st["history"]] == [(1, "Promoted"), (2, "Promoted")]
+    assert ("Deployment", "chat-r1") not in fake.objects and fake.replicas("chat-r2") == 4
+
+
+def test_step_timing_survives_an_operator_restart(fake, metrics):
+    """The pause is timed from the canary Deployment's annotation, not from operator memory."""
+    steps = [{"weight": 50, "pauseSeconds": 3600}, {"weight": 100, "pauseSeconds": 0}]
+    body = deployment("chat", replicas=2, rollout={"steps": steps})
+    available(fake, body)
+    body["spec"]["model"]["uri"] = "s3://bucket/export-2"
+    reconcile(body)
+    fake.make_ready("chat-r2")
+    reconcile(body)
+    note = json.loads(
+        fake.objects[("Deployment", "chat-r2")]["metadata"]["annotations"][bd.ANNOTATION_CANARY_STEP]
+    )
+    assert note["weight"] == 50 and note["ready"]
+    for _ in range(3):  # a restarted operator reconciles the same stored state again
+        reconcile(body)
+    again = json.loads(
+        fake.objects[("Deployment", "chat-r2")]["metadata"]["annotations"][bd.ANNOTATION_CANARY_STEP]
+    )
+    assert again == note
+    assert body["status"]["canaryWeight"] == 50 and "of the pause left" in body["status"]["message"]
+
+
+def test_failed_analysis_rolls_back_and_is_not_retried(fake, metrics):
+    body = deployment("chat", replicas=2, rollout={"steps": STEPS})
+    available(fake, body)
+    body["spec"]["model"]["uri"] = "s3://bucket/bad"
+    reconcile(body)
+    fake.make_ready("chat-r2")
+    metrics["sample"] = ERRORS
+    out = reconcile(body)
+    st = body["status"]
+    assert st["revision"] == 1 and "canaryRevision" not in st
+    assert st["history"][-1]["outcome"] == "RolledBack"
+    assert "error rate 0.200" in st["history"][-1]["reason"]
+    assert ("Warning", "RolledBack") in [e[:2] for e in out.events]
+    assert ("Deployment", "chat-r2") not in fake.objects and fake.replicas("chat-r1") == 2
+    for _ in range(2):
+        reconcile(body)
+    assert "canaryRevision" not in body["status"] and len(body["status"]["history"]) == 2
+    assert body["status"]["phase"] == "Available" and "rolled back" in body["status"]["message"]
+    # A different model is rolled out again, as revision 3.
+    body["spec"]["model"]["uri"] = "s3://bucket/fixed"
+    reconcile(body)
+    assert body["status"]["canaryRevision"] == 3
+
+
+def test_a_newer_model_supersedes_the_canary(fake, metrics):
+    body = deployment("chat", replicas=2, rollout={"steps": STEPS})
+    available(fake, body)
+    body["spec"]["model"]["uri"] = "s3://bucket/v2"
+    reconcile(body)
+    body["spec"]["model"]["uri"] = "s3://bucket/v3"
+    out = reconcile(body)
+    st = body["status"]
+    assert st["canaryRevision"] == 3
+    assert [(h["revision"], h["outcome"]) for h in st["history"]] == [
+        (1, "Promoted"),
+        (2, "Superseded"),
+        (3, "InProgress"),
+    ]
+    assert ("Deployment", "chat-r2") not in fake.objects and fake.replicas("chat-r3") == 1
+    assert "Superseded" in [e[1] for e in out.events]
+
+
+def evaluation(name: str, run: str, passed: bool, uri: str, done: str) -> dict:
+    return {
+        "metadata": {"name": name},
+        "spec": {"model": {"trainingRunRef": {"name": run}}},
+        "status": {
+            "phase": "Succeeded",
+            "passed": passed,
+            "modelUri": uri,
+            "completionTime": done,
+            "message": "m",
+        },
+    }
+
+
+def test_follows_the_newest_passing_evaluation(fake, metrics):
+    body = deployment("chat", model={"trainingRunRef": {"name": "run"}, "followPassingEvaluations": True})
+    reconcile(body)
+    assert body["status"]["phase"] == "Waiting"
+    assert body["status"]["message"] == "waiting for a passing Evaluation of TrainingRun run"
+    fake.custom[("evaluations", "e1")] = evaluation("e1", "run", True, "s3://ckpt/1", "2026-01-01T00:00:00Z")
+    available(fake, body)
+    assert body["status"]["modelUri"] == "s3://ckpt/1"
+    # A newer one that failed its gates and one of another run change nothing...
+    fake.custom[("evaluations", "e2")] = evaluation("e2", "run", False, "s3://ckpt/2", "2026-01-02T00:00:00Z")
+    fake.custom[("evaluations", "x")] = evaluation("x", "other", True, "s3://ckpt/x", "2026-01-03T00:00:00Z")
+    reconcile(body)
+    assert "canaryRevision" not in body["status"]
+    # ...a newer passing one starts a canary.
+    fake.custom[("evaluations", "e3")] = evaluation("e3", "run", True, "s3://ckpt/3", "2026-01-04T00:00:00Z")
+    reconcile(body)
+    assert body["status"]["canaryRevision"] == 2
+    assert body["status"]["history"][-1]["reason"] == "canary from Evaluation e3"
+
+
+def test_a_failed_gate_blocks_and_a_failed_run_fails(fake, metrics):
+    body = deployment("chat", model={"evaluationRef": {"name": "ev"}})
+    fake.custom[("evaluations", "ev")] = evaluation("ev", "run", False, "s3://ckpt/1", "2026-01-01T00:00:00Z")
+    reconcile(body)
+    assert body["status"]["phase"] == "Waiting"
+    cond = next(c for c in body["status"]["conditions"] if c["type"] == "Waiting")
+    assert cond["reason"] == "EvaluationNotPassed"
+    assert not [k for k in fake.objects if k[0] == "Deployment"]
+    run_body = deployment("serve-run", model={"trainingRunRef": {"name": "run"}})
+    fake.custom[("trainingruns", "run")] = {
+        "metadata": {"name": "run"},
+        "status": {"phase": "Failed", "message": "OOM"},
+    }
+    reconcile(run_body)
+    assert run_body["status"]["phase"] == "Failed"
+    assert run_body["status"]["message"] == "spec.model.trainingRunRef: TrainingRun run failed: OOM"
+
+
+def test_autoscaling_hpa_on_the_stable_revision_and_paused_during_a_canary(fake, metrics):
+    body = deployment(
+        "chat", autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 5}, rollout={"steps": STEPS}
+    )
+    available(fake, body)
+    hpa = fake.objects[("HorizontalPodAutoscaler", "chat-serve")]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "chat-r1" and fake.replicas("chat-r1") == 2
+    fake.objects[("Deployment", "chat-r1")]["spec"]["replicas"] = 4  # the HPA scaled up
+    reconcile(body)
+    assert body["status"]["replicas"] == 4
+    body["spec"]["model"]["uri"] = "s3://bucket/v2"
+    reconcile(body)
+    assert ("HorizontalPodAutoscaler", "chat-serve") not in fake.objects
+    assert (fake.replicas("chat-r1"), fake.replicas("chat-r2")) == (4, 1)

@@ -18,6 +18,8 @@ EXIT_INVALID = 3  # capstan_trainer.evaluate: invalid file, retrying cannot help
 BACKOFF_LIMIT = 1  # one more try for a crash (storage hiccup); results are rewritten whole
 RUN_DONE = ("Succeeded", "EarlyStopped")
 STATUS_FILE = "status.json"
+ANNOTATION_GENERATION = "capstan.dev/generation"
+"""The Evaluation generation a Job evaluates: a later spec is evaluated again by a new Job."""
 
 
 def job_name(name: str) -> str:
@@ -114,6 +116,7 @@ def build(body: dict, spec: EvaluationSpec, cfg: OperatorConfig) -> list[dict[st
     job = common.workload_job(
         body, name, COMPONENT, container, BACKOFF_LIMIT, EXIT_INVALID, pods.placement(spec.resources)
     )
+    job["metadata"]["annotations"] = {ANNOTATION_GENERATION: str(body["metadata"].get("generation") or 0)}
     return [common.config_map(body, name, COMPONENT, resource), job]
 
 

@@ -57,6 +57,17 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     # ---- dependencies
     job_name = build_evaluation.job_name(name)
     job = kube.get("batch/v1", "Job", ns, job_name)
+    built_for = ((job or {}).get("metadata", {}).get("annotations") or {}).get(
+        build_evaluation.ANNOTATION_GENERATION
+    )
+    if job is not None and built_for != str(draft.generation):
+        # The spec changed since this Job started: evaluate the new spec (never mix results).
+        kube.delete("batch/v1", "Job", ns, job_name)
+        msg = f"spec generation {draft.generation} differs from the Job's ({built_for}); evaluating again"
+        draft.event("Normal", "SpecChanged", msg)
+        draft.set(passed=None, completionTime=None)
+        draft.clear(st.PASSED, st.FAILED)
+        return draft.phase("Pending", msg, "SpecChanged").outcome(1.0)
     if job is None:
         run_ref, ds_ref = spec.model.training_run_ref, spec.dataset_ref
         run = kube.get_custom("trainingruns", ns, run_ref.name) if run_ref else None
@@ -99,6 +110,9 @@ def _complete(draft: StatusDraft, job: dict, cfg: OperatorConfig) -> Outcome:
         )
     status = build_evaluation.status_from_file(doc, output_uri)
     summary = _gate_summary(status)
+    # A merge patch keeps keys it does not name: drop metrics a re-run no longer reports.
+    gone = {k: None for k in draft.old.get("metrics") or {} if k not in status["metrics"]}
+    status["metrics"] = {**gone, **status["metrics"]}
     draft.set(**status, modelUri=(spec.get("model") or {}).get("uri"), completionTime=now_rfc3339())
     draft.clear(st.FAILED)
     draft.condition(

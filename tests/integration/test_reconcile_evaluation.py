@@ -125,6 +125,21 @@ def test_waits_for_its_training_run_then_passes_its_gates(
     # Level-based: another pass changes nothing.
     assert reconcile_evaluation.reconcile(driver.get("evaluations", "ev"), driver.cfg).status == {}
 
+    # A spec change is applied: the model is evaluated again against the new gate.
+    patch = {"spec": {"gates": [{"metric": "perplexity.token_perplexity", "max": 1.0}]}}
+    cluster.kubectl("patch", "evaluation", "ev", "-n", namespace, "--type=merge", "-p", yaml.safe_dump(patch))
+    driver.run_until(
+        "Evaluation ev to be evaluated again",
+        lambda: (
+            status(driver, "evaluations", "ev").get("observedGeneration") == 2
+            and status(driver, "evaluations", "ev").get("phase") == "Succeeded"
+        ),
+        300,
+    )
+    st = status(driver, "evaluations", "ev")
+    assert st["passed"] is False and [g["metric"] for g in st["gates"]] == ["perplexity.token_perplexity"]
+    assert "SpecChanged" in [e[2] for e in driver.events]
+
 
 def test_a_failed_gate_blocks_the_deployment(operator_cluster, namespace, driver, tiny, tmp_path):
     cluster = operator_cluster

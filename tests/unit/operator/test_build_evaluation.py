@@ -69,6 +69,7 @@ def test_job_runs_evaluate_on_the_resolved_file():
     }
     EvaluationSpec.model_validate(doc["spec"])  # the workload validates it with the same model
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Evaluation"
+    assert job["metadata"]["annotations"] == {"capstan.dev/generation": "1"}  # a later spec runs again
     assert job["spec"]["backoffLimit"] == 1
     rule = job["spec"]["podFailurePolicy"]["rules"][0]
     assert (rule["action"], rule["onExitCodes"]["values"]) == ("FailJob", [3])

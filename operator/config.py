@@ -29,6 +29,9 @@ class OperatorConfig:
     s3_secret: str = ""
     """s3_secret names a Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional
     AWS_REGION) that workloads read credentials from; empty means none."""
+    artifact_uri: str = ""
+    """artifact_uri is where TrainingRuns without spec.checkpoint.uri keep their checkpoints:
+    <artifact_uri>/<namespace>/<name>/checkpoints. Empty: such runs fail with a clear condition."""
     allowed_licences: tuple[str, ...] = DEFAULT_LICENCES
     """allowed_licences are the SPDX ids a Dataset may declare."""
     log_level: str = "INFO"
@@ -59,6 +62,7 @@ class OperatorConfig:
             image_pull_policy=e.get("CAPSTAN_IMAGE_PULL_POLICY", cls.image_pull_policy),
             s3_endpoint=e.get("CAPSTAN_S3_ENDPOINT", ""),
             s3_secret=e.get("CAPSTAN_S3_SECRET", ""),
+            artifact_uri=e.get("CAPSTAN_ARTIFACT_URI", ""),
             allowed_licences=words("CAPSTAN_ALLOWED_LICENCES", DEFAULT_LICENCES),
             log_level=e.get("CAPSTAN_LOG_LEVEL", "INFO").upper(),
             leader_election=e.get("CAPSTAN_LEADER_ELECTION", "false").lower() in ("1", "true", "yes"),

@@ -172,3 +172,37 @@ def child_meta(body: dict, name: str, component: str, extra_labels: dict | None 
         "labels": {**labels(body["kind"], meta["name"], component), **(extra_labels or {})},
         "ownerReferences": [owner_reference(body)],
     }
+
+
+def pod_log(namespace: str, name: str, container: str, tail_lines: int) -> str:
+    """The last lines of a container's log; empty when the log cannot be read."""
+    api = client.CoreV1Api(api_client())
+    try:
+        resp = api.read_namespaced_pod_log(
+            name, namespace, container=container, tail_lines=tail_lines, _preload_content=False
+        )
+        return resp.data.decode("utf-8", errors="replace")
+    except ApiException:
+        return ""
+
+
+def apply_custom(obj: dict[str, Any]) -> dict:
+    """Create a custom object of any group (e.g. a Volcano PodGroup); 409 means already there."""
+    api = client.CustomObjectsApi(api_client())
+    group, version = obj["apiVersion"].split("/")
+    plural = obj["kind"].lower() + "s"
+    meta = obj["metadata"]
+    try:
+        return _raw(
+            api.create_namespaced_custom_object(
+                group, version, meta["namespace"], plural, obj, _preload_content=False
+            )
+        )
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return _raw(
+        api.get_namespaced_custom_object(
+            group, version, meta["namespace"], plural, meta["name"], _preload_content=False
+        )
+    )

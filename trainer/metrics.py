@@ -1,4 +1,20 @@
-"""Rank-aware logging, FLOPs/MFU accounting, and the progress file the operator reads."""
+"""Rank-aware logging, FLOPs/MFU accounting, and the progress file the operator reads.
+
+`<checkpoint root>/progress.json`, written by rank 0 (at most every 10 s, and at once on phase
+changes, evaluations and commits), one JSON object:
+  phase           Starting | Running | Succeeded | EarlyStopped
+  step            optimizer steps completed; totalSteps: the spec's optimizer.totalSteps
+  loss            training loss (mean over ranks) at the last metrics step; null before it
+  evalLoss        mixture-weighted validation loss at the last evaluation; null before it
+  overfitting     true when validation loss rose while training loss fell since the evaluation before
+  lr              learning rate of the last step
+  tokensSeen      training tokens consumed (sequences consumed x seqLen), restored on resume
+  tokensPerSec    all ranks together, over the last metrics interval
+  mfu             model FLOPs utilisation per GPU, 0..1; null on CPU, in fp32, or on an unknown GPU
+  lastCheckpoint  {"uri", "step"} of the newest committed checkpoint; null before the first
+  worldSize       processes in this attempt; restarts: torchrun restarts so far (this pod's agent)
+  time            UTC time of this write (RFC 3339)
+"""
 
 from __future__ import annotations
 
@@ -75,7 +91,8 @@ class Progress:
         self.state: dict = {
             "step": 0, "totalSteps": total_steps, "loss": None, "evalLoss": None, "lr": None,
             "tokensSeen": 0, "tokensPerSec": None, "mfu": None, "worldSize": world,
-            "lastCheckpoint": None, "phase": "Starting", "time": None,
+            "lastCheckpoint": None, "phase": "Starting", "overfitting": False, "time": None,
+            "restarts": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
         }  # fmt: skip
         self.min_interval_s = min_interval_s
         self._last_write = 0.0

@@ -46,6 +46,15 @@ def apply_compile(model: Transformer) -> None:
     log.info("torch.compile applied to %d blocks", len(model.layers))
 
 
+def fsdp_needed(world: int, param_dtype: torch.dtype, reduce_dtype: torch.dtype) -> bool:
+    """FSDP2 earns its keep with several ranks or for its mixed-precision policy. One process in
+    full precision gains nothing from it and pays for it: DTensor dispatch on every optimizer
+    op and the all-gather copies (measured 0.83 of a plain loop's throughput on CPU; see
+    bench/trainer_step.py). The math is the same either way: a reduction over one rank in fp32
+    is the identity."""
+    return world > 1 or param_dtype != torch.float32 or reduce_dtype != torch.float32
+
+
 def apply_fsdp(
     model: Transformer,
     mesh: DeviceMesh,

@@ -2,10 +2,15 @@
 
 Reads top to bottom: config -> process group -> model on meta -> shard -> init -> optimizer ->
 resume -> loop (metrics, eval, checkpoints) -> destroy the process group.
-Exit codes: 0 done; 3 invalid config (permanent); anything else is retryable.
-`--validate-only` checks the file, the data and the storage, then exits (0 or 3) without
-starting any process group: run it before torchrun so a bad spec never burns restarts.
-Running without torchrun works too (a one-process group on loopback).
+
+The -f file is a TrainingRun resource as the user wrote it or as the operator resolved it: the
+operator replaces each `datasets[i].datasetRef` by `datasets[i].uri` (that Dataset's manifest URI)
+and `init.fromTrainingRun` by `init.checkpointUri`, and fills in `checkpoint.uri`; an unresolved
+reference is a config error here. Exit codes are in `exitcodes`: 0 done (also early-stopped);
+3 invalid config (permanent); anything else is retryable. `--validate-only` checks the file, the
+data and the storage, then exits (0 or 3) without starting any process group: run it before
+torchrun so a bad spec never burns restarts. Running without torchrun works too (a one-process
+group on loopback). Metrics go to stdout as JSON lines and to `progress.json` (see `metrics`).
 """
 
 from __future__ import annotations
@@ -30,16 +35,16 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.elastic.multiprocessing.errors import record
+from torch.distributed.fsdp import FSDPModule
 
 from capstan_operator.api.common import InvalidResource
 from capstan_operator.api.trainingrun import TrainingRunSpec
-from capstan_trainer import checkpoint, loader, metrics, parallel, storage
+from capstan_trainer import checkpoint, exitcodes, loader, metrics, parallel, stopping, storage
 from capstan_trainer.config import ConfigError, TrainConfig, resolve
-from capstan_trainer.model import Transformer
+from capstan_trainer.model import ModelConfig, Transformer
 from capstan_trainer.resource import load_resource
 
 log = logging.getLogger("capstan.train")
-EXIT_INVALID = 3
 
 
 def lr_at(step: int, peak: float, floor: float, warmup: int, total: int) -> float:
@@ -48,6 +53,30 @@ def lr_at(step: int, peak: float, floor: float, warmup: int, total: int) -> floa
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
+
+
+def build_model(model_cfg: ModelConfig, spec, mesh, device) -> tuple[Transformer, torch.dtype]:
+    """Build on the meta device, apply AC / compile / FSDP2, then materialise and initialise.
+    Returns (model, parameter dtype in compute)."""
+    o = spec.optimizer
+    torch.manual_seed(o.seed)
+    with torch.device("meta"):
+        model = Transformer(model_cfg)
+    if spec.fsdp.activation_checkpointing == "full":
+        parallel.apply_ac(model)
+    if spec.fsdp.compile:
+        parallel.apply_compile(model)
+    param_dtype, reduce_dtype = parallel.dtypes(o.precision, device)
+    sharded = parallel.fsdp_needed(mesh.size(), param_dtype, reduce_dtype)
+    if sharded:
+        parallel.apply_fsdp(model, mesh, param_dtype, reduce_dtype, spec.fsdp.reshard_after_forward)
+    else:
+        log.info("FSDP2 not applied: one process in full precision (plain module, same math)")
+    model.to_empty(device=device)
+    if not sharded:
+        model.tie_weights()  # to_empty unties a plain module's shared embedding
+    model.init_weights(seed=o.seed)
+    return model, param_dtype
 
 
 def build_optimizer(model: Transformer, spec) -> torch.optim.AdamW:
@@ -65,8 +94,9 @@ def train_step(
     total = torch.zeros((), device=device)
     for a, (x, y) in enumerate(batches):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        # Reduce-scatter gradients only on the last micro-batch; earlier ones accumulate locally.
-        model.set_requires_gradient_sync(a == accum - 1)
+        if isinstance(model, FSDPModule):
+            # Reduce-scatter gradients only on the last micro-batch; earlier ones accumulate locally.
+            model.set_requires_gradient_sync(a == accum - 1)
         logits = model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()) / accum
         loss.backward()
@@ -148,17 +178,7 @@ def run(cfg: TrainConfig) -> int:
     log.info("world size %d, %d micro-batch(es) of %d x %d per step", world, accum, o.micro_batch, o.seq_len)
 
     # ---- model: meta -> shard -> init -----------------------------------------------------
-    torch.manual_seed(o.seed)
-    with torch.device("meta"):
-        model = Transformer(cfg.model)
-    if spec.fsdp.activation_checkpointing == "full":
-        parallel.apply_ac(model)
-    if spec.fsdp.compile:
-        parallel.apply_compile(model)
-    param_dtype, reduce_dtype = parallel.dtypes(o.precision, device)
-    parallel.apply_fsdp(model, mesh, param_dtype, reduce_dtype, spec.fsdp.reshard_after_forward)
-    model.to_empty(device=device)
-    model.init_weights(seed=o.seed)
+    model, param_dtype = build_model(cfg.model, spec, mesh, device)
     optimizer = build_optimizer(model, spec)
     log.info("model: %s, %.2fM parameters", cfg.model, cfg.model.num_params() / 1e6)
 
@@ -202,7 +222,8 @@ def run(cfg: TrainConfig) -> int:
     peak, peak_name = metrics.peak_flops(device)
     if param_dtype != torch.bfloat16:
         peak = None  # the table is bf16 tensor-core peaks; fp32 MFU would mislead
-    best_eval, bad_evals, prev_eval, train_since_eval, prev_train = math.inf, 0, None, [], None
+    watch = stopping.ValidationWatch(spec.eval.early_stopping.patience, spec.eval.early_stopping.min_delta)
+    train_since_eval: list[float] = []
     phase, last_eval, interval_tokens, t_last = "Succeeded", None, 0, time.perf_counter()
 
     def save(at: int) -> None:
@@ -216,7 +237,10 @@ def run(cfg: TrainConfig) -> int:
             progress.update(force=True, lastCheckpoint={"uri": folder.uri, "step": folder.step})
 
     if progress:
-        progress.update(force=True, phase="Running", step=step, tokensSeen=cursor * o.seq_len)
+        resumed = {"uri": latest.uri, "step": latest.step} if latest else None
+        progress.update(
+            force=True, phase="Running", step=step, tokensSeen=cursor * o.seq_len, lastCheckpoint=resumed
+        )
     model.train()
     while step < o.total_steps:
         lr = lr_at(step, o.lr, o.min_lr, o.warmup_steps, o.total_steps)
@@ -250,23 +274,18 @@ def run(cfg: TrainConfig) -> int:
                 weights
             )
             train_now = sum(train_since_eval) / len(train_since_eval) if train_since_eval else None
-            # Overfitting: validation rising while training loss falls.
-            overfit = bool(prev_eval is not None and prev_train is not None and train_now is not None
-                           and last_eval > prev_eval and train_now < prev_train)  # fmt: skip
-            if last_eval < best_eval - spec.eval.early_stopping.min_delta:
-                best_eval, bad_evals = last_eval, 0
-            else:
-                bad_evals += 1
+            train_since_eval = []
+            verdict = watch.observe(last_eval, train_now)
             if rank == 0:
                 metrics.emit({"event": "eval", "step": step, "evalLoss": last_eval, "bySource": per_source,
-                              "trainLoss": train_now, "overfitting": overfit, "evalsWithoutImprovement": bad_evals})  # fmt: skip
-                progress.update(force=True, evalLoss=last_eval, overfitting=overfit)
-            prev_eval, prev_train, train_since_eval = last_eval, train_now, []
-            patience = spec.eval.early_stopping.patience
-            if patience and bad_evals >= patience:
+                              "trainLoss": train_now, "overfitting": verdict.overfitting,
+                              "evalsWithoutImprovement": verdict.evals_without_improvement})  # fmt: skip
+                progress.update(force=True, evalLoss=last_eval, overfitting=verdict.overfitting)
+            if verdict.stop:
                 phase = "EarlyStopped"
                 if rank == 0:
-                    log.info("early stopping at step %d: %d evaluations without improvement", step, bad_evals)
+                    log.info("early stopping at step %d: %d evaluations without improvement", step,
+                             verdict.evals_without_improvement)  # fmt: skip
                 break
         if step % spec.checkpoint.interval_steps == 0:
             save(step)
@@ -287,7 +306,7 @@ def run(cfg: TrainConfig) -> int:
         metrics.emit({"event": "done", "step": step, "phase": phase, "checkpointTimings": ckpt.timings})
     dist.barrier()
     dist.destroy_process_group()
-    return 0
+    return exitcodes.OK
 
 
 def _attempt_store(world: int) -> dist.Store:
@@ -324,11 +343,11 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{args.file}: valid; {cfg.model.num_params() / 1e6:.2f}M parameters, {len(cfg.sources)} source(s)"
             )
-            return 0
+            return exitcodes.OK
         return run(cfg)
     except (InvalidResource, ConfigError) as exc:
         print(f"invalid TrainingRun: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return exitcodes.INVALID_CONFIG
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -45,9 +44,10 @@ class S3Server:
 
 def start_s3(port: int | None = None, log=None, deadline_s: float = 60.0) -> S3Server:
     port = port or free_port()
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    # The module form works in thin venvs too (a worktree venv sees moto through a .pth file
+    # but has no moto_server script of its own).
     proc = subprocess.Popen(
-        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=log or subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,

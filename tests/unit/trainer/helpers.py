@@ -58,23 +58,34 @@ class RunResult:
 
 
 def torchrun(
-    resource: Path, nproc: int, max_restarts: int = 0, env: dict | None = None, timeout_s: float = 150
-):
-    """Run the trainer under torchrun (standalone rendezvous, gloo); stdout parsed as JSON lines."""
+    resource: Path, nproc: int, max_restarts: int = 0, env: dict | None = None, timeout_s: float = 300
+) -> RunResult:
+    """Run the trainer under torchrun (standalone rendezvous, gloo); stdout parsed as JSON lines.
+
+    The deadline only guards against a hang: a loaded shared CI box has needed 150 s for a run
+    with two restarts (each restart re-imports torch and re-forms the group), so allow plenty."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
         f"--max-restarts={max_restarts}", "--monitor-interval=0.5",
         "-m", "capstan_trainer.train", "-f", str(resource),
     ]  # fmt: skip
+    return _run(cmd, env, timeout_s, "torchrun")
+
+
+def single_process(resource: Path, timeout_s: float = 300) -> RunResult:
+    """`python -m capstan_trainer.train -f FILE` without torchrun (a one-process group)."""
+    return _run(
+        [sys.executable, "-m", "capstan_trainer.train", "-f", str(resource)], None, timeout_s, "trainer"
+    )
+
+
+def _run(cmd: list[str], env: dict | None, timeout_s: float, what: str) -> RunResult:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
-        raise AssertionError(
-            f"torchrun did not finish within {timeout_s} s; stderr tail:\n{exc.stderr}"
-        ) from exc
-    records = []
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            records.append(json.loads(line))
+        tail = (exc.stderr or b"")[-4000:]
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        raise AssertionError(f"{what} did not finish within {timeout_s} s; stderr tail:\n{tail}") from exc
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return RunResult(proc.returncode, records, proc.stderr)

@@ -74,7 +74,7 @@ def crashed(bucket, data, tmp_path_factory):
         tmp_path_factory.mktemp("b") / "run.yaml",
         run_resource(data, f"{bucket}/runs/b", eval={"intervalSteps": 20, "batches": 2}),
     )
-    result = torchrun(path, nproc=2, max_restarts=2, env={"CAPSTAN_FAULT_KILL_STEPS": "25,33"})
+    result = torchrun(path, nproc=2, max_restarts=2, env={"CAPSTAN_FAULT_KILL_STEPS": "25,33"}, timeout_s=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 

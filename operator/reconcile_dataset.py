@@ -1,0 +1,96 @@
+"""Level-based reconcile of a Dataset: finished -> stop; licence policy -> refuse without a pod;
+Job failed -> Failed with the pod's exit code, reason and log tail; Job complete -> Ready with
+the manifest's statistics; otherwise create what is missing and report Running."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from capstan_operator import build_dataset, kube, objectstore
+from capstan_operator.api import status as st
+from capstan_operator.api.common import describe_validation_error, now_rfc3339
+from capstan_operator.api.dataset import DatasetSpec
+from capstan_operator.config import OperatorConfig
+from capstan_operator.reconcile_common import Outcome, StatusDraft, job_condition, pod_failure
+
+POLL_SECONDS = 5.0
+
+
+def stats_to_status(manifest: dict, output_uri: str) -> dict:
+    """DatasetStatus fields (wire names) from manifest.json's statistics."""
+    stats = manifest.get("stats") or {}
+    tokens = stats.get("tokens") or {}
+    docs = stats.get("documents") or {}
+    return {
+        "stages": [
+            {"name": s["stage"], "documentsIn": s["in"], "documentsOut": s["out"]}
+            for s in stats.get("stages") or []
+        ],
+        "documents": sum(docs.values()) if docs else None,
+        "tokens": tokens.get("train"),
+        "validationTokens": tokens.get("validation"),
+        "shards": stats.get("shards"),
+        "manifestUri": objectstore.join(output_uri, "manifest.json"),
+        "datasheetUri": objectstore.join(output_uri, "datasheet.md"),
+        "fingerprint": manifest.get("fingerprint") or None,
+    }
+
+
+def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
+    draft = StatusDraft(body)
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    # ---- finished: nothing more to do for this generation
+    if (
+        draft.old.get("phase") in ("Ready", "Failed")
+        and draft.old.get("observedGeneration") == draft.generation
+    ):
+        return draft.outcome()
+    try:
+        spec = DatasetSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        msg = describe_validation_error(exc, "spec")
+        draft.condition(st.FAILED, "True", "InvalidSpec", msg)
+        return draft.phase("Failed", msg, "InvalidSpec").outcome()
+    # ---- policy: refused before any pod exists
+    refusals = build_dataset.licence_refusals(spec, cfg)
+    if refusals:
+        msg = "; ".join(refusals)
+        draft.condition(st.LICENSE_NOT_ALLOWED, "True", "LicenseNotAllowed", msg)
+        draft.condition(st.FAILED, "True", "LicenseNotAllowed", msg)
+        return draft.phase("Failed", msg, "LicenseNotAllowed").outcome()
+    draft.clear(st.LICENSE_NOT_ALLOWED)
+    # ---- the Job and its pods
+    job_name = build_dataset.job_name(name)
+    job = kube.get("batch/v1", "Job", ns, job_name)
+    if job_condition(job, "Failed"):
+        pods = kube.list_("v1", "Pod", ns, f"job-name={job_name}")
+        failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+        msg = (
+            pod_failure(failed[-1])[1]
+            if failed
+            else f"Job {job_name} failed: {job_condition(job, 'Failed').get('message', '')}"
+        )
+        draft.condition(st.FAILED, "True", "PrepareFailed", msg)
+        draft.condition(st.READY, "False", "PrepareFailed", msg.split("\n", 1)[0])
+        return draft.phase("Failed", msg, "PrepareFailed").set(completionTime=now_rfc3339()).outcome()
+    if job_condition(job, "Complete"):
+        manifest = objectstore.read_json(objectstore.join(spec.output.uri, "manifest.json"), cfg)
+        if manifest is None:
+            msg = f"Job {job_name} completed but {spec.output.uri}/manifest.json is missing"
+            draft.condition(st.FAILED, "True", "ManifestMissing", msg)
+            return draft.phase("Failed", msg, "ManifestMissing").outcome()
+        draft.set(**stats_to_status(manifest, spec.output.uri), completionTime=now_rfc3339())
+        msg = f"{draft.get('documents')} documents, {draft.get('tokens')} training tokens in {draft.get('shards')} shards"
+        draft.condition(st.READY, "True", "Prepared", msg)
+        draft.clear(st.FAILED)
+        return draft.phase("Ready", msg, "Prepared").outcome()
+    # ---- create what is missing (create-or-patch: idempotent)
+    if job is None:
+        for child in build_dataset.build(body, spec, cfg):
+            kube.apply(child)
+        draft.event("Normal", "Created", f"Job {job_name} preparing {len(spec.sources)} source(s)")
+    if not draft.get("startTime"):
+        draft.set(startTime=now_rfc3339())
+    draft.condition(st.READY, "False", "Preparing", f"Job {job_name} is running")
+    return draft.phase("Running", f"Job {job_name} is preparing the data", "Preparing").outcome(POLL_SECONDS)

@@ -1,0 +1,176 @@
+"""TrainingRun reconciled on the real API server: torchrun pods run by the node agent, data and
+checkpoints in S3 (moto). Sizes are tiny: the `test` preset, 32-token sequences, CPU (gloo)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from capstan_operator import reconcile_dataset, reconcile_trainingrun
+from capstan_trainer import synthetic
+from tests.support.operator_env import dataset_yaml, driver, op_cfg, operator_cluster, upload_corpus
+
+pytestmark = pytest.mark.cluster
+__all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
+
+
+def run_yaml(name: str, ckpt: str, data: dict, nodes: int = 1, steps: int = 30, **spec) -> str:
+    body = {
+        "apiVersion": "capstan.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": name},
+        "spec": {
+            "datasets": [data],
+            "model": {"preset": "test"},
+            "optimizer": {
+                "globalBatchTokens": 128 * nodes, "microBatch": 2, "seqLen": 32, "lr": 3e-3,
+                "minLr": 3e-4, "warmupSteps": 2, "totalSteps": steps, "seed": 7,
+            },
+            "resources": {"minNodes": nodes, "maxNodes": nodes, "nprocPerNode": 1},
+            "checkpoint": {"uri": ckpt, "intervalSteps": 5, "keepLast": 2},
+            "metrics": {"intervalSteps": 1},
+            "failurePolicy": {"maxRestarts": 2},
+            **spec,
+        },
+    }  # fmt: skip
+    return yaml.safe_dump(body)
+
+
+@pytest.fixture
+def data(s3_bucket) -> str:
+    uri = f"{s3_bucket}/data/tiny"
+    synthetic.write_dataset(
+        uri, vocab_size=256, train_tokens=40_000, validation_tokens=2_000, shard_tokens=16_384
+    )
+    return uri
+
+
+def status(driver, name: str) -> dict:
+    return (driver.get("trainingruns", name) or {}).get("status") or {}
+
+
+def test_waits_for_its_dataset_then_trains(operator_cluster, namespace, driver, s3_bucket):
+    source = upload_corpus(s3_bucket)
+    operator_cluster.apply(
+        run_yaml("after", f"{s3_bucket}/ckpt/after", {"datasetRef": "stories"}, steps=6), namespace
+    )
+    driver.add("trainingruns", "after", reconcile_trainingrun.reconcile)
+    driver.run_until(
+        "TrainingRun after to wait", lambda: driver.phase("trainingruns", "after") == "Waiting", 20
+    )
+    waiting = driver.condition("trainingruns", "after", "Waiting")
+    assert waiting["status"] == "True" and "Dataset stories (not found)" in waiting["message"]
+
+    operator_cluster.apply(dataset_yaml("stories", source, f"{s3_bucket}/out/stories"), namespace)
+    driver.targets.insert(0, ("datasets", "stories", reconcile_dataset.reconcile))
+    driver.run_until(
+        "TrainingRun after to finish",
+        lambda: driver.phase("trainingruns", "after") in ("Succeeded", "Failed"),
+        timeout=360,
+    )
+    st = status(driver, "after")
+    assert st["phase"] == "Succeeded", st
+    assert (st["step"], st["progress"], st["worldSize"]) == (6, "6/6", 1)
+    assert st["lastCheckpoint"]["step"] == 6 and st["loss"] > 0
+    assert driver.condition("trainingruns", "after", "Waiting")["status"] == "False"
+    cm = operator_cluster.get("configmap", "after-train", namespace)
+    resolved = yaml.safe_load(cm["data"]["resource.yaml"])["spec"]["datasets"][0]
+    assert resolved["uri"] == f"{s3_bucket}/out/stories/manifest.json" and resolved["datasetRef"] == ""
+
+
+def test_two_nodes_survive_a_deleted_pod_with_one_restart(
+    operator_cluster, namespace, driver, s3_bucket, data
+):
+    operator_cluster.apply(
+        run_yaml("pair", f"{s3_bucket}/ckpt/pair", {"uri": data}, nodes=2, steps=40), namespace
+    )
+    driver.add("trainingruns", "pair", reconcile_trainingrun.reconcile)
+    driver.run_until(
+        "a committed checkpoint of TrainingRun pair",
+        lambda: (status(driver, "pair").get("lastCheckpoint") or {}).get("step", 0) >= 5,
+        timeout=240,
+    )
+    st = status(driver, "pair")
+    assert st["phase"] == "Running" and st["nodes"] == 2 and st["worldSize"] == 2, st
+    gang = driver.condition("trainingruns", "pair", "GangScheduled")
+    assert (gang["status"], gang["reason"]) == ("True", "AllPodsRunning")
+    pods = operator_cluster.list("pods", namespace, "batch.kubernetes.io/job-completion-index=1")
+    operator_cluster.kubectl("delete", "pod", pods[0]["metadata"]["name"], "-n", namespace, "--wait=false")
+    driver.run_until(
+        "TrainingRun pair to finish",
+        lambda: driver.phase("trainingruns", "pair") in ("Succeeded", "Failed"),
+        timeout=360,
+    )
+    st = status(driver, "pair")
+    assert st["phase"] == "Succeeded", st
+    assert st["restarts"] == 1 and st["step"] == 40
+    restarts = [e for e in driver.events if e[2] == "GangRestart"]
+    assert len(restarts) == 1 and "restart 1:" in restarts[0][3]
+
+
+def test_gang_that_cannot_be_placed_times_out(operator_cluster, namespace, driver, s3_bucket, data):
+    operator_cluster.apply(
+        run_yaml(
+            "greedy", f"{s3_bucket}/ckpt/greedy", {"uri": data}, nodes=2,
+            resources={"minNodes": 2, "maxNodes": 2, "gpusPerNode": 8},
+            scheduling={"gangTimeoutSeconds": 3},
+        ),
+        namespace,
+    )  # fmt: skip
+    driver.add("trainingruns", "greedy", reconcile_trainingrun.reconcile)
+    cond = driver.run_until(
+        "the gang timeout",
+        lambda: (
+            (c := driver.condition("trainingruns", "greedy", "GangScheduled"))
+            and c["reason"] == "GangTimeout"
+            and c
+        ),
+        timeout=60,
+    )
+    assert cond["status"] == "False"
+    assert "not all pods running within 3 s (0 of 2 pods running" in cond["message"]
+    assert "nvidia.com/gpu" in cond["message"]  # the scheduler's reason, as the user needs it
+    assert driver.phase("trainingruns", "greedy") == "Scheduling"
+    # The gang is torn down, then retried after the backoff.
+    driver.run_until(
+        "the gang to be recreated after the backoff",
+        lambda: sum(e[2] == "Created" for e in driver.events) >= 2,
+        timeout=60,
+    )
+
+
+def test_suspend_and_resume(operator_cluster, namespace, driver, s3_bucket, data):
+    operator_cluster.apply(run_yaml("pause", f"{s3_bucket}/ckpt/pause", {"uri": data}, steps=400), namespace)
+    driver.add("trainingruns", "pause", reconcile_trainingrun.reconcile)
+    driver.run_until(
+        "a checkpoint of TrainingRun pause",
+        lambda: (status(driver, "pause").get("lastCheckpoint") or {}).get("step", 0) >= 5,
+        timeout=240,
+    )
+    operator_cluster.kubectl(
+        "patch", "trainingrun", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
+    driver.run_until(
+        "TrainingRun pause to be Suspended with no pods",
+        lambda: (
+            driver.phase("trainingruns", "pause") == "Suspended"
+            and not operator_cluster.list("pods", namespace, "capstan.dev/owner=pause")
+        ),
+        timeout=90,
+    )
+    assert operator_cluster.get("job", "pause-train", namespace) is None
+    at_suspend = status(driver, "pause")["lastCheckpoint"]["step"]
+    operator_cluster.kubectl(
+        "patch", "trainingrun", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    driver.run_until(
+        "TrainingRun pause to run again",
+        lambda: (
+            driver.phase("trainingruns", "pause") == "Running"
+            and status(driver, "pause")["step"] > at_suspend
+        ),
+        timeout=240,
+    )
+    assert driver.condition("trainingruns", "pause", "Suspended")["status"] == "False"
+    assert status(driver, "pause")["restarts"] == 0
+    operator_cluster.kubectl("delete", "trainingrun", "pause", "-n", namespace, "--wait=false")

@@ -1,0 +1,65 @@
+"""Fixtures for reconciler integration tests: CRDs applied, kube.py pointed at the local cluster,
+a namespace with the S3 credentials Secret, and the operator configuration the workloads get."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from capstan_operator.config import OperatorConfig
+from capstan_trainer import storage
+from tests.support.crds import permissive_crds
+from tests.support.driver import Driver, use_kubeconfig
+
+S3_SECRET = "capstan-s3"
+CORPUS = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def operator_cluster(cluster):
+    cluster.apply(permissive_crds())
+    for plural in ("datasets", "trainingruns"):
+        cluster.wait_for(
+            f"the {plural} CRD to be served",
+            lambda p=plural: cluster.kubectl("get", p, "-A", check=False).returncode == 0,
+        )
+    use_kubeconfig(cluster.kubeconfig)
+    return cluster
+
+
+@pytest.fixture
+def op_cfg(operator_cluster, namespace, s3_server) -> OperatorConfig:
+    env = s3_server.env
+    operator_cluster.kubectl(
+        "create", "secret", "generic", S3_SECRET, "-n", namespace,
+        *(f"--from-literal={k}={env[k]}" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")),
+    )  # fmt: skip
+    return OperatorConfig(s3_endpoint=s3_server.endpoint, s3_secret=S3_SECRET, gang_backoff_seconds=2)
+
+
+@pytest.fixture
+def driver(op_cfg, namespace) -> Driver:
+    return Driver(namespace, op_cfg)
+
+
+def upload_corpus(bucket: str) -> str:
+    """The bundled demo corpus under `<bucket>/corpus/`; returns the glob the Dataset reads."""
+    for f in sorted(CORPUS.glob("*.jsonl")):
+        storage.write_bytes(f"{bucket}/corpus/{f.name}", f.read_bytes())
+    return f"{bucket}/corpus/*.jsonl"
+
+
+def dataset_yaml(name: str, source: str, output: str, licence: str = "CC0-1.0") -> str:
+    return f"""\
+apiVersion: capstan.dev/v1alpha1
+kind: Dataset
+metadata: {{name: {name}}}
+spec:
+  sources:
+  - {{uri: "{source}", licence: {licence}}}
+  allowedLicences: [CC0-1.0, CC-BY-4.0, MIT]
+  filters: {{gopherQuality: {{minWords: 50}}}}
+  tokenizer: {{vocabSize: 512}}
+  output: {{uri: "{output}", shardTokens: 1000000, validationFraction: 0.05}}
+"""

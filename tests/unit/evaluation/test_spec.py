@@ -1,0 +1,56 @@
+"""Evaluation spec: defaults and the cross-field rules (the pydantic twins of the CRD's CEL)."""
+
+from __future__ import annotations
+
+from capstan_operator.api.common import parse_spec
+from capstan_operator.api.evaluation import EvaluationSpec
+from tests.unit.spec_helpers import rejected, resource, undocumented_fields
+
+KIND = "Evaluation"
+
+
+def test_minimal_spec_gets_documented_defaults():
+    spec = parse_spec(EvaluationSpec, resource(KIND, {"model": {"uri": "s3://b/ckpt"}}), KIND)
+    wire = spec.to_wire()
+    assert wire["batchSize"] == 16 and wire["device"] == "auto" and wire["contextLength"] == 0
+    assert wire["biasProbes"] == {"builtin": True, "uri": ""}
+    assert wire["resources"]["cpu"] == "1" and wire["resources"]["gpus"] == 0
+    assert "datasetRef" not in wire and "trainingRunRef" not in wire["model"]
+
+
+def test_every_field_description_starts_with_its_wire_name():
+    assert undocumented_fields(EvaluationSpec) == []
+
+
+def test_model_needs_exactly_one_source():
+    both = {"model": {"uri": "s3://b/c", "trainingRunRef": {"name": "run"}}}
+    assert "exactly one of trainingRunRef or uri" in rejected(EvaluationSpec, KIND, both)
+    assert "exactly one of trainingRunRef or uri" in rejected(EvaluationSpec, KIND, {"model": {}})
+    spec = parse_spec(EvaluationSpec, resource(KIND, {"model": {"trainingRunRef": {"name": "run"}}}), KIND)
+    assert spec.model.training_run_ref.name == "run"
+
+
+def test_perplexity_source_is_one_or_none():
+    spec = {"model": {"uri": "u"}, "datasetRef": {"name": "d"}, "validationUri": "s3://v"}
+    assert "at most one of datasetRef or validationUri" in rejected(EvaluationSpec, KIND, spec)
+
+
+def test_gate_needs_a_bound_and_ordered_bounds():
+    no_bound = {"model": {"uri": "u"}, "gates": [{"metric": "perplexity.token_perplexity"}]}
+    msg = rejected(EvaluationSpec, KIND, no_bound)
+    assert "spec.gates[0]" in msg and "a gate needs min, max or both" in msg
+    crossed = {"model": {"uri": "u"}, "gates": [{"metric": "m", "min": 2, "max": 1}]}
+    assert "gate min must not exceed max" in rejected(EvaluationSpec, KIND, crossed)
+
+
+def test_tasks_are_typed_and_uniquely_named():
+    task = {"name": "arith", "type": "exactMatch", "uri": "file:///t.jsonl"}
+    dup = {"model": {"uri": "u"}, "tasks": [task, task]}
+    assert "task names must be unique (repeated: arith)" in rejected(EvaluationSpec, KIND, dup)
+    bad_type = {"model": {"uri": "u"}, "tasks": [{**task, "type": "freeform"}]}
+    assert "spec.tasks[0].type" in rejected(EvaluationSpec, KIND, bad_type)
+
+
+def test_unknown_field_is_named():
+    msg = rejected(EvaluationSpec, KIND, {"model": {"uri": "u"}, "batchsize": 4})
+    assert "spec.batchsize: unknown field" in msg

@@ -1,0 +1,135 @@
+"""TrainingRun children: plain dict assertions on the ConfigMap, Service, Job and PodGroup."""
+
+from __future__ import annotations
+
+import yaml
+
+from capstan_operator import build_trainingrun
+from capstan_operator.api.trainingrun import TrainingRunSpec
+from capstan_operator.config import OperatorConfig
+from tests.unit.operator.resources import trainingrun
+
+CFG = OperatorConfig(workload_image="img:1", s3_endpoint="http://s3:9000", s3_secret="creds")
+
+
+def build(body):
+    children = build_trainingrun.build(body, TrainingRunSpec.model_validate(body["spec"]), CFG)
+    return {c["kind"]: c for c in children}, [c["kind"] for c in children]
+
+
+def test_children_in_creation_order():
+    _, kinds = build(trainingrun("llm"))
+    assert kinds == ["ConfigMap", "Service", "Job"]
+    _, kinds = build(trainingrun("llm", scheduling={"scheduler": "volcano", "queueName": "q"}))
+    assert kinds == ["ConfigMap", "Service", "PodGroup", "Job"]
+
+
+def test_configmap_is_the_resolved_resource():
+    kids, _ = build(trainingrun("llm"))
+    cm = kids["ConfigMap"]
+    assert cm["metadata"]["name"] == "llm-train"
+    doc = yaml.safe_load(cm["data"]["resource.yaml"])
+    assert (doc["kind"], doc["metadata"]["name"]) == ("TrainingRun", "llm")
+    assert doc["spec"]["datasets"] == [{"datasetRef": "", "uri": "s3://bucket/data", "weight": 1.0}]
+    assert doc["spec"]["checkpoint"]["uri"] == "s3://bucket/ckpt"
+    TrainingRunSpec.model_validate(doc["spec"])
+
+
+def test_headless_service_publishes_unready_pods():
+    kids, _ = build(trainingrun("llm"))
+    svc = kids["Service"]
+    assert svc["metadata"]["name"] == "llm-train"
+    assert svc["spec"] == {
+        "clusterIP": "None",
+        "publishNotReadyAddresses": True,
+        "selector": {
+            "app.kubernetes.io/name": "capstan",
+            "app.kubernetes.io/instance": "llm",
+            "app.kubernetes.io/component": "trainer",
+            "app.kubernetes.io/managed-by": "capstan-operator",
+            "app.kubernetes.io/part-of": "capstan",
+            "capstan.dev/kind": "trainingrun",
+            "capstan.dev/owner": "llm",
+        },
+        "ports": [{"name": "c10d", "port": 29400, "targetPort": 29400}],
+    }
+    assert svc["spec"]["selector"] == kids["Job"]["spec"]["template"]["metadata"]["labels"]
+
+
+def test_indexed_job_one_pod_per_node_running_torchrun():
+    kids, _ = build(trainingrun("llm", resources={"minNodes": 1, "maxNodes": 2, "nprocPerNode": 2}))
+    job = kids["Job"]
+    assert job["metadata"]["name"] == "llm-train"
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+    assert spec["backoffLimit"] == 0
+    assert spec["suspend"] is False
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == "llm-train"
+    assert pod["restartPolicy"] == "Never"
+    (c,) = pod["containers"]
+    assert c["command"] == [
+        "python", "-m", "torch.distributed.run",
+        "--nnodes=1:2", "--nproc-per-node=2", "--rdzv-backend=c10d",
+        "--rdzv-endpoint=llm-train-0.llm-train.team-a.svc:29400", "--rdzv-id=llm-train", "--max-restarts=3",
+        "-m", "capstan_trainer.train", "-f", "/etc/capstan/resource.yaml",
+    ]  # fmt: skip
+    assert c["image"] == "img:1"
+    assert c["ports"] == [{"containerPort": 29400, "name": "c10d"}]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["CAPSTAN_NODE_RANK"]["value"] == "$(JOB_COMPLETION_INDEX)"
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://s3:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "creds"
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    assert {"mountPath": "/dev/shm", "name": "dshm"} in c["volumeMounts"]
+    assert {"name": "capstan-resource", "configMap": {"name": "llm-train"}} in pod["volumes"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == [
+        "python", "-m", "capstan_trainer.train", "--validate-only", "-f", "/etc/capstan/resource.yaml",
+    ]  # fmt: skip
+    assert "nodeSelector" not in pod and "tolerations" not in pod and "schedulerName" not in pod
+    assert "resources" not in c or not c["resources"].get("requests")
+
+
+def test_gpus_requests_and_placement():
+    kids, _ = build(
+        trainingrun(
+            "llm",
+            resources={
+                "gpusPerNode": 8,
+                "requests": {"cpu": "16", "memory": "64Gi"},
+                "nodeSelector": {"gpu": "h100"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "priorityClassName": "training",
+            },
+            failurePolicy={"maxRestarts": 5},
+        )
+    )
+    pod = kids["Job"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["resources"] == {
+        "limits": {"nvidia.com/gpu": "8"},
+        "requests": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "8"},
+    }
+    assert pod["nodeSelector"] == {"gpu": "h100"}
+    assert pod["tolerations"] == [{"operator": "Exists", "key": "nvidia.com/gpu", "effect": "NoSchedule"}]
+    assert pod["priorityClassName"] == "training"
+    assert "--max-restarts=5" in c["command"]
+
+
+def test_kueue_job_is_suspended_with_the_queue_label():
+    kids, _ = build(trainingrun("llm", scheduling={"scheduler": "kueue", "queueName": "team-q"}))
+    job = kids["Job"]
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-q"
+
+
+def test_volcano_podgroup_and_scheduler_name():
+    kids, _ = build(trainingrun("llm", scheduling={"scheduler": "volcano", "queueName": "research"}))
+    pg = kids["PodGroup"]
+    assert pg["apiVersion"] == "scheduling.volcano.sh/v1beta1"
+    assert pg["metadata"]["name"] == "llm-train"
+    assert pg["spec"] == {"minMember": 2, "queue": "research"}
+    tmpl = kids["Job"]["spec"]["template"]
+    assert tmpl["spec"]["schedulerName"] == "volcano"
+    assert tmpl["metadata"]["annotations"] == {"scheduling.k8s.io/group-name": "llm-train"}

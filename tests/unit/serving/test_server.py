@@ -1,0 +1,248 @@
+"""The inference server over HTTP, as an OpenAI client sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import socket
+import threading
+import time
+
+import aiohttp
+import torch
+
+from capstan_trainer.checkpoint import load_model
+from tests.support import server_proc, tiny_model
+from tests.support.server_proc import get, post, stream
+
+
+def _greedy_reference(tiny, prompt_ids: list[int], steps: int) -> list[int]:
+    """Greedy decode with the trainer's model and a full forward per token (no cache)."""
+    model, _ = load_model(tiny.checkpoint_uri)
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(steps):
+            nxt = int(model(torch.tensor([ids]))[0, -1].argmax())
+            if nxt == tiny_model.EOS:
+                break
+            ids.append(nxt)
+    return ids[len(prompt_ids) :]
+
+
+def _words(text: str) -> list[int]:
+    return [int(w[1:]) for w in text.split()]
+
+
+def test_greedy_completion_equals_trainer_decode(server, tiny):
+    prompts = ["w5 w6 w7", "w50 w52", "w97 w98 w99 w0"]
+    status, body = post(server.url + "/v1/completions",
+                        {"model": "tiny", "prompt": prompts, "max_tokens": 12, "temperature": 0})  # fmt: skip
+    assert status == 200, body
+    assert body["object"] == "text_completion" and len(body["choices"]) == 3
+    for choice, prompt in zip(body["choices"], prompts, strict=True):
+        ref = _greedy_reference(tiny, _words(prompt), 12)
+        assert _words(choice["text"]) == ref
+        assert choice["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 36
+    assert body["usage"]["prompt_tokens"] == 3 + 2 + 4
+
+
+def test_stop_string_ends_the_completion_before_it(server):
+    status, body = post(server.url + "/v1/completions",
+                        {"prompt": "w10 w11", "max_tokens": 20, "temperature": 0, "stop": [" w15", "w40"]})  # fmt: skip
+    assert status == 200
+    choice = body["choices"][0]
+    assert choice["text"] == "w12 w13 w14" and choice["finish_reason"] == "stop"
+
+
+def test_streaming_completion_sends_deltas_then_done(server):
+    events = stream(server.url + "/v1/completions", {"prompt": "w20", "max_tokens": 6, "temperature": 0,
+                                                     "stream_options": {"include_usage": True}})  # fmt: skip
+    assert events[-1] == "[DONE]"
+    chunks = [e for e in events[:-1] if e["choices"]]
+    text = "".join(c["choices"][0]["text"] for c in chunks)
+    assert _words(text) == [21, 22, 23, 24, 25, 26]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+    assert events[-2]["usage"]["completion_tokens"] == 6
+
+
+def test_streaming_holds_back_a_partial_stop_string(server):
+    events = stream(server.url + "/v1/completions",
+                    {"prompt": "w30", "max_tokens": 10, "temperature": 0, "stop": ["w33 w34"]})  # fmt: skip
+    text = "".join(e["choices"][0]["text"] for e in events[:-1])
+    assert text == "w31 w32 " and events[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_n_choices_and_seeded_sampling_are_reproducible(server):
+    req = {"prompt": "w1 w2", "max_tokens": 10, "temperature": 1.5, "n": 3, "seed": 42}
+    s1, a = post(server.url + "/v1/completions", req)
+    s2, b = post(server.url + "/v1/completions", req)
+    assert s1 == s2 == 200
+    texts_a = [c["text"] for c in a["choices"]]
+    assert [c["index"] for c in a["choices"]] == [0, 1, 2]
+    assert texts_a == [c["text"] for c in b["choices"]]
+    assert len(set(texts_a)) > 1, "three seeded choices at temperature 1.5 should not all agree"
+    _, other = post(server.url + "/v1/completions", {**req, "seed": 43})
+    assert [c["text"] for c in other["choices"]] != texts_a
+
+
+def test_logprobs_and_echo(server):
+    status, body = post(server.url + "/v1/completions",
+                        {"prompt": "w3 w4", "max_tokens": 2, "temperature": 0, "logprobs": 2, "echo": True})  # fmt: skip
+    assert status == 200
+    choice = body["choices"][0]
+    assert choice["text"] == "w3 w4 w5 w6"
+    lp = choice["logprobs"]
+    assert lp["tokens"] == ["w3", "w4", "w5", "w6"]
+    assert lp["token_logprobs"][0] is None and all(x <= 0 for x in lp["token_logprobs"][1:])
+    assert len(lp["top_logprobs"][2]) == 2 and "w5" in lp["top_logprobs"][2]
+
+
+def test_chat_completion_and_stream(server):
+    msgs = [{"role": "system", "content": "count"}, {"role": "user", "content": "w7 w8"}]
+    status, body = post(
+        server.url + "/v1/chat/completions", {"messages": msgs, "max_tokens": 4, "temperature": 0}
+    )
+    assert status == 200, body
+    msg = body["choices"][0]["message"]
+    assert msg["role"] == "assistant" and body["object"] == "chat.completion"
+    assert re.fullmatch(r"(w\d+ ?)+", msg["content"].strip())
+    events = stream(
+        server.url + "/v1/chat/completions", {"messages": msgs, "max_tokens": 4, "temperature": 0}
+    )
+    assert events[-1] == "[DONE]" and events[0]["choices"][0]["delta"]["role"] == "assistant"
+    streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1])
+    assert streamed == msg["content"]
+    assert events[-2]["choices"][0]["finish_reason"] == body["choices"][0]["finish_reason"]
+
+
+def test_models_lists_the_served_model(server):
+    status, text = get(server.url + "/v1/models")
+    body = json.loads(text)
+    assert status == 200 and body["data"][0]["id"] == "tiny" and body["data"][0]["max_model_len"] == 128
+
+
+def test_bad_requests_get_openai_errors_and_serving_continues(server):
+    url = server.url + "/v1/completions"
+    cases = [
+        (b"{not json", 400, None),
+        ({"prompt": "w1", "max_tokens": 4, "frobnicate": 1}, 400, "frobnicate"),
+        ({"prompt": "w1", "max_tokens": -1}, 400, "max_tokens"),
+        ({"prompt": " ".join(["w1"] * 200), "max_tokens": 4}, 400, "prompt"),
+        ({"prompt": "w1", "max_tokens": 120}, 400, "max_tokens"),
+        ({"prompt": "w1", "temperature": 9}, 400, "temperature"),
+        ({"prompt": "w1", "model": "other"}, 404, "model"),
+    ]
+    for body, code, param in cases:
+        status, err = post(url, body)
+        assert status == code, (body, err)
+        assert set(err["error"]) == {"message", "type", "param", "code"} and err["error"]["message"]
+        assert err["error"]["param"] == param
+    status, err = post(url, {"prompt": " ".join(["w1"] * 200), "max_tokens": 4})
+    assert err["error"]["code"] == "context_length_exceeded" and "128" in err["error"]["message"]
+    status, err = post(server.url + "/v1/chat/completions", {"messages": []})
+    assert status == 400 and err["error"]["param"] == "messages"
+    assert get(server.url + "/v1/nothing")[0] == 404
+    status, body = post(url, {"prompt": "w1", "max_tokens": 2, "temperature": 0})
+    assert status == 200 and _words(body["choices"][0]["text"]) == [2, 3]
+
+
+def test_32_concurrent_clients_all_answered_correctly(server, tiny):
+    starts = list(range(0, 96, 3))
+
+    async def run() -> list[tuple[int, dict]]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(k: int):
+                body = {"prompt": f"w{k} w{k + 1}", "max_tokens": 8, "temperature": 0}
+                async with session.post(server.url + "/v1/completions", json=body) as r:
+                    return r.status, await r.json()
+
+            return await asyncio.gather(*(one(k) for k in starts))
+
+    results = asyncio.run(run())
+    for k, (status, body) in zip(starts, results, strict=True):
+        assert status == 200, body
+        assert _words(body["choices"][0]["text"]) == _greedy_reference(tiny, [k, k + 1], 8)
+
+
+def test_metrics_report_latency_tokens_and_outcomes(server):
+    post(server.url + "/v1/completions", {"prompt": "w1", "max_tokens": 3})
+    post(server.url + "/v1/completions", {"prompt": "w1", "max_tokens": -3})
+    _, text = get(server.url + "/metrics")
+    for name in ("capstan_serve_time_to_first_token_seconds_bucket", "capstan_serve_inter_token_latency_seconds_count",
+                 "capstan_serve_e2e_request_latency_seconds_sum", "capstan_serve_requests_waiting",
+                 "capstan_serve_requests_running", "capstan_serve_prompt_tokens_total",
+                 "capstan_serve_generation_tokens_total"):  # fmt: skip
+        assert name in text, name
+    assert re.search(r'capstan_serve_requests_total\{status="200"\} [1-9]', text)
+    assert re.search(r'capstan_serve_requests_total\{status="400"\} [1-9]', text)
+
+
+def test_disconnected_client_is_cancelled(server):
+    body = json.dumps({"prompt": "w1", "max_tokens": 100, "stream": True, "ignore_eos": True}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+        assert b"data:" in sock.recv(4096)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        _, text = get(server.url + "/metrics")
+        if re.search(r"^capstan_serve_requests_running 0\.0$", text, re.M):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the abandoned request was still running 20 s after its client left")
+
+
+def test_full_queue_gets_429(tiny, tmp_path):
+    s = server_proc.start(tiny.export_uri, str(tmp_path / "log"), "--max-batch-size", "1", "--max-queue", "1")
+    try:
+
+        async def run():
+            async with aiohttp.ClientSession() as session:
+
+                async def one():
+                    body = {"prompt": "w1", "max_tokens": 60, "ignore_eos": True}
+                    async with session.post(s.url + "/v1/completions", json=body) as r:
+                        return r.status, await r.json()
+
+                return await asyncio.gather(*(one() for _ in range(6)))
+
+        results = asyncio.run(run())
+        codes = sorted(c for c, _ in results)
+        assert 200 in codes and 429 in codes, codes
+        rejected = next(b for c, b in results if c == 429)
+        assert rejected["error"]["code"] == "queue_full"
+    finally:
+        s.stop()
+
+
+def test_sigterm_drains_in_flight_requests(tiny, tmp_path):
+    s = server_proc.start(tiny.export_uri, str(tmp_path / "log"))
+    result: dict = {}
+
+    def long_request():
+        result["events"] = stream(s.url + "/v1/completions",
+                                  {"prompt": "w1", "max_tokens": 100, "ignore_eos": True, "temperature": 0})  # fmt: skip
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    deadline = time.monotonic() + 20
+    while (
+        time.monotonic() < deadline and "capstan_serve_requests_running 1.0" not in get(s.url + "/metrics")[1]
+    ):
+        time.sleep(0.05)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    status, err = post(s.url + "/v1/completions", {"prompt": "w1"})
+    assert status in (0, 503) if status == 0 else err["error"]["code"] == "shutting_down"
+    t.join(timeout=60)
+    assert not t.is_alive(), "the in-flight request did not finish"
+    events = result["events"]
+    assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "length"
+    assert sum(len(e["choices"][0]["text"].split()) for e in events[:-1]) == 100
+    assert s.proc.wait(timeout=30) == 0

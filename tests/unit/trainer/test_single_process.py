@@ -1,0 +1,82 @@
+"""One process without torchrun, on local files: early stopping end to end, the progress file the
+operator reads, the resolved -f form (init.checkpointUri), and the exit-code contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from capstan_trainer import exitcodes, storage, synthetic, train
+from tests.unit.trainer.helpers import run_resource, single_process, write_resource
+
+PROGRESS_FIELDS = {
+    "phase", "step", "totalSteps", "loss", "evalLoss", "overfitting", "lr", "tokensSeen", "tokensPerSec",
+    "mfu", "lastCheckpoint", "worldSize", "restarts", "time",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    uri = f"file://{tmp_path_factory.mktemp('data')}"
+    synthetic.write_dataset(uri, vocab_size=256, train_tokens=20_000, validation_tokens=2_000)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def stopped(data, tmp_path_factory):
+    """Eval every 2 steps; an improvement must exceed 100 nats, so the second eval (step 4) stops."""
+    tmp = tmp_path_factory.mktemp("stop")
+    resource = run_resource(
+        data, f"file://{tmp}/ck", resources={"nprocPerNode": 1},
+        eval={"intervalSteps": 2, "batches": 1, "earlyStopping": {"patience": 1, "minDelta": 100.0}},
+    )  # fmt: skip
+    result = single_process(write_resource(tmp / "run.yaml", resource))
+    assert result.returncode == exitcodes.OK, result.stderr[-4000:]
+    return result, f"file://{tmp}/ck"
+
+
+def test_early_stopping_ends_the_run_and_says_so(stopped):
+    result, root = stopped
+    assert [(e["step"], e["evalsWithoutImprovement"]) for e in result.events("eval")] == [(2, 0), (4, 1)]
+    assert sorted(result.losses()) == [1, 2, 3, 4]
+    done = result.events("done")[0]
+    assert done["phase"] == "EarlyStopped" and done["step"] == 4
+    assert [e["step"] for e in result.events("committed")] == [4], "the stopped state is checkpointed"
+    assert "FSDP2 not applied" in result.stderr  # one fp32 process trains a plain module
+
+
+def test_progress_file_holds_what_the_operator_shows(stopped):
+    _, root = stopped
+    progress = json.loads(storage.read_bytes(f"{root}/progress.json"))
+    assert set(progress) == PROGRESS_FIELDS
+    assert progress["phase"] == "EarlyStopped" and progress["step"] == 4 and progress["totalSteps"] == 40
+    assert progress["lastCheckpoint"] == {"uri": f"{root}/step-00000004", "step": 4}
+    assert progress["worldSize"] == 1 and progress["restarts"] == 0 and progress["mfu"] is None
+    assert progress["tokensSeen"] == 4 * 256 and progress["tokensPerSec"] > 0
+    assert progress["loss"] > 0 and progress["evalLoss"] > 0 and progress["overfitting"] is False
+
+
+def test_resolved_form_starts_from_another_runs_checkpoint(stopped, data, tmp_path, capsys):
+    """What the operator writes for `init.fromTrainingRun`: `init.checkpointUri`, validated, then run."""
+    first, root = stopped
+    resource = run_resource(
+        data, f"file://{tmp_path}/ck", resources={"nprocPerNode": 1}, init={"checkpointUri": root},
+        optimizer={"totalSteps": 6, "warmupSteps": 1},
+    )  # fmt: skip
+    path = write_resource(tmp_path / "run.yaml", resource)
+    assert train.main(["--validate-only", "-f", str(path)]) == exitcodes.OK, capsys.readouterr().err
+    result = single_process(path)
+    assert result.returncode == exitcodes.OK, result.stderr[-4000:]
+    assert result.events("start")[0]["init"] == f"{root}/step-00000004"
+    # Starting from trained weights: the first loss is far below a fresh model's first loss.
+    assert result.losses()[1] < first.losses()[1] - 0.3, (result.losses()[1], first.losses()[1])
+
+
+def test_config_error_in_a_real_run_exits_3(data, tmp_path):
+    resource = run_resource(
+        data, f"file://{tmp_path}/ck", resources={"nprocPerNode": 1}, model={"preset": "9b"}
+    )
+    result = single_process(write_resource(tmp_path / "run.yaml", resource))
+    assert result.returncode == exitcodes.INVALID_CONFIG
+    assert "spec.model.preset" in result.stderr and result.records == []

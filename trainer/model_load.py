@@ -1,0 +1,137 @@
+"""Load a model for inference (evaluation and serving) from a checkpoint or a Hugging Face export.
+
+A URI is either a DCP checkpoint (a step folder, or a root whose newest committed step is used)
+or an export directory (`config.json` + `model.safetensors`, as `capstan_trainer.export` writes).
+Both come with their tokenizer; the chat template is looked up beside it, then in the training
+datasets' `tokenizer_config.json`, else the Dataset default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from safetensors.torch import load as load_safetensors
+from tokenizers import Tokenizer
+
+from capstan_operator.api.dataset import DEFAULT_CHAT_TEMPLATE
+from capstan_trainer import storage
+from capstan_trainer.checkpoint import load_model
+from capstan_trainer.model import ModelConfig, Transformer
+
+log = logging.getLogger("capstan.model_load")
+
+
+@dataclass
+class LoadedModel:
+    model: Transformer
+    tokenizer: Tokenizer
+    eos_id: int | None
+    """eos_id: the end-of-text token; generation stops at it and perplexity windows start with it."""
+    chat_template: str
+    meta: dict = field(default_factory=dict)
+    """meta: capstan.json of the checkpoint (for an export: what config.json says), with "uri"."""
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.model.cfg.max_seq_len
+
+    def token_text(self, token_id: int | None) -> str:
+        return "" if token_id is None else (self.tokenizer.id_to_token(token_id) or "")
+
+
+def device_for(name: str) -> torch.device:
+    """auto: cuda when present; cuda without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device cuda was requested but no GPU is visible to torch")
+    return torch.device(name)
+
+
+def is_hf_export(uri: str) -> bool:
+    return storage.exists(storage.join(uri, "config.json"))
+
+
+def load(
+    uri: str, device: torch.device | str = "cpu", dtype=torch.float32, tokenizer_uri: str = ""
+) -> LoadedModel:
+    if is_hf_export(uri):
+        model, meta, tok_uri, tok_config = _load_export(uri, device, dtype)
+    else:
+        model, meta = load_model(uri, device=device, dtype=dtype)
+        tok_uri = storage.join(meta["uri"], meta.get("tokenizer", "tokenizer.json"))
+        tok_config = _dataset_tokenizer_config(meta)
+    tok_uri = tokenizer_uri or tok_uri
+    try:
+        tokenizer = Tokenizer.from_str(storage.read_bytes(tok_uri).decode())
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{tok_uri}: tokenizer.json not found") from exc
+    eos_id = meta.get("eosId")
+    if eos_id is None and tok_config.get("eos_token"):
+        eos_id = tokenizer.token_to_id(tok_config["eos_token"])
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        eos_id=eos_id,
+        chat_template=tok_config.get("chat_template") or DEFAULT_CHAT_TEMPLATE,
+        meta=meta,
+    )
+
+
+def config_from_hf(c: dict) -> ModelConfig:
+    rope = c.get("rope_theta") or (c.get("rope_parameters") or {}).get("rope_theta") or 10000.0
+    return ModelConfig(
+        vocab_size=c["vocab_size"],
+        dim=c["hidden_size"],
+        n_layers=c["num_hidden_layers"],
+        n_heads=c["num_attention_heads"],
+        n_kv_heads=c.get("num_key_value_heads") or c["num_attention_heads"],
+        ffn_dim=c["intermediate_size"],
+        max_seq_len=c.get("max_position_embeddings", 2048),
+        rope_theta=float(rope),
+        norm_eps=c.get("rms_norm_eps", 1e-5),
+        tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+    )
+
+
+def _load_export(uri: str, device, dtype) -> tuple[Transformer, dict, str, dict]:
+    config = json.loads(storage.read_bytes(storage.join(uri, "config.json")))
+    cfg = config_from_hf(config)
+    tensors = load_safetensors(storage.read_bytes(storage.join(uri, "model.safetensors")))
+    state = {k.removeprefix("model."): v for k, v in tensors.items()}
+    model = Transformer(cfg)
+    if cfg.tie_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    model.load_state_dict(state)
+    model.to(device=device, dtype=dtype)
+    model.init_rope(torch.device(device))
+    model.eval()
+    tok_config = _read_json(storage.join(uri, "tokenizer_config.json"))
+    meta = {
+        "uri": uri.rstrip("/"),
+        "model": cfg.to_dict(),
+        "eosId": config.get("eos_token_id"),
+        "format": "hf",
+    }
+    return model, meta, storage.join(uri, "tokenizer.json"), tok_config
+
+
+def _dataset_tokenizer_config(meta: dict) -> dict:
+    """tokenizer_config.json of the first training dataset that has one (chat template, eos)."""
+    for ds in meta.get("dataset") or []:
+        base = ds.get("uri", "")
+        base = base.rsplit("/", 1)[0] if base.endswith(".json") else base
+        found = _read_json(storage.join(base, "tokenizer_config.json")) if base else {}
+        if found:
+            return found
+    return {}
+
+
+def _read_json(uri: str) -> dict:
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except (FileNotFoundError, OSError, ValueError):
+        return {}

@@ -45,6 +45,8 @@ class OperatorConfig:
     """gang_backoff_seconds to wait before recreating a gang that was not scheduled in time."""
     progress_interval_seconds: int = 10
     """progress_interval_seconds between reads of a running trainer's progress file."""
+    workers: int = 4
+    """workers are the threads running reconciles in parallel (each mostly waits on the API)."""
     extra_env: dict[str, str] = field(default_factory=dict)
     """extra_env is passed to every workload container (e.g. a proxy setting)."""
 
@@ -70,5 +72,6 @@ class OperatorConfig:
             liveness_port=int(e.get("CAPSTAN_LIVENESS_PORT", "8080")),
             metrics_port=int(e.get("CAPSTAN_METRICS_PORT", "9090")),
             gang_backoff_seconds=int(e.get("CAPSTAN_GANG_BACKOFF_SECONDS", "10")),
+            workers=int(e.get("CAPSTAN_WORKERS", "4")),
             progress_interval_seconds=int(e.get("CAPSTAN_PROGRESS_INTERVAL_SECONDS", "10")),
         )

@@ -1,11 +1,9 @@
-"""kopf handlers: SKELETON. Each kind's handler validates the spec with its model and sets
-`status.phase: Pending` with a Waiting condition saying what it waits for.
+"""kopf glue: watch the four kinds and their children, and hand every change to the controller's
+work queue as the key of the Capstan resource it concerns. The reconcilers do the rest.
 
-This is the scaffolding the real reconcilers (issue 7, `reconcile_<kind>.py`) replace: it proves
-the wiring (watch, validate, status, events, metrics) end to end, not the feature.
-
-Handlers are sync on purpose: kopf runs them in its thread pool, so nothing here can block the
-event loop. They are thin: validation and the status content come from pure functions.
+Only `on.event` handlers: kopf then stores nothing on the objects (no finalizers, no progress
+annotations), so deleting a resource never waits for the operator, and an operator restart
+re-lists everything and reconciles it from what it finds.
 """
 
 from __future__ import annotations
@@ -15,56 +13,59 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from capstan_operator import metrics
+from capstan_operator import kube
 from capstan_operator.api import KINDS
 from capstan_operator.api.common import GROUP, VERSION, describe_validation_error
 from capstan_operator.api.status import FAILED, WAITING
 from capstan_operator.conditions import phase_patch
+from capstan_operator.config import OperatorConfig
+from capstan_operator.controller import Controller
+from capstan_operator.reconcile_common import Outcome
 
-# What each kind waits for until its reconciler exists (shown in status.message and the condition).
-WAITS_FOR = {
-    "Dataset": "the Dataset reconciler to start the preparation Job",
-    "TrainingRun": "the TrainingRun reconciler to resolve its datasets and start the trainer gang",
-    "Evaluation": "the Evaluation reconciler to start the evaluation Job",
-    "Deployment": "the Deployment reconciler to roll out the serving pods",
-}
-
-
-def accepted_status(kind: str, status: Any, generation: int) -> dict[str, Any]:
-    """Status patch for a valid spec: Pending, Waiting=True."""
-    message = f"spec is valid; waiting for {WAITS_FOR[kind]}"
-    return phase_patch(status, "Pending", (WAITING, "True", "Accepted", message), generation)
+# Child kinds the operator creates whose changes matter to their owner's status.
+CHILDREN = (("batch", "v1", "jobs"), ("v1", "pods"), ("apps", "v1", "deployments"))
+KIND_BY_LABEL = {k.lower(): k for k in KINDS}
 
 
-def invalid_status(status: Any, message: str, generation: int) -> dict[str, Any]:
-    """Status patch for a spec the model refuses (the API server's schema let it through)."""
-    return phase_patch(status, "Failed", (FAILED, "True", "InvalidSpec", message), generation)
+def skeleton(body: dict, config: OperatorConfig) -> Outcome:
+    """For a kind whose reconciler is not written yet: validate, then Pending + Waiting."""
+    kind, status = body["kind"], body.get("status") or {}
+    generation = int(body["metadata"].get("generation") or 0)
+    try:
+        KINDS[kind].spec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        message = describe_validation_error(exc, "spec").replace("\n", "; ")
+        patch = phase_patch(status, "Failed", (FAILED, "True", "InvalidSpec", message), generation)
+        return Outcome(status=patch, events=[("Warning", "InvalidSpec", message)] if patch else [])
+    message = f"spec is valid; waiting for the {kind} reconciler"
+    patch = phase_patch(status, "Pending", (WAITING, "True", "Accepted", message), generation)
+    return Outcome(status=patch, events=[("Normal", "Pending", message)] if "phase" in patch else [])
 
 
-def accept(kind: str, spec: Any, status: Any, meta: Any, body: Any, patch: kopf.Patch, **_: Any) -> None:
-    with metrics.observe(kind):
-        generation = int(meta.get("generation") or 0)
-        try:
-            KINDS[kind].spec.model_validate(dict(spec))
-        except ValidationError as exc:
-            message = describe_validation_error(exc, "spec").replace("\n", "; ")
-            changes = invalid_status(status, message, generation)
-            patch.status.update(changes)
-            if changes:
-                kopf.warn(body, reason="InvalidSpec", message=message)
-            raise kopf.PermanentError(f"invalid {kind}: {message}") from exc
-        changes = accepted_status(kind, status, generation)
-        patch.status.update(changes)
-        if "phase" in changes:
-            kopf.info(body, reason="Pending", message=changes["message"])
-
-
-def register(registry: kopf.OperatorRegistry) -> None:
-    """Register create/resume/update handlers for every kind in `registry`."""
+def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
+    """Route events of every kind and of its labelled children to `controller`."""
     for info in KINDS.values():
 
-        def handler(_kind: str = info.kind, **kwargs: Any) -> None:
-            accept(_kind, **kwargs)
+        def on_resource(event: dict, name: str, namespace: str, _kind: str = info.kind, **_: Any) -> None:
+            if event.get("type") == "DELETED":
+                controller.forget(_kind, namespace, name)
+            else:
+                controller.enqueue(_kind, namespace, name)
 
-        for on in (kopf.on.create, kopf.on.resume, kopf.on.update):
-            on(GROUP, VERSION, info.plural, id="accept", registry=registry)(handler)
+        kopf.on.event(GROUP, VERSION, info.plural, id=f"enqueue-{info.plural}", registry=registry)(
+            on_resource
+        )
+
+    def on_child(labels: dict, namespace: str, **_: Any) -> None:
+        kind = KIND_BY_LABEL.get(labels.get(kube.LABEL_KIND, ""))
+        owner = labels.get(kube.LABEL_OWNER)
+        if kind and owner:
+            controller.enqueue(kind, namespace, owner)
+
+    for resource in CHILDREN:
+        kopf.on.event(
+            *resource,
+            id=f"owner-of-{resource[-1]}",
+            labels={kube.LABEL_KIND: kopf.PRESENT, kube.LABEL_OWNER: kopf.PRESENT},
+            registry=registry,
+        )(on_child)

@@ -4,8 +4,10 @@ plain dicts, owner references and labels. Idempotent by construction: determinis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -206,3 +208,47 @@ def apply_custom(obj: dict[str, Any]) -> dict:
             group, version, meta["namespace"], plural, meta["name"], _preload_content=False
         )
     )
+
+
+def patch_custom_status(plural: str, namespace: str, name: str, status: dict) -> dict | None:
+    """Merge-patch the status subresource; None when the object is gone."""
+    api = client.CustomObjectsApi(api_client())
+    try:
+        return _raw(
+            api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status}, _preload_content=False
+            )
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def post_event(body: dict, type_: str, reason: str, message: str, component: str) -> None:
+    """Record a core/v1 Event on `body` (what `kubectl describe` shows); best effort."""
+    meta = body["metadata"]
+    now = datetime.now(UTC)
+    event = {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],  # the API caps messages; the full text is in status
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
+        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "count": 1,
+    }
+    with contextlib.suppress(ApiException):  # an Event is a courtesy; status carries the same facts
+        client.CoreV1Api(api_client()).create_namespaced_event(
+            meta["namespace"], event, _preload_content=False
+        )

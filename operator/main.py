@@ -16,9 +16,11 @@ import zlib
 
 import kopf
 
-from capstan_operator import handlers, metrics
+from capstan_operator import handlers, metrics, reconcile_dataset, reconcile_trainingrun
+from capstan_operator.api import KINDS
 from capstan_operator.api.common import GROUP
 from capstan_operator.config import OperatorConfig
+from capstan_operator.controller import Controller, Reconcile
 
 PEERING_NAME = "capstan"
 COMPONENT = "capstan-operator"
@@ -65,6 +67,12 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def reconcilers() -> dict[str, Reconcile]:
+    """Each kind's reconcile function; kinds without one yet get the validating skeleton."""
+    found = {"Dataset": reconcile_dataset.reconcile, "TrainingRun": reconcile_trainingrun.reconcile}
+    return {kind: found.get(kind, handlers.skeleton) for kind in KINDS}
+
+
 def run(config: OperatorConfig | None = None) -> int:
     config = config or OperatorConfig.from_env()
     configure_logging(config.log_level)
@@ -72,7 +80,10 @@ def run(config: OperatorConfig | None = None) -> int:
     registry = kopf.OperatorRegistry()
     # A registry of our own does not get kopf's default login: in-cluster token or kubeconfig.
     kopf.on.login(registry=registry)(kopf.login_via_client)
-    handlers.register(registry)
+    controller = Controller(reconcilers(), config, workers=config.workers)
+    handlers.register(registry, controller)
+    kopf.on.startup(registry=registry)(lambda **_: controller.start())
+    kopf.on.cleanup(registry=registry)(lambda **_: controller.stop())
     server, _ = metrics.serve(config.bind_address, config.metrics_port)
     log.info(
         "capstan operator starting",

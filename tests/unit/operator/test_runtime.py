@@ -9,7 +9,8 @@ from prometheus_client import generate_latest
 from capstan_operator import handlers, metrics
 from capstan_operator.api import KINDS
 from capstan_operator.config import OperatorConfig
-from capstan_operator.main import build_settings, peering_priority
+from capstan_operator.controller import Controller
+from capstan_operator.main import build_settings, peering_priority, reconcilers
 
 
 def test_standalone_by_default_with_annotation_storage():
@@ -29,31 +30,36 @@ def test_leader_election_peers_with_distinct_priorities():
     assert peering_priority("pod-a") != peering_priority("pod-b")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_accepted_status_says_what_it_waits_for_and_is_written_once(kind: str):
-    first = handlers.accepted_status(kind, {}, 4)
-    assert first["phase"] == "Pending" and first["observedGeneration"] == 4
-    cond = first["conditions"][0]
+def _body(kind: str, spec: dict, status: dict | None = None) -> dict:
+    return {"kind": kind, "metadata": {"name": "x", "generation": 4}, "spec": spec, "status": status or {}}
+
+
+def test_skeleton_says_what_it_waits_for_and_writes_once():
+    first = handlers.skeleton(_body("Deployment", {"model": {"uri": "s3://b/m"}}), OperatorConfig())
+    assert first.status["phase"] == "Pending" and first.status["observedGeneration"] == 4
+    cond = first.status["conditions"][0]
     assert (cond["type"], cond["status"], cond["reason"]) == ("Waiting", "True", "Accepted")
-    assert f"the {kind} reconciler" in cond["message"]
-    assert handlers.accepted_status(kind, first, 4) == {}
+    assert "the Deployment reconciler" in cond["message"]
+    assert first.events and first.events[0][1] == "Pending"
+    again = handlers.skeleton(
+        _body("Deployment", {"model": {"uri": "s3://b/m"}}, first.status), OperatorConfig()
+    )
+    assert again.status == {} and again.events == []
 
 
-def test_invalid_status_fails_with_the_message():
-    out = handlers.invalid_status({}, "spec.output: Field required", 1)
-    assert out["phase"] == "Failed"
-    assert out["conditions"][0]["reason"] == "InvalidSpec"
-    assert "spec.output" in out["conditions"][0]["message"]
+def test_skeleton_fails_an_invalid_spec_naming_the_field():
+    out = handlers.skeleton(_body("Deployment", {"replicas": 1}), OperatorConfig())
+    assert out.status["phase"] == "Failed"
+    assert out.status["conditions"][0]["reason"] == "InvalidSpec"
+    assert "spec.model" in out.status["conditions"][0]["message"]
 
 
-def test_registry_has_create_resume_update_for_every_kind():
+def test_registry_watches_every_kind_and_the_children():
     registry = kopf.OperatorRegistry()
-    handlers.register(registry)
-    seen = {(h.selector.any_name, h.reason, h.initial) for h in registry._changing.get_all_handlers()}
-    for info in KINDS.values():
-        assert (info.plural, kopf.Reason.CREATE, None) in seen
-        assert (info.plural, kopf.Reason.UPDATE, None) in seen
-        assert (info.plural, None, True) in seen  # resume
+    handlers.register(registry, Controller(reconcilers(), OperatorConfig()))
+    plurals = {h.selector.any_name for h in registry._watching.get_all_handlers()}
+    assert plurals == {info.plural for info in KINDS.values()} | {"jobs", "pods", "deployments"}
+    assert not list(registry._changing.get_all_handlers()), "no change handlers: nothing stored on objects"
 
 
 def test_metrics_count_outcomes_and_durations_per_kind():

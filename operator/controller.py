@@ -1,0 +1,89 @@
+"""The reconcile loop: kopf watches and calls `enqueue`; worker threads run each kind's
+level-based `reconcile(body, config) -> Outcome`, write the status patch, record the Events and
+requeue when asked. Like controller-runtime, and unlike kopf's per-handler retries, nothing is
+stored on the object (no finalizers, no progress annotations): after a restart the first listing
+enqueues every object and the reconcilers read the world again."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from capstan_operator import kube, metrics
+from capstan_operator.api import KINDS
+from capstan_operator.config import OperatorConfig
+from capstan_operator.reconcile_common import Outcome
+from capstan_operator.workqueue import WorkQueue
+
+Reconcile = Callable[[dict, OperatorConfig], Outcome]
+Key = tuple[str, str, str]  # (kind, namespace, name)
+COMPONENT = "capstan-operator"
+MAX_BACKOFF_S = 60.0
+log = logging.getLogger("capstan.controller")
+
+
+class Controller:
+    def __init__(self, reconcilers: dict[str, Reconcile], config: OperatorConfig, workers: int = 4):
+        self.reconcilers = reconcilers
+        self.config = config
+        self.queue = WorkQueue()
+        self.workers = workers
+        self._failures: dict[Key, int] = {}
+        self._threads: list[threading.Thread] = []
+
+    def enqueue(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
+        if kind in self.reconcilers:
+            self.queue.add((kind, namespace, name), delay)
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        self.queue.forget((kind, namespace, name))
+        self._failures.pop((kind, namespace, name), None)
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.queue.shutdown()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _work(self) -> None:
+        while (key := self.queue.get()) is not None:
+            try:
+                self.process(key)
+            finally:
+                self.queue.done(key)
+
+    def process(self, key: Key) -> None:
+        kind, namespace, name = key
+        plural = KINDS[kind].plural
+        try:
+            with metrics.observe(kind):
+                body = kube.get_custom(plural, namespace, name)
+                if body is None:
+                    self.forget(*key)
+                    return
+                out = self.reconcilers[kind](body, self.config)
+                if out.status:
+                    kube.patch_custom_status(plural, namespace, name, out.status)
+                    if "phase" in out.status:
+                        log.info(
+                            "%s %s/%s is %s: %s", kind, namespace, name, out.status["phase"],
+                            out.status.get("message", ""),
+                        )  # fmt: skip
+                for type_, reason, message in out.events:
+                    kube.post_event(body, type_, reason, message, COMPONENT)
+        except Exception:
+            # Back off exponentially per key; the reconcilers are level-based, so a retry is safe.
+            n = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(MAX_BACKOFF_S, 0.5 * 2**n)
+            log.exception("reconcile of %s %s/%s failed (attempt %d); retrying in %.0f s", *key, n, delay)
+            self.queue.add(key, delay)
+            return
+        self._failures.pop(key, None)
+        if out.requeue_after is not None:
+            self.queue.add(key, out.requeue_after)

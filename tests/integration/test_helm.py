@@ -63,6 +63,7 @@ def test_default_values_render_a_cluster_wide_standalone_operator():
     assert env["CAPSTAN_NAMESPACES"] == "" and env["CAPSTAN_LEADER_ELECTION"] == "false"
     assert env["CAPSTAN_LOG_LEVEL"] == "INFO" and env["CAPSTAN_WORKLOAD_IMAGE"] == "capstan/workload:dev"
     assert env["CAPSTAN_BIND_ADDRESS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_ENDPOINT_URL" not in env
     assert "CC0-1.0" in env["CAPSTAN_ALLOWED_LICENCES"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -103,6 +104,7 @@ def test_non_default_values_render_namespaced_peering_operators():
         "serviceAccount.create=false",
         "serviceAccount.name=ops",
         "image.tag=v9",
+        "workers=2",
     )
     dep = objs[("Deployment", "capstan-system", "capstan")]
     assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
@@ -115,6 +117,9 @@ def test_non_default_values_render_namespaced_peering_operators():
     assert env["CAPSTAN_ALLOWED_LICENCES"] == "MIT" and env["CAPSTAN_METRICS_PORT"] == "9191"
     assert env["CAPSTAN_WORKLOAD_IMAGE"] == "registry.local/workload:1"
     assert env["CAPSTAN_IMAGE_PULL_POLICY"] == "Always"
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["CAPSTAN_WORKERS"] == "2"
     assert not any(k == "ServiceAccount" for k, _, _ in objs)
     for ns in ("team-a", "team-b"):
         role = objs[("Role", ns, "capstan")]
@@ -164,36 +169,48 @@ def ready_pod(cluster, namespace: str) -> dict | None:
 @pytest.mark.cluster
 def test_install_upgrade_uninstall(cluster, namespace):
     env = cluster.env
+    # Only MIT is allowed: the operator in the pod must refuse the CC0-1.0 Dataset below, which
+    # shows the chart's values reached it (and no workload pod is started for it).
     release = ["capstan", str(CHART), "-n", namespace, "--set", f"watchNamespaces={{{namespace}}}"]
-    helm("install", *release, "--wait", "--timeout", "120s", env=env)
+    release += ["--set", "licences.allowed={MIT}"]
+    helm("install", *release, "--wait", "--timeout", "180s", env=env)
     first = cluster.wait_for(
         "the operator pod to be Ready", lambda: ready_pod(cluster, namespace), timeout=120
     )
 
     cluster.apply(DATASET, namespace)
-    cluster.wait_for(
-        "Dataset via-helm to be Pending (set by the operator in the pod)",
+    status = cluster.wait_for(
+        "Dataset via-helm to be refused by the operator in the pod",
         lambda: (
             ((cluster.get("dataset", "via-helm", namespace) or {}).get("status") or {}).get("phase")
-            == "Pending"
+            == "Failed"
+            and cluster.get("dataset", "via-helm", namespace)["status"]
         ),
+        timeout=60,
     )
+    assert any(c["type"] == "LicenseNotAllowed" and c["status"] == "True" for c in status["conditions"])
+    assert "CC0-1.0 is not allowed" in status["message"]
 
-    helm("upgrade", *release, "--set", "logLevel=DEBUG", "--wait", "--timeout", "120s", env=env)
+    helm("upgrade", *release, "--set", "logLevel=DEBUG", "--wait", "--timeout", "180s", env=env)
 
     def restarted():
         pod = ready_pod(cluster, namespace)
         return pod if pod and pod["metadata"]["name"] != first["metadata"]["name"] else None
 
-    second = cluster.wait_for("a new operator pod after the upgrade", restarted, timeout=120)
+    second = cluster.wait_for("a new operator pod after the upgrade", restarted, timeout=180)
     env_vars = {e["name"]: e.get("value") for e in second["spec"]["containers"][0]["env"]}
     assert env_vars["CAPSTAN_LOG_LEVEL"] == "DEBUG"
-    logs = cluster.kubectl("logs", second["metadata"]["name"], "-n", namespace).stdout
-    assert '"severity": "debug"' in logs
+    cluster.wait_for(
+        "debug lines in the new operator's log",
+        lambda: (
+            '"severity": "debug"'
+            in cluster.kubectl("logs", second["metadata"]["name"], "-n", namespace).stdout
+        ),
+    )
 
-    helm("uninstall", "capstan", "-n", namespace, "--wait", "--timeout", "120s", env=env)
+    helm("uninstall", "capstan", "-n", namespace, "--wait", "--timeout", "180s", env=env)
     cluster.wait_for("the operator pods to go", lambda: operator_pods(cluster, namespace) == [], timeout=90)
-    assert cluster.get("deployment", "capstan", namespace) is None
+    assert cluster.get("deployment.apps", "capstan", namespace) is None
     crds = cluster.kubectl("get", "crd", "-o", "name").stdout
     assert "customresourcedefinition.apiextensions.k8s.io/datasets.capstan.dev" in crds
-    assert cluster.get("dataset", "via-helm", namespace)["status"]["phase"] == "Pending"
+    assert cluster.get("dataset", "via-helm", namespace)["status"]["phase"] == "Failed"

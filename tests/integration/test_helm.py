@@ -166,6 +166,16 @@ def ready_pod(cluster, namespace: str) -> dict | None:
     return ready[0] if len(pods) == 1 and ready else None
 
 
+def wait_ready(cluster, namespace: str, check=None, what: str = "the operator pod to be Ready") -> dict:
+    """Wait for a Ready operator pod; on timeout show the pods' description and the log."""
+    try:
+        return cluster.wait_for(what, check or (lambda: ready_pod(cluster, namespace)), timeout=180)
+    except AssertionError as exc:
+        described = cluster.kubectl("describe", "pods", "-n", namespace, check=False).stdout
+        logs = cluster.kubectl("logs", "deploy/capstan", "-n", namespace, "--tail=30", check=False)
+        raise AssertionError(f"{exc}\n{described[-3000:]}\n{logs.stdout}{logs.stderr}") from None
+
+
 @pytest.mark.cluster
 def test_install_upgrade_uninstall(cluster, namespace):
     env = cluster.env
@@ -173,10 +183,8 @@ def test_install_upgrade_uninstall(cluster, namespace):
     # shows the chart's values reached it (and no workload pod is started for it).
     release = ["capstan", str(CHART), "-n", namespace, "--set", f"watchNamespaces={{{namespace}}}"]
     release += ["--set", "licences.allowed={MIT}"]
-    helm("install", *release, "--wait", "--timeout", "180s", env=env)
-    first = cluster.wait_for(
-        "the operator pod to be Ready", lambda: ready_pod(cluster, namespace), timeout=120
-    )
+    helm("install", *release, env=env)
+    first = wait_ready(cluster, namespace)
 
     cluster.apply(DATASET, namespace)
     status = cluster.wait_for(
@@ -197,7 +205,7 @@ def test_install_upgrade_uninstall(cluster, namespace):
         pod = ready_pod(cluster, namespace)
         return pod if pod and pod["metadata"]["name"] != first["metadata"]["name"] else None
 
-    second = cluster.wait_for("a new operator pod after the upgrade", restarted, timeout=180)
+    second = wait_ready(cluster, namespace, restarted, "a new operator pod after the upgrade")
     env_vars = {e["name"]: e.get("value") for e in second["spec"]["containers"][0]["env"]}
     assert env_vars["CAPSTAN_LOG_LEVEL"] == "DEBUG"
     cluster.wait_for(

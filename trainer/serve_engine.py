@@ -195,7 +195,7 @@ class Engine:
             while self.waiting and self.waiting[0].n <= len(self.free_slots):
                 req = self.waiting.popleft()
                 for i in range(req.n):
-                    tracker = TextTracker(self.loaded.tokenizer, req.params.stop)
+                    tracker = TextTracker(self.loaded.tokenizer, req.params.stop, req.prompt_ids)
                     seq = _Seq(req, i, self.free_slots.pop(), list(req.prompt_ids),
                                make_generator(req.params.seed, i), tracker)  # fmt: skip
                     new.append(seq)

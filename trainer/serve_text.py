@@ -10,8 +10,11 @@ class TextTracker:
     """Follows one sequence's generated tokens. `update()` returns the new text that is safe to
     send: never a partial UTF-8 character, never a prefix of a stop string that may still complete."""
 
-    def __init__(self, tokenizer: Tokenizer, stop: list[str]):
+    def __init__(self, tokenizer: Tokenizer, stop: list[str], context: list[int] | None = None):
         self.tok = tokenizer
+        # The last prompt tokens decide how the first generated token joins on (a space or not).
+        self.context = list(context or [])[-4:]
+        self.context_text = tokenizer.decode(self.context, skip_special_tokens=True)
         self.stop = [s for s in stop if s]
         self.ids: list[int] = []
         self.sent = 0  # characters of the text already returned
@@ -21,7 +24,11 @@ class TextTracker:
     def update(self, token_id: int | None, final: bool = False) -> str:
         if token_id is not None:
             self.ids.append(token_id)
-        text = self.tok.decode(self.ids, skip_special_tokens=True)
+        text = self.tok.decode(self.context + self.ids, skip_special_tokens=True)
+        if text.startswith(self.context_text):
+            text = text[len(self.context_text) :]
+        else:  # the context merged with new tokens differently: fall back to the tokens alone
+            text = self.tok.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd") and not final:
             text = text[: len(text) - 1]  # an incomplete multi-byte character: wait for the rest
         if self.stop:

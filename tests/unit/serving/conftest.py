@@ -17,3 +17,12 @@ def server(tiny, tmp_path_factory):
     s = server_proc.start(tiny.export_uri, str(log), "--max-batch-size", "8", "--served-model-name", "tiny")
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def narrow_server(tiny, tmp_path_factory):
+    """One request at a time and one waiting: for backpressure and shutdown tests."""
+    log = tmp_path_factory.mktemp("narrow") / "server.log"
+    s = server_proc.start(tiny.export_uri, str(log), "--max-batch-size", "1", "--max-queue", "1")
+    yield s
+    s.stop()

@@ -16,7 +16,14 @@ import zlib
 
 import kopf
 
-from capstan_operator import handlers, metrics, reconcile_dataset, reconcile_trainingrun
+from capstan_operator import (
+    handlers,
+    metrics,
+    reconcile_dataset,
+    reconcile_deployment,
+    reconcile_evaluation,
+    reconcile_trainingrun,
+)
 from capstan_operator.api import KINDS
 from capstan_operator.api.common import GROUP
 from capstan_operator.config import OperatorConfig
@@ -69,7 +76,12 @@ def configure_logging(level: str) -> None:
 
 def reconcilers() -> dict[str, Reconcile]:
     """Each kind's reconcile function; kinds without one yet get the validating skeleton."""
-    found = {"Dataset": reconcile_dataset.reconcile, "TrainingRun": reconcile_trainingrun.reconcile}
+    found = {
+        "Dataset": reconcile_dataset.reconcile,
+        "TrainingRun": reconcile_trainingrun.reconcile,
+        "Evaluation": reconcile_evaluation.reconcile,
+        "Deployment": reconcile_deployment.reconcile,
+    }
     return {kind: found.get(kind, handlers.skeleton) for kind in KINDS}
 
 

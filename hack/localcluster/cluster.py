@@ -277,7 +277,8 @@ class Cluster:
             moto = self._spawn(
                 state,
                 "s3",
-                [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(ports["s3"])],
+                # The module form works in thin worktree venvs too (no moto_server script there).
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["s3"])],
             )
             wait_until(
                 "moto S3 server",

@@ -9,7 +9,6 @@ import pytest
 
 from capstan_operator.config import OperatorConfig
 from capstan_trainer import storage
-from tests.support.crds import permissive_crds
 from tests.support.driver import Driver, use_kubeconfig
 
 S3_SECRET = "capstan-s3"
@@ -17,13 +16,9 @@ CORPUS = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "corpu
 
 
 @pytest.fixture(scope="session")
-def operator_cluster(cluster):
-    cluster.apply(permissive_crds())
-    for plural in ("datasets", "trainingruns"):
-        cluster.wait_for(
-            f"the {plural} CRD to be served",
-            lambda p=plural: cluster.kubectl("get", p, "-A", check=False).returncode == 0,
-        )
+def operator_cluster(cluster, capstan_crds):
+    """The generated CRDs (tests/integration/conftest.py): status writes outside the status
+    schema are pruned, as they would be in a real cluster."""
     use_kubeconfig(cluster.kubeconfig)
     return cluster
 

@@ -52,3 +52,30 @@ def trainingrun(name: str, namespace: str = "team-a", **spec_overrides) -> dict[
         "metadata": _meta(name, namespace),
         "spec": spec,
     }
+
+
+def evaluation(name: str, namespace: str = "team-a", **spec_overrides) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"trainingRunRef": {"name": "tiny"}},
+        "datasetRef": {"name": "stories"},
+        "gates": [{"metric": "perplexity.token_perplexity", "max": 50}],
+        "outputUri": "s3://bucket/eval",
+    }
+    spec |= spec_overrides
+    return {
+        "apiVersion": "capstan.dev/v1alpha1",
+        "kind": "Evaluation",
+        "metadata": _meta(name, namespace),
+        "spec": spec,
+    }
+
+
+def deployment(name: str, namespace: str = "team-a", **spec_overrides) -> dict[str, Any]:
+    spec: dict[str, Any] = {"model": {"uri": "s3://bucket/export"}, "replicas": 2}
+    spec |= spec_overrides
+    return {
+        "apiVersion": "capstan.dev/v1alpha1",
+        "kind": "Deployment",
+        "metadata": _meta(name, namespace),
+        "spec": spec,
+    }

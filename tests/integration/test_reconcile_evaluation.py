@@ -1,0 +1,186 @@
+"""Evaluation reconciled on the real API server with the real `capstan_trainer.evaluate` Job run by
+the node agent on a tiny trained model; a failed gate blocks a Deployment that names it.
+
+The TrainingRun and Dataset it depends on are real objects whose status the test writes (their
+own reconcilers are tested elsewhere), so each dependency state is reached on purpose."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from kubernetes import client
+
+from capstan_operator import kube, reconcile_deployment, reconcile_evaluation
+from capstan_operator.api.common import GROUP, VERSION
+from tests.support import tiny_model
+from tests.support.operator_env import driver, op_cfg, operator_cluster
+from tests.unit.operator import resources
+
+pytestmark = pytest.mark.cluster
+__all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tiny_model.TinyModel:
+    return tiny_model.session_model(tmp_path_factory)
+
+
+def evaluation_yaml(name: str, out: str, gates: list[dict], **spec) -> str:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Evaluation",
+        "metadata": {"name": name},
+        "spec": {
+            "contextLength": 64,
+            "batchSize": 8,
+            "maxValidationDocuments": 8,
+            "biasProbes": {"builtin": False},
+            "gates": gates,
+            "outputUri": out,
+            "resources": {"cpu": "500m", "memory": "1Gi"},
+            **spec,
+        },
+    }
+    return yaml.safe_dump(body)
+
+
+def apply_with_status(cluster, namespace: str, body: dict, plural: str, status: dict) -> None:
+    """Create a dependency as a user would, then set its status as its own reconciler would."""
+    body = {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": {"name": body["metadata"]["name"]},
+        "spec": body["spec"],
+    }
+    cluster.apply(yaml.safe_dump(body), namespace)
+    set_status(namespace, plural, body["metadata"]["name"], status)
+
+
+def set_status(namespace: str, plural: str, name: str, status: dict) -> None:
+    client.CustomObjectsApi(kube.api_client()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, plural, name, {"status": status}
+    )
+
+
+def status(driver, plural: str, name: str) -> dict:
+    return (driver.get(plural, name) or {}).get("status") or {}
+
+
+def test_waits_for_its_training_run_then_passes_its_gates(
+    operator_cluster, namespace, driver, tiny, tmp_path
+):
+    cluster = operator_cluster
+    apply_with_status(cluster, namespace, resources.trainingrun("tiny"), "trainingruns", {"phase": "Running"})
+    data = resources.dataset("counting")
+    apply_with_status(
+        cluster,
+        namespace,
+        data,
+        "datasets",
+        {"phase": "Ready", "manifestUri": f"{tiny.dataset_uri}/manifest.json"},
+    )
+    gates = [
+        {"metric": "perplexity.token_perplexity", "max": 1000},
+        {"metric": "perplexity.documents", "min": 1},
+    ]
+    spec = {"model": {"trainingRunRef": {"name": "tiny"}}, "datasetRef": {"name": "counting"}}
+    cluster.apply(evaluation_yaml("ev", f"file://{tmp_path}/ev", gates, **spec), namespace)
+    driver.add("evaluations", "ev", reconcile_evaluation.reconcile)
+    driver.run_until(
+        "Evaluation ev to wait", lambda: status(driver, "evaluations", "ev").get("phase") == "Waiting", 30
+    )
+    waiting = driver.condition("evaluations", "ev", "Waiting")
+    assert waiting["message"] == "waiting for TrainingRun tiny to succeed (now Running)"
+    assert cluster.get("job", "ev-evaluate", namespace) is None
+
+    set_status(
+        namespace,
+        "trainingruns",
+        "tiny",
+        {"phase": "Succeeded", "lastCheckpoint": {"uri": tiny.checkpoint_uri, "step": 100}},
+    )
+    driver.run_until(
+        "Evaluation ev to finish",
+        lambda: status(driver, "evaluations", "ev").get("phase") in ("Succeeded", "Failed"),
+        300,
+    )
+    st = status(driver, "evaluations", "ev")
+    assert st["phase"] == "Succeeded", st
+    assert st["passed"] is True and st["modelUri"] == tiny.checkpoint_uri
+    assert 1 < st["metrics"]["perplexity.token_perplexity"] < 1000
+    assert st["metrics"]["perplexity.documents"] == 8
+    assert [(g["metric"], g["passed"]) for g in st["gates"]] == [
+        ("perplexity.token_perplexity", True),
+        ("perplexity.documents", True),
+    ]
+    assert st["resultsUri"] == f"file://{tmp_path}/ev/results.json"
+    assert st["modelCardUri"] == f"file://{tmp_path}/ev/README.md"
+    assert (tmp_path / "ev" / "README.md").read_text().startswith("---")
+    assert driver.condition("evaluations", "ev", "Waiting") is None
+    assert driver.condition("evaluations", "ev", "Passed")["status"] == "True"
+    # The Job ran the resolved file: references replaced by URIs.
+    doc = yaml.safe_load(cluster.get("configmap", "ev-evaluate", namespace)["data"]["resource.yaml"])
+    assert doc["spec"]["model"]["uri"] == tiny.checkpoint_uri
+    assert doc["spec"]["validationUri"] == f"{tiny.dataset_uri}/manifest.json"
+    # Level-based: another pass changes nothing.
+    assert reconcile_evaluation.reconcile(driver.get("evaluations", "ev"), driver.cfg).status == {}
+
+
+def test_a_failed_gate_blocks_the_deployment(operator_cluster, namespace, driver, tiny, tmp_path):
+    cluster = operator_cluster
+    gates = [{"metric": "perplexity.token_perplexity", "max": 1.0}]  # no model is that sure
+    spec = {"model": {"uri": tiny.checkpoint_uri}, "validationUri": tiny.dataset_uri}
+    cluster.apply(evaluation_yaml("strict", f"file://{tmp_path}/strict", gates, **spec), namespace)
+    cluster.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Deployment",
+                "metadata": {"name": "chat"},
+                "spec": {"model": {"evaluationRef": {"name": "strict"}}, "replicas": 1},
+            }
+        ),
+        namespace,
+    )
+    driver.add("evaluations", "strict", reconcile_evaluation.reconcile)
+    driver.add("deployments", "chat", reconcile_deployment.reconcile)
+    driver.run_until(
+        "Evaluation strict to finish",
+        lambda: status(driver, "evaluations", "strict").get("phase") in ("Succeeded", "Failed"),
+        300,
+    )
+    st = status(driver, "evaluations", "strict")
+    assert (st["phase"], st["passed"]) == ("Succeeded", False), st
+    (gate,) = st["gates"]
+    assert gate["passed"] is False and gate["value"] > 1.0 and gate["max"] == 1.0
+    passed = driver.condition("evaluations", "strict", "Passed")
+    assert passed["status"] == "False" and "perplexity.token_perplexity" in passed["message"]
+    assert ("strict", "Warning", "GatesFailed") in [e[:3] for e in driver.events]
+
+    driver.step()  # the Deployment sees the verdict
+    dep = status(driver, "deployments", "chat")
+    assert dep["phase"] == "Waiting"
+    waiting = driver.condition("deployments", "chat", "Waiting")
+    assert waiting["reason"] == "EvaluationNotPassed"
+    assert waiting["message"].startswith("Evaluation strict did not pass its gates")
+    assert cluster.list("deployments.apps", namespace) == []
+
+
+def test_a_crashing_evaluation_fails_with_exit_code_and_log(operator_cluster, namespace, driver, tmp_path):
+    cluster = operator_cluster
+    missing = f"file://{tmp_path}/no-such-model"
+    cluster.apply(
+        evaluation_yaml("broken", f"file://{tmp_path}/broken", [], model={"uri": missing}), namespace
+    )
+    driver.add("evaluations", "broken", reconcile_evaluation.reconcile)
+    driver.run_until(
+        "Evaluation broken to fail",
+        lambda: status(driver, "evaluations", "broken").get("phase") in ("Succeeded", "Failed"),
+        240,
+    )
+    st = status(driver, "evaluations", "broken")
+    assert st["phase"] == "Failed", st
+    failed = driver.condition("evaluations", "broken", "Failed")
+    assert failed["reason"] == "EvaluationFailed"
+    assert "container evaluate exited with code" in failed["message"]
+    assert "no-such-model" in failed["message"]  # the log tail says what was missing

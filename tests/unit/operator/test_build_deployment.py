@@ -1,0 +1,94 @@
+"""Deployment children: per-revision apps/v1 Deployments, the Service across revisions, the HPA."""
+
+from __future__ import annotations
+
+from capstan_operator import build_deployment as bd
+from capstan_operator.api.deployment import DeploymentSpec
+from capstan_operator.config import OperatorConfig
+from tests.unit.operator.resources import deployment
+
+CFG = OperatorConfig(workload_image="registry.example/capstan:1", s3_endpoint="http://minio:9000")
+
+
+def build(body, revision=3, uri="s3://bucket/export", replicas=2):
+    return bd.deployment(body, DeploymentSpec.model_validate(body["spec"]), CFG, revision, uri, replicas)
+
+
+def test_one_deployment_per_revision_serving_its_model():
+    body = deployment(
+        "chat", model={"uri": "s3://bucket/export", "name": "tiny-chat"}, server={"maxBatchSize": 8}
+    )
+    d = build(body)
+    assert d["metadata"]["name"] == "chat-r3"
+    assert d["metadata"]["labels"]["capstan.dev/revision"] == "3"
+    assert d["metadata"]["annotations"] == {"capstan.dev/model-uri": "s3://bucket/export"}
+    assert d["metadata"]["ownerReferences"][0]["name"] == "chat"
+    assert d["spec"]["replicas"] == 2
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    assert d["spec"]["selector"]["matchLabels"] == labels
+    assert labels["capstan.dev/revision"] == "3" and labels["capstan.dev/owner"] == "chat"
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == [
+        "python", "-m", "capstan_trainer.serve", "--model", "s3://bucket/export",
+        "--served-model-name", "tiny-chat", "--port", "8000", "--max-batch-size", "8",
+        "--max-queue", "64", "--max-model-len", "0",
+    ]  # fmt: skip
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
+    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+
+
+def test_probes_readiness_on_readyz_liveness_on_healthz_and_room_to_load():
+    c = build(deployment("chat"))["spec"]["template"]["spec"]["containers"][0]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    startup = c["startupProbe"]
+    assert startup["httpGet"]["path"] == "/healthz"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+
+
+def test_gpu_resources_and_vllm_runtime():
+    body = deployment("chat", runtime="vllm", resources={"gpus": 1, "memory": "24Gi"})
+    spec = build(body)["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert c["resources"]["limits"] == {"memory": "24Gi", "nvidia.com/gpu": 1}
+    assert c["command"][:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_one_service_across_revisions():
+    svc = bd.service(deployment("chat"))
+    assert svc["metadata"]["name"] == "chat"
+    assert "capstan.dev/revision" not in svc["spec"]["selector"]
+    assert svc["spec"]["selector"]["capstan.dev/owner"] == "chat"
+    r1 = build(deployment("chat"), revision=1)["spec"]["template"]["metadata"]["labels"]
+    r2 = build(deployment("chat"), revision=2)["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= r1.items() and svc["spec"]["selector"].items() <= r2.items()
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert bd.url("chat", "team-a") == "http://chat.team-a.svc.cluster.local:8000/v1"
+
+
+def test_hpa_targets_the_stable_revision():
+    body = deployment("chat", autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 6})
+    h = bd.hpa(body, DeploymentSpec.model_validate(body["spec"]), revision=4)
+    assert h["apiVersion"] == "autoscaling/v2"
+    assert h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chat-r4"}
+    assert (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) == (2, 6)
+    metric = h["spec"]["metrics"][0]["pods"]
+    assert metric["metric"]["name"] == "capstan_serve_requests_running"
+    assert metric["target"] == {"type": "AverageValue", "averageValue": "8"}
+
+
+def test_desired_total_follows_the_hpa_within_bounds():
+    spec = DeploymentSpec.model_validate(
+        deployment("c", autoscaling={"enabled": True, "maxReplicas": 5})["spec"]
+    )
+    assert bd.desired_total(spec, None) == 1
+    assert bd.desired_total(spec, {"spec": {"replicas": 4}}) == 4
+    assert bd.desired_total(spec, {"spec": {"replicas": 9}}) == 5
+    assert (
+        bd.desired_total(DeploymentSpec.model_validate(deployment("c")["spec"]), {"spec": {"replicas": 9}})
+        == 2
+    )

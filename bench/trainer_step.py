@@ -1,6 +1,6 @@
 """Trainer step throughput on CPU vs a minimal plain PyTorch loop (goal: ratio >= 0.9).
 
-    .venv/bin/python bench/trainer_step.py [--threads 1] [--rounds 5] [--profile]
+    .venv/bin/python bench/trainer_step.py [--threads 1] [--rounds 12] [--with-fsdp] [--profile]
 
 Both sides train the same model (same shape, same initial weights) on the same batch with the
 same thread count: the trainer side is what `capstan_trainer.train` runs (model built by
@@ -68,8 +68,8 @@ def timed(fn, steps: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=3, help="steps per round and side")
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--steps", type=int, default=1, help="steps per round and side")
     p.add_argument("--profile", action="store_true", help="print the top ops of the trainer step")
     p.add_argument("--with-fsdp", action="store_true", help="also time FSDP2 at world size 1")
     a = p.parse_args()

@@ -104,3 +104,45 @@ def selector(labels: dict[str, str]) -> str:
     """A label selector string matching the owner and component of `labels`."""
     keys = (kube.LABEL_KIND, kube.LABEL_OWNER, kube.LABEL_COMPONENT)
     return ",".join(f"{k}={labels[k]}" for k in keys)
+
+
+def workload_job(
+    body: dict,
+    name: str,
+    component: str,
+    container: dict[str, Any],
+    backoff_limit: int,
+    exit_invalid: int,
+    pod_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A one-pod Job running `container` with the resource file mounted. A container exit code of
+    `exit_invalid` means the spec or the input is wrong: the Job fails at once, no retries."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": kube.child_meta(body, name, component),
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": container["name"],
+                            "operator": "In",
+                            "values": [exit_invalid],
+                        },
+                    }
+                ]
+            },
+            "template": {
+                "metadata": {"labels": pod_labels(body, component)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [container],
+                    "volumes": [config_volume(name)],
+                    **(pod_extra or {}),
+                },
+            },
+        },
+    }

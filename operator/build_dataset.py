@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from capstan_operator import build_common as common
-from capstan_operator import kube
 from capstan_operator.api.dataset import DatasetSpec
 from capstan_operator.config import OperatorConfig
 
@@ -42,7 +41,6 @@ def build(body: dict, spec: DatasetSpec, cfg: OperatorConfig) -> list[dict[str, 
     """[ConfigMap, Job] for `body` (the Dataset as stored), in creation order."""
     name = job_name(body["metadata"]["name"])
     resource = common.resolved_resource(body, spec.to_wire())
-    labels = common.pod_labels(body, COMPONENT)
     env = common.workload_env(body, cfg, {"CAPSTAN_ALLOWED_LICENCES": ",".join(cfg.allowed_licences)})
     container = {
         "name": COMPONENT,
@@ -52,33 +50,5 @@ def build(body: dict, spec: DatasetSpec, cfg: OperatorConfig) -> list[dict[str, 
         "env": env,
         "volumeMounts": [common.config_mount()],
     }
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": kube.child_meta(body, name, COMPONENT),
-        "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
-            # Exit code 3 means the spec or the input is wrong: fail at once, no retries.
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": COMPONENT,
-                            "operator": "In",
-                            "values": [EXIT_INVALID],
-                        },
-                    }
-                ]
-            },
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [container],
-                    "volumes": [common.config_volume(name)],
-                },
-            },
-        },
-    }
+    job = common.workload_job(body, name, COMPONENT, container, BACKOFF_LIMIT, EXIT_INVALID)
     return [common.config_map(body, name, COMPONENT, resource), job]

@@ -10,7 +10,6 @@ from typing import Any
 
 from capstan_operator import build_common as common
 from capstan_operator import build_serving_common as pods
-from capstan_operator import kube
 from capstan_operator.api.evaluation import EvaluationSpec
 from capstan_operator.config import OperatorConfig
 
@@ -112,36 +111,9 @@ def build(body: dict, spec: EvaluationSpec, cfg: OperatorConfig) -> list[dict[st
         "resources": pods.container_resources(spec.resources),
         "volumeMounts": [common.config_mount()],
     }
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": kube.child_meta(body, name, COMPONENT),
-        "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
-            # Exit code 3 means the file is invalid: fail at once, no retries.
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": COMPONENT,
-                            "operator": "In",
-                            "values": [EXIT_INVALID],
-                        },
-                    }
-                ]
-            },
-            "template": {
-                "metadata": {"labels": common.pod_labels(body, COMPONENT)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [container],
-                    "volumes": [common.config_volume(name)],
-                    **pods.placement(spec.resources),
-                },
-            },
-        },
-    }
+    job = common.workload_job(
+        body, name, COMPONENT, container, BACKOFF_LIMIT, EXIT_INVALID, pods.placement(spec.resources)
+    )
     return [common.config_map(body, name, COMPONENT, resource), job]
 
 

@@ -11,7 +11,7 @@ from capstan_operator.api import status as st
 from capstan_operator.api.common import describe_validation_error, now_rfc3339
 from capstan_operator.api.dataset import DatasetSpec
 from capstan_operator.config import OperatorConfig
-from capstan_operator.reconcile_common import Outcome, StatusDraft, job_condition, pod_failure
+from capstan_operator.reconcile_common import Outcome, StatusDraft, job_condition, job_failure
 
 POLL_SECONDS = 5.0
 
@@ -64,13 +64,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     job_name = build_dataset.job_name(name)
     job = kube.get("batch/v1", "Job", ns, job_name)
     if job_condition(job, "Failed"):
-        pods = kube.list_("v1", "Pod", ns, f"job-name={job_name}")
-        failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
-        msg = (
-            pod_failure(failed[-1])[1]
-            if failed
-            else f"Job {job_name} failed: {job_condition(job, 'Failed').get('message', '')}"
-        )
+        msg = job_failure(job, ns, job_name)
         draft.condition(st.FAILED, "True", "PrepareFailed", msg)
         draft.condition(st.READY, "False", "PrepareFailed", msg.split("\n", 1)[0])
         return draft.phase("Failed", msg, "PrepareFailed").set(completionTime=now_rfc3339()).outcome()

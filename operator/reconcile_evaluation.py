@@ -13,7 +13,7 @@ from capstan_operator.api import status as st
 from capstan_operator.api.common import describe_validation_error, now_rfc3339
 from capstan_operator.api.evaluation import EvaluationSpec
 from capstan_operator.config import OperatorConfig
-from capstan_operator.reconcile_common import Outcome, StatusDraft, job_condition, pod_failure
+from capstan_operator.reconcile_common import Outcome, StatusDraft, job_condition, job_failure
 
 POLL_SECONDS = 5.0
 WAIT_SECONDS = 10.0
@@ -76,13 +76,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     draft.clear(st.WAITING)
     # ---- the Job's outcome
     if job_condition(job, "Failed"):
-        pods = kube.list_("v1", "Pod", ns, f"job-name={job_name}")
-        failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
-        msg = (
-            pod_failure(failed[-1])[1]
-            if failed
-            else f"Job {job_name} failed: {job_condition(job, 'Failed').get('message', '')}"
-        )
+        msg = job_failure(job, ns, job_name)
         return _fail(draft, "EvaluationFailed", msg)
     if job_condition(job, "Complete"):
         return _complete(draft, job, cfg)

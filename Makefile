@@ -44,6 +44,7 @@ demo: install
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m capstan_operator.crdgen --check
 
 clean: cluster-down
 	rm -rf .capstan $(VENV)

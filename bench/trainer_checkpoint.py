@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.trainer_common import one_process_group, s3_bucket  # noqa: E402
 from capstan_trainer import checkpoint  # noqa: E402
 from capstan_trainer.model import Transformer, preset  # noqa: E402
+from capstan_trainer.stopping import ValidationWatch  # noqa: E402
 from capstan_trainer.train import state_for  # noqa: E402
 
 
@@ -32,7 +33,12 @@ def measure(root: str, model, optimizer, saves: int) -> tuple[float, float, floa
     """Median (blocking s, total s) over `saves` saves, and the checkpoint's size in bytes."""
     ck = checkpoint.Checkpointer(root, keep_last=2, rank=0, process_group=checkpoint.new_checkpoint_group())
     for step in range(1, saves + 1):
-        ck.save(step, state_for(model, optimizer, step, step * 8), {"model": model.cfg.to_dict()}, None)
+        ck.save(
+            step,
+            state_for(model, optimizer, step, step * 8, ValidationWatch(0, 0.0)),
+            {"model": model.cfg.to_dict()},
+            None,
+        )
         ck.wait()
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     size += sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values())

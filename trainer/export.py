@@ -16,7 +16,7 @@ import sys
 import torch
 from safetensors.torch import save
 
-from capstan_trainer import storage
+from capstan_trainer import exitcodes, storage
 from capstan_trainer.checkpoint import load_model
 from capstan_trainer.model import ModelConfig
 
@@ -125,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         config = export(a.checkpoint, a.out, a.dtype)
     except FileNotFoundError as exc:
         print(f"--checkpoint: {exc}", file=sys.stderr)
-        return 3
+        return exitcodes.INVALID_CONFIG
     print(
         json.dumps(
             {"out": a.out, "hidden_size": config["hidden_size"], "layers": config["num_hidden_layers"]}
         )
     )
-    return 0
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def evaluate(model, cfg: TrainConfig, rank: int, world: int, device) -> dict[str
     return out
 
 
-def state_for(model, optimizer, step: int, cursor: int) -> dict:
+def state_for(model, optimizer, step: int, cursor: int, watch: stopping.ValidationWatch) -> dict:
     msd, osd = get_state_dict(model, optimizer)
     return {
         "model": msd,
@@ -142,6 +142,7 @@ def state_for(model, optimizer, step: int, cursor: int) -> dict:
         "scheduler": {"step": step},
         "loader": {"sequences_consumed": cursor},
         "rng": {"torch": torch.get_rng_state()},
+        "validation": {"watch": watch.to_json()},
     }
 
 
@@ -180,6 +181,8 @@ def run(cfg: TrainConfig) -> int:
     # ---- model: meta -> shard -> init -----------------------------------------------------
     model, param_dtype = build_model(cfg.model, spec, mesh, device)
     optimizer = build_optimizer(model, spec)
+    stop = spec.eval.early_stopping
+    watch = stopping.ValidationWatch(stop.patience, stop.min_delta)
     log.info("model: %s, %.2fM parameters", cfg.model, cfg.model.num_params() / 1e6)
 
     # ---- resume, or start from an initial checkpoint ---------------------------------------
@@ -190,11 +193,12 @@ def run(cfg: TrainConfig) -> int:
     step, cursor = 0, 0
     latest = checkpoint.latest_committed(root)
     if latest is not None:
-        state = state_for(model, optimizer, 0, 0)
+        state = state_for(model, optimizer, 0, 0, watch)
         checkpoint.load_state(latest.uri, state)
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         step, cursor = int(state["scheduler"]["step"]), int(state["loader"]["sequences_consumed"])
         torch.set_rng_state(state["rng"]["torch"])
+        watch.load_json(state["validation"]["watch"])
         ckpt.last_committed = latest
     elif cfg.init_checkpoint:
         msd = get_model_state_dict(model)
@@ -222,12 +226,10 @@ def run(cfg: TrainConfig) -> int:
     peak, peak_name = metrics.peak_flops(device)
     if param_dtype != torch.bfloat16:
         peak = None  # the table is bf16 tensor-core peaks; fp32 MFU would mislead
-    watch = stopping.ValidationWatch(spec.eval.early_stopping.patience, spec.eval.early_stopping.min_delta)
-    train_since_eval: list[float] = []
     phase, last_eval, interval_tokens, t_last = "Succeeded", None, 0, time.perf_counter()
 
     def save(at: int) -> None:
-        blocked = ckpt.save(at, state_for(model, optimizer, at, data.cursor), meta, tokenizer)
+        blocked = ckpt.save(at, state_for(model, optimizer, at, data.cursor, watch), meta, tokenizer)
         if rank == 0:
             metrics.emit({"event": "checkpoint", "step": at, "blockingSeconds": round(blocked, 4)})
 
@@ -258,7 +260,7 @@ def run(cfg: TrainConfig) -> int:
             now = time.perf_counter()
             tps = interval_tokens / (now - t_last)
             mfu = tps / world * fpt / peak if peak else None
-            train_since_eval.append(loss_v)
+            watch.record_train(loss_v)
             if rank == 0:
                 rec = {"event": "step", "step": step, "loss": loss_v, "lr": lr, "gradNorm": norm.item(),
                        "tokensPerSec": round(tps, 1), "mfu": mfu, "peakFlops": peak_name,
@@ -273,12 +275,10 @@ def run(cfg: TrainConfig) -> int:
             last_eval = sum(w * per_source[s.uri] for w, s in zip(weights, cfg.sources, strict=True)) / sum(
                 weights
             )
-            train_now = sum(train_since_eval) / len(train_since_eval) if train_since_eval else None
-            train_since_eval = []
-            verdict = watch.observe(last_eval, train_now)
+            verdict = watch.observe(last_eval)
             if rank == 0:
                 metrics.emit({"event": "eval", "step": step, "evalLoss": last_eval, "bySource": per_source,
-                              "trainLoss": train_now, "overfitting": verdict.overfitting,
+                              "trainLoss": verdict.train_loss, "overfitting": verdict.overfitting,
                               "evalsWithoutImprovement": verdict.evals_without_improvement})  # fmt: skip
                 progress.update(force=True, evalLoss=last_eval, overfitting=verdict.overfitting)
             if verdict.stop:

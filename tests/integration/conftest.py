@@ -12,9 +12,10 @@ from capstan_operator.api.common import GROUP
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def capstan_crds(cluster):
-    """The generated CRDs installed and established (left in place: later tests reuse them)."""
+    """The generated CRDs installed and established. Applied again for every test that asks:
+    another test in the session may have replaced them (e.g. with permissive stand-ins)."""
     cluster.kubectl("apply", "-f", str(REPO / "manifests" / "crds"))
     names = [f"crd/{k.plural}.{GROUP}" for k in KINDS.values()]
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names, timeout=90)

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from capstan_operator.api import KINDS
+from capstan_operator.api.common import GROUP
 from tests.support.invalid_cases import load_cases
 
 pytestmark = pytest.mark.cluster
@@ -32,7 +34,8 @@ def test_every_invalid_resource_is_refused_naming_its_field(cluster, capstan_crd
     failures = []
     for case in CASES:
         obj = case.resource
-        kind, name = obj["kind"].lower(), obj["metadata"]["name"]
+        # Fully qualified: a bare "deployment" is apps/v1.
+        kind, name = f"{KINDS[obj['kind']].plural}.{GROUP}", obj["metadata"]["name"]
         r = cluster.kubectl("apply", "-n", namespace, "-f", str(case.path), check=False)
         if case.patch is not None:
             # Immutable field: the resource is valid; changing the field afterwards is not.

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.cluster
 __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
 
 
-def run_yaml(name: str, ckpt: str, data: dict, nodes: int = 1, steps: int = 30, **spec) -> str:
+def run_yaml(
+    name: str, ckpt: str, data: dict, nodes: int = 1, steps: int = 30, every: int = 5, **spec
+) -> str:
     body = {
         "apiVersion": "capstan.dev/v1alpha1",
         "kind": "TrainingRun",
@@ -27,7 +29,7 @@ def run_yaml(name: str, ckpt: str, data: dict, nodes: int = 1, steps: int = 30, 
                 "minLr": 3e-4, "warmupSteps": 2, "totalSteps": steps, "seed": 7,
             },
             "resources": {"minNodes": nodes, "maxNodes": nodes, "nprocPerNode": 1},
-            "checkpoint": {"uri": ckpt, "intervalSteps": 5, "keepLast": 2},
+            "checkpoint": {"uri": ckpt, "intervalSteps": every, "keepLast": 2},
             "metrics": {"intervalSteps": 1},
             "failurePolicy": {"maxRestarts": 2},
             **spec,
@@ -82,12 +84,12 @@ def test_two_nodes_survive_a_deleted_pod_with_one_restart(
     operator_cluster, namespace, driver, s3_bucket, data
 ):
     operator_cluster.apply(
-        run_yaml("pair", f"{s3_bucket}/ckpt/pair", {"uri": data}, nodes=2, steps=40), namespace
+        run_yaml("pair", f"{s3_bucket}/ckpt/pair", {"uri": data}, nodes=2, steps=400, every=20), namespace
     )
     driver.add("trainingruns", "pair", reconcile_trainingrun.reconcile)
     driver.run_until(
         "a committed checkpoint of TrainingRun pair",
-        lambda: (status(driver, "pair").get("lastCheckpoint") or {}).get("step", 0) >= 5,
+        lambda: (status(driver, "pair").get("lastCheckpoint") or {}).get("step", 0) >= 20,
         timeout=240,
     )
     st = status(driver, "pair")
@@ -103,7 +105,7 @@ def test_two_nodes_survive_a_deleted_pod_with_one_restart(
     )
     st = status(driver, "pair")
     assert st["phase"] == "Succeeded", st
-    assert st["restarts"] == 1 and st["step"] == 40
+    assert st["restarts"] == 1 and st["step"] == 400
     restarts = [e for e in driver.events if e[2] == "GangRestart"]
     assert len(restarts) == 1 and "restart 1:" in restarts[0][3]
 
@@ -140,7 +142,9 @@ def test_gang_that_cannot_be_placed_times_out(operator_cluster, namespace, drive
 
 
 def test_suspend_and_resume(operator_cluster, namespace, driver, s3_bucket, data):
-    operator_cluster.apply(run_yaml("pause", f"{s3_bucket}/ckpt/pause", {"uri": data}, steps=400), namespace)
+    operator_cluster.apply(
+        run_yaml("pause", f"{s3_bucket}/ckpt/pause", {"uri": data}, steps=5000, every=20), namespace
+    )
     driver.add("trainingruns", "pause", reconcile_trainingrun.reconcile)
     driver.run_until(
         "a checkpoint of TrainingRun pause",

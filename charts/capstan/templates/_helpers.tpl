@@ -53,6 +53,10 @@ app.kubernetes.io/component: operator
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Volcano PodGroups for TrainingRuns with scheduling.scheduler: volcano.
+- apiGroups: ["scheduling.volcano.sh"]
+  resources: ["podgroups"]
+  verbs: ["get", "create", "patch"]
 # Trainer and serving pods: gang checks, progress, teardown; logs for failure messages.
 - apiGroups: [""]
   resources: ["pods"]

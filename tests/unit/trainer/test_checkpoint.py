@@ -59,3 +59,12 @@ def test_load_model_from_step_folder_and_dtype(tmp_path):
 def test_empty_root_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no committed checkpoint"):
         checkpoint.load_model(f"file://{tmp_path}/none")
+
+
+def test_export_of_a_missing_checkpoint_exits_3_naming_the_flag(tmp_path, capsys):
+    from capstan_trainer import exitcodes, export
+
+    code = export.main(["--checkpoint", f"file://{tmp_path}/none", "--out", str(tmp_path / "hf")])
+    assert code == exitcodes.INVALID_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith("--checkpoint:") and "no committed checkpoint" in err

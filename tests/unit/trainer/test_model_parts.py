@@ -40,3 +40,31 @@ def test_flops_and_parameter_counts():
     # 6N dominates; attention adds 12 * L * H * hd * T.
     assert metrics.flops_per_token(big, 8192) > 6 * 7e9
     assert metrics.peak_flops(torch.device("cpu")) == (None, "cpu")
+
+
+def test_presets_through_1b_and_8b():
+    assert 1.2e9 < preset("1b", vocab_size=128256).num_params() < 1.3e9  # Llama 3.2 1B: 1.24B
+    assert 0.3e9 < preset("350m", vocab_size=32000).num_params() < 0.4e9
+    assert 0.1e9 < preset("125m", vocab_size=32000).num_params() < 0.15e9
+
+
+def test_compile_option_matches_eager():
+    """fsdp.compile compiles each block in place: same names, same loss and gradients. aot_eager
+    traces forward and backward as inductor would (a graph break fails), without code generation
+    (minutes on a loaded CPU); inductor itself runs in bench/gpu_mfu.sh."""
+    torch.manual_seed(0)
+    a = Transformer(preset("test", vocab_size=64))
+    a.init_weights(seed=1)
+    b = Transformer(preset("test", vocab_size=64))
+    b.load_state_dict(a.state_dict())
+    parallel.apply_compile(b, backend="aot_eager")
+    assert list(a.state_dict()) == list(b.state_dict())
+    x = torch.randint(0, 64, (2, 17))
+    losses = []
+    for m in (a, b):
+        loss = F.cross_entropy(m(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        losses.append(loss.item())
+    assert abs(losses[0] - losses[1]) < 1e-5
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -1,0 +1,224 @@
+"""The Helm chart: lint, rendering with default and non-default values, and a real install,
+upgrade and uninstall on the local control plane (the node agent runs the operator pod as a
+process from this environment)."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "capstan"
+HELM = REPO / ".capstan" / "bin" / "helm"
+
+
+@pytest.fixture(autouse=True)
+def _helm_is_built():
+    assert HELM.exists(), f"{HELM} is missing: run `make install` (hack/build-helm.sh builds it)"
+
+
+def helm(*args: str, env: dict | None = None, check: bool = True, timeout: float = 180):
+    r = subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({r.returncode}):\n{r.stderr}{r.stdout}")
+    return r
+
+
+def render(*sets: str, namespace: str = "capstan-system") -> dict[tuple[str, str, str], dict]:
+    """(kind, namespace, name) -> object, for `helm template` with these --set values."""
+    args = ["template", "capstan", str(CHART), "-n", namespace]
+    for s in sets:
+        args += ["--set", s]
+    docs = [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
+    return {(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d for d in docs}
+
+
+def env_of(deployment: dict) -> dict[str, object]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_chart_lints_and_crds_are_the_generated_ones():
+    helm("lint", str(CHART), "--strict")
+    for crd in (REPO / "manifests" / "crds").glob("*.yaml"):
+        assert (CHART / "crds" / crd.name).read_bytes() == crd.read_bytes(), crd.name
+
+
+def test_default_values_render_a_cluster_wide_standalone_operator():
+    objs = render()
+    kinds = sorted(k for k, _, _ in objs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    dep = objs[("Deployment", "capstan-system", "capstan")]
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-m", "capstan_operator"]
+    assert container["image"] == "capstan/operator:0.1.0"
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    assert dep["spec"]["replicas"] == 1
+    env = env_of(dep)
+    assert env["CAPSTAN_NAMESPACES"] == "" and env["CAPSTAN_LEADER_ELECTION"] == "false"
+    assert env["CAPSTAN_LOG_LEVEL"] == "INFO" and env["CAPSTAN_WORKLOAD_IMAGE"] == "capstan/workload:dev"
+    assert env["CAPSTAN_BIND_ADDRESS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_ENDPOINT_URL" not in env
+    assert "CC0-1.0" in env["CAPSTAN_ALLOWED_LICENCES"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"liveness": 8080, "metrics": 9090}
+    assert pod["serviceAccountName"] == "capstan"
+    svc = objs[("Service", "capstan-system", "capstan-metrics")]
+    assert svc["spec"]["ports"][0]["port"] == 9090
+
+
+def test_rbac_is_least_privilege():
+    rules = render()[("ClusterRole", "", "capstan")]["rules"]
+    by_resource = {
+        (g, r): set(rule["verbs"]) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    assert not any("*" in v for v in by_resource.values())
+    assert not any(r == "*" for _, r in by_resource)
+    assert by_resource[("", "secrets")] == {"get"}
+    assert by_resource[("", "pods/log")] == {"get"}
+    assert by_resource[("capstan.dev", "datasets/status")] == {"get", "patch"}
+    assert "delete" not in by_resource[("capstan.dev", "trainingruns")]
+    assert by_resource[("batch", "jobs")] >= {"create", "patch", "delete"}
+    assert ("kopf.dev", "clusterkopfpeerings") not in by_resource  # only with leader election
+    assert ("", "namespaces") not in by_resource
+
+
+def test_non_default_values_render_namespaced_peering_operators():
+    objs = render(
+        "watchNamespaces={team-a,team-b}",
+        "leaderElection=true",
+        "replicas=2",
+        "logLevel=DEBUG",
+        "objectStorage.endpoint=http://127.0.0.1:9000",
+        "objectStorage.credentialsSecret=s3-creds",
+        "licences.allowed={MIT}",
+        "workload.image=registry.local/workload:1",
+        "workload.pullPolicy=Always",
+        "metrics.port=9191",
+        "serviceAccount.create=false",
+        "serviceAccount.name=ops",
+        "image.tag=v9",
+        "workers=2",
+    )
+    dep = objs[("Deployment", "capstan-system", "capstan")]
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "capstan/operator:v9"
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+    env = env_of(dep)
+    assert env["CAPSTAN_NAMESPACES"] == "team-a,team-b"
+    assert env["CAPSTAN_LEADER_ELECTION"] == "true" and env["CAPSTAN_LOG_LEVEL"] == "DEBUG"
+    assert env["CAPSTAN_S3_ENDPOINT"] == "http://127.0.0.1:9000" and env["CAPSTAN_S3_SECRET"] == "s3-creds"
+    assert env["CAPSTAN_ALLOWED_LICENCES"] == "MIT" and env["CAPSTAN_METRICS_PORT"] == "9191"
+    assert env["CAPSTAN_WORKLOAD_IMAGE"] == "registry.local/workload:1"
+    assert env["CAPSTAN_IMAGE_PULL_POLICY"] == "Always"
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["CAPSTAN_WORKERS"] == "2"
+    assert not any(k == "ServiceAccount" for k, _, _ in objs)
+    for ns in ("team-a", "team-b"):
+        role = objs[("Role", ns, "capstan")]
+        assert any("kopfpeerings" in r["resources"] for r in role["rules"])
+        assert objs[("RoleBinding", ns, "capstan")]["subjects"][0]["name"] == "ops"
+        assert ("KopfPeering", ns, "capstan") in objs
+    cluster_rules = objs[("ClusterRole", "", "capstan")]["rules"]
+    cluster_resources = {r for rule in cluster_rules for r in rule["resources"]}
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+
+
+def test_schema_rejects_bad_values_naming_the_key():
+    args = ["template", "capstan", str(CHART), "--set"]
+    r = helm(*args, "logLevel=LOUD", check=False)
+    assert r.returncode != 0 and "logLevel" in r.stderr
+    r = helm(*args, "metrics.port=0", check=False)
+    assert r.returncode != 0 and "metrics/port" in r.stderr
+    r = helm(*args, "watchNamespaces={Not_A_Namespace}", check=False)
+    assert r.returncode != 0 and "watchNamespaces" in r.stderr
+
+
+DATASET = textwrap.dedent("""\
+    apiVersion: capstan.dev/v1alpha1
+    kind: Dataset
+    metadata: {name: via-helm}
+    spec:
+      sources: [{uri: "s3://corpus/*.jsonl", licence: CC0-1.0}]
+      output: {uri: "s3://out/via-helm"}
+    """)
+
+
+def operator_pods(cluster, namespace: str) -> list[dict]:
+    return cluster.list("pods", namespace, selector="app.kubernetes.io/component=operator")
+
+
+def ready_pod(cluster, namespace: str) -> dict | None:
+    """The single Ready, not terminating operator pod, or None."""
+    pods = [p for p in operator_pods(cluster, namespace) if not p["metadata"].get("deletionTimestamp")]
+    ready = [
+        p
+        for p in pods
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]
+    return ready[0] if len(pods) == 1 and ready else None
+
+
+def wait_ready(cluster, namespace: str, check=None, what: str = "the operator pod to be Ready") -> dict:
+    """Wait for a Ready operator pod; on timeout show the pods' description and the log."""
+    try:
+        return cluster.wait_for(what, check or (lambda: ready_pod(cluster, namespace)), timeout=180)
+    except AssertionError as exc:
+        described = cluster.kubectl("describe", "pods", "-n", namespace, check=False).stdout
+        logs = cluster.kubectl("logs", "deploy/capstan", "-n", namespace, "--tail=30", check=False)
+        raise AssertionError(f"{exc}\n{described[-3000:]}\n{logs.stdout}{logs.stderr}") from None
+
+
+@pytest.mark.cluster
+def test_install_upgrade_uninstall(cluster, namespace):
+    env = cluster.env
+    # Only MIT is allowed: the operator in the pod must refuse the CC0-1.0 Dataset below, which
+    # shows the chart's values reached it (and no workload pod is started for it).
+    release = ["capstan", str(CHART), "-n", namespace, "--set", f"watchNamespaces={{{namespace}}}"]
+    release += ["--set", "licences.allowed={MIT}"]
+    helm("install", *release, env=env)
+    first = wait_ready(cluster, namespace)
+
+    cluster.apply(DATASET, namespace)
+    status = cluster.wait_for(
+        "Dataset via-helm to be refused by the operator in the pod",
+        lambda: (
+            ((cluster.get("dataset", "via-helm", namespace) or {}).get("status") or {}).get("phase")
+            == "Failed"
+            and cluster.get("dataset", "via-helm", namespace)["status"]
+        ),
+        timeout=60,
+    )
+    assert any(c["type"] == "LicenseNotAllowed" and c["status"] == "True" for c in status["conditions"])
+    assert "CC0-1.0 is not allowed" in status["message"]
+
+    helm("upgrade", *release, "--set", "logLevel=DEBUG", "--wait", "--timeout", "180s", env=env)
+
+    def restarted():
+        pod = ready_pod(cluster, namespace)
+        return pod if pod and pod["metadata"]["name"] != first["metadata"]["name"] else None
+
+    second = wait_ready(cluster, namespace, restarted, "a new operator pod after the upgrade")
+    env_vars = {e["name"]: e.get("value") for e in second["spec"]["containers"][0]["env"]}
+    assert env_vars["CAPSTAN_LOG_LEVEL"] == "DEBUG"
+    cluster.wait_for(
+        "debug lines in the new operator's log",
+        lambda: (
+            '"severity": "debug"'
+            in cluster.kubectl("logs", second["metadata"]["name"], "-n", namespace).stdout
+        ),
+    )
+
+    helm("uninstall", "capstan", "-n", namespace, "--wait", "--timeout", "180s", env=env)
+    cluster.wait_for("the operator pods to go", lambda: operator_pods(cluster, namespace) == [], timeout=90)
+    assert cluster.get("deployment.apps", "capstan", namespace) is None
+    crds = cluster.kubectl("get", "crd", "-o", "name").stdout
+    assert "customresourcedefinition.apiextensions.k8s.io/datasets.capstan.dev" in crds
+    assert cluster.get("dataset", "via-helm", namespace)["status"]["phase"] == "Failed"

@@ -5,7 +5,8 @@
 The same generated dataset (uint16 shards of 256Ki tokens) is written to a local folder and to a
 bucket; `TrainLoader` (ranged reads of random windows, background prefetch) then serves the same
 sequence of batches from each. Ratio = S3 tokens/s / local tokens/s. Moto answers from one
-Python process, so this is a floor for real object storage, which serves ranges in parallel.
+Python process (its per-request cost bounds the S3 figure), so the run also times the same
+ranged reads without the loader: loader/raw says what the loader itself costs on top of storage.
 """
 
 from __future__ import annotations
@@ -22,10 +23,25 @@ from bench.trainer_common import s3_bucket  # noqa: E402
 from capstan_trainer import loader, shards, synthetic  # noqa: E402
 
 
-def tokens_per_second(uri: str, seq_len: int, micro: int, steps: int) -> float:
+def open_train(uri: str, seq_len: int) -> tuple[loader.Split, loader.SequenceOrder]:
     manifest = shards.read_manifest(f"{uri}/manifest.json")
     split = loader.open_split(f"{uri}/manifest.json", manifest, "train")
-    order = loader.SequenceOrder([split.windows(seq_len)], [1.0], [manifest.fingerprint], seed=1)
+    return split, loader.SequenceOrder([split.windows(seq_len)], [1.0], [manifest.fingerprint], seed=1)
+
+
+def raw_reads(uri: str, seq_len: int, micro: int, steps: int) -> float:
+    """Storage alone: the same ranged reads, one `cat_ranges` per batch, no loader around them."""
+    split, order = open_train(uri, seq_len)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        windows = [order.locate(g)[1] for g in range(step * micro, (step + 1) * micro)]
+        ranges = [r for w in windows for r in split.ranges(w * seq_len, seq_len + 1)]
+        split.fs.cat_ranges([p for p, _, _ in ranges], [a for _, a, _ in ranges], [b for _, _, b in ranges])
+    return steps * micro * seq_len / (time.perf_counter() - t0)
+
+
+def tokens_per_second(uri: str, seq_len: int, micro: int, steps: int) -> float:
+    split, order = open_train(uri, seq_len)
     data = loader.TrainLoader([split], order, seq_len, micro, micro, rank=0, world=1)
     try:
         for _ in data.step_batches():  # first batch: connection set-up, thread start
@@ -54,17 +70,19 @@ def main() -> None:
                 uri, vocab_size=32000, train_tokens=a.tokens, validation_tokens=0, shard_tokens=262_144
             )
         # Alternate to share out the load of other processes; best of two for each.
-        runs = {"local": [], "s3": []}
+        runs = {"local": [], "s3": [], "s3 raw": []}
         for _ in range(2):
             runs["local"].append(tokens_per_second(local, a.seq_len, a.micro, a.steps))
             runs["s3"].append(tokens_per_second(s3, a.seq_len, a.micro, a.steps))
-    loc, rem = max(runs["local"]), max(runs["s3"])
+            runs["s3 raw"].append(raw_reads(s3, a.seq_len, a.micro, a.steps // 2))
+    loc, rem, raw = max(runs["local"]), max(runs["s3"]), max(runs["s3 raw"])
     print(
         f"dataset {a.tokens / 1e6:.1f}M tokens (uint16), batches of {a.micro} x {a.seq_len + 1} random windows"
     )
     print(f"local files: {loc:,.0f} tokens/s")
     print(f"S3 (moto):   {rem:,.0f} tokens/s")
     print(f"ratio S3/local: {rem / loc:.3f}")
+    print(f"S3 ranged reads alone (no loader): {raw:,.0f} tokens/s; ratio loader/raw reads {rem / raw:.3f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from capstan_trainer import exitcodes, storage, synthetic, train
-from tests.unit.trainer.helpers import run_resource, single_process, write_resource
+from tests.unit.trainer.helpers import run_resource, single_process, torchrun, write_resource
 
 PROGRESS_FIELDS = {
     "phase", "step", "totalSteps", "loss", "evalLoss", "overfitting", "lr", "tokensSeen", "tokensPerSec",
@@ -80,3 +80,30 @@ def test_config_error_in_a_real_run_exits_3(data, tmp_path):
     result = single_process(write_resource(tmp_path / "run.yaml", resource))
     assert result.returncode == exitcodes.INVALID_CONFIG
     assert "spec.model.preset" in result.stderr and result.records == []
+
+
+def test_one_process_checkpoint_resumes_on_two(stopped, data, tmp_path):
+    """One fp32 process trains a plain module (no FSDP2); its checkpoint must still reshard onto
+    two FSDP2 ranks, and both continuations (the stopped run resumed to its next evaluation,
+    which stops it again) must agree."""
+    import shutil
+
+    _, root = stopped
+    results = {}
+    for nproc in (1, 2):
+        dst = tmp_path / f"n{nproc}"
+        shutil.copytree(root.removeprefix("file://"), dst / "ck")
+        resource = run_resource(
+            data, f"file://{dst}/ck", resources={"nprocPerNode": nproc},
+            eval={"intervalSteps": 2, "batches": 1, "earlyStopping": {"patience": 1, "minDelta": 100.0}},
+        )  # fmt: skip
+        path = write_resource(dst / "run.yaml", resource)
+        results[nproc] = single_process(path) if nproc == 1 else torchrun(path, nproc=2)
+        assert results[nproc].returncode == exitcodes.OK, results[nproc].stderr[-4000:]
+        start = results[nproc].events("start")[0]
+        assert start["step"] == 4 and start["worldSize"] == nproc
+        assert results[nproc].events("done")[0]["step"] == 6
+    one, two = results[1].losses(), results[2].losses()
+    assert sorted(two) == [5, 6]
+    for step in two:
+        assert abs(two[step] - one[step]) / one[step] < 1e-5, (step, one[step], two[step])

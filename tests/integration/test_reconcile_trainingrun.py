@@ -84,12 +84,12 @@ def test_two_nodes_survive_a_deleted_pod_with_one_restart(
     operator_cluster, namespace, driver, s3_bucket, data
 ):
     operator_cluster.apply(
-        run_yaml("pair", f"{s3_bucket}/ckpt/pair", {"uri": data}, nodes=2, steps=400, every=20), namespace
+        run_yaml("pair", f"{s3_bucket}/ckpt/pair", {"uri": data}, nodes=2, steps=60, every=5), namespace
     )
     driver.add("trainingruns", "pair", reconcile_trainingrun.reconcile)
     driver.run_until(
         "a committed checkpoint of TrainingRun pair",
-        lambda: (status(driver, "pair").get("lastCheckpoint") or {}).get("step", 0) >= 20,
+        lambda: (status(driver, "pair").get("lastCheckpoint") or {}).get("step", 0) >= 5,
         timeout=240,
     )
     st = status(driver, "pair")
@@ -105,7 +105,7 @@ def test_two_nodes_survive_a_deleted_pod_with_one_restart(
     )
     st = status(driver, "pair")
     assert st["phase"] == "Succeeded", st
-    assert st["restarts"] == 1 and st["step"] == 400
+    assert st["restarts"] == 1 and st["step"] == 60
     restarts = [e for e in driver.events if e[2] == "GangRestart"]
     assert len(restarts) == 1 and "restart 1:" in restarts[0][3]
 

@@ -231,3 +231,18 @@ def test_autoscaling_hpa_on_the_stable_revision_and_paused_during_a_canary(fake,
     reconcile(body)
     assert ("HorizontalPodAutoscaler", "chat-serve") not in fake.objects
     assert (fake.replicas("chat-r1"), fake.replicas("chat-r2")) == (4, 1)
+
+
+def test_a_canary_not_ready_by_the_deadline_rolls_back(fake, metrics, monkeypatch):
+    body = deployment("chat", replicas=2, rollout={"steps": STEPS})
+    available(fake, body)
+    body["spec"]["model"]["uri"] = "s3://bucket/slow"
+    reconcile(body)
+    reconcile(body)
+    assert body["status"]["canaryRevision"] == 2  # still waiting for its pod
+    monkeypatch.setattr(reconcile_deployment, "CANARY_READY_DEADLINE_S", -1)
+    reconcile(body)
+    rec = body["status"]["history"][-1]
+    assert (rec["revision"], rec["outcome"]) == (2, "RolledBack")
+    assert rec["reason"] == "not Ready within -1 s (0/1 Ready)"
+    assert ("Deployment", "chat-r2") not in fake.objects and fake.replicas("chat-r1") == 2

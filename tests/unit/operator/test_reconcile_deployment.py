@@ -11,7 +11,7 @@ from capstan_operator import build_deployment as bd
 from capstan_operator import canary_analysis, reconcile_deployment
 from capstan_operator.canary_analysis import Sample
 from capstan_operator.config import OperatorConfig
-from tests.unit.operator.fake_kube import FakeKube
+from tests.unit.operator.fake_kube import FakeKube, write_status
 from tests.unit.operator.resources import deployment
 
 CFG = OperatorConfig()
@@ -41,12 +41,7 @@ def metrics(monkeypatch) -> dict:
 def reconcile(body: dict):
     """One pass; the status patch is written back as the status subresource would take it."""
     out = reconcile_deployment.reconcile(body, CFG)
-    status = body.setdefault("status", {})
-    for k, v in out.status.items():
-        if v is None:
-            status.pop(k, None)
-        else:
-            status[k] = v
+    write_status(body, out.status)
     return out
 
 

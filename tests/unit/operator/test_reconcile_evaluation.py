@@ -9,7 +9,7 @@ import pytest
 
 from capstan_operator import objectstore, reconcile_evaluation
 from capstan_operator.config import OperatorConfig
-from tests.unit.operator.fake_kube import FakeKube
+from tests.unit.operator.fake_kube import FakeKube, write_status
 from tests.unit.operator.resources import evaluation
 
 CFG = OperatorConfig()
@@ -21,13 +21,9 @@ def fake(monkeypatch) -> FakeKube:
 
 
 def reconcile(body: dict):
+    """One pass; the status patch is written back as the status subresource would take it."""
     out = reconcile_evaluation.reconcile(body, CFG)
-    status = body.setdefault("status", {})
-    for k, v in out.status.items():
-        if v is None:
-            status.pop(k, None)
-        else:
-            status[k] = v
+    write_status(body, out.status)
     return out
 
 

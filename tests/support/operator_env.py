@@ -15,7 +15,7 @@ S3_SECRET = "capstan-s3"
 CORPUS = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "corpus"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def operator_cluster(cluster, capstan_crds):
     """The generated CRDs (tests/integration/conftest.py): status writes outside the status
     schema are pruned, as they would be in a real cluster."""

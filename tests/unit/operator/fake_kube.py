@@ -65,3 +65,13 @@ class FakeKube:
     def replicas(self, name: str) -> int | None:
         dep = self.objects.get(("Deployment", name))
         return None if dep is None else dep["spec"]["replicas"]
+
+
+def write_status(body: dict, patch: dict) -> None:
+    """Apply a reconciler's status merge patch to `body` as the status subresource would."""
+    status = body.setdefault("status", {})
+    for k, v in patch.items():
+        if v is None:
+            status.pop(k, None)
+        else:
+            status[k] = v

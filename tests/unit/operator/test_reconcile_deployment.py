@@ -11,7 +11,7 @@ from capstan_operator import build_deployment as bd
 from capstan_operator import canary_analysis, reconcile_deployment
 from capstan_operator.canary_analysis import Sample
 from capstan_operator.config import OperatorConfig
-from tests.unit.operator.fake_kube import FakeKube
+from tests.unit.operator.fake_kube import FakeKube, write_status
 from tests.unit.operator.resources import deployment
 
 CFG = OperatorConfig()
@@ -41,12 +41,7 @@ def metrics(monkeypatch) -> dict:
 def reconcile(body: dict):
     """One pass; the status patch is written back as the status subresource would take it."""
     out = reconcile_deployment.reconcile(body, CFG)
-    status = body.setdefault("status", {})
-    for k, v in out.status.items():
-        if v is None:
-            status.pop(k, None)
-        else:
-            status[k] = v
+    write_status(body, out.status)
     return out
 
 
@@ -231,3 +226,18 @@ def test_autoscaling_hpa_on_the_stable_revision_and_paused_during_a_canary(fake,
     reconcile(body)
     assert ("HorizontalPodAutoscaler", "chat-serve") not in fake.objects
     assert (fake.replicas("chat-r1"), fake.replicas("chat-r2")) == (4, 1)
+
+
+def test_a_canary_not_ready_by_the_deadline_rolls_back(fake, metrics, monkeypatch):
+    body = deployment("chat", replicas=2, rollout={"steps": STEPS})
+    available(fake, body)
+    body["spec"]["model"]["uri"] = "s3://bucket/slow"
+    reconcile(body)
+    reconcile(body)
+    assert body["status"]["canaryRevision"] == 2  # still waiting for its pod
+    monkeypatch.setattr(reconcile_deployment, "CANARY_READY_DEADLINE_S", -1)
+    reconcile(body)
+    rec = body["status"]["history"][-1]
+    assert (rec["revision"], rec["outcome"]) == (2, "RolledBack")
+    assert rec["reason"] == "not Ready within -1 s (0/1 Ready)"
+    assert ("Deployment", "chat-r2") not in fake.objects and fake.replicas("chat-r1") == 2

@@ -1,0 +1,80 @@
+"""The Evaluation reconciler's decisions on an in-memory API (the real Job and workload are in
+tests/integration/test_reconcile_evaluation.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from capstan_operator import objectstore, reconcile_evaluation
+from capstan_operator.config import OperatorConfig
+from tests.unit.operator.fake_kube import FakeKube, write_status
+from tests.unit.operator.resources import evaluation
+
+CFG = OperatorConfig()
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeKube:
+    return FakeKube(monkeypatch)
+
+
+def reconcile(body: dict):
+    """One pass; the status patch is written back as the status subresource would take it."""
+    out = reconcile_evaluation.reconcile(body, CFG)
+    write_status(body, out.status)
+    return out
+
+
+def complete_job(fake: FakeKube) -> None:
+    fake.objects[("Job", "ev-evaluate")]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+
+
+def test_waits_for_the_dataset_then_creates_the_job(fake):
+    body = evaluation("ev", model={"uri": "s3://m"})
+    reconcile(body)
+    assert body["status"]["phase"] == "Waiting"
+    assert body["status"]["message"] == "waiting for Dataset stories (not found)"
+    fake.custom[("datasets", "stories")] = {
+        "status": {"phase": "Ready", "manifestUri": "s3://d/manifest.json"}
+    }
+    out = reconcile(body)
+    assert body["status"]["phase"] == "Running" and ("Job", "ev-evaluate") in fake.objects
+    assert not [c for c in body["status"]["conditions"] if c["type"] == "Waiting"]
+    assert [e[1] for e in out.events] == ["Created", "Evaluating"]
+
+
+def test_a_complete_job_without_status_json_fails_clearly(fake, tmp_path, monkeypatch):
+    body = evaluation("ev", model={"uri": "s3://m"}, datasetRef=None, outputUri=f"file://{tmp_path}/out")
+    reconcile(body)
+    complete_job(fake)
+    reconcile(body)
+    assert body["status"]["phase"] == "Failed"
+    assert (
+        body["status"]["message"]
+        == f"Job ev-evaluate completed but file://{tmp_path}/out/status.json is missing"
+    )
+
+
+def test_results_and_gate_verdicts_from_status_json(fake, tmp_path):
+    out_uri = f"file://{tmp_path}/out"
+    body = evaluation("ev", model={"uri": "s3://m"}, datasetRef=None, outputUri=out_uri)
+    reconcile(body)
+    complete_job(fake)
+    doc = {
+        "metrics": {"perplexity.token_perplexity": 80.0},
+        "gates": [{"metric": "perplexity.token_perplexity", "value": 80.0, "max": 50, "passed": False}],
+        "passed": False,
+    }
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "status.json").write_text(json.dumps(doc))
+    assert objectstore.read_json(f"{out_uri}/status.json", CFG) == doc
+    out = reconcile(body)
+    st = body["status"]
+    assert (st["phase"], st["passed"], st["modelUri"]) == ("Succeeded", False, "s3://m")
+    assert st["message"] == "failed gate(s): perplexity.token_perplexity = 80.0 (needs <= 50)"
+    passed = next(c for c in st["conditions"] if c["type"] == "Passed")
+    assert (passed["status"], passed["reason"]) == ("False", "GatesFailed")
+    assert ("Warning", "GatesFailed") in [e[:2] for e in out.events]
+    assert reconcile(body).status == {}  # finished: nothing more to write

@@ -3,6 +3,8 @@ checkpoints in S3 (moto). Sizes are tiny: the `test` preset, 32-token sequences,
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -45,6 +47,18 @@ def data(s3_bucket) -> str:
         uri, vocab_size=256, train_tokens=40_000, validation_tokens=2_000, shard_tokens=16_384
     )
     return uri
+
+
+def trainer_start_record(cluster, namespace: str, run: str) -> dict:
+    """The trainer's `start` record (step, resumedFrom) from the log of the run's pod 0."""
+    pods = cluster.list(
+        "pods", namespace, f"capstan.dev/owner={run},batch.kubernetes.io/job-completion-index=0"
+    )
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    log = cluster.kubectl("logs", pods[0]["metadata"]["name"], "-n", namespace, "-c", "trainer").stdout
+    starts = [json.loads(line) for line in log.splitlines() if line.startswith('{"event": "start"')]
+    assert len(starts) == 1, log[-2000:]
+    return starts[0]
 
 
 def status(driver, name: str) -> dict:
@@ -143,7 +157,7 @@ def test_gang_that_cannot_be_placed_times_out(operator_cluster, namespace, drive
 
 def test_suspend_and_resume(operator_cluster, namespace, driver, s3_bucket, data):
     operator_cluster.apply(
-        run_yaml("pause", f"{s3_bucket}/ckpt/pause", {"uri": data}, steps=5000, every=20), namespace
+        run_yaml("pause", f"{s3_bucket}/ckpt/pause", {"uri": data}, steps=5000, every=5), namespace
     )
     driver.add("trainingruns", "pause", reconcile_trainingrun.reconcile)
     driver.run_until(
@@ -167,14 +181,18 @@ def test_suspend_and_resume(operator_cluster, namespace, driver, s3_bucket, data
     operator_cluster.kubectl(
         "patch", "trainingrun", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
     )
+    # progress.json still holds the suspended gang's last step: a new checkpoint proves training.
     driver.run_until(
-        "TrainingRun pause to run again",
+        "TrainingRun pause to run again and write a new checkpoint",
         lambda: (
             driver.phase("trainingruns", "pause") == "Running"
-            and status(driver, "pause")["step"] > at_suspend
+            and status(driver, "pause")["lastCheckpoint"]["step"] > at_suspend
         ),
         timeout=240,
     )
     assert driver.condition("trainingruns", "pause", "Suspended")["status"] == "False"
     assert status(driver, "pause")["restarts"] == 0
+    # The resumed trainer loaded the checkpoint it was suspended at (not a fresh start).
+    start = trainer_start_record(operator_cluster, namespace, "pause")
+    assert start["step"] >= at_suspend and start["resumedFrom"], start
     operator_cluster.kubectl("delete", "trainingrun", "pause", "-n", namespace, "--wait=false")

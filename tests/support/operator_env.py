@@ -1,5 +1,6 @@
-"""Fixtures for reconciler integration tests: CRDs applied, kube.py pointed at the local cluster,
-a namespace with the S3 credentials Secret, and the operator configuration the workloads get."""
+"""Fixtures for reconciler integration tests: the generated CRDs applied, kube.py pointed at the
+local cluster, a namespace with the S3 credentials Secret, and the operator configuration the
+workloads get."""
 
 from __future__ import annotations
 
@@ -9,21 +10,15 @@ import pytest
 
 from capstan_operator.config import OperatorConfig
 from capstan_trainer import storage
-from tests.support.crds import permissive_crds
 from tests.support.driver import Driver, use_kubeconfig
 
 S3_SECRET = "capstan-s3"
 CORPUS = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "corpus"
 
 
-@pytest.fixture(scope="session")
-def operator_cluster(cluster):
-    cluster.apply(permissive_crds())
-    for plural in ("datasets", "trainingruns"):
-        cluster.wait_for(
-            f"the {plural} CRD to be served",
-            lambda p=plural: cluster.kubectl("get", p, "-A", check=False).returncode == 0,
-        )
+@pytest.fixture
+def operator_cluster(cluster, capstan_crds):
+    """The local cluster with the generated CRDs established, and kube.py pointed at it."""
     use_kubeconfig(cluster.kubeconfig)
     return cluster
 

@@ -17,10 +17,9 @@ from capstan_operator import kube
 from capstan_operator.api import KINDS
 from capstan_operator.api.common import GROUP, VERSION, describe_validation_error
 from capstan_operator.api.status import FAILED, WAITING
-from capstan_operator.conditions import phase_patch
 from capstan_operator.config import OperatorConfig
 from capstan_operator.controller import Controller
-from capstan_operator.reconcile_common import Outcome
+from capstan_operator.reconcile_common import Outcome, StatusDraft
 
 # Child kinds the operator creates whose changes matter to their owner's status.
 CHILDREN = (("batch", "v1", "jobs"), ("v1", "pods"), ("apps", "v1", "deployments"))
@@ -29,17 +28,16 @@ KIND_BY_LABEL = {k.lower(): k for k in KINDS}
 
 def skeleton(body: dict, config: OperatorConfig) -> Outcome:
     """For a kind whose reconciler is not written yet: validate, then Pending + Waiting."""
-    kind, status = body["kind"], body.get("status") or {}
-    generation = int(body["metadata"].get("generation") or 0)
+    kind, draft = body["kind"], StatusDraft(body)
     try:
         KINDS[kind].spec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         message = describe_validation_error(exc, "spec").replace("\n", "; ")
-        patch = phase_patch(status, "Failed", (FAILED, "True", "InvalidSpec", message), generation)
-        return Outcome(status=patch, events=[("Warning", "InvalidSpec", message)] if patch else [])
+        draft.condition(FAILED, "True", "InvalidSpec", message)
+        return draft.phase("Failed", message, "InvalidSpec").outcome()
     message = f"spec is valid; waiting for the {kind} reconciler"
-    patch = phase_patch(status, "Pending", (WAITING, "True", "Accepted", message), generation)
-    return Outcome(status=patch, events=[("Normal", "Pending", message)] if "phase" in patch else [])
+    draft.condition(WAITING, "True", "Accepted", message)
+    return draft.phase("Pending", message).outcome()
 
 
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:

@@ -85,16 +85,35 @@ def status_step(h: ClusterHandle, name: str) -> int:
     return ((h.get("trainingrun", name, NS) or {}).get("status") or {}).get("step") or 0
 
 
-def operator_path(h: ClusterHandle, name: str, bucket: str, timeout: float) -> tuple[float, float, str]:
-    """(seconds to the first step record, seconds to status step >= 1, the resolved -f file)."""
+def milestones(h: ClusterHandle, name: str, t0: float) -> dict[str, float]:
+    """Seconds from apply to each step on the way (the API's timestamps have 1 s resolution)."""
+    job = h.get("job", f"{name}-train", NS)
+    pod = h.list("pods", NS, f"capstan.dev/owner={name}")[0]
+    st = pod["status"]
+    init = st["initContainerStatuses"][0]["state"].get("terminated") or {}
+    trainer = st["containerStatuses"][0]["state"]
+    stamps = {
+        "jobCreated": job["metadata"]["creationTimestamp"],
+        "podCreated": pod["metadata"]["creationTimestamp"],
+        "podStarted": st.get("startTime"),
+        "validateDone": init.get("finishedAt"),
+        "trainerStarted": (trainer.get("running") or trainer.get("terminated") or {}).get("startedAt"),
+    }
+    return {k: round(dt.datetime.fromisoformat(v).timestamp() - t0, 1) for k, v in stamps.items() if v}
+
+
+def operator_path(h: ClusterHandle, name: str, bucket: str, timeout: float) -> tuple[float, float, str, dict]:
+    """(seconds to the first step record, seconds to status step >= 1, the resolved -f file,
+    the milestones on the way)."""
     t0 = time.time()
     h.apply(run_yaml(name, bucket), NS)
     logged = wait(f"the first step record of TrainingRun {name}", lambda: first_step_logged(h, name), timeout)
+    marks = milestones(h, name, t0)
     wait(f"TrainingRun {name} status step >= 1", lambda: status_step(h, name) >= 1, timeout)
     seen = time.time()
     resolved = h.get("configmap", f"{name}-train", NS)["data"]["resource.yaml"]
     h.kubectl("delete", "trainingrun", name, "-n", NS, "--wait=false")
-    return logged - t0, seen - t0, resolved
+    return logged - t0, seen - t0, resolved, marks
 
 
 def direct_path(resolved: str, bucket: str, name: str, workdir: Path, timeout: float) -> float:
@@ -150,13 +169,13 @@ def main() -> int:
         wait("the operator's liveness endpoint", op.live, 60)
         for i in range(a.repeats):
             name = f"first-{i}"
-            logged, seen, resolved = operator_path(h, name, "s3://bench", a.timeout)
+            logged, seen, resolved, marks = operator_path(h, name, "s3://bench", a.timeout)
             wait(f"TrainingRun {name}'s pods to be gone",
                  lambda n=name: not h.list("pods", NS, f"capstan.dev/owner={n}"), a.timeout)  # fmt: skip
             direct = direct_path(resolved, "s3://bench", name, root, a.timeout)
             rows.append((logged, seen, direct))
             print(json.dumps({"repeat": i, "operatorFirstStep": round(logged, 2),
-                              "operatorStatusStep": round(seen, 2), "directFirstStep": round(direct, 2)}),
+                              "operatorStatusStep": round(seen, 2), "directFirstStep": round(direct, 2), "operatorMilestones": marks}),
                   flush=True)  # fmt: skip
     finally:
         if op is not None:

@@ -41,14 +41,28 @@ def skeleton(body: dict, config: OperatorConfig) -> Outcome:
 
 
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
-    """Route events of every kind and of its labelled children to `controller`."""
+    """Route events of every kind and of its labelled children to `controller`.
+
+    A resource's own events enqueue it only when it is new or its generation moved (like
+    controller-runtime's GenerationChangedPredicate): the operator's status writes would otherwise
+    each cost a reconcile that finds nothing new. Reconcilers ask for a requeue when they need
+    to look again, and the children's events wake their owner."""
+    generations: dict[tuple[str, str, str], int] = {}
+
     for info in KINDS.values():
 
-        def on_resource(event: dict, name: str, namespace: str, _kind: str = info.kind, **_: Any) -> None:
+        def on_resource(
+            event: dict, name: str, namespace: str, body: Any, _kind: str = info.kind, **_: Any
+        ) -> None:
+            key = (_kind, namespace, name)
             if event.get("type") == "DELETED":
-                controller.forget(_kind, namespace, name)
-            else:
-                controller.enqueue(_kind, namespace, name)
+                generations.pop(key, None)
+                controller.forget(*key)
+                return
+            generation = int(body.get("metadata", {}).get("generation") or 0)
+            if generations.get(key) != generation:
+                generations[key] = generation
+                controller.enqueue(*key)
 
         kopf.on.event(GROUP, VERSION, info.plural, id=f"enqueue-{info.plural}", registry=registry)(
             on_resource

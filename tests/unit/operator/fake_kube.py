@@ -20,6 +20,8 @@ class FakeKube:
     """logs are container logs by pod name."""
     calls: list[tuple[str, ...]] = field(default_factory=list)
     """calls are the writes: ("apply", kind, name), ("delete", kind, name, propagation)."""
+    lists: int = 0
+    """lists counts list requests."""
 
     def add(self, obj: dict) -> dict:
         self.objects[(obj["kind"], obj["metadata"]["name"])] = obj
@@ -29,6 +31,7 @@ class FakeKube:
         return self.objects.get((kind, name))
 
     def list_(self, api_version: str, kind: str, namespace: str, selector: str = "") -> list[dict]:
+        self.lists += 1
         return [o for (k, _), o in self.objects.items() if k == kind]
 
     def get_custom(self, plural: str, namespace: str, name: str) -> dict | None:

@@ -77,6 +77,18 @@ def test_all_pods_running_reports_progress(fake_kube: FakeKube):
     assert fake_kube.calls == []
 
 
+def test_a_ready_gang_by_the_jobs_counters_is_not_listed(fake_kube: FakeKube):
+    fake_kube.add(job(active=2, ready=2))
+    out = reconcile(run({"phase": "Scheduling"}), CFG)
+    assert out.status["phase"] == "Running" and fake_kube.lists == 0
+    assert cond(out, "GangScheduled")["reason"] == "AllPodsRunning"
+    # A pod being deleted shows in the counters, so the pods are listed and the loss is seen.
+    fake_kube.add(job(active=1, ready=2, terminating=1))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=True))
+    out = reconcile(run({"phase": "Running"}), CFG)
+    assert fake_kube.lists == 1 and out.status["restarts"] == 1
+
+
 def test_a_partial_gang_waits_then_times_out_and_backs_off(fake_kube: FakeKube):
     fake_kube.add(job(age_s=10))
     fake_kube.add(pod(0)), fake_kube.add(pod(1, phase="Pending"))

@@ -120,10 +120,15 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     draft.set(outputUri=spec.checkpoint.uri, totalSteps=spec.optimizer.total_steps)
 
     job_name = build_trainingrun.job_name(name)
-    job = kube.get("batch/v1", "Job", ns, job_name)
     nodes = spec.resources.max_nodes
+    # No startTime: this run never had children, so create them without reading first (a 409
+    # from a create whose status write was lost means "already there" and is patched instead).
+    fresh = not draft.get("startTime") and not spec.suspend
+    job = None if fresh else kube.get("batch/v1", "Job", ns, job_name)
     # A steady gang needs no pod listing (the most frequent reconcile): the Job counts its pods.
-    if spec.suspend or not gang_ready(job, nodes):
+    if fresh:
+        pods = []
+    elif spec.suspend or not gang_ready(job, nodes):
         selector = build_common.selector(build_common.pod_labels(body, build_trainingrun.COMPONENT))
         pods = kube.list_("v1", "Pod", ns, selector)
     else:

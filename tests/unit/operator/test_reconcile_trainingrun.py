@@ -41,8 +41,9 @@ def pod(index: int, phase: str = "Running", deleting: bool = False, init_exit: i
 
 
 def run(status: dict | None = None, **spec) -> dict:
+    """The TrainingRun; with a status, one that has started (its children were created)."""
     body = trainingrun("llm", failurePolicy={"maxRestarts": 2}, **spec)
-    body["status"] = status or {}
+    body["status"] = {} if status is None else {"startTime": ago(60), **status}
     return body
 
 
@@ -56,6 +57,7 @@ def test_first_reconcile_creates_configmap_service_and_job(fake_kube: FakeKube):
         ("apply", "ConfigMap", "llm-train"), ("apply", "Service", "llm-train"), ("apply", "Job", "llm-train")
     ]  # fmt: skip
     assert out.status["phase"] == "Scheduling" and out.status["startTime"]
+    assert fake_kube.lists == 0, "a run that never started has nothing to list"
     assert cond(out, "GangScheduled")["message"] == "0 of 2 pods running"
     assert ("Normal", "Created", "Job llm-train: 2 pod(s) x 2 process(es)") in out.events
     assert out.requeue_after is not None
@@ -92,12 +94,12 @@ def test_a_ready_gang_by_the_jobs_counters_is_not_listed(fake_kube: FakeKube):
 def test_a_partial_gang_waits_then_times_out_and_backs_off(fake_kube: FakeKube):
     fake_kube.add(job(age_s=10))
     fake_kube.add(pod(0)), fake_kube.add(pod(1, phase="Pending"))
-    out = reconcile(run(scheduling={"gangTimeoutSeconds": 60}), CFG)
-    assert out.status["phase"] == "Scheduling" and fake_kube.calls == []
+    out = reconcile(run({"phase": "Scheduling"}, scheduling={"gangTimeoutSeconds": 60}), CFG)
+    assert fake_kube.calls == [] and out.requeue_after <= 5
     assert cond(out, "GangScheduled")["message"].startswith("1 of 2 pods running")
 
     fake_kube.add(job(age_s=120))
-    out = reconcile(run(scheduling={"gangTimeoutSeconds": 60}), CFG)
+    out = reconcile(run({"phase": "Scheduling"}, scheduling={"gangTimeoutSeconds": 60}), CFG)
     assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
     gang = cond(out, "GangScheduled")
     assert (gang["status"], gang["reason"]) == ("False", "GangTimeout")

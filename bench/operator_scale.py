@@ -31,6 +31,7 @@ from capstan_operator.config import OperatorConfig
 from hack.localcluster.cluster import Cluster, ClusterOptions
 from tests.support.cluster import ClusterHandle
 from tests.support.driver import use_kubeconfig
+from tests.support.operator_proc import free_port, http_get
 
 REPO = Path(__file__).resolve().parents[1]
 SA_FLOW = "service-accounts"  # APF flow schema of ServiceAccounts outside kube-system
@@ -116,6 +117,19 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return hwm, (int(fields[11]) + int(fields[12])) / ticks
 
 
+def reconcile_totals(metrics_text: str) -> tuple[float, float]:
+    """(TrainingRun reconciles, seconds spent in them) from the operator's /metrics."""
+    count = busy = 0.0
+    for line in metrics_text.splitlines():
+        if 'kind="TrainingRun"' not in line:
+            continue
+        if line.startswith("capstan_reconciles_total"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("capstan_reconcile_duration_seconds_sum"):
+            busy += float(line.rsplit(" ", 1)[1])
+    return count, busy
+
+
 def create_all(objs: list[dict], create) -> None:
     with cf.ThreadPoolExecutor(16) as pool:
         list(pool.map(create, objs))
@@ -160,8 +174,9 @@ def main() -> int:
         # ---- the operator ------------------------------------------------------------------
         h.namespace("bench")
         kc = operator_kubeconfig(h, root / "operator.kubeconfig")
+        metrics_port = free_port()
         env = {**h.env, "KUBECONFIG": str(kc), "CAPSTAN_NAMESPACES": "bench", "CAPSTAN_LOG_LEVEL": "WARNING",
-               "CAPSTAN_WORKERS": str(a.workers), "CAPSTAN_LIVENESS_PORT": "0", "CAPSTAN_METRICS_PORT": "0",
+               "CAPSTAN_WORKERS": str(a.workers), "CAPSTAN_LIVENESS_PORT": "0", "CAPSTAN_METRICS_PORT": str(metrics_port),
                "CAPSTAN_BIND_ADDRESS": "127.0.0.1"}  # fmt: skip
         log = (root / "operator.log").open("w")
         op = subprocess.Popen([sys.executable, "-m", "capstan_operator"], env=env, stdout=log, stderr=log)
@@ -192,6 +207,7 @@ def main() -> int:
         t_running = time.monotonic() - t0
         rss, cpu = proc_stats(op.pid)
         reqs = apf_requests(h) - req0
+        reconciles, busy = reconcile_totals(http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1])
     finally:
         if op is not None:
             op.terminate()
@@ -204,6 +220,8 @@ def main() -> int:
     print(f"  operator peak RSS                         {rss:7.0f} MiB")
     print(f"  operator CPU                              {cpu:7.1f} s")
     print(f"  API requests by the operator              {reqs:7.0f} ({reqs / n:.1f} per TrainingRun)")
+    print(f"  reconciles                                {reconciles:7.0f} ({reconciles / n:.1f} per TrainingRun,"
+          f" {1000 * busy / max(reconciles, 1):.0f} ms each on average)")  # fmt: skip
     print(f"baseline: the same children created directly: all {2 * n} pods exist after {direct_exist:.1f} s,")
     print(f"          all Running after {direct_running:.1f} s")
     print(f"ratio operator / direct: children exist {t_children / direct_exist:.2f}, "

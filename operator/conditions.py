@@ -1,4 +1,5 @@
-"""Pure helpers for status.conditions (metav1.Condition shape, wire names).
+"""Pure helpers for status.conditions (metav1.Condition shape, wire names); the reconcilers
+reach them through `reconcile_common.StatusDraft`.
 
 A condition is rewritten only when something in it changes, and lastTransitionTime moves only when
 its status flips, so a reconcile that finds nothing new writes nothing and cannot loop on its own
@@ -65,24 +66,3 @@ def remove_condition(
 def is_true(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> bool:
     c = find(conditions, type_)
     return bool(c and c.get("status") == "True")
-
-
-def phase_patch(
-    status: Mapping[str, Any] | None,
-    phase: str,
-    condition: tuple[str, str, str, str],
-    generation: int,
-    now: str | None = None,
-) -> dict[str, Any]:
-    """The status fields to patch for a phase and one condition (type, status, reason, message);
-    empty when the status already says exactly that."""
-    status = status or {}
-    type_, cstatus, reason, message = condition
-    conditions, changed = set_condition(
-        status.get("conditions"), type_, cstatus, reason, message, generation, now=now
-    )
-    want = {"phase": phase, "observedGeneration": generation, "message": message}
-    out: dict[str, Any] = {k: v for k, v in want.items() if status.get(k) != v}
-    if changed:
-        out["conditions"] = conditions
-    return out

@@ -17,10 +17,9 @@ from capstan_operator import kube
 from capstan_operator.api import KINDS
 from capstan_operator.api.common import GROUP, VERSION, describe_validation_error
 from capstan_operator.api.status import FAILED, WAITING
-from capstan_operator.conditions import phase_patch
 from capstan_operator.config import OperatorConfig
 from capstan_operator.controller import Controller
-from capstan_operator.reconcile_common import Outcome
+from capstan_operator.reconcile_common import Outcome, StatusDraft
 
 # Child kinds the operator creates whose changes matter to their owner's status.
 CHILDREN = (("batch", "v1", "jobs"), ("v1", "pods"), ("apps", "v1", "deployments"))
@@ -29,28 +28,41 @@ KIND_BY_LABEL = {k.lower(): k for k in KINDS}
 
 def skeleton(body: dict, config: OperatorConfig) -> Outcome:
     """For a kind whose reconciler is not written yet: validate, then Pending + Waiting."""
-    kind, status = body["kind"], body.get("status") or {}
-    generation = int(body["metadata"].get("generation") or 0)
+    kind, draft = body["kind"], StatusDraft(body)
     try:
         KINDS[kind].spec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         message = describe_validation_error(exc, "spec").replace("\n", "; ")
-        patch = phase_patch(status, "Failed", (FAILED, "True", "InvalidSpec", message), generation)
-        return Outcome(status=patch, events=[("Warning", "InvalidSpec", message)] if patch else [])
+        draft.condition(FAILED, "True", "InvalidSpec", message)
+        return draft.phase("Failed", message, "InvalidSpec").outcome()
     message = f"spec is valid; waiting for the {kind} reconciler"
-    patch = phase_patch(status, "Pending", (WAITING, "True", "Accepted", message), generation)
-    return Outcome(status=patch, events=[("Normal", "Pending", message)] if "phase" in patch else [])
+    draft.condition(WAITING, "True", "Accepted", message)
+    return draft.phase("Pending", message).outcome()
 
 
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
-    """Route events of every kind and of its labelled children to `controller`."""
+    """Route events of every kind and of its labelled children to `controller`.
+
+    A resource's own events enqueue it only when it is new or its generation moved (like
+    controller-runtime's GenerationChangedPredicate): the operator's status writes would otherwise
+    each cost a reconcile that finds nothing new. Reconcilers ask for a requeue when they need
+    to look again, and the children's events wake their owner."""
+    generations: dict[tuple[str, str, str], int] = {}
+
     for info in KINDS.values():
 
-        def on_resource(event: dict, name: str, namespace: str, _kind: str = info.kind, **_: Any) -> None:
+        def on_resource(
+            event: dict, name: str, namespace: str, body: Any, _kind: str = info.kind, **_: Any
+        ) -> None:
+            key = (_kind, namespace, name)
             if event.get("type") == "DELETED":
-                controller.forget(_kind, namespace, name)
-            else:
-                controller.enqueue(_kind, namespace, name)
+                generations.pop(key, None)
+                controller.forget(*key)
+                return
+            generation = int(body.get("metadata", {}).get("generation") or 0)
+            if generations.get(key) != generation:
+                generations[key] = generation
+                controller.enqueue(*key)
 
         kopf.on.event(GROUP, VERSION, info.plural, id=f"enqueue-{info.plural}", registry=registry)(
             on_resource

@@ -1,6 +1,6 @@
-"""What both reconcilers share: the Outcome they return, a status draft that writes only what
-changed (conditions only when they change, with observedGeneration), and the summary of a failed
-workload pod (exit code, reason, last log lines)."""
+"""What the reconcilers share: the Outcome they return, a status draft that writes only what
+changed (conditions through `conditions.py`: only when they change, with observedGeneration),
+and the summary of a failed workload pod (exit code, reason, last log lines)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from capstan_operator import kube
-from capstan_operator.api.common import now_rfc3339
+from capstan_operator import conditions, kube
 
 LOG_TAIL_LINES = 20
 FINISHED = ("Succeeded", "EarlyStopped", "Failed", "Ready")
@@ -45,32 +44,19 @@ class StatusDraft:
 
     def condition(self, type_: str, status: str, reason: str, message: str) -> StatusDraft:
         """Set a condition; lastTransitionTime moves only when its status flips."""
-        old = next((c for c in self.conditions if c["type"] == type_), None)
-        new = {
-            "type": type_,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "observedGeneration": self.generation,
-            "lastTransitionTime": (
-                old["lastTransitionTime"] if old and old["status"] == status else now_rfc3339()
-            ),
-        }
-        if old == new:
-            return self
-        self.conditions = [new if c["type"] == type_ else c for c in self.conditions]
-        if old is None:
-            self.conditions.append(new)
-        self._conditions_changed = True
+        self.conditions, changed = conditions.set_condition(
+            self.conditions, type_, status, reason, message, self.generation
+        )
+        self._conditions_changed |= changed
         return self
 
     def find(self, type_: str) -> dict | None:
-        return next((c for c in self.conditions if c["type"] == type_), None)
+        return conditions.find(self.conditions, type_)
 
     def clear(self, *types: str) -> StatusDraft:
-        kept = [c for c in self.conditions if c["type"] not in types]
-        if len(kept) != len(self.conditions):
-            self.conditions, self._conditions_changed = kept, True
+        for type_ in types:
+            self.conditions, changed = conditions.remove_condition(self.conditions, type_)
+            self._conditions_changed |= changed
         return self
 
     def event(self, type_: str, reason: str, message: str) -> StatusDraft:

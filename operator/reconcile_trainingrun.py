@@ -72,9 +72,22 @@ def _read_dependencies(ns: str, spec: TrainingRunSpec) -> tuple[dict, dict]:
     return datasets, runs
 
 
+def _phase(pod: dict) -> str:
+    return (pod.get("status") or {}).get("phase") or "Pending"
+
+
+def gang_ready(job: dict | None, nodes: int) -> bool:
+    """The Job's own counters say every pod is Ready (so Running) and none failed, is being
+    deleted or finished: nothing a pod listing would add."""
+    if job is None or _deleting(job) or job_condition(job, "Failed") or job_condition(job, "Complete"):
+        return False
+    s = job.get("status") or {}
+    return (s.get("ready") or 0) >= nodes and not s.get("failed") and not s.get("terminating")
+
+
 def _pending_summary(pods: list[dict], nodes: int) -> str:
-    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-    parts = [f"{len(running)} of {nodes} pods running"]
+    running = sum(_phase(p) == "Running" for p in pods)
+    parts = [f"{running} of {nodes} pods running"]
     for p in pods:
         for c in (p.get("status") or {}).get("conditions") or []:
             if c["type"] == "PodScheduled" and c["status"] == "False":
@@ -107,10 +120,19 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     draft.set(outputUri=spec.checkpoint.uri, totalSteps=spec.optimizer.total_steps)
 
     job_name = build_trainingrun.job_name(name)
-    job = kube.get("batch/v1", "Job", ns, job_name)
-    selector = build_common.selector(build_common.pod_labels(body, build_trainingrun.COMPONENT))
-    pods = kube.list_("v1", "Pod", ns, selector)
     nodes = spec.resources.max_nodes
+    # No startTime: this run never had children, so create them without reading first (a 409
+    # from a create whose status write was lost means "already there" and is patched instead).
+    fresh = not draft.get("startTime") and not spec.suspend
+    job = None if fresh else kube.get("batch/v1", "Job", ns, job_name)
+    # A steady gang needs no pod listing (the most frequent reconcile): the Job counts its pods.
+    if fresh:
+        pods = []
+    elif spec.suspend or not gang_ready(job, nodes):
+        selector = build_common.selector(build_common.pod_labels(body, build_trainingrun.COMPONENT))
+        pods = kube.list_("v1", "Pod", ns, selector)
+    else:
+        pods = None
 
     # ---- suspend: stop the gang; the trainer resumes from the newest checkpoint later
     if spec.suspend:
@@ -148,13 +170,15 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
             return draft.phase(phase, msg, phase).outcome()
         # ---- failures: permanent at once, otherwise recreate the gang
         failed = [
-            p for p in pods if (p.get("status") or {}).get("phase") == "Failed" or terminated_containers(p)
+            p
+            for p in pods or []
+            if (p.get("status") or {}).get("phase") == "Failed" or terminated_containers(p)
         ]
         exits = [(p, t.get("exitCode")) for p in failed for _, t in terminated_containers(p)]
         bad = next((p for p, code in exits if code == build_trainingrun.EXIT_INVALID), None)
         if bad is not None:
             return _fail(draft, "InvalidSpec", pod_failure(bad)[1])
-        lost = [p for p in pods if _deleting(p)]
+        lost = [p for p in pods or [] if _deleting(p)]
         if job_condition(job, "Failed") or failed or lost:
             if failed:
                 why = pod_failure(failed[0])[1]
@@ -175,12 +199,12 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
                 "Scheduling", f"recreating the gang after: {why.split(chr(10), 1)[0]}"
             ).outcome(SHORT_POLL)
         # ---- gang guard
-        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        running = nodes if pods is None else sum(_phase(p) == "Running" for p in pods)
         if job["spec"].get("suspend"):
             msg = f"queued in Kueue queue {spec.scheduling.queue_name}"
             draft.condition(st.GANG_SCHEDULED, "Unknown", "Queued", msg)
             return draft.phase("Scheduling", msg, "Queued").outcome(WAIT_POLL)
-        if len(running) < nodes:
+        if running < nodes:
             started = (job.get("status") or {}).get("startTime") or job["metadata"]["creationTimestamp"]
             age, limit = seconds_since(started), spec.scheduling.gang_timeout_seconds
             summary = _pending_summary(pods, nodes)
@@ -197,7 +221,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         draft.condition(st.GANG_SCHEDULED, "True", "AllPodsRunning", f"{nodes} of {nodes} pods running")
         progress = objectstore.read_json(objectstore.join(spec.checkpoint.uri, "progress.json"), cfg)
         if progress:
-            draft.set(**progress_fields(progress, len(running)))
+            draft.set(**progress_fields(progress, running))
         msg = f"training, step {draft.get('step', 0)}/{spec.optimizer.total_steps}"
         draft.condition(st.PROGRESSING, "True", "Training", msg)
         return draft.phase("Running", msg, "Running").outcome(
@@ -222,6 +246,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     draft.condition(st.PROGRESSING, "True", "Scheduling", f"Job {job_name} created")
     if not draft.get("startTime"):
         draft.set(startTime=now_rfc3339())
+    # The Job's and pods' events wake this run as the gang comes up; the poll is a safety net.
     return draft.phase(
         "Scheduling", f"Job {job_name} created, waiting for {nodes} pod(s)", "Scheduling"
-    ).outcome(SHORT_POLL)
+    ).outcome(WAIT_POLL)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def capstan_crds(cluster):
     """The generated CRDs installed and established. Applied again for every test that asks:
-    another test in the session may have replaced them (e.g. with permissive stand-ins)."""
+    another test in the session (a Helm install or uninstall) may have changed them."""
     cluster.kubectl("apply", "-f", str(REPO / "manifests" / "crds"))
     names = [f"crd/{k.plural}.{GROUP}" for k in KINDS.values()]
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names, timeout=90)

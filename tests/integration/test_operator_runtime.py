@@ -7,22 +7,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import sys
 import textwrap
 import time
-import urllib.request
 
 import pytest
 
+from tests.support.operator_proc import OperatorProcess, http_get
+
 pytestmark = pytest.mark.cluster
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dataset(name: str, pattern: str = "A[0-9]+", seed: int = 0, licence: str = "CC-BY-NC-4.0") -> str:
@@ -38,35 +30,14 @@ def dataset(name: str, pattern: str = "A[0-9]+", seed: int = 0, licence: str = "
         """)
 
 
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
-
-
 @pytest.fixture
 def operator(cluster, capstan_crds, namespace, tmp_path):
-    ports = {"liveness": free_port(), "metrics": free_port()}
-    env = {
-        **cluster.env,
-        "CAPSTAN_NAMESPACES": namespace,
-        "CAPSTAN_BIND_ADDRESS": "127.0.0.1",
-        "CAPSTAN_LIVENESS_PORT": str(ports["liveness"]),
-        "CAPSTAN_METRICS_PORT": str(ports["metrics"]),
-    }
-    log = tmp_path / "operator.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "capstan_operator"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    op = OperatorProcess(cluster, namespace, tmp_path / "operator.log")
+    op.start()
     try:
-        yield proc, ports, log
+        yield op.proc, op.ports, op.log
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        op.kill()
 
 
 def test_operator_accepts_refuses_reports_and_stops(cluster, namespace, operator):

@@ -7,48 +7,11 @@ import pytest
 import yaml
 
 from capstan_operator import reconcile_dataset, reconcile_trainingrun
-from capstan_trainer import synthetic
 from tests.support.operator_env import dataset_yaml, driver, op_cfg, operator_cluster, upload_corpus
+from tests.support.trainingruns import data, run_yaml, status, trainer_start_record
 
 pytestmark = pytest.mark.cluster
-__all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
-
-
-def run_yaml(
-    name: str, ckpt: str, data: dict, nodes: int = 1, steps: int = 30, every: int = 5, **spec
-) -> str:
-    body = {
-        "apiVersion": "capstan.dev/v1alpha1",
-        "kind": "TrainingRun",
-        "metadata": {"name": name},
-        "spec": {
-            "datasets": [data],
-            "model": {"preset": "test"},
-            "optimizer": {
-                "globalBatchTokens": 128 * nodes, "microBatch": 2, "seqLen": 32, "lr": 3e-3,
-                "minLr": 3e-4, "warmupSteps": 2, "totalSteps": steps, "seed": 7,
-            },
-            "resources": {"minNodes": nodes, "maxNodes": nodes, "nprocPerNode": 1},
-            "checkpoint": {"uri": ckpt, "intervalSteps": every, "keepLast": 2},
-            "metrics": {"intervalSteps": 1},
-            "failurePolicy": {"maxRestarts": 2},
-            **spec,
-        },
-    }  # fmt: skip
-    return yaml.safe_dump(body)
-
-
-@pytest.fixture
-def data(s3_bucket) -> str:
-    uri = f"{s3_bucket}/data/tiny"
-    synthetic.write_dataset(
-        uri, vocab_size=256, train_tokens=40_000, validation_tokens=2_000, shard_tokens=16_384
-    )
-    return uri
-
-
-def status(driver, name: str) -> dict:
-    return (driver.get("trainingruns", name) or {}).get("status") or {}
+__all__ = ["data", "driver", "op_cfg", "operator_cluster"]  # fixtures
 
 
 def test_waits_for_its_dataset_then_trains(operator_cluster, namespace, driver, s3_bucket):
@@ -143,7 +106,7 @@ def test_gang_that_cannot_be_placed_times_out(operator_cluster, namespace, drive
 
 def test_suspend_and_resume(operator_cluster, namespace, driver, s3_bucket, data):
     operator_cluster.apply(
-        run_yaml("pause", f"{s3_bucket}/ckpt/pause", {"uri": data}, steps=5000, every=20), namespace
+        run_yaml("pause", f"{s3_bucket}/ckpt/pause", {"uri": data}, steps=5000, every=5), namespace
     )
     driver.add("trainingruns", "pause", reconcile_trainingrun.reconcile)
     driver.run_until(
@@ -167,14 +130,18 @@ def test_suspend_and_resume(operator_cluster, namespace, driver, s3_bucket, data
     operator_cluster.kubectl(
         "patch", "trainingrun", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
     )
+    # progress.json still holds the suspended gang's last step: a new checkpoint proves training.
     driver.run_until(
-        "TrainingRun pause to run again",
+        "TrainingRun pause to run again and write a new checkpoint",
         lambda: (
             driver.phase("trainingruns", "pause") == "Running"
-            and status(driver, "pause")["step"] > at_suspend
+            and status(driver, "pause")["lastCheckpoint"]["step"] > at_suspend
         ),
         timeout=240,
     )
     assert driver.condition("trainingruns", "pause", "Suspended")["status"] == "False"
     assert status(driver, "pause")["restarts"] == 0
+    # The resumed trainer loaded the checkpoint it was suspended at (not a fresh start).
+    start = trainer_start_record(operator_cluster, namespace, "pause")
+    assert start["step"] >= at_suspend and start["resumedFrom"], start
     operator_cluster.kubectl("delete", "trainingrun", "pause", "-n", namespace, "--wait=false")

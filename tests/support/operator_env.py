@@ -1,5 +1,6 @@
-"""Fixtures for reconciler integration tests: CRDs applied, kube.py pointed at the local cluster,
-a namespace with the S3 credentials Secret, and the operator configuration the workloads get."""
+"""Fixtures for reconciler integration tests: the generated CRDs applied, kube.py pointed at the
+local cluster, a namespace with the S3 credentials Secret, and the operator configuration the
+workloads get."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ CORPUS = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "corpu
 
 @pytest.fixture
 def operator_cluster(cluster, capstan_crds):
-    """The generated CRDs (tests/integration/conftest.py): status writes outside the status
-    schema are pruned, as they would be in a real cluster."""
+    """The local cluster with the generated CRDs established, and kube.py pointed at it."""
     use_kubeconfig(cluster.kubeconfig)
     return cluster
 

@@ -55,15 +55,3 @@ def test_bad_status_is_refused():
 
     with pytest.raises(ValueError, match="True, False or Unknown"):
         set_condition([], "A", "yes", "R", "", 1)
-
-
-def test_phase_patch_writes_only_what_changed():
-    from capstan_operator.conditions import phase_patch
-
-    cond = ("Waiting", "True", "Accepted", "waiting for x")
-    first = phase_patch({}, "Pending", cond, 1, now=T0)
-    assert first["phase"] == "Pending" and first["observedGeneration"] == 1
-    assert first["message"] == "waiting for x" and first["conditions"][0]["type"] == "Waiting"
-    assert phase_patch(first, "Pending", cond, 1, now=T1) == {}
-    bumped = phase_patch(first, "Pending", cond, 2, now=T1)
-    assert set(bumped) == {"observedGeneration", "conditions"}

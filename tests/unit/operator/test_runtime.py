@@ -62,6 +62,30 @@ def test_registry_watches_every_kind_and_the_children():
     assert not list(registry._changing.get_all_handlers()), "no change handlers: nothing stored on objects"
 
 
+def test_own_events_enqueue_only_new_objects_and_new_generations():
+    registry = kopf.OperatorRegistry()
+    controller = Controller(reconcilers(), OperatorConfig())
+    handlers.register(registry, controller)
+    [on_run] = [h.fn for h in registry._watching.get_all_handlers() if h.selector.any_name == "trainingruns"]
+
+    def deliver(type_: str | None, generation: int) -> None:
+        body = {"metadata": {"name": "r", "namespace": "ns", "generation": generation}}
+        on_run(event={"type": type_}, name="r", namespace="ns", body=body)
+
+    deliver(None, 1)  # the initial listing
+    deliver("MODIFIED", 1)  # e.g. the operator's own status write
+    assert controller.queue.get() == ("TrainingRun", "ns", "r")
+    controller.queue.done(("TrainingRun", "ns", "r"))
+    deliver("MODIFIED", 1)
+    deliver("MODIFIED", 2)  # a spec change
+    assert controller.queue.get() == ("TrainingRun", "ns", "r")
+    controller.queue.done(("TrainingRun", "ns", "r"))
+    deliver("DELETED", 2)
+    deliver("ADDED", 2)  # re-created under the same name
+    assert controller.queue.get() == ("TrainingRun", "ns", "r")
+    assert len(controller.queue) == 0, "each key was queued once"
+
+
 def test_metrics_count_outcomes_and_durations_per_kind():
     with metrics.observe("Unit"):
         pass

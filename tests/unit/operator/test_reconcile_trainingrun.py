@@ -1,0 +1,180 @@
+"""The TrainingRun reconciler's decisions, on an in-memory cluster: create the gang, wait for it,
+time it out, recreate it after a lost pod (counting restarts), fail at once on a bad spec, follow
+progress, finish, suspend, and do nothing once finished."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from capstan_operator.config import OperatorConfig
+from capstan_operator.reconcile_trainingrun import progress_fields, reconcile
+from tests.unit.operator.fake_store import FakeKube, fake_kube
+from tests.unit.operator.resources import trainingrun
+
+__all__ = ["fake_kube"]  # fixture
+CFG = OperatorConfig(gang_backoff_seconds=7)
+PROGRESS = "s3://bucket/ckpt/progress.json"
+
+
+def ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job(age_s: float = 1, **status) -> dict:
+    return {
+        "kind": "Job",
+        "metadata": {"name": "llm-train", "creationTimestamp": ago(age_s)},
+        "spec": {"suspend": False},
+        "status": status,
+    }
+
+
+def pod(index: int, phase: str = "Running", deleting: bool = False, init_exit: int | None = None) -> dict:
+    meta = {"name": f"llm-train-{index}-x", "namespace": "team-a"}
+    if deleting:
+        meta["deletionTimestamp"] = ago(0)
+    status: dict = {"phase": phase}
+    if init_exit is not None:
+        term = {"exitCode": init_exit, "reason": "Error"}
+        status["initContainerStatuses"] = [{"name": "validate", "state": {"terminated": term}}]
+    return {"kind": "Pod", "metadata": meta, "status": status}
+
+
+def run(status: dict | None = None, **spec) -> dict:
+    """The TrainingRun; with a status, one that has started (its children were created)."""
+    body = trainingrun("llm", failurePolicy={"maxRestarts": 2}, **spec)
+    body["status"] = {} if status is None else {"startTime": ago(60), **status}
+    return body
+
+
+def cond(out, type_: str) -> dict:
+    return next(c for c in out.status["conditions"] if c["type"] == type_)
+
+
+def test_first_reconcile_creates_configmap_service_and_job(fake_kube: FakeKube):
+    out = reconcile(run(), CFG)
+    assert fake_kube.calls == [
+        ("apply", "ConfigMap", "llm-train"), ("apply", "Service", "llm-train"), ("apply", "Job", "llm-train")
+    ]  # fmt: skip
+    assert out.status["phase"] == "Scheduling" and out.status["startTime"]
+    assert fake_kube.lists == 0, "a run that never started has nothing to list"
+    assert cond(out, "GangScheduled")["message"] == "0 of 2 pods running"
+    assert ("Normal", "Created", "Job llm-train: 2 pod(s) x 2 process(es)") in out.events
+    assert out.requeue_after is not None
+
+
+def test_all_pods_running_reports_progress(fake_kube: FakeKube):
+    fake_kube.add(job())
+    fake_kube.add(pod(0)), fake_kube.add(pod(1))
+    fake_kube.files[PROGRESS] = {
+        "step": 7, "totalSteps": 20, "loss": 4.2, "tokensSeen": 3584, "worldSize": 4,
+        "lastCheckpoint": {"uri": "s3://bucket/ckpt/step-00000005", "step": 5}, "mfu": None,
+    }  # fmt: skip
+    out = reconcile(run({"phase": "Scheduling"}), CFG)
+    s = out.status
+    assert (s["phase"], s["step"], s["progress"], s["nodes"], s["worldSize"]) == ("Running", 7, "7/20", 2, 4)
+    assert s["lastCheckpoint"]["step"] == 5 and "mfu" not in s
+    assert cond(out, "GangScheduled")["reason"] == "AllPodsRunning"
+    assert out.requeue_after <= 30  # progress at least every 30 s
+    assert fake_kube.calls == []
+
+
+def test_a_ready_gang_by_the_jobs_counters_is_not_listed(fake_kube: FakeKube):
+    fake_kube.add(job(active=2, ready=2))
+    out = reconcile(run({"phase": "Scheduling"}), CFG)
+    assert out.status["phase"] == "Running" and fake_kube.lists == 0
+    assert cond(out, "GangScheduled")["reason"] == "AllPodsRunning"
+    # A pod being deleted shows in the counters, so the pods are listed and the loss is seen.
+    fake_kube.add(job(active=1, ready=2, terminating=1))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=True))
+    out = reconcile(run({"phase": "Running"}), CFG)
+    assert fake_kube.lists == 1 and out.status["restarts"] == 1
+
+
+def test_a_partial_gang_waits_then_times_out_and_backs_off(fake_kube: FakeKube):
+    fake_kube.add(job(age_s=10))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, phase="Pending"))
+    out = reconcile(run({"phase": "Scheduling"}, scheduling={"gangTimeoutSeconds": 60}), CFG)
+    assert fake_kube.calls == [] and out.requeue_after <= 5
+    assert cond(out, "GangScheduled")["message"].startswith("1 of 2 pods running")
+
+    fake_kube.add(job(age_s=120))
+    out = reconcile(run({"phase": "Scheduling"}, scheduling={"gangTimeoutSeconds": 60}), CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    gang = cond(out, "GangScheduled")
+    assert (gang["status"], gang["reason"]) == ("False", "GangTimeout")
+    assert "not all pods running within 60 s (1 of 2 pods running" in gang["message"]
+    assert out.requeue_after == 7
+
+    # The gang is gone; the next reconcile waits out the backoff before creating it again.
+    fake_kube.objects.clear()
+    again = reconcile(run(out.status), CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")] and 0 < again.requeue_after <= 7
+
+
+def test_a_lost_pod_recreates_the_gang_and_counts_a_restart(fake_kube: FakeKube):
+    fake_kube.add(job())
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=True))
+    out = reconcile(run({"phase": "Running", "restarts": 0}), CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    assert out.status["restarts"] == 1
+    [(kind, reason, message)] = [e for e in out.events if e[1] == "GangRestart"]
+    assert kind == "Warning" and message == "restart 1: pod llm-train-1-x was deleted (node or pod lost)"
+
+
+def test_restarts_used_up_fail_the_run(fake_kube: FakeKube):
+    fake_kube.add(job(failed=1, conditions=[{"type": "Failed", "status": "True", "message": "BackoffLimit"}]))
+    out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
+    assert out.status["phase"] == "Failed" and fake_kube.calls == []
+    failed = cond(out, "Failed")
+    assert failed["reason"] == "RestartsExhausted"
+    assert failed["message"] == "2 gang restarts used up; last failure: Job llm-train failed: BackoffLimit"
+    assert out.status["completionTime"]
+
+
+def test_an_invalid_config_exit_fails_at_once_with_the_log(fake_kube: FakeKube):
+    fake_kube.add(job())
+    bad = fake_kube.add(pod(0, phase="Failed", init_exit=3))
+    fake_kube.logs[bad["metadata"]["name"]] = "spec.optimizer: global batch 512 is not divisible\n"
+    out = reconcile(run({"phase": "Scheduling"}), CFG)
+    assert out.status["phase"] == "Failed" and cond(out, "Failed")["reason"] == "InvalidSpec"
+    assert "container validate exited with code 3" in out.status["message"]
+    assert "global batch 512 is not divisible" in out.status["message"]
+    assert fake_kube.calls == [] and "restarts" not in out.status
+
+
+def test_a_complete_job_succeeds_with_the_final_figures(fake_kube: FakeKube):
+    fake_kube.add(job(conditions=[{"type": "Complete", "status": "True"}]))
+    fake_kube.files[PROGRESS] = {"step": 20, "totalSteps": 20, "phase": "EarlyStopped", "loss": 3.1}
+    out = reconcile(run({"phase": "Running"}), CFG)
+    assert (out.status["phase"], out.status["step"], out.status["nodes"]) == ("EarlyStopped", 20, 0)
+    assert out.status["completionTime"] and out.requeue_after is None
+    # Finished at this generation: the next reconcile touches nothing.
+    fake_kube.objects.clear()
+    assert reconcile(run({**out.status, "observedGeneration": 1}), CFG).status == {}
+
+
+def test_suspend_deletes_the_gang_and_resume_clears_the_condition(fake_kube: FakeKube):
+    fake_kube.add(job())
+    fake_kube.add(pod(0))
+    out = reconcile(run({"phase": "Running"}, suspend=True), CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    assert out.status["phase"] == "Suspended" and cond(out, "Suspended")["status"] == "True"
+    assert out.requeue_after is not None  # a pod still terminates: look again
+
+    fake_kube.objects.clear()
+    stored = {**out.status, "observedGeneration": 1}
+    assert reconcile(run(stored, suspend=True), CFG).requeue_after is None
+    resumed = reconcile(run(stored), CFG)
+    assert cond(resumed, "Suspended")["status"] == "False" and resumed.status["phase"] == "Scheduling"
+    assert ("apply", "Job", "llm-train") in fake_kube.calls
+
+
+def test_waits_for_a_dataset_without_touching_children(fake_kube: FakeKube):
+    out = reconcile(run(datasets=[{"datasetRef": "web"}]), CFG)
+    assert out.status["phase"] == "Waiting" and fake_kube.calls == []
+    assert cond(out, "Waiting")["message"] == "waiting for Dataset web (not found)"
+
+
+def test_progress_fields_drop_what_the_trainer_has_not_reported():
+    assert progress_fields({"step": 3}, None) == {"step": 3, "progress": "3", "tokensSeen": 0}

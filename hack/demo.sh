@@ -1,19 +1,114 @@
 #!/usr/bin/env bash
-# `make demo`: bring up the local control plane and show it working. Later work extends this
-# to the whole Dataset -> TrainingRun -> Evaluation -> Deployment pipeline.
+# `make demo`: the whole pipeline on the local control plane. Starts (or reuses) the cluster and
+# its S3, uploads the bundled corpus, installs the operator with its Helm chart, applies
+# manifests/examples/pipeline.yaml, shows `kubectl get capstan` until the Deployment is Available
+# (or something fails: then it describes the failed resource and exits non-zero), and ends with a
+# chat completion sent to the deployed model from a pod, through the Deployment's in-cluster URL.
+# Running it again re-applies everything and reuses what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+HELM=.capstan/bin/helm
+NS=${CAPSTAN_DEMO_NAMESPACE:-default}
+DEADLINE_S=${CAPSTAN_DEMO_DEADLINE_S:-900}   # the pipeline takes about 5 min on two cores
+INTERVAL_S=15
+SECRET=capstan-s3
+CORPUS_URI=s3://capstan-demo/corpus
+START=$(date +%s)
+
+say() { printf '\n==> %s\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+elapsed() { echo $(($(date +%s) - START)); }
+
+say "Local control plane and S3"
 $PY -m hack.localcluster up
 export KUBECONFIG=$PWD/.capstan/kubeconfig
-echo
-echo "\$ kubectl get nodes -o wide"
-kubectl get nodes -o wide
-echo
-echo "\$ kubectl run hello --image=capstan/workload:dev --restart=Never --command -- python -c 'print(\"hello from a pod\")'"
-kubectl delete pod hello --ignore-not-found --wait=true >/dev/null
-kubectl run hello --image=capstan/workload:dev --restart=Never --command -- python -c 'print("hello from a pod")'
-kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/hello --timeout=60s
-kubectl logs hello
-echo
+set -a
+# shellcheck disable=SC1091
+. .capstan/s3.env
+set +a
+
+say "Demo corpus -> $CORPUS_URI (S3 at $AWS_ENDPOINT_URL)"
+$PY -m hack.upload_corpus "$CORPUS_URI"
+
+say "Operator (Helm chart charts/capstan, release capstan in capstan-system)"
+kubectl create namespace capstan-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# The operator reads status files with the credentials (release namespace); workloads use them
+# in the resources' namespace.
+for ns in capstan-system "$NS"; do
+  kubectl create secret generic "$SECRET" -n "$ns" \
+    --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+    --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+    --from-literal=AWS_REGION="$AWS_REGION" \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+done
+show $HELM upgrade --install capstan charts/capstan -n capstan-system \
+  --set objectStorage.endpoint="$AWS_ENDPOINT_URL" \
+  --set objectStorage.credentialsSecret="$SECRET" \
+  --set workload.image=capstan/workload:dev \
+  --wait --timeout 180s
+kubectl get pods -n capstan-system -l app.kubernetes.io/component=operator
+
+say "Pipeline: Dataset -> TrainingRun -> Evaluation -> Deployment"
+show kubectl apply -n "$NS" -f manifests/examples/pipeline.yaml
+
+RESOURCES=(
+  datasets.capstan.dev/demo-stories
+  trainingruns.capstan.dev/demo-tiny
+  evaluations.capstan.dev/demo-tiny
+  deployments.capstan.dev/demo-chat
+)
+phase() { kubectl get "$1" -n "$NS" -o jsonpath='{.status.phase}' 2>/dev/null || true; }
+
+end=$((START + DEADLINE_S))
+while true; do
+  printf '\n[%4ss] $ kubectl get capstan -n %s\n' "$(elapsed)" "$NS"
+  kubectl get capstan -n "$NS"
+  for r in "${RESOURCES[@]}"; do
+    if [[ $(phase "$r") == Failed ]]; then
+      say "$r failed"
+      kubectl describe "$r" -n "$NS"
+      exit 1
+    fi
+  done
+  [[ $(phase deployments.capstan.dev/demo-chat) == Available ]] && break
+  if (($(date +%s) >= end)); then
+    say "Timed out after ${DEADLINE_S} s waiting for deployments.capstan.dev/demo-chat to be Available"
+    for r in "${RESOURCES[@]}"; do kubectl describe "$r" -n "$NS" | tail -n 25; done
+    exit 1
+  fi
+  sleep "$INTERVAL_S"
+done
+say "Pipeline done in $(elapsed) s"
+
+URL=$(kubectl get deployments.capstan.dev demo-chat -n "$NS" -o jsonpath='{.status.url}')
+MODEL=$(kubectl get deployments.capstan.dev demo-chat -n "$NS" -o jsonpath='{.spec.model.name}')
+MESSAGE="Tell me a story about a lighthouse."
+say "Chat completion from a pod in the cluster: POST $URL/chat/completions"
+kubectl delete pod demo-chat-client -n "$NS" --ignore-not-found --wait=true >/dev/null
+kubectl run demo-chat-client -n "$NS" --image=capstan/workload:dev --restart=Never --command -- \
+  python -c "$(cat hack/chat.py)" "$URL" "$MODEL" "$MESSAGE" >/dev/null
+client_end=$(($(date +%s) + 120))
+until [[ $(phase pod/demo-chat-client) =~ ^(Succeeded|Failed)$ ]]; do
+  if (($(date +%s) >= client_end)); then
+    say "Timed out after 120 s waiting for pod demo-chat-client to finish"
+    kubectl describe pod demo-chat-client -n "$NS" | tail -n 20
+    exit 1
+  fi
+  sleep 1
+done
+echo "user: $MESSAGE"
+kubectl logs demo-chat-client -n "$NS"
+[[ $(phase pod/demo-chat-client) == Succeeded ]] || { say "the chat completion failed"; exit 1; }
+
+say "Evaluation"
+kubectl get evaluations.capstan.dev demo-tiny -n "$NS" \
+  -o jsonpath='{range .status.gates[*]}  gate {.metric}: {.value} -> passed={.passed}{"\n"}{end}'
+CARD=$(kubectl get evaluations.capstan.dev demo-tiny -n "$NS" -o jsonpath='{.status.modelCardUri}')
+echo "  model card: $CARD"
+$PY -c 'import sys; from capstan_trainer import storage; print(storage.read_bytes(sys.argv[1]).decode())' \
+  "$CARD" | grep -E '^\| (token_perplexity|bits_per_byte|documents) \||\| all \|' | sed 's/^/  /'
+
+say "Done in $(elapsed) s"
 echo "The cluster keeps running: export KUBECONFIG=$KUBECONFIG; stop it with 'make cluster-down'."

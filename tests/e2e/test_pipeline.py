@@ -1,0 +1,152 @@
+"""The whole pipeline, as `make demo` runs it: the operator installed with its Helm chart (its pod
+run by the node agent), the bundled corpus in the cluster's S3, manifests/examples/pipeline.yaml
+applied unchanged, each resource reaching its final phase in dependency order, and a chat
+completion answered by the deployed model through its in-cluster URL, from a pod."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hack.upload_corpus import s3_client, upload_corpus
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINE = REPO / "manifests" / "examples" / "pipeline.yaml"
+CHART = REPO / "charts" / "capstan"
+HELM = REPO / ".capstan" / "bin" / "helm"
+SECRET = "capstan-s3"
+# (resource, name, final phase), in the order the chain must finish.
+CHAIN = [
+    ("datasets.capstan.dev", "demo-stories", "Ready"),
+    ("trainingruns.capstan.dev", "demo-tiny", "Succeeded"),
+    ("evaluations.capstan.dev", "demo-tiny", "Succeeded"),
+    ("deployments.capstan.dev", "demo-chat", "Available"),
+]
+PIPELINE_DEADLINE_S = 600  # about 4 min on an idle 2-core machine; several times that when loaded
+
+
+def helm(*args: str, env: dict) -> None:
+    r = subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, timeout=240)
+    assert r.returncode == 0, f"helm {' '.join(args)} failed ({r.returncode}):\n{r.stderr}{r.stdout}"
+
+
+@pytest.fixture
+def operator(cluster, namespace, monkeypatch):
+    """The corpus uploaded and the operator installed by Helm, watching only this namespace."""
+    assert HELM.exists(), f"{HELM} is missing: run `make install` (hack/build-helm.sh builds it)"
+    env = cluster.env
+    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.setenv(k, env[k])
+    upload_corpus("s3://capstan-demo/corpus")
+    cluster.kubectl(
+        "create", "secret", "generic", SECRET, "-n", namespace,
+        *(f"--from-literal={k}={env[k]}" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")),
+    )  # fmt: skip
+    release = ["capstan-e2e", str(CHART), "-n", namespace]
+    sets = [
+        f"watchNamespaces={{{namespace}}}",
+        f"objectStorage.endpoint={env['AWS_ENDPOINT_URL']}",
+        f"objectStorage.credentialsSecret={SECRET}",
+    ]
+    helm(
+        "install", *release, *(a for s in sets for a in ("--set", s)), "--wait", "--timeout", "180s", env=env
+    )
+    yield
+    helm("uninstall", "capstan-e2e", "-n", namespace, "--wait", "--timeout", "120s", env=env)
+
+
+def status_of(cluster, resource: str, name: str, namespace: str) -> dict:
+    return (cluster.get(resource, name, namespace) or {}).get("status") or {}
+
+
+def describe_failure(cluster, namespace: str, resource: str, name: str) -> str:
+    described = cluster.kubectl("describe", resource, name, "-n", namespace, check=False).stdout
+    table = cluster.kubectl("get", "capstan", "-n", namespace, check=False).stdout
+    return f"{table}\n{described[-4000:]}"
+
+
+def watch_pipeline(cluster, namespace: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Poll until the Deployment is Available; returns the order the resources finished in and
+    the phases each one was seen in. Fails at once, with the description, when any one fails."""
+    finished: list[str] = []
+    seen: dict[str, list[str]] = {name: [] for _, name, _ in CHAIN}
+    end = time.monotonic() + PIPELINE_DEADLINE_S
+    while len(finished) < len(CHAIN):
+        for resource, name, final in CHAIN:
+            phase = status_of(cluster, resource, name, namespace).get("phase", "")
+            key = f"{resource}/{name}"
+            if phase and (not seen[name] or seen[name][-1] != phase):
+                seen[name].append(phase)
+            if phase == "Failed":
+                pytest.fail(f"{key} failed:\n{describe_failure(cluster, namespace, resource, name)}")
+            if phase == final and key not in finished:
+                finished.append(key)
+        if time.monotonic() > end:
+            waiting = next(f"{r}/{n}" for r, n, _ in CHAIN if f"{r}/{n}" not in finished)
+            resource, name = waiting.rsplit("/", 1)
+            pytest.fail(
+                f"timed out after {PIPELINE_DEADLINE_S} s waiting for {waiting} to finish; phases seen: "
+                f"{seen}\n{describe_failure(cluster, namespace, resource, name)}"
+            )
+        time.sleep(2)
+    return finished, seen
+
+
+def chat_from_a_pod(cluster, namespace: str, url: str, model: str) -> dict:
+    """What hack/demo.sh does: hack/chat.py in a pod, where the Service name resolves."""
+    script = (REPO / "hack" / "chat.py").read_text()
+    cluster.kubectl(
+        "run", "chat-client", "-n", namespace, "--image=capstan/workload:dev", "--restart=Never",
+        "--command", "--", "python", "-c", script, url, model, "Tell me a story about a lighthouse.",
+    )  # fmt: skip
+    phase = cluster.wait_for(
+        "the chat client pod to finish",
+        lambda: (
+            cluster.pod_phase("chat-client", namespace) in ("Succeeded", "Failed")
+            and cluster.pod_phase("chat-client", namespace)
+        ),
+        timeout=120,
+    )
+    logs = cluster.kubectl("logs", "chat-client", "-n", namespace, check=False)
+    assert phase == "Succeeded", f"the chat client failed:\n{logs.stdout}{logs.stderr}"
+    return json.loads(logs.stdout.strip().splitlines()[-1])
+
+
+def test_pipeline_yaml_goes_from_raw_text_to_a_model_that_answers(cluster, namespace, operator):
+    cluster.kubectl("apply", "-n", namespace, "-f", str(PIPELINE))
+    finished, seen = watch_pipeline(cluster, namespace)
+
+    assert finished == [f"{r}/{n}" for r, n, _ in CHAIN], seen
+    # Applied all at once, each dependent was seen waiting for the one it names.
+    for name in ("demo-tiny", "demo-chat"):
+        assert "Waiting" in seen[name], seen
+
+    dataset = status_of(cluster, "datasets.capstan.dev", "demo-stories", namespace)
+    assert dataset["tokens"] > 10_000 and dataset["manifestUri"].endswith("manifest.json")
+    run = status_of(cluster, "trainingruns.capstan.dev", "demo-tiny", namespace)
+    assert run["step"] == run["totalSteps"] == 100
+    assert run["lastCheckpoint"]["step"] == 100
+    evaluation = status_of(cluster, "evaluations.capstan.dev", "demo-tiny", namespace)
+    assert evaluation["passed"] is True
+    assert [g["passed"] for g in evaluation["gates"]] == [True, True]
+    assert any(k.startswith("bias.") for k in evaluation["metrics"]), evaluation["metrics"]
+    card_uri = evaluation["modelCardUri"]
+    bucket, _, key = card_uri.removeprefix("s3://").partition("/")
+    card = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    assert card.startswith("---") and "# Model card: demo-tiny" in card
+
+    deployment = status_of(cluster, "deployments.capstan.dev", "demo-chat", namespace)
+    assert deployment["readyReplicas"] == 1 and deployment["revision"] == 1
+    assert deployment["url"] == f"http://demo-chat.{namespace}.svc.cluster.local:8000/v1"
+    spec = yaml.safe_load_all(PIPELINE.read_text())
+    model_name = next(d for d in spec if d["kind"] == "Deployment")["spec"]["model"]["name"]
+    reply = chat_from_a_pod(cluster, namespace, deployment["url"], model_name)
+    assert reply["model"] == model_name
+    assert reply["answer"].strip(), reply

@@ -32,7 +32,8 @@ class LoadedModel:
     """eos_id: the end-of-text token; generation stops at it and perplexity windows start with it."""
     chat_template: str
     meta: dict = field(default_factory=dict)
-    """meta: capstan.json of the checkpoint (for an export: what config.json says), with "uri"."""
+    """meta: capstan.json of the checkpoint (an export carries a copy; without one, what config.json
+    says), with "uri"."""
 
     @property
     def max_seq_len(self) -> int:
@@ -111,6 +112,7 @@ def _load_export(uri: str, device, dtype) -> tuple[Transformer, dict, str, dict]
     model.eval()
     tok_config = _read_json(storage.join(uri, "tokenizer_config.json"))
     meta = {
+        **_read_json(storage.join(uri, "capstan.json")),  # lineage, when the export carries it
         "uri": uri.rstrip("/"),
         "model": cfg.to_dict(),
         "eosId": config.get("eos_token_id"),

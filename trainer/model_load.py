@@ -18,7 +18,6 @@ from tokenizers import Tokenizer
 
 from capstan_operator.api.dataset import DEFAULT_CHAT_TEMPLATE
 from capstan_trainer import storage
-from capstan_trainer.checkpoint import load_model
 from capstan_trainer.model import ModelConfig, Transformer
 
 log = logging.getLogger("capstan.model_load")
@@ -62,6 +61,10 @@ def load(
     if is_hf_export(uri):
         model, meta, tok_uri, tok_config = _load_export(uri, device, dtype)
     else:
+        # Imported here: torch.distributed.checkpoint adds ~1.3 s to every server start, and an
+        # HF export does not need it.
+        from capstan_trainer.checkpoint import load_model
+
         model, meta = load_model(uri, device=device, dtype=dtype)
         tok_uri = storage.join(meta["uri"], meta.get("tokenizer", "tokenizer.json"))
         tok_config = _dataset_tokenizer_config(meta)

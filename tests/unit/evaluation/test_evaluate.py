@@ -112,8 +112,12 @@ def evaluated(tiny, tmp_path_factory):
             "card": (out / "README.md").read_text(), "out": out}  # fmt: skip
 
 
-def test_perplexity_matches_transformers(tiny, evaluated):
-    ref = Reference(tiny.export_uri)
+@pytest.fixture(scope="module")
+def ref(tiny) -> Reference:
+    return Reference(tiny.export_uri)
+
+
+def test_perplexity_matches_transformers(tiny, evaluated, ref):
     total = tokens = 0
     for text in tiny.validation_texts:
         ids = ref.encode(text)
@@ -130,8 +134,7 @@ def test_perplexity_matches_transformers(tiny, evaluated):
     assert m["perplexity.documents"] == len(tiny.validation_texts)
 
 
-def test_multiple_choice_matches_transformers(tiny, evaluated):
-    ref = Reference(tiny.export_uri)
+def test_multiple_choice_matches_transformers(evaluated, ref):
     acc = acc_norm = 0
     rows = _mc_rows()
     for row in rows:
@@ -226,7 +229,8 @@ def test_export_keeps_lineage_so_a_fine_tuned_model_card_names_its_base(tiny, tm
     resource = tmp_path / "evaluation.yaml"
     resource.write_text(yaml.safe_dump({"apiVersion": "capstan.dev/v1alpha1", "kind": "Evaluation",
                                         "metadata": {"name": "ft-eval"},
-                                        "spec": {"model": {"uri": str(out)}, "outputUri": f"file://{tmp_path}/o"}}))  # fmt: skip
+                                        "spec": {"model": {"uri": str(out)}, "biasProbes": {"builtin": False},
+                                                 "outputUri": f"file://{tmp_path}/o"}}))  # fmt: skip
     assert evaluate.main(["-f", str(resource)]) == 0
     card = (tmp_path / "o" / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])

@@ -205,6 +205,9 @@ class Engine:
                     seq = _Seq(req, i, len(self.running) + len(new), list(req.prompt_ids),
                                make_generator(req.params.seed, i), tracker)  # fmt: skip
                     new.append(seq)
+            # Under the lock, so submit() never sees a request both gone from the queue and not
+            # yet holding a slot (the queue bound stays exact); a failing prefill fails these too.
+            self.running.extend(new)
         return new
 
     def _release(self, seq: _Seq) -> None:
@@ -226,7 +229,6 @@ class Engine:
         batch = torch.zeros(len(seqs), T, dtype=torch.long)
         for b, s in enumerate(seqs):
             batch[b, : len(s.tokens)] = torch.tensor(s.tokens)
-        self.running.extend(seqs)  # first, so a failing prefill fails them too
         hidden = serve_kv.prefill(self.model, self.cache, batch.to(self.device), seqs[0].slot)
         last = torch.tensor([len(s.tokens) - 1 for s in seqs], device=self.device)
         with torch.inference_mode():

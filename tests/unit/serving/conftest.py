@@ -25,6 +25,9 @@ def servers(tiny, tmp_path_factory):
     try:
         yield {name: server_proc.wait_ready(s) for name, s in launched.items()}
     finally:
+        for s in launched.values():  # SIGTERM both first: they drain in parallel
+            if s.proc.poll() is None:
+                s.proc.terminate()
         for s in launched.values():
             s.stop()
 

@@ -2,6 +2,9 @@
 once), fixed prompt and output lengths, streaming completions. Reports TTFT, TPOT, ITL and
 end-to-end p50/p99, requests/s and output tokens/s; with --compare it starts the server twice
 (batching on, and --max-batch-size 1) and prints the throughput ratio measured in the same run.
+Beside wall-clock throughput it prints output tokens per CPU-second of the server process: on a
+shared machine other tenants' load changes between the two runs move the wall-clock ratio, much
+less the CPU-time one.
 
     python bench/serve_load.py --preset test --clients 16 --requests 64 --compare
     python bench/serve_load.py --url http://host:8000 --requests 200 --rate 4
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -81,6 +85,13 @@ async def run_load(
     }  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def model_for_preset(preset: str, root: Path) -> tuple[str, int]:
     """A randomly initialised HF export of a preset (speed does not depend on the weights)."""
     import json as _json
@@ -129,8 +140,6 @@ def main() -> int:
             )
         )
         return 0
-    import os
-
     from tests.support import server_proc
 
     if a.threads:
@@ -142,20 +151,30 @@ def main() -> int:
             s = server_proc.start(model, f"{tmp}/{label}.log", "--max-batch-size", batch, "--max-queue", "100000",
                                   "--max-model-len", "1024", ready_within_s=600)  # fmt: skip
             try:
+                cpu0 = cpu_seconds(s.proc.pid)
                 rows[label] = asyncio.run(
                     run_load(s.url, a.requests, a.clients, a.rate, a.input_len, a.output_len, vocab)
                 )
+                cpu = cpu_seconds(s.proc.pid) - cpu0
+                toks = rows[label]["output_tokens_per_s"] * rows[label]["seconds"]
+                rows[label] |= {
+                    "server_cpu_s": round(cpu, 1),
+                    "output_tokens_per_cpu_s": round(toks / cpu, 1),
+                }
             finally:
                 s.stop()
             print(json.dumps({"preset": a.preset, "mode": label, **rows[label]}), flush=True)
         if a.compare:
-            ratio = rows["batched"]["output_tokens_per_s"] / rows["one-at-a-time"]["output_tokens_per_s"]
+            b, one = rows["batched"], rows["one-at-a-time"]
+            ratio = b["output_tokens_per_s"] / one["output_tokens_per_s"]
+            cpu_ratio = b["output_tokens_per_cpu_s"] / one["output_tokens_per_cpu_s"]
             print(
                 json.dumps(
                     {
                         "preset": a.preset,
                         "clients": a.clients,
                         "throughput_ratio_batched_vs_one_at_a_time": round(ratio, 2),
+                        "per_cpu_second_ratio": round(cpu_ratio, 2),
                     }
                 )
             )

@@ -4,7 +4,9 @@
 
 URI is a step folder or a checkpoint root (newest committed step); DIR is a local path or any
 fsspec URI. Parameter names already match LlamaForCausalLM's (minus `model.`) and rotary
-embeddings use the rotate-half layout, so no permutation is needed.
+embeddings use the rotate-half layout, so no permutation is needed. The checkpoint's capstan.json
+travels along (with "checkpoint": the step folder exported) so the export keeps its lineage:
+datasets, TrainingRun, step and `init`, the checkpoint a fine-tuning run started from.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def export(checkpoint_uri: str, out: str, dtype: str = "float32") -> dict:
             indent=2,
         )
         + "\n",
+        "capstan.json": json.dumps(lineage_meta(meta), indent=2) + "\n",
     }
     storage.write_bytes(
         storage.join(out, "model.safetensors"),
@@ -91,6 +94,13 @@ def export(checkpoint_uri: str, out: str, dtype: str = "float32") -> dict:
     for name, text in files.items():
         storage.write_bytes(storage.join(out, name), text.encode())
     return config
+
+
+def lineage_meta(meta: dict) -> dict:
+    """The checkpoint's capstan.json for the export: "uri" (where it was read) becomes
+    "checkpoint"; a run that started from scratch says so with "init": null."""
+    out = {k: v for k, v in meta.items() if k != "uri"}
+    return {**out, "checkpoint": meta["uri"], "init": meta.get("init")}
 
 
 def _eos_id(meta: dict) -> int | None:

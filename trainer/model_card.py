@@ -76,7 +76,7 @@ def render(name: str, spec, meta: dict, results: dict) -> str:
               f"{cfg.get('n_heads')} query / {cfg.get('n_kv_heads')} key-value heads, context {cfg.get('max_seq_len')} tokens, "
               f"vocabulary {cfg.get('vocab_size')}.",
               f"- Trained by TrainingRun `{meta.get('trainingRun', 'unknown')}` to step {meta.get('step', 'unknown')} "
-              f"(sequence length {meta.get('seqLen', 'unknown')}); checkpoint `{meta.get('uri', '')}`.",
+              f"(sequence length {meta.get('seqLen', 'unknown')}); checkpoint `{meta.get('checkpoint') or meta.get('uri', '')}`.",
               f"- Fine-tuned from: `{meta['init']}`." if meta.get("init") else "- Trained from scratch.",
               "", "## Intended use",
               "Research and evaluation of small language models trained with Capstan; text continuation and "

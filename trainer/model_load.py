@@ -18,7 +18,6 @@ from tokenizers import Tokenizer
 
 from capstan_operator.api.dataset import DEFAULT_CHAT_TEMPLATE
 from capstan_trainer import storage
-from capstan_trainer.checkpoint import load_model
 from capstan_trainer.model import ModelConfig, Transformer
 
 log = logging.getLogger("capstan.model_load")
@@ -32,7 +31,8 @@ class LoadedModel:
     """eos_id: the end-of-text token; generation stops at it and perplexity windows start with it."""
     chat_template: str
     meta: dict = field(default_factory=dict)
-    """meta: capstan.json of the checkpoint (for an export: what config.json says), with "uri"."""
+    """meta: capstan.json of the checkpoint (an export carries a copy; without one, what config.json
+    says), with "uri"."""
 
     @property
     def max_seq_len(self) -> int:
@@ -61,6 +61,10 @@ def load(
     if is_hf_export(uri):
         model, meta, tok_uri, tok_config = _load_export(uri, device, dtype)
     else:
+        # Imported here: torch.distributed.checkpoint adds ~1.3 s to every server start, and an
+        # HF export does not need it.
+        from capstan_trainer.checkpoint import load_model
+
         model, meta = load_model(uri, device=device, dtype=dtype)
         tok_uri = storage.join(meta["uri"], meta.get("tokenizer", "tokenizer.json"))
         tok_config = _dataset_tokenizer_config(meta)
@@ -111,6 +115,7 @@ def _load_export(uri: str, device, dtype) -> tuple[Transformer, dict, str, dict]
     model.eval()
     tok_config = _read_json(storage.join(uri, "tokenizer_config.json"))
     meta = {
+        **_read_json(storage.join(uri, "capstan.json")),  # lineage, when the export carries it
         "uri": uri.rstrip("/"),
         "model": cfg.to_dict(),
         "eosId": config.get("eos_token_id"),

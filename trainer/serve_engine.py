@@ -5,6 +5,9 @@ requests into free cache slots (prefilling their prompts together), then runs on
 every running sequence; sequences leave the batch as soon as they finish. Callers submit from any
 thread and receive `Event`s through the callback they pass (the HTTP layer hands them to its event
 loop). Setting max_batch_size to 1 gives one-request-at-a-time serving (the benchmark baseline).
+
+`running[i]` always owns cache slot i (see serve_kv): a leaving sequence's slot is filled by the
+last running one, so the batch stays packed in slots [0, len(running)).
 """
 
 from __future__ import annotations
@@ -88,7 +91,6 @@ class Engine:
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.cache = serve_kv.KVCache(self.model, max_batch_size, self.max_model_len)
         self.device = self.model.embed_tokens.weight.device
-        self.free_slots = list(range(max_batch_size))
         self.waiting: deque[Request] = deque()
         self.running: list[_Seq] = []
         self._cv = threading.Condition()
@@ -101,12 +103,16 @@ class Engine:
         if req.n > self.max_batch_size:
             raise ValueError(f"n {req.n} exceeds the server's max batch size {self.max_batch_size}")
         with self._cv:
-            if len(self.waiting) >= self.max_queue + len(self.free_slots):
+            if len(self.waiting) >= self.max_queue + self.free_slots:
                 raise QueueFull(
                     f"{len(self.waiting)} requests are already waiting (maxQueue {self.max_queue})"
                 )
             self.waiting.append(req)
             self._cv.notify()
+
+    @property
+    def free_slots(self) -> int:
+        return self.max_batch_size - len(self.running)
 
     @property
     def num_waiting(self) -> int:
@@ -174,7 +180,7 @@ class Engine:
         pending = deque(Request(p, params, 1, collector(i)) for i, p in enumerate(prompts))
         threaded = self._thread is not None and self._thread.is_alive()
         while pending or not all(d.is_set() for d in done):
-            while pending and len(self.waiting) < self.max_queue + len(self.free_slots):
+            while pending and len(self.waiting) < self.max_queue + self.free_slots:
                 self.submit(pending.popleft())
             if threaded:
                 next(d for d in done if not d.is_set()).wait(timeout=1.0)
@@ -190,20 +196,27 @@ class Engine:
             self._release(s)
 
     def _admit(self) -> list[_Seq]:
-        new = []
+        new: list[_Seq] = []
         with self._cv:
-            while self.waiting and self.waiting[0].n <= len(self.free_slots):
+            while self.waiting and self.waiting[0].n <= self.free_slots - len(new):
                 req = self.waiting.popleft()
                 for i in range(req.n):
                     tracker = TextTracker(self.loaded.tokenizer, req.params.stop, req.prompt_ids)
-                    seq = _Seq(req, i, self.free_slots.pop(), list(req.prompt_ids),
+                    seq = _Seq(req, i, len(self.running) + len(new), list(req.prompt_ids),
                                make_generator(req.params.seed, i), tracker)  # fmt: skip
                     new.append(seq)
+            # Under the lock, so submit() never sees a request both gone from the queue and not
+            # yet holding a slot (the queue bound stays exact); a failing prefill fails these too.
+            self.running.extend(new)
         return new
 
     def _release(self, seq: _Seq) -> None:
-        self.running.remove(seq)
-        self.free_slots.append(seq.slot)
+        """Free `seq`'s slot, moving the last running sequence (and its cache rows) into it."""
+        last = self.running.pop()
+        if last is not seq:
+            self.cache.move(last.slot, seq.slot, len(last.tokens))
+            last.slot = seq.slot
+            self.running[seq.slot] = last
 
     def _fail_all(self) -> None:
         for s in list(self.running):
@@ -216,12 +229,10 @@ class Engine:
         batch = torch.zeros(len(seqs), T, dtype=torch.long)
         for b, s in enumerate(seqs):
             batch[b, : len(s.tokens)] = torch.tensor(s.tokens)
-        slots = torch.tensor([s.slot for s in seqs], device=self.device)
-        hidden = serve_kv.prefill(self.model, self.cache, batch.to(self.device), slots)
+        hidden = serve_kv.prefill(self.model, self.cache, batch.to(self.device), seqs[0].slot)
         last = torch.tensor([len(s.tokens) - 1 for s in seqs], device=self.device)
         with torch.inference_mode():
             logits = self.model.lm_head(hidden[torch.arange(len(seqs), device=self.device), last]).float()
-        self.running.extend(seqs)
         for b, s in enumerate(seqs):
             prompt_lp = None
             if s.req.params.echo and s.req.params.logprobs is not None:
@@ -244,8 +255,7 @@ class Engine:
         seqs = list(self.running)
         toks = torch.tensor([s.tokens[-1] for s in seqs], device=self.device)
         pos = torch.tensor([len(s.tokens) - 1 for s in seqs], device=self.device)
-        slots = torch.tensor([s.slot for s in seqs], device=self.device)
-        logits = serve_kv.decode(self.model, self.cache, toks, slots, pos).float()
+        logits = serve_kv.decode(self.model, self.cache, toks, pos).float()
         greedy = torch.argmax(logits, -1).tolist()
         for b, s in enumerate(seqs):
             self._advance(s, logits[b], None, greedy[b])

@@ -218,7 +218,8 @@ def run(cfg: TrainConfig) -> int:
     )
     tokenizer = storage.read_bytes(cfg.tokenizer_uri) if rank == 0 else None
     meta = {"model": cfg.model.to_dict(), "tokenizer": "tokenizer.json", "dataset": cfg.dataset_meta(),
-            "trainingRun": cfg.name, "seqLen": o.seq_len, "eosId": cfg.sources[0].manifest.eos_id}  # fmt: skip
+            "trainingRun": cfg.name, "seqLen": o.seq_len, "eosId": cfg.sources[0].manifest.eos_id,
+            "init": cfg.init_checkpoint or None}  # fmt: skip
 
     # ---- loop -----------------------------------------------------------------------------
     progress = metrics.Progress(root, o.total_steps, world) if rank == 0 else None

@@ -40,23 +40,31 @@ class Server:
                 self.proc.wait(timeout=10)
 
 
-def start(model_uri: str, log_path: str, *args: str, ready_within_s: float = 90) -> Server:
+def launch(model_uri: str, log_path: str, *args: str) -> Server:
+    """Start the server process without waiting for it (start several, then `wait_ready` each)."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "POD_IP": "127.0.0.1"}
     cmd = [sys.executable, "-m", "capstan_trainer.serve", "--model", model_uri, "--port", str(port), *args]
     with open(log_path, "w") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-    server = Server(proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + ready_within_s
+    return Server(proc, f"http://127.0.0.1:{port}", log_path)
+
+
+def wait_ready(server: Server, within_s: float = 90) -> Server:
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode} before ready:\n{server.log()}")
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited with {server.proc.returncode} before ready:\n{server.log()}")
         status, _ = get(server.url + "/readyz")
         if status == 200:
             return server
         time.sleep(0.2)
     server.stop()
-    raise AssertionError(f"server not ready (GET /readyz != 200) within {ready_within_s}s:\n{server.log()}")
+    raise AssertionError(f"server not ready (GET /readyz != 200) within {within_s}s:\n{server.log()}")
+
+
+def start(model_uri: str, log_path: str, *args: str, ready_within_s: float = 90) -> Server:
+    return wait_ready(launch(model_uri, log_path, *args), ready_within_s)
 
 
 def get(url: str) -> tuple[int, str]:

@@ -8,6 +8,7 @@ with <|end_of_text|>, as data preparation writes them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch.distributed.checkpoint.fsspec_filesystem import FsspecWriter
 
 from capstan_operator.api.dataset import DEFAULT_CHAT_TEMPLATE
 from capstan_trainer import shards, storage
+from capstan_trainer.checkpoint import load_model
 from capstan_trainer.export import export
 from capstan_trainer.model import Transformer, preset
 
@@ -152,3 +154,26 @@ def session_model(tmp_path_factory) -> TinyModel:
     if "model" not in _built:
         _built["model"] = build(tmp_path_factory.mktemp("tiny-model"))
     return _built["model"]
+
+
+@functools.cache
+def _load_checkpoint(uri: str) -> Transformer:
+    return load_model(uri)[0]
+
+
+def trainer_model(tiny: TinyModel) -> Transformer:
+    """The trainer's model loaded from the checkpoint (not the export), once per session."""
+    return _load_checkpoint(tiny.checkpoint_uri)
+
+
+def greedy_reference(tiny: TinyModel, prompt_ids: list[int], steps: int) -> list[int]:
+    """Greedy decode with the trainer's model and a full forward per token (no cache)."""
+    model = trainer_model(tiny)
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(steps):
+            nxt = int(model(torch.tensor([ids]))[0, -1].argmax())
+            if nxt == EOS:
+                break
+            ids.append(nxt)
+    return ids[len(prompt_ids) :]

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
 import yaml
 
-from capstan_trainer import evaluate
+from capstan_trainer import evaluate, export
 from tests.support import tiny_model
 
 CONTEXT = 24  # shorter than most documents, so rolling windows are exercised
@@ -111,8 +112,12 @@ def evaluated(tiny, tmp_path_factory):
             "card": (out / "README.md").read_text(), "out": out}  # fmt: skip
 
 
-def test_perplexity_matches_transformers(tiny, evaluated):
-    ref = Reference(tiny.export_uri)
+@pytest.fixture(scope="module")
+def ref(tiny) -> Reference:
+    return Reference(tiny.export_uri)
+
+
+def test_perplexity_matches_transformers(tiny, evaluated, ref):
     total = tokens = 0
     for text in tiny.validation_texts:
         ids = ref.encode(text)
@@ -129,8 +134,7 @@ def test_perplexity_matches_transformers(tiny, evaluated):
     assert m["perplexity.documents"] == len(tiny.validation_texts)
 
 
-def test_multiple_choice_matches_transformers(tiny, evaluated):
-    ref = Reference(tiny.export_uri)
+def test_multiple_choice_matches_transformers(evaluated, ref):
     acc = acc_norm = 0
     rows = _mc_rows()
     for row in rows:
@@ -189,6 +193,11 @@ def test_checkpoint_and_export_give_the_same_perplexity(tiny, tmp_path, evaluate
     assert status["metrics"]["perplexity.token_perplexity"] == pytest.approx(want, rel=1e-5)
     assert status["modelUri"] == tiny.export_uri
     assert evaluated["status"]["modelUri"] == tiny.checkpoint_uri
+    # The export carries the checkpoint's lineage into its card: datasets, licence, from scratch.
+    card = (tmp_path / "out" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["license"] == "cc0-1.0" and front["datasets"] == ["dataset"] and "base_model" not in front
+    assert "Trained from scratch." in card and f"checkpoint `{tiny.checkpoint_uri}`" in card
 
 
 def test_invalid_file_exits_3_naming_the_field(tmp_path, capsys):
@@ -203,3 +212,28 @@ def test_invalid_file_exits_3_naming_the_field(tmp_path, capsys):
                                     "spec": {"model": {"trainingRunRef": {"name": "r"}}, "outputUri": "file:///o"}}))  # fmt: skip
     assert evaluate.main(["-f", str(path)]) == 3
     assert "spec.model.trainingRunRef: must be resolved" in capsys.readouterr().err
+
+
+def test_export_keeps_lineage_so_a_fine_tuned_model_card_names_its_base(tiny, tmp_path):
+    # A run that started from the tiny checkpoint: same weights, its capstan.json records `init`.
+    step = tmp_path / "ft" / "step-00000100"
+    shutil.copytree(tiny.checkpoint_uri.removeprefix("file://"), step)
+    meta = json.loads((step / "capstan.json").read_text())
+    (step / "capstan.json").write_text(json.dumps({**meta, "init": tiny.checkpoint_uri, "trainingRun": "ft"}))
+    out = tmp_path / "export"
+    export.export(f"file://{step}", str(out))
+    carried = json.loads((out / "capstan.json").read_text())
+    assert carried["init"] == tiny.checkpoint_uri and carried["checkpoint"] == f"file://{step}"
+    assert carried["dataset"] == meta["dataset"]
+
+    resource = tmp_path / "evaluation.yaml"
+    resource.write_text(yaml.safe_dump({"apiVersion": "capstan.dev/v1alpha1", "kind": "Evaluation",
+                                        "metadata": {"name": "ft-eval"},
+                                        "spec": {"model": {"uri": str(out)}, "biasProbes": {"builtin": False},
+                                                 "outputUri": f"file://{tmp_path}/o"}}))  # fmt: skip
+    assert evaluate.main(["-f", str(resource)]) == 0
+    card = (tmp_path / "o" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["base_model"] == tiny.checkpoint_uri and front["datasets"] == ["dataset"]
+    assert f"Fine-tuned from: `{tiny.checkpoint_uri}`" in card
+    assert "TrainingRun `ft` to step 100" in card and f"checkpoint `file://{step}`" in card

@@ -11,18 +11,32 @@ def tiny(tmp_path_factory) -> tiny_model.TinyModel:
 
 
 @pytest.fixture(scope="module")
-def server(tiny, tmp_path_factory):
-    """The server on the HF export, batching up to 8 sequences, a queue of 64."""
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    s = server_proc.start(tiny.export_uri, str(log), "--max-batch-size", "8", "--served-model-name", "tiny")
-    yield s
-    s.stop()
+def servers(tiny, tmp_path_factory):
+    """Both servers, started together (start-up is mostly imports, one core each):
+    "main" batches up to 8 sequences with a queue of 64; "narrow" serves one request at a time with
+    one waiting, for the backpressure and shutdown tests."""
+    log = tmp_path_factory.mktemp("servers")
+    launched = {
+        "main": server_proc.launch(tiny.export_uri, str(log / "main.log"),
+                                   "--max-batch-size", "8", "--served-model-name", "tiny"),
+        "narrow": server_proc.launch(tiny.export_uri, str(log / "narrow.log"),
+                                     "--max-batch-size", "1", "--max-queue", "1"),
+    }  # fmt: skip
+    try:
+        yield {name: server_proc.wait_ready(s) for name, s in launched.items()}
+    finally:
+        for s in launched.values():  # SIGTERM both first: they drain in parallel
+            if s.proc.poll() is None:
+                s.proc.terminate()
+        for s in launched.values():
+            s.stop()
 
 
 @pytest.fixture(scope="module")
-def narrow_server(tiny, tmp_path_factory):
-    """One request at a time and one waiting: for backpressure and shutdown tests."""
-    log = tmp_path_factory.mktemp("narrow") / "server.log"
-    s = server_proc.start(tiny.export_uri, str(log), "--max-batch-size", "1", "--max-queue", "1")
-    yield s
-    s.stop()
+def server(servers):
+    return servers["main"]
+
+
+@pytest.fixture(scope="module")
+def narrow_server(servers):
+    return servers["narrow"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import re
 import signal
@@ -12,29 +11,9 @@ import threading
 import time
 
 import aiohttp
-import torch
 
-from capstan_trainer.checkpoint import load_model
 from tests.support import tiny_model
 from tests.support.server_proc import get, post, stream
-
-
-@functools.cache
-def _trainer_model(uri: str):
-    return load_model(uri)[0]
-
-
-def _greedy_reference(tiny, prompt_ids: list[int], steps: int) -> list[int]:
-    """Greedy decode with the trainer's model and a full forward per token (no cache)."""
-    model = _trainer_model(tiny.checkpoint_uri)
-    ids = list(prompt_ids)
-    with torch.no_grad():
-        for _ in range(steps):
-            nxt = int(model(torch.tensor([ids]))[0, -1].argmax())
-            if nxt == tiny_model.EOS:
-                break
-            ids.append(nxt)
-    return ids[len(prompt_ids) :]
 
 
 def _words(text: str) -> list[int]:
@@ -48,7 +27,7 @@ def test_greedy_completion_equals_trainer_decode(server, tiny):
     assert status == 200, body
     assert body["object"] == "text_completion" and len(body["choices"]) == 3
     for choice, prompt in zip(body["choices"], prompts, strict=True):
-        ref = _greedy_reference(tiny, _words(prompt), 12)
+        ref = tiny_model.greedy_reference(tiny, _words(prompt), 12)
         assert _words(choice["text"]) == ref
         assert choice["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 36
@@ -101,7 +80,7 @@ def test_logprobs_and_echo(server, tiny):
                         {"prompt": prompt, "max_tokens": 2, "temperature": 0, "logprobs": 2, "echo": True})  # fmt: skip
     assert status == 200
     choice = body["choices"][0]
-    expected = _greedy_reference(tiny, _words(prompt), 2)
+    expected = tiny_model.greedy_reference(tiny, _words(prompt), 2)
     assert _words(choice["text"]) == _words(prompt) + expected
     lp = choice["logprobs"]
     assert lp["tokens"] == prompt.split() + [f"w{k}" for k in expected]
@@ -176,7 +155,7 @@ def test_32_concurrent_clients_all_answered_correctly(server, tiny):
     results = asyncio.run(run())
     for k, (status, body) in zip(starts, results, strict=True):
         assert status == 200, body
-        assert _words(body["choices"][0]["text"]) == _greedy_reference(tiny, [k, k + 1], 8)
+        assert _words(body["choices"][0]["text"]) == tiny_model.greedy_reference(tiny, [k, k + 1], 8)
 
 
 def test_metrics_report_latency_tokens_and_outcomes(server):
@@ -236,10 +215,11 @@ def test_sigterm_drains_in_flight_requests(narrow_server):
     """Runs last in this file: it stops the narrow server."""
     s = narrow_server
     result: dict = {}
+    long = 120  # near the tiny model's 128-token context, so the drain outlasts the checks below
 
     def long_request():
         result["events"] = stream(s.url + "/v1/completions",
-                                  {"prompt": "w1", "max_tokens": 40, "ignore_eos": True, "temperature": 0})  # fmt: skip
+                                  {"prompt": "w1", "max_tokens": long, "ignore_eos": True, "temperature": 0})  # fmt: skip
 
     t = threading.Thread(target=long_request)
     t.start()
@@ -249,12 +229,15 @@ def test_sigterm_drains_in_flight_requests(narrow_server):
     ):
         time.sleep(0.05)
     s.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and t.is_alive() and get(s.url + "/readyz")[0] != 503:
+        time.sleep(0.01)
+    assert t.is_alive(), "the request finished before the server was seen draining; make it longer"
     status, err = post(s.url + "/v1/completions", {"prompt": "w1"})
-    assert status in (0, 503) if status == 0 else err["error"]["code"] == "shutting_down"
+    assert status == 503 and err["error"]["code"] == "shutting_down", (status, err)
     t.join(timeout=60)
     assert not t.is_alive(), "the in-flight request did not finish"
     events = result["events"]
     assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "length"
-    assert sum(len(e["choices"][0]["text"].split()) for e in events[:-1]) == 40
+    assert sum(len(e["choices"][0]["text"].split()) for e in events[:-1]) == long
     assert s.proc.wait(timeout=30) == 0

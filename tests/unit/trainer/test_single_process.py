@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from capstan_trainer import exitcodes, storage, synthetic, train
+from capstan_trainer import checkpoint, exitcodes, storage, synthetic, train
 from tests.unit.trainer.helpers import run_resource, single_process, torchrun, write_resource
 
 PROGRESS_FIELDS = {
@@ -69,6 +69,9 @@ def test_resolved_form_starts_from_another_runs_checkpoint(stopped, data, tmp_pa
     result = single_process(path)
     assert result.returncode == exitcodes.OK, result.stderr[-4000:]
     assert result.events("start")[0]["init"] == f"{root}/step-00000004"
+    # Its checkpoints record where it started (the export and the model card read it).
+    newest = checkpoint.list_steps(f"file://{tmp_path}/ck")[-1]
+    assert checkpoint.read_meta(newest.uri)["init"] == f"{root}/step-00000004"
     # Starting from trained weights: the first loss is far below a fresh model's first loss.
     assert result.losses()[1] < first.losses()[1] - 0.3, (result.losses()[1], first.losses()[1])
 

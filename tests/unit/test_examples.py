@@ -1,5 +1,6 @@
-"""Every example in manifests/examples/ is valid for the model of its kind (as the CRD and the
-workload would read it), and says in its header what `kubectl get` shows."""
+"""manifests/examples/: every resource is valid for the API models (what the API server and the
+workload CLIs accept), each file says what `kubectl get` shows, and pipeline.yaml is one
+self-contained chain whose references all resolve inside it."""
 
 from __future__ import annotations
 
@@ -9,14 +10,68 @@ import pytest
 import yaml
 
 from capstan_operator.api import KINDS
+from capstan_operator.api.common import parse_spec
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "examples").glob("*.yaml"))
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+FILES = sorted(EXAMPLES.glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_is_valid_and_documented(path: Path):
-    text = path.read_text()
-    assert text.startswith("#") and "kubectl get" in text, f"{path.name}: header comment missing"
-    for doc in yaml.safe_load_all(text):
-        assert doc["kind"] in KINDS, f"{path.name}: unknown kind {doc['kind']}"
-        KINDS[doc["kind"]].spec.model_validate(doc["spec"])
+def docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_there_is_an_example_per_kind_and_the_pipeline():
+    assert {p.name for p in FILES} >= {
+        "dataset.yaml", "trainingrun.yaml", "evaluation.yaml", "deployment.yaml", "deployment-canary.yaml",
+        "pipeline.yaml",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_example_is_valid_and_says_what_kubectl_get_shows(path: Path):
+    for doc in docs(path):
+        parse_spec(KINDS[doc["kind"]].spec, doc, doc["kind"], str(path))
+        assert "namespace" not in doc["metadata"], "examples apply to whatever namespace -n names"
+    header = path.read_text().split("\napiVersion:")[0]
+    assert header.startswith("#") and "kubectl get" in header, (
+        f"{path.name}: the header comment should say what kubectl get shows"
+    )
+
+
+def test_pipeline_is_one_chain_in_dependency_order():
+    chain = docs(EXAMPLES / "pipeline.yaml")
+    assert [d["kind"] for d in chain] == ["Dataset", "TrainingRun", "Evaluation", "Deployment"]
+    ds, tr, ev, dep = (d["metadata"]["name"] for d in chain)
+    assert [s["datasetRef"] for s in chain[1]["spec"]["datasets"]] == [ds]
+    assert chain[2]["spec"]["model"]["trainingRunRef"]["name"] == tr
+    assert chain[2]["spec"]["datasetRef"]["name"] == ds
+    assert chain[3]["spec"]["model"]["evaluationRef"]["name"] == ev
+    # Sized for two CPU cores: the tiny preset, short sequences, a few hundred steps at most.
+    run = chain[1]["spec"]
+    assert run["model"]["preset"] == "test" and run["optimizer"]["totalSteps"] <= 300
+    assert run["resources"].get("gpusPerNode", 0) == 0 and chain[3]["spec"]["replicas"] == 1
+
+
+def test_example_names_do_not_collide_and_references_resolve():
+    """Every example can be applied into one namespace beside the others, and each resource it
+    names (datasetRef, trainingRunRef, evaluationRef) is one of the examples."""
+    seen: dict[tuple[str, str], str] = {}
+    for path in FILES:
+        for doc in docs(path):
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in seen, f"{key} is in both {seen[key]} and {path.name}"
+            seen[key] = path.name
+    for path in FILES:
+        for doc in docs(path):
+            for kind, name in references(doc):
+                assert (kind, name) in seen, f"{path.name}: {kind} {name} is in no example"
+
+
+def references(doc: dict) -> list[tuple[str, str]]:
+    spec = doc["spec"]
+    model = spec.get("model") or {}
+    refs = [("Dataset", s["datasetRef"]) for s in spec.get("datasets", []) if s.get("datasetRef")]
+    refs += [("Dataset", spec["datasetRef"]["name"])] if spec.get("datasetRef") else []
+    refs += [("TrainingRun", model["trainingRunRef"]["name"])] if model.get("trainingRunRef") else []
+    refs += [("Evaluation", model["evaluationRef"]["name"])] if model.get("evaluationRef") else []
+    return refs

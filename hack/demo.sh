@@ -32,8 +32,9 @@ say "Demo corpus -> $CORPUS_URI (S3 at $AWS_ENDPOINT_URL)"
 $PY -m hack.upload_corpus "$CORPUS_URI"
 
 say "Operator (Helm chart charts/capstan, release capstan in capstan-system)"
-kubectl create namespace capstan-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+for ns in capstan-system "$NS"; do
+  kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
+done
 # The operator reads status files with the credentials (release namespace); workloads use them
 # in the resources' namespace.
 for ns in capstan-system "$NS"; do

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 HELM=.capstan/bin/helm
 NS=${CAPSTAN_DEMO_NAMESPACE:-default}
+PIPELINE=${CAPSTAN_DEMO_PIPELINE:-manifests/examples/pipeline.yaml}   # same names, other settings
 DEADLINE_S=${CAPSTAN_DEMO_DEADLINE_S:-900}   # the pipeline takes about 5 min on two cores
 INTERVAL_S=15
 SECRET=capstan-s3
@@ -52,7 +53,7 @@ show $HELM upgrade --install capstan charts/capstan -n capstan-system \
 kubectl get pods -n capstan-system -l app.kubernetes.io/component=operator
 
 say "Pipeline: Dataset -> TrainingRun -> Evaluation -> Deployment"
-show kubectl apply -n "$NS" -f manifests/examples/pipeline.yaml
+show kubectl apply -n "$NS" -f "$PIPELINE"
 
 RESOURCES=(
   datasets.capstan.dev/demo-stories

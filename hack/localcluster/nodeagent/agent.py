@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kubernetes.client.exceptions import ApiException
 
-from hack.localcluster.nodeagent import hosts
+from hack.localcluster.nodeagent import hosts, podips
 from hack.localcluster.nodeagent.container import rfc3339
 from hack.localcluster.nodeagent.kube import SMP, connect, list_and_watch
 from hack.localcluster.nodeagent.logs import serve_logs
@@ -78,7 +78,7 @@ class Agent:
         self.pods: dict[str, dict] = {}  # every pod in the cluster, by uid (for /etc/hosts)
         self.services: dict[str, dict] = {}
         self.ips: dict[str, str] = {}
-        self._next_ip = int(ipaddress.ip_address("127.1.0.1"))
+        self._next_ip = podips.first_ip(podips.listening_ips())
         self.hosts_dirty = threading.Event()
         self.pool = ThreadPoolExecutor(16)
 
@@ -177,13 +177,11 @@ class Agent:
     def alloc_ip(self, uid: str) -> str:
         with self.lock:
             if uid not in self.ips:
-                used = set(self.ips.values())
+                used, busy = set(self.ips.values()), podips.listening_ips()
                 while True:
                     ip = str(ipaddress.ip_address(self._next_ip))
-                    self._next_ip += 1
-                    if self._next_ip > int(ipaddress.ip_address("127.254.255.254")):
-                        self._next_ip = int(ipaddress.ip_address("127.1.0.1"))
-                    if ip not in used and not ip.endswith((".0", ".255")):
+                    self._next_ip = podips.next_after(self._next_ip)
+                    if podips.usable(ip, used, busy):
                         break
                 self.ips[uid] = ip
             return self.ips[uid]

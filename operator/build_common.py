@@ -5,6 +5,7 @@ operator's configuration, credentials from a Secret). Pure functions: no I/O."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -146,3 +147,15 @@ def workload_job(
             },
         },
     }
+
+
+@dataclass
+class Resolution:
+    """A spec with its references to other resources resolved, or why it cannot be (yet)."""
+
+    spec: Any = None
+    """spec with every reference replaced by a URI (None unless resolved)."""
+    waiting: str = ""
+    """waiting says what the resource waits for (empty when nothing)."""
+    failure: str = ""
+    """failure says which dependency failed or which field cannot be resolved."""

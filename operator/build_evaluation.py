@@ -5,12 +5,12 @@ Pure functions: the caller passes the referenced objects (None when missing)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from capstan_operator import build_common as common
 from capstan_operator import build_serving_common as pods
 from capstan_operator.api.evaluation import EvaluationSpec
+from capstan_operator.build_common import Resolution
 from capstan_operator.config import OperatorConfig
 
 COMPONENT = "evaluate"
@@ -24,16 +24,6 @@ ANNOTATION_GENERATION = "capstan.dev/generation"
 
 def job_name(name: str) -> str:
     return common.child_name(name, COMPONENT)
-
-
-@dataclass
-class Resolution:
-    spec: EvaluationSpec | None = None
-    """spec with every reference replaced by a URI (None unless resolved)."""
-    waiting: str = ""
-    """waiting says what the Evaluation waits for (empty when nothing)."""
-    failure: str = ""
-    """failure says which dependency failed or which field cannot be resolved."""
 
 
 def _status(obj: dict | None) -> dict:

@@ -46,15 +46,19 @@ def _fail(draft: StatusDraft, reason: str, msg: str) -> Outcome:
 def progress_fields(progress: dict, running_pods: int | None) -> dict:
     """TrainingRunStatus fields (wire names) from the trainer's progress.json."""
     step, total = int(progress.get("step") or 0), progress.get("totalSteps")
+
+    def short(x):  # kubectl get shows the number as is: 4 significant decimals are enough
+        return round(x, 4) if isinstance(x, float) else x
+
     out = {
         "step": step,
         "totalSteps": total,
         "progress": f"{step}/{total}" if total else str(step),
         "tokensSeen": int(progress.get("tokensSeen") or 0),
-        "loss": progress.get("loss"),
-        "evalLoss": progress.get("evalLoss"),
-        "tokensPerSec": progress.get("tokensPerSec"),
-        "mfu": progress.get("mfu"),
+        "loss": short(progress.get("loss")),
+        "evalLoss": short(progress.get("evalLoss")),
+        "tokensPerSec": short(progress.get("tokensPerSec")),
+        "mfu": short(progress.get("mfu")),
         "worldSize": progress.get("worldSize"),
         "lastCheckpoint": progress.get("lastCheckpoint"),
     }

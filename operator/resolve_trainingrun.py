@@ -4,22 +4,11 @@ caller passes the referenced objects (None when missing)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from capstan_operator.api.trainingrun import TrainingRunSpec
+from capstan_operator.build_common import Resolution
 from capstan_operator.config import OperatorConfig
 
 RUN_DONE = ("Succeeded", "EarlyStopped")
-
-
-@dataclass
-class Resolution:
-    spec: TrainingRunSpec | None = None
-    """spec with every reference replaced by a URI (None unless resolved)."""
-    waiting: str = ""
-    """waiting says what the run waits for (empty when nothing)."""
-    failure: str = ""
-    """failure says which dependency failed or which field cannot be resolved."""
 
 
 def _phase(obj: dict | None) -> str:

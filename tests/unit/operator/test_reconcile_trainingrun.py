@@ -178,3 +178,8 @@ def test_waits_for_a_dataset_without_touching_children(fake_kube: FakeKube):
 
 def test_progress_fields_drop_what_the_trainer_has_not_reported():
     assert progress_fields({"step": 3}, None) == {"step": 3, "progress": "3", "tokensSeen": 0}
+
+
+def test_progress_fields_round_what_kubectl_get_shows():
+    out = progress_fields({"step": 5, "totalSteps": 10, "loss": 3.2974588871002197, "mfu": 0.451234567}, 2)
+    assert (out["loss"], out["mfu"], out["progress"], out["nodes"]) == (3.2975, 0.4512, "5/10", 2)

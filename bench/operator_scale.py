@@ -169,7 +169,8 @@ def main() -> int:
         direct_exist = time.monotonic() - t0
         wait(f"{2 * n} direct pods Running", lambda: pods_state("direct", n, "Running"), a.timeout, 0.5)
         direct_running = time.monotonic() - t0
-        h.kubectl("delete", "namespace", "direct", "--wait=false")
+        # The baseline's pods hold node capacity (250 pods a node) until they are gone.
+        h.kubectl("delete", "namespace", "direct", "--wait=true", "--timeout=600s", timeout=660)
 
         # ---- the operator ------------------------------------------------------------------
         h.namespace("bench")

@@ -70,6 +70,10 @@ class StatusDraft:
             self.event("Warning" if warn else "Normal", reason or phase, message)
         return self.set(phase=phase, message=message)
 
+    def finished(self, *phases: str) -> bool:
+        """True when the stored status already reached one of `phases` for this generation."""
+        return self.old.get("phase") in phases and self.old.get("observedGeneration") == self.generation
+
     def outcome(self, requeue_after: float | None = None) -> Outcome:
         patch = {k: v for k, v in self.fields.items() if self.old.get(k) != v}
         if self._conditions_changed:

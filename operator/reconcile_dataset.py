@@ -41,10 +41,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     # ---- finished: nothing more to do for this generation
-    if (
-        draft.old.get("phase") in ("Ready", "Failed")
-        and draft.old.get("observedGeneration") == draft.generation
-    ):
+    if draft.finished("Ready", "Failed"):
         return draft.outcome()
     try:
         spec = DatasetSpec.model_validate(body.get("spec") or {})

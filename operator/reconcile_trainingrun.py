@@ -104,7 +104,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     draft = StatusDraft(body)
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     # ---- finished: nothing more to do for this generation
-    if draft.old.get("phase") in DONE and draft.old.get("observedGeneration") == draft.generation:
+    if draft.finished(*DONE):
         return draft.outcome()
     try:
         spec = TrainingRunSpec.model_validate(body.get("spec") or {})

@@ -1,5 +1,7 @@
-"""An in-memory stand-in for kube.py's reads and writes, for reconciler unit tests: objects keyed
-by (kind, name), label selectors of the `k=v,k2=v2` form, apply as a shallow merge."""
+"""An in-memory stand-in for kube.py's reads and writes and objectstore.read_json, for the
+reconciler unit tests: objects keyed by (kind, name), custom resources by (plural, name), label
+selectors of the `k=v,k2=v2` form, apply as a merge of annotations and spec; every write is
+recorded in `calls` and every list counted in `lists`."""
 
 from __future__ import annotations
 
@@ -8,20 +10,42 @@ from typing import Any
 
 import pytest
 
-from capstan_operator import kube
+from capstan_operator import kube, objectstore
 
 
 class FakeKube:
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self.objects: dict[tuple[str, str], dict] = {}
         self.custom: dict[tuple[str, str], dict] = {}
-        for fn in ("get", "list_", "apply", "delete", "get_custom", "list_custom"):
+        self.files: dict[str, dict] = {}
+        """JSON documents in object storage, by URI (file:// URIs not here are read for real)."""
+        self.logs: dict[str, str] = {}
+        """container logs by pod name."""
+        self.calls: list[tuple[str, ...]] = []
+        """the writes: ("apply", kind, name), ("delete", kind, name, propagation)."""
+        self.lists = 0
+        for fn in ("get", "list_", "apply", "delete", "get_custom", "list_custom", "pod_log"):
             monkeypatch.setattr(kube, fn, getattr(self, fn))
+        monkeypatch.setattr(kube, "apply_custom", self.apply)
+        real_read_json = objectstore.read_json
+
+        def read_json(uri: str, cfg) -> dict | None:
+            if uri in self.files:
+                return copy.deepcopy(self.files[uri])
+            # Never reach for a network store from a unit test; local files are real files.
+            return real_read_json(uri, cfg) if uri.startswith("file://") else None
+
+        monkeypatch.setattr(objectstore, "read_json", read_json)
+
+    def add(self, obj: dict) -> dict:
+        self.objects[(obj["kind"], obj["metadata"]["name"])] = obj
+        return obj
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
         return copy.deepcopy(self.objects.get((kind, name)))
 
     def list_(self, api_version: str, kind: str, namespace: str, selector: str = "") -> list[dict]:
+        self.lists += 1
         want = dict(kv.split("=", 1) for kv in selector.split(",") if kv)
         return [
             copy.deepcopy(o)
@@ -30,6 +54,7 @@ class FakeKube:
         ]
 
     def apply(self, obj: dict[str, Any]) -> dict:
+        self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
         key = (obj["kind"], obj["metadata"]["name"])
         old = self.objects.get(key)
         if old is None:
@@ -40,7 +65,10 @@ class FakeKube:
             old["spec"] = copy.deepcopy(obj.get("spec"))
         return self.objects[key]
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "") -> bool:
+    def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background"
+    ) -> bool:
+        self.calls.append(("delete", kind, name, propagation))
         return self.objects.pop((kind, name), None) is not None
 
     def get_custom(self, plural: str, namespace: str, name: str) -> dict | None:
@@ -48,6 +76,9 @@ class FakeKube:
 
     def list_custom(self, plural: str, namespace: str) -> list[dict]:
         return [copy.deepcopy(o) for (p, _), o in sorted(self.custom.items()) if p == plural]
+
+    def pod_log(self, namespace: str, name: str, container: str, tail_lines: int) -> str:
+        return self.logs.get(name, "")
 
     # ---- what the cluster's controllers would do
     def make_ready(self, name: str, ready: int | None = None) -> None:
@@ -65,6 +96,11 @@ class FakeKube:
     def replicas(self, name: str) -> int | None:
         dep = self.objects.get(("Deployment", name))
         return None if dep is None else dep["spec"]["replicas"]
+
+
+@pytest.fixture
+def fake_kube(monkeypatch) -> FakeKube:
+    return FakeKube(monkeypatch)
 
 
 def write_status(body: dict, patch: dict) -> None:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from capstan_operator import conditions, kube
+from capstan_operator.api import status as st
+from capstan_operator.api.common import now_rfc3339
 
 LOG_TAIL_LINES = 20
 FINISHED = ("Succeeded", "EarlyStopped", "Failed", "Ready")
@@ -69,6 +71,16 @@ class StatusDraft:
             warn = phase in ("Failed",)
             self.event("Warning" if warn else "Normal", reason or phase, message)
         return self.set(phase=phase, message=message)
+
+    def fail(self, reason: str, message: str, companion: str = "", finished: bool = True) -> StatusDraft:
+        """Phase Failed with a Failed condition; `companion` (the condition a user waits on, e.g.
+        Ready) turns False; `finished` stamps completionTime once (a Deployment can recover)."""
+        self.condition(st.FAILED, "True", reason, message)
+        if companion:
+            self.condition(companion, "False", reason, message.split("\n", 1)[0])
+        if finished:
+            self.set(completionTime=self.get("completionTime") or now_rfc3339())
+        return self.phase("Failed", message, reason)
 
     def finished(self, *phases: str) -> bool:
         """True when the stored status already reached one of `phases` for this generation."""

@@ -46,31 +46,24 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     try:
         spec = DatasetSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
-        msg = describe_validation_error(exc, "spec")
-        draft.condition(st.FAILED, "True", "InvalidSpec", msg)
-        return draft.phase("Failed", msg, "InvalidSpec").outcome()
+        return draft.fail("InvalidSpec", describe_validation_error(exc, "spec"), st.READY).outcome()
     # ---- policy: refused before any pod exists
     refusals = build_dataset.licence_refusals(spec, cfg)
     if refusals:
         msg = "; ".join(refusals)
         draft.condition(st.LICENSE_NOT_ALLOWED, "True", "LicenseNotAllowed", msg)
-        draft.condition(st.FAILED, "True", "LicenseNotAllowed", msg)
-        return draft.phase("Failed", msg, "LicenseNotAllowed").outcome()
+        return draft.fail("LicenseNotAllowed", msg, st.READY).outcome()
     draft.clear(st.LICENSE_NOT_ALLOWED)
     # ---- the Job and its pods
     job_name = build_dataset.job_name(name)
     job = kube.get("batch/v1", "Job", ns, job_name)
     if job_condition(job, "Failed"):
-        msg = job_failure(job, ns, job_name)
-        draft.condition(st.FAILED, "True", "PrepareFailed", msg)
-        draft.condition(st.READY, "False", "PrepareFailed", msg.split("\n", 1)[0])
-        return draft.phase("Failed", msg, "PrepareFailed").set(completionTime=now_rfc3339()).outcome()
+        return draft.fail("PrepareFailed", job_failure(job, ns, job_name), st.READY).outcome()
     if job_condition(job, "Complete"):
         manifest = objectstore.read_json(objectstore.join(spec.output.uri, "manifest.json"), cfg)
         if manifest is None:
             msg = f"Job {job_name} completed but {spec.output.uri}/manifest.json is missing"
-            draft.condition(st.FAILED, "True", "ManifestMissing", msg)
-            return draft.phase("Failed", msg, "ManifestMissing").outcome()
+            return draft.fail("ManifestMissing", msg, st.READY).outcome()
         draft.set(**stats_to_status(manifest, spec.output.uri), completionTime=now_rfc3339())
         msg = f"{draft.get('documents')} documents, {draft.get('tokens')} training tokens in {draft.get('shards')} shards"
         draft.condition(st.READY, "True", "Prepared", msg)

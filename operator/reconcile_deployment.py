@@ -117,9 +117,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     try:
         spec = DeploymentSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
-        msg = describe_validation_error(exc, "spec")
-        draft.condition(st.FAILED, "True", "InvalidSpec", msg)
-        return draft.phase("Failed", msg, "InvalidSpec").outcome()
+        return draft.fail("InvalidSpec", describe_validation_error(exc, "spec"), finished=False).outcome()
     live = {
         int(d["metadata"]["labels"][bd.LABEL_REVISION]): d
         for d in kube.list_("apps/v1", "Deployment", ns, bd.revision_selector(body))
@@ -141,8 +139,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         draft.condition(st.WAITING, "True", reason, why)
         if stable is None:
             if choice.failure:
-                draft.condition(st.FAILED, "True", reason, why)
-                return draft.phase("Failed", why, reason).outcome(WAIT_SECONDS)
+                return draft.fail(reason, why, finished=False).outcome(WAIT_SECONDS)
             return draft.phase("Waiting", why, reason).outcome(WAIT_SECONDS)
     target = choice.uri or stable_uri
     if target != stable_uri and _rolled_back(ctx.history, target):

@@ -20,10 +20,7 @@ WAIT_SECONDS = 10.0
 
 
 def _fail(draft: StatusDraft, reason: str, msg: str) -> Outcome:
-    draft.condition(st.FAILED, "True", reason, msg)
-    draft.condition(st.READY, "False", reason, msg.split("\n", 1)[0])
-    draft.clear(st.WAITING)
-    return draft.phase("Failed", msg, reason).set(completionTime=now_rfc3339()).outcome()
+    return draft.clear(st.WAITING).fail(reason, msg, st.READY).outcome()
 
 
 def _gate_summary(status: dict) -> str:

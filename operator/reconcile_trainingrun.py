@@ -37,10 +37,7 @@ def _deleting(obj: dict) -> bool:
 
 
 def _fail(draft: StatusDraft, reason: str, msg: str) -> Outcome:
-    draft.condition(st.FAILED, "True", reason, msg)
-    draft.condition(st.PROGRESSING, "False", reason, msg.split("\n", 1)[0])
-    draft.set(completionTime=draft.get("completionTime") or now_rfc3339())
-    return draft.phase("Failed", msg, reason).outcome()
+    return draft.fail(reason, msg, st.PROGRESSING).outcome()
 
 
 def progress_fields(progress: dict, running_pods: int | None) -> dict:

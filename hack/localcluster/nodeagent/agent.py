@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kubernetes.client.exceptions import ApiException
 
-from hack.localcluster.nodeagent import hosts, podips
+from hack.localcluster.nodeagent import hosts, kube, podips
 from hack.localcluster.nodeagent.container import rfc3339
 from hack.localcluster.nodeagent.kube import SMP, connect, list_and_watch
 from hack.localcluster.nodeagent.logs import serve_logs
@@ -223,17 +223,11 @@ class Agent:
             worker.removed() if kind == "DELETED" else worker.update(pod)
 
     def _force_delete(self, pod: dict) -> None:
+        meta = pod["metadata"]
         try:
-            self.api.delete_namespaced_pod(
-                pod["metadata"]["name"],
-                pod["metadata"]["namespace"],
-                grace_period_seconds=0,
-                body={"preconditions": {"uid": pod["metadata"]["uid"]}},
-                _preload_content=False,
-            )
+            kube.force_delete_pod(self.api, meta["namespace"], meta["name"], meta["uid"])
         except ApiException as exc:
-            if exc.status not in (404, 409):
-                log.warning("delete %s: %s", pod["metadata"]["name"], exc.status)
+            log.warning("delete %s: %s", meta["name"], exc.status)
 
     def _simulate(self, kind: str, pod: dict) -> None:
         """Scale-test mode: Running and Ready at once, no process; deletion is immediate."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kubernetes.client.exceptions import ApiException
 
-from hack.localcluster.nodeagent import podspec
+from hack.localcluster.nodeagent import kube, podspec
 from hack.localcluster.nodeagent.container import (
     Instance,
     Mount,
@@ -340,17 +340,7 @@ class PodWorker(threading.Thread):
         if self.gone:
             return
         self.report()
-        try:
-            self.agent.api.delete_namespaced_pod(
-                self.name,
-                self.ns,
-                grace_period_seconds=0,
-                body={"preconditions": {"uid": self.uid}, "gracePeriodSeconds": 0},
-                _preload_content=False,
-            )
-        except ApiException as exc:
-            if exc.status not in (404, 409):
-                raise
+        kube.force_delete_pod(self.agent.api, self.ns, self.name, self.uid)
 
     # ---- status ------------------------------------------------------------------------------
     def _cid(self, t: Track) -> str:

@@ -135,12 +135,35 @@ def create_all(objs: list[dict], create) -> None:
         list(pool.map(create, objs))
 
 
+def baseline(h: ClusterHandle, n: int, cfg: OperatorConfig, timeout: float) -> tuple[float, float]:
+    """Seconds until the same children, created directly, have every pod existing and Running."""
+    h.namespace("direct")
+    children = []
+    for i in range(n):
+        b = {**body(i, "direct"), "metadata": {"name": f"run-{i}", "namespace": "direct", "uid": f"u{i}"}}
+        objs = build_trainingrun.build(b, TrainingRunSpec.model_validate(b["spec"]), cfg)
+        children += [{**o, "metadata": {k: v for k, v in o["metadata"].items() if k != "ownerReferences"}}
+                     for o in objs]  # fmt: skip
+    t0 = time.monotonic()
+    create_all(children, kube.apply)
+    wait(f"{2 * n} direct pods", lambda: pods_state("direct", n, "exist"), timeout, 0.5)
+    direct_exist = time.monotonic() - t0
+    wait(f"{2 * n} direct pods Running", lambda: pods_state("direct", n, "Running"), timeout, 0.5)
+    direct_running = time.monotonic() - t0
+    # The baseline's pods hold node capacity (250 pods a node) until they are gone.
+    h.kubectl("delete", "namespace", "direct", "--wait=true", "--timeout=600s", timeout=660)
+    return direct_exist, direct_running
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--nodes", type=int, default=10, help="simulated nodes (250 pods each)")
     p.add_argument("--workers", type=int, default=8, help="operator reconcile threads")
     p.add_argument("--timeout", type=float, default=900)
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the direct baseline (for profiling; no ratio)"
+    )
     a = p.parse_args()
     n = a.runs
     root = Path(tempfile.mkdtemp(prefix="capstan-scale-"))
@@ -156,21 +179,9 @@ def main() -> int:
         cfg = OperatorConfig()
 
         # ---- baseline: the same children, created directly ---------------------------------
-        h.namespace("direct")
-        children = []
-        for i in range(n):
-            b = {**body(i, "direct"), "metadata": {"name": f"run-{i}", "namespace": "direct", "uid": f"u{i}"}}
-            objs = build_trainingrun.build(b, TrainingRunSpec.model_validate(b["spec"]), cfg)
-            children += [{**o, "metadata": {k: v for k, v in o["metadata"].items() if k != "ownerReferences"}}
-                         for o in objs]  # fmt: skip
-        t0 = time.monotonic()
-        create_all(children, kube.apply)
-        wait(f"{2 * n} direct pods", lambda: pods_state("direct", n, "exist"), a.timeout, 0.5)
-        direct_exist = time.monotonic() - t0
-        wait(f"{2 * n} direct pods Running", lambda: pods_state("direct", n, "Running"), a.timeout, 0.5)
-        direct_running = time.monotonic() - t0
-        # The baseline's pods hold node capacity (250 pods a node) until they are gone.
-        h.kubectl("delete", "namespace", "direct", "--wait=true", "--timeout=600s", timeout=660)
+        direct_exist = direct_running = None
+        if not a.no_baseline:
+            direct_exist, direct_running = baseline(h, n, cfg, a.timeout)
 
         # ---- the operator ------------------------------------------------------------------
         h.namespace("bench")
@@ -223,6 +234,8 @@ def main() -> int:
     print(f"  API requests by the operator              {reqs:7.0f} ({reqs / n:.1f} per TrainingRun)")
     print(f"  reconciles                                {reconciles:7.0f} ({reconciles / n:.1f} per TrainingRun,"
           f" {1000 * busy / max(reconciles, 1):.0f} ms each on average)")  # fmt: skip
+    if direct_exist is None:
+        return 0
     print(f"baseline: the same children created directly: all {2 * n} pods exist after {direct_exist:.1f} s,")
     print(f"          all Running after {direct_running:.1f} s")
     print(f"ratio operator / direct: children exist {t_children / direct_exist:.2f}, "

@@ -66,6 +66,12 @@ def _raw(resp) -> dict:
     return json.loads(resp.data)
 
 
+def _drain(resp) -> None:
+    # Reading the body is what hands the connection back to urllib3's pool; a response left
+    # unread closes it, and the next request pays a new TLS handshake (both sides' CPU).
+    resp.data  # noqa: B018
+
+
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
     api, suffix = _api(api_version, kind)
     try:
@@ -112,8 +118,10 @@ def delete(api_version: str, kind: str, namespace: str, name: str, propagation: 
     """Delete if present; True when something was deleted."""
     api, suffix = _api(api_version, kind)
     try:
-        getattr(api, f"delete_{suffix}")(
-            name, namespace, propagation_policy=propagation, _preload_content=False
+        _drain(
+            getattr(api, f"delete_{suffix}")(
+                name, namespace, propagation_policy=propagation, _preload_content=False
+            )
         )
         return True
     except ApiException as exc:
@@ -249,6 +257,8 @@ def post_event(body: dict, type_: str, reason: str, message: str, component: str
         "count": 1,
     }
     with contextlib.suppress(ApiException):  # an Event is a courtesy; status carries the same facts
-        client.CoreV1Api(api_client()).create_namespaced_event(
-            meta["namespace"], event, _preload_content=False
+        _drain(
+            client.CoreV1Api(api_client()).create_namespaced_event(
+                meta["namespace"], event, _preload_content=False
+            )
         )

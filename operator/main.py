@@ -24,7 +24,6 @@ from capstan_operator import (
     reconcile_evaluation,
     reconcile_trainingrun,
 )
-from capstan_operator.api import KINDS
 from capstan_operator.api.common import GROUP
 from capstan_operator.config import OperatorConfig
 from capstan_operator.controller import Controller, Reconcile
@@ -75,14 +74,13 @@ def configure_logging(level: str) -> None:
 
 
 def reconcilers() -> dict[str, Reconcile]:
-    """Each kind's reconcile function; kinds without one yet get the validating skeleton."""
-    found = {
+    """Each kind's reconcile function."""
+    return {
         "Dataset": reconcile_dataset.reconcile,
         "TrainingRun": reconcile_trainingrun.reconcile,
         "Evaluation": reconcile_evaluation.reconcile,
         "Deployment": reconcile_deployment.reconcile,
     }
-    return {kind: found.get(kind, handlers.skeleton) for kind in KINDS}
 
 
 def run(config: OperatorConfig | None = None) -> int:

@@ -82,6 +82,7 @@ def test_rbac_is_least_privilege():
     assert not any(r == "*" for _, r in by_resource)
     assert by_resource[("", "secrets")] == {"get"}
     assert by_resource[("", "pods/log")] == {"get"}
+    assert by_resource[("", "pods")] == {"get", "list"}  # listed, never watched or deleted
     assert by_resource[("capstan.dev", "datasets/status")] == {"get", "patch"}
     assert "delete" not in by_resource[("capstan.dev", "trainingruns")]
     assert by_resource[("batch", "jobs")] >= {"create", "patch", "delete"}

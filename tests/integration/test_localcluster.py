@@ -413,7 +413,8 @@ def test_failing_liveness_probe_restarts_the_container(cluster, namespace, tmp_p
 
 
 def test_simulate_mode_runs_no_processes(tmp_path):
-    """Scale-test mode: pods turn Running and Ready without any process being started."""
+    """Scale-test mode: pods turn Running and Ready without any process being started, and a
+    deleted pod is gone at once (no 30 s grace: nothing runs that could need it)."""
     repo = Path(__file__).resolve().parents[2]
     from hack.localcluster.cluster import Cluster, ClusterOptions, _marked_processes
     from tests.support.cluster import ClusterHandle
@@ -445,5 +446,11 @@ def test_simulate_mode_runs_no_processes(tmp_path):
         assert len(_marked_processes(c._state()["id"])) == before
         nodes = {p["spec"]["nodeName"] for p in h.list("pods", selector="app=many")}
         assert len(nodes) == 3  # spread over every simulated node
+        h.kubectl("scale", "deployment", "many", "--replicas=0")
+        h.wait_for(
+            "the 20 simulated pods to be deleted (not left Terminating)",
+            lambda: len(h.list("pods", selector="app=many")) == 0,
+            timeout=20,
+        )
     finally:
         c.down()

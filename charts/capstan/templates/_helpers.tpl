@@ -57,10 +57,11 @@ app.kubernetes.io/component: operator
 - apiGroups: ["scheduling.volcano.sh"]
   resources: ["podgroups"]
   verbs: ["get", "create", "patch"]
-# Trainer and serving pods: gang checks, progress, teardown; logs for failure messages.
+# Trainer and serving pods: listed when a Job's counters say a gang is not whole, and for the
+# serving pods' metrics; never watched (their Jobs and Deployments are) and never deleted.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["get", "list"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]

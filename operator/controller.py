@@ -6,6 +6,7 @@ enqueues every object and the reconcilers read the world again."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable
@@ -31,6 +32,10 @@ class Controller:
         self.workers = workers
         self._failures: dict[Key, int] = {}
         self._threads: list[threading.Thread] = []
+        # The newest body of each resource, from the watch and from our own status writes (an
+        # informer's cache): a reconcile then needs no GET of its own resource.
+        self._bodies: dict[Key, dict] = {}
+        self._bodies_lock = threading.Lock()
 
     def enqueue(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
         if kind in self.reconcilers:
@@ -39,6 +44,28 @@ class Controller:
     def forget(self, kind: str, namespace: str, name: str) -> None:
         self.queue.forget((kind, namespace, name))
         self._failures.pop((kind, namespace, name), None)
+        with self._bodies_lock:
+            self._bodies.pop((kind, namespace, name), None)
+
+    def observe(self, key: Key, body: dict) -> None:
+        """Remember `body` unless a newer version of it is already known (a watch event can
+        arrive after the response of our own status write)."""
+        with self._bodies_lock:
+            old = self._bodies.get(key)
+            if old is None or not _older(body, old):
+                self._bodies[key] = body
+
+    def body(self, key: Key) -> dict | None:
+        """The newest known body (a copy: reconcilers may change what they are given), else a GET."""
+        with self._bodies_lock:
+            cached = self._bodies.get(key)
+        if cached is not None:
+            return copy.deepcopy(cached)
+        kind, namespace, name = key
+        body = kube.get_custom(KINDS[kind].plural, namespace, name)
+        if body is not None:
+            self.observe(key, body)
+        return body
 
     def start(self) -> None:
         for i in range(self.workers):
@@ -63,13 +90,17 @@ class Controller:
         plural = KINDS[kind].plural
         try:
             with metrics.observe(kind):
-                body = kube.get_custom(plural, namespace, name)
+                body = self.body(key)
                 if body is None:
                     self.forget(*key)
                     return
                 out = self.reconcilers[kind](body, self.config)
                 if out.status:
-                    kube.patch_custom_status(plural, namespace, name, out.status)
+                    written = kube.patch_custom_status(plural, namespace, name, out.status)
+                    if written is None:  # deleted meanwhile
+                        self.forget(*key)
+                        return
+                    self.observe(key, written)
                     if "phase" in out.status:
                         log.info(
                             "%s %s/%s is %s: %s", kind, namespace, name, out.status["phase"],
@@ -87,3 +118,13 @@ class Controller:
         self._failures.pop(key, None)
         if out.requeue_after is not None:
             self.queue.add(key, out.requeue_after)
+
+
+def _older(a: dict, b: dict) -> bool:
+    """True when `a` is an older version of the object than `b`. resourceVersions are opaque to
+    clients in principle, but are etcd revisions (integers) in every API server; anything else
+    counts as newer, which at worst costs one reconcile on a stale body."""
+    try:
+        return int(a["metadata"]["resourceVersion"]) < int(b["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False

@@ -11,3 +11,6 @@ FAILED = 1
 """FAILED: a crash or lost peer; retrying (torchrun's restart, a new pod) may succeed."""
 INVALID_CONFIG = 3
 """INVALID_CONFIG: the spec, its data or its storage is wrong; retrying cannot help."""
+STOPPED = 4
+"""STOPPED: SIGTERM (suspend, preemption, pod deletion) stopped the run after it checkpointed the
+step it had reached; not finished, so never 0 (a Job whose pods all exit 0 is Complete)."""

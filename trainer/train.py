@@ -244,14 +244,26 @@ def run(cfg: TrainConfig) -> int:
         progress.update(
             force=True, phase="Running", step=step, tokensSeen=cursor * o.seq_len, lastCheckpoint=resumed
         )
+    # SIGTERM (suspend, preemption, pod deletion; torchrun forwards it and allows 30 s) asks for a
+    # checkpoint of the step reached, then exit. Ranks agree on the step through the loss
+    # all-reduce they do anyway: a second element carries "some rank was asked to stop".
+    term = {"asked": False}
+    signal.signal(signal.SIGTERM, lambda *_: term.update(asked=True))
     model.train()
     while step < o.total_steps:
         lr = lr_at(step, o.lr, o.min_lr, o.warmup_steps, o.total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss, norm = train_step(model, optimizer, data.step_batches(), accum, o.grad_clip, device)
-        dist.all_reduce(loss)  # sum of ranks' means; divided below
+        synced = torch.stack([loss.detach().reshape(()), loss.new_tensor(float(term["asked"]))])
+        dist.all_reduce(synced)  # [sum of ranks' mean losses (divided below), ranks asked to stop]
+        loss = synced[0]
         step += 1
+        if synced[1].item() > 0:
+            phase = "Stopped"
+            if rank == 0:
+                metrics.emit({"event": "stopped", "step": step, "signal": "SIGTERM"})
+            break
         interval_tokens += cfg.batch_seqs * o.seq_len
         committed(ckpt.poll())
         if step % spec.metrics.interval_steps == 0 or step == o.total_steps:
@@ -307,7 +319,7 @@ def run(cfg: TrainConfig) -> int:
         metrics.emit({"event": "done", "step": step, "phase": phase, "checkpointTimings": ckpt.timings})
     dist.barrier()
     dist.destroy_process_group()
-    return exitcodes.OK
+    return exitcodes.STOPPED if phase == "Stopped" else exitcodes.OK
 
 
 def _attempt_store(world: int) -> dist.Store:

@@ -3,10 +3,13 @@ checkpoints in S3 (moto). Sizes are tiny: the `test` preset, 32-token sequences,
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
 from capstan_operator import reconcile_dataset, reconcile_trainingrun
+from capstan_trainer import storage
 from tests.support.operator_env import dataset_yaml, driver, op_cfg, operator_cluster, upload_corpus
 from tests.support.trainingruns import data, run_yaml, status, trainer_start_record
 
@@ -126,7 +129,10 @@ def test_suspend_and_resume(operator_cluster, namespace, driver, s3_bucket, data
         timeout=90,
     )
     assert operator_cluster.get("job", "pause-train", namespace) is None
-    at_suspend = status(driver, "pause")["lastCheckpoint"]["step"]
+    # The trainers got SIGTERM and checkpointed the step they had reached (not only every 5th).
+    stopped = json.loads(storage.read_bytes(f"{s3_bucket}/ckpt/pause/progress.json"))
+    assert stopped["phase"] == "Stopped" and stopped["lastCheckpoint"]["step"] == stopped["step"], stopped
+    at_suspend = stopped["step"]
     operator_cluster.kubectl(
         "patch", "trainingrun", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
     )
@@ -143,5 +149,5 @@ def test_suspend_and_resume(operator_cluster, namespace, driver, s3_bucket, data
     assert status(driver, "pause")["restarts"] == 0
     # The resumed trainer loaded the checkpoint it was suspended at (not a fresh start).
     start = trainer_start_record(operator_cluster, namespace, "pause")
-    assert start["step"] >= at_suspend and start["resumedFrom"], start
+    assert start["step"] == at_suspend and start["resumedFrom"], start
     operator_cluster.kubectl("delete", "trainingrun", "pause", "-n", namespace, "--wait=false")

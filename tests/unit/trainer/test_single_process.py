@@ -4,6 +4,7 @@ operator reads, the resolved -f form (init.checkpointUri), and the exit-code con
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -110,3 +111,55 @@ def test_one_process_checkpoint_resumes_on_two(stopped, data, tmp_path):
     assert sorted(two) == [5, 6]
     for step in two:
         assert abs(two[step] - one[step]) / one[step] < 1e-5, (step, one[step], two[step])
+
+
+def test_sigterm_checkpoints_the_step_reached_and_a_restart_resumes_there(data, tmp_path):
+    """Suspend or preemption: torchrun forwards SIGTERM; both ranks stop at the same step, save
+    it (not just the last periodic checkpoint), exit without claiming success, and a new run
+    starts from that step."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    root = f"file://{tmp_path}/ck"
+    resource = run_resource(
+        data, root, optimizer={"totalSteps": 2000}, checkpoint={"intervalSteps": 1000, "keepLast": 2}
+    )
+    path = write_resource(tmp_path / "run.yaml", resource)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "--monitor-interval=0.5", "-m", "capstan_trainer.train", "-f", str(path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    errors = (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+    records: list[dict] = []
+    reader = threading.Thread(
+        target=lambda: records.extend(json.loads(ln) for ln in proc.stdout if ln.startswith("{")), daemon=True
+    )
+    reader.start()
+    deadline = time.monotonic() + 240
+    while not any(r.get("event") == "step" and r["step"] >= 5 for r in records):
+        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-4000:]
+        assert time.monotonic() < deadline, "timed out waiting for step 5 of the 2-process run"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the run did not stop within 120 s of SIGTERM") from None
+    reader.join(30)  # until the workers, which share the pipe, have exited too
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode != exitcodes.OK, "a stopped run must not look finished to its Job"
+    [stopped] = [r for r in records if r.get("event") == "stopped"]
+    at = stopped["step"]
+    assert at >= 5 and [r["step"] for r in records if r.get("event") == "committed"] == [at], err[-4000:]
+    progress = json.loads(storage.read_bytes(f"{root}/progress.json"))
+    assert progress["phase"] == "Stopped" and progress["lastCheckpoint"]["step"] == at
+
+    resumed = single_process(write_resource(tmp_path / "again.yaml", run_resource(
+        data, root, resources={"nprocPerNode": 1}, optimizer={"totalSteps": at + 2},
+    )))  # fmt: skip
+    assert resumed.returncode == exitcodes.OK, resumed.stderr[-4000:]
+    assert resumed.events("start")[0]["step"] == at and sorted(resumed.losses()) == [at + 1, at + 2]

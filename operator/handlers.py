@@ -45,7 +45,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
                 generations.pop(key, None)
                 controller.forget(*key)
                 return
-            controller.observe(key, event.get("object") or dict(body))
+            controller.observe(key, event["object"])
             generation = int(body.get("metadata", {}).get("generation") or 0)
             if generations.get(key) != generation:
                 generations[key] = generation

@@ -246,7 +246,9 @@ def run(cfg: TrainConfig) -> int:
         )
     # SIGTERM (suspend, preemption, pod deletion; torchrun forwards it and allows 30 s) asks for a
     # checkpoint of the step reached, then exit. Ranks agree on the step through the loss
-    # all-reduce they do anyway: a second element carries "some rank was asked to stop".
+    # all-reduce they do anyway: a second element carries "some rank was asked to stop". Every
+    # rank reads it every step (one host sync per step on GPU) because a stop seen at different
+    # steps would leave the ranks in different collectives; torchrun allows only 30 s.
     term = {"asked": False}
     signal.signal(signal.SIGTERM, lambda *_: term.update(asked=True))
     model.train()

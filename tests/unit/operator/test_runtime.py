@@ -53,7 +53,7 @@ def test_own_events_enqueue_only_new_objects_and_new_generations():
 
     def deliver(type_: str | None, generation: int) -> None:
         body = {"metadata": {"name": "r", "namespace": "ns", "generation": generation}}
-        asyncio.run(on_run(event={"type": type_}, name="r", namespace="ns", body=body))
+        asyncio.run(on_run(event={"type": type_, "object": body}, name="r", namespace="ns", body=body))
 
     deliver(None, 1)  # the initial listing
     deliver("MODIFIED", 1)  # e.g. the operator's own status write

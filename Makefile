@@ -24,7 +24,7 @@ control-plane:
 
 # Regenerate manifests/crds/ and charts/capstan/crds/ from the API models.
 crds: $(VENV)/.installed
-	$(PY) -m capstan_operator.crdgen
+	$(PY) -m capstan_api.crdgen
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -44,7 +44,7 @@ demo: install
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m capstan_operator.crdgen --check
+	$(PY) -m capstan_api.crdgen --check
 
 clean: cluster-down
 	rm -rf .capstan $(VENV)

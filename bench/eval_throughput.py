@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from capstan_trainer.eval_metrics import Scorer, rolling_windows  # noqa: E402
+from capstan_trainer.evaluate.scoring import Scorer, rolling_windows
 from capstan_trainer.model import Transformer, preset  # noqa: E402
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 from kubernetes import client
 
-from capstan_operator import build_trainingrun, kube
-from capstan_operator.api.trainingrun import TrainingRunSpec
+from capstan_api.trainingrun import TrainingRunSpec
+from capstan_operator import kube
 from capstan_operator.config import OperatorConfig
+from capstan_operator.trainingrun import build
 from hack.localcluster.cluster import Cluster, ClusterOptions
 from tests.support.cluster import ClusterHandle
 from tests.support.driver import use_kubeconfig
@@ -141,7 +142,7 @@ def baseline(h: ClusterHandle, n: int, cfg: OperatorConfig, timeout: float) -> t
     children = []
     for i in range(n):
         b = {**body(i, "direct"), "metadata": {"name": f"run-{i}", "namespace": "direct", "uid": f"u{i}"}}
-        objs = build_trainingrun.build(b, TrainingRunSpec.model_validate(b["spec"]), cfg)
+        objs = build.build(b, TrainingRunSpec.model_validate(b["spec"]), cfg)
         children += [{**o, "metadata": {k: v for k, v in o["metadata"].items() if k != "ownerReferences"}}
                      for o in objs]  # fmt: skip
     t0 = time.monotonic()

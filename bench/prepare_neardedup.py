@@ -21,7 +21,7 @@ from datasketch import MinHash, MinHashLSH
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from capstan_trainer import prep_dedup  # noqa: E402
+from capstan_trainer.prepare import dedup
 from tests.unit.prepare import corpus  # noqa: E402
 
 BANDS, ROWS, SEED = 14, 8, 0
@@ -36,13 +36,13 @@ def docs(n: int) -> list[str]:
 
 
 def ours(texts: list[str]) -> set[int]:
-    sh = prep_dedup.Shingler(5)
-    sig = prep_dedup.signatures([sh(t) for t in texts], *prep_dedup.permutations(BANDS * ROWS, SEED))
-    return set(prep_dedup.near_duplicates(prep_dedup.band_keys(sig, BANDS, ROWS)).tolist())
+    sh = dedup.Shingler(5)
+    sig = dedup.signatures([sh(t) for t in texts], *dedup.permutations(BANDS * ROWS, SEED))
+    return set(dedup.near_duplicates(dedup.band_keys(sig, BANDS, ROWS)).tolist())
 
 
 def reference(texts: list[str]) -> set[int]:
-    sh = prep_dedup.Shingler(5)
+    sh = dedup.Shingler(5)
     lsh = MinHashLSH(num_perm=BANDS * ROWS, params=(BANDS, ROWS))
     parent = list(range(len(texts)))
 

@@ -23,7 +23,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.prepare_common import resource, write_corpus  # noqa: E402
-from capstan_trainer.prepare import main  # noqa: E402
+from capstan_trainer.prepare.prepare import main
 
 
 def baseline(folder: Path) -> float:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from capstan_operator.api.dataset import Tokenizer as TokenizerSpec  # noqa: E402
-from capstan_trainer.prep_tokenize import ENCODE_BATCH, token_stream, train_tokenizer  # noqa: E402
+from capstan_api.dataset import Tokenizer as TokenizerSpec
+from capstan_trainer.prepare.tokens import ENCODE_BATCH, token_stream, train_tokenizer
 from tests.unit.prepare import corpus  # noqa: E402
 
 

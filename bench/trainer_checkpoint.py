@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.trainer_common import one_process_group, s3_bucket  # noqa: E402
 from capstan_trainer import checkpoint  # noqa: E402
 from capstan_trainer.model import Transformer, preset  # noqa: E402
-from capstan_trainer.stopping import ValidationWatch  # noqa: E402
-from capstan_trainer.train import state_for  # noqa: E402
+from capstan_trainer.train.stopping import ValidationWatch
+from capstan_trainer.train.train import state_for
 
 
 def measure(root: str, model, optimizer, saves: int) -> tuple[float, float, float]:

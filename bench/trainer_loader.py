@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.trainer_common import s3_bucket  # noqa: E402
-from capstan_trainer import loader, shards, synthetic  # noqa: E402
+from capstan_trainer import shards, synthetic
+from capstan_trainer.train import loader
 
 
 def open_train(uri: str, seq_len: int) -> tuple[loader.Split, loader.SequenceOrder]:

@@ -27,11 +27,11 @@ from torch.distributed.device_mesh import init_device_mesh
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.trainer_common import one_process_group  # noqa: E402
-from capstan_operator.api.trainingrun import TrainingRunSpec  # noqa: E402
-from capstan_trainer import parallel  # noqa: E402
-from capstan_trainer.config import model_config  # noqa: E402
+from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer.model import Transformer  # noqa: E402
-from capstan_trainer.train import build_model, build_optimizer, train_step  # noqa: E402
+from capstan_trainer.train import parallel
+from capstan_trainer.train.config import model_config
+from capstan_trainer.train.train import build_model, build_optimizer, train_step
 
 # Big enough that compute, not Python overhead, dominates; small enough for a shared 2-core box.
 MODEL = {"preset": "test", "dim": 256, "nLayers": 4, "nHeads": 8, "nKvHeads": 4, "ffnDim": 768}

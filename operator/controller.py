@@ -11,10 +11,10 @@ import logging
 import threading
 from collections.abc import Callable
 
+from capstan_api import KINDS
 from capstan_operator import kube, metrics
-from capstan_operator.api import KINDS
 from capstan_operator.config import OperatorConfig
-from capstan_operator.reconcile_common import Outcome
+from capstan_operator.status import Outcome
 from capstan_operator.workqueue import WorkQueue
 
 Reconcile = Callable[[dict, OperatorConfig], Outcome]

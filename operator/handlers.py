@@ -12,9 +12,9 @@ from typing import Any
 
 import kopf
 
-from capstan_operator import kube
-from capstan_operator.api import KINDS
-from capstan_operator.api.common import GROUP, VERSION
+from capstan_api import KINDS
+from capstan_api.common import GROUP, VERSION
+from capstan_operator import children
 from capstan_operator.controller import Controller
 
 # Child kinds whose changes matter to their owner's status. Not pods: the Job's counters
@@ -56,8 +56,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         )
 
     async def on_child(labels: dict, namespace: str, **_: Any) -> None:
-        kind = KIND_BY_LABEL.get(labels.get(kube.LABEL_KIND, ""))
-        owner = labels.get(kube.LABEL_OWNER)
+        kind = KIND_BY_LABEL.get(labels.get(children.LABEL_KIND, ""))
+        owner = labels.get(children.LABEL_OWNER)
         if kind and owner:
             controller.enqueue(kind, namespace, owner)
 
@@ -65,6 +65,6 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         kopf.on.event(
             *resource,
             id=f"owner-of-{resource[-1]}",
-            labels={kube.LABEL_KIND: kopf.PRESENT, kube.LABEL_OWNER: kopf.PRESENT},
+            labels={children.LABEL_KIND: kopf.PRESENT, children.LABEL_OWNER: kopf.PRESENT},
             registry=registry,
         )(on_child)

@@ -1,5 +1,6 @@
-"""Kubernetes access for the reconcilers: create-or-patch of the child kinds, reads that return
-plain dicts, owner references and labels. Idempotent by construction: deterministic names, a
+"""Kubernetes access for the reconcilers, and the only module that talks to the API server:
+create-or-patch of the child kinds, reads that return plain dicts, status writes, Events, pod
+logs. Idempotent by construction: deterministic names, a
 409 on create means "already there" (then patched to the desired state)."""
 
 from __future__ import annotations
@@ -13,17 +14,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-GROUP = "capstan.dev"
-VERSION = "v1alpha1"
-
-# Label keys (constants, as the style guide asks).
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_KIND = "capstan.dev/kind"
-LABEL_OWNER = "capstan.dev/owner"
+from capstan_api.common import GROUP, VERSION
 
 # (apiVersion, kind) -> (API class, method suffix)
 _APIS: dict[tuple[str, str], tuple[type, str]] = {
@@ -147,41 +138,6 @@ def list_custom(plural: str, namespace: str) -> list[dict]:
     return _raw(api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _preload_content=False))[
         "items"
     ]
-
-
-def owner_reference(body: dict) -> dict:
-    """An owner reference to a Capstan resource: its children are deleted with it."""
-    return {
-        "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"),
-        "kind": body["kind"],
-        "name": body["metadata"]["name"],
-        "uid": body["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def labels(kind: str, name: str, component: str) -> dict[str, str]:
-    return {
-        LABEL_NAME: "capstan",
-        LABEL_INSTANCE: name,
-        LABEL_COMPONENT: component,
-        LABEL_MANAGED_BY: "capstan-operator",
-        LABEL_PART_OF: "capstan",
-        LABEL_KIND: kind.lower(),
-        LABEL_OWNER: name,
-    }
-
-
-def child_meta(body: dict, name: str, component: str, extra_labels: dict | None = None) -> dict:
-    """metadata for a child of `body`: namespace, labels, owner reference."""
-    meta = body["metadata"]
-    return {
-        "name": name,
-        "namespace": meta["namespace"],
-        "labels": {**labels(body["kind"], meta["name"], component), **(extra_labels or {})},
-        "ownerReferences": [owner_reference(body)],
-    }
 
 
 def pod_log(namespace: str, name: str, container: str, tail_lines: int) -> str:

@@ -16,17 +16,14 @@ import zlib
 
 import kopf
 
-from capstan_operator import (
-    handlers,
-    metrics,
-    reconcile_dataset,
-    reconcile_deployment,
-    reconcile_evaluation,
-    reconcile_trainingrun,
-)
-from capstan_operator.api.common import GROUP
+from capstan_api.common import GROUP
+from capstan_operator import handlers, metrics
 from capstan_operator.config import OperatorConfig
 from capstan_operator.controller import Controller, Reconcile
+from capstan_operator.dataset import reconcile as reconcile_dataset
+from capstan_operator.deployment import reconcile as reconcile_deployment
+from capstan_operator.evaluation import reconcile as reconcile_evaluation
+from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
 
 PEERING_NAME = "capstan"
 COMPONENT = "capstan-operator"

@@ -13,13 +13,6 @@ import fsspec
 from capstan_operator.config import OperatorConfig
 
 
-def join(base: str, *parts: str) -> str:
-    out = base.rstrip("/")
-    for p in parts:
-        out += "/" + p.strip("/")
-    return out
-
-
 def read_json(uri: str, cfg: OperatorConfig) -> dict[str, Any] | None:
     """The JSON object at `uri`, or None when it does not exist (yet)."""
     opts: dict[str, Any] = {}

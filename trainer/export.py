@@ -18,7 +18,8 @@ import sys
 import torch
 from safetensors.torch import save
 
-from capstan_trainer import exitcodes, storage
+from capstan_api import exitcodes
+from capstan_trainer import storage
 from capstan_trainer.checkpoint import load_model
 from capstan_trainer.model import ModelConfig
 

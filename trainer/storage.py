@@ -12,6 +12,8 @@ from typing import Any
 
 import fsspec
 
+from capstan_api.files import join  # noqa: F401  (storage.join: the one URI join, shared with the operator)
+
 
 def storage_options(uri: str) -> dict[str, Any]:
     """fsspec keyword arguments for `uri` (endpoint and credentials for s3://)."""
@@ -34,14 +36,6 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for `uri` and the path within it (no protocol)."""
     fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri))
     return fs, path
-
-
-def join(base: str, *parts: str) -> str:
-    """Join URI parts with single slashes, keeping the scheme intact."""
-    out = base.rstrip("/")
-    for p in parts:
-        out += "/" + p.strip("/")
-    return out
 
 
 def read_bytes(uri: str) -> bytes:

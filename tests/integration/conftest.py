@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from capstan_operator.api import KINDS
-from capstan_operator.api.common import GROUP
+from capstan_api import KINDS
+from capstan_api.common import GROUP
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from capstan_operator.api import KINDS
-from capstan_operator.api.common import API_VERSION, GROUP
+from capstan_api import KINDS
+from capstan_api.common import API_VERSION, GROUP
 
 pytestmark = pytest.mark.cluster
 

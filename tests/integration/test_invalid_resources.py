@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from capstan_operator.api import KINDS
-from capstan_operator.api.common import GROUP
+from capstan_api import KINDS
+from capstan_api.common import GROUP
 from tests.support.invalid_cases import load_cases
 
 pytestmark = pytest.mark.cluster

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from capstan_operator import reconcile_dataset
+from capstan_operator.dataset import reconcile
 from tests.support.operator_env import dataset_yaml, driver, op_cfg, operator_cluster, upload_corpus
 
 pytestmark = pytest.mark.cluster
@@ -14,7 +14,7 @@ __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
 def test_dataset_prepares_the_bundled_corpus_and_goes_ready(operator_cluster, namespace, driver, s3_bucket):
     source = upload_corpus(s3_bucket)
     operator_cluster.apply(dataset_yaml("stories", source, f"{s3_bucket}/out/stories"), namespace)
-    driver.add("datasets", "stories", reconcile_dataset.reconcile)
+    driver.add("datasets", "stories", reconcile.reconcile)
     driver.run_until(
         "Dataset stories to be Ready",
         lambda: driver.phase("datasets", "stories") in ("Ready", "Failed"),
@@ -36,7 +36,7 @@ def test_dataset_prepares_the_bundled_corpus_and_goes_ready(operator_cluster, na
     job = operator_cluster.get("job", "stories-prepare", namespace)
     assert job["metadata"]["ownerReferences"][0]["name"] == "stories"
     # Level-based: another pass changes nothing and creates nothing.
-    assert reconcile_dataset.reconcile(driver.get("datasets", "stories"), driver.cfg).status == {}
+    assert reconcile.reconcile(driver.get("datasets", "stories"), driver.cfg).status == {}
 
 
 def test_licence_outside_the_policy_fails_without_a_pod(operator_cluster, namespace, driver, s3_bucket):
@@ -44,7 +44,7 @@ def test_licence_outside_the_policy_fails_without_a_pod(operator_cluster, namesp
         dataset_yaml("nc", f"{s3_bucket}/corpus/*.jsonl", f"{s3_bucket}/out/nc", licence="CC-BY-NC-4.0"),
         namespace,
     )
-    driver.add("datasets", "nc", reconcile_dataset.reconcile)
+    driver.add("datasets", "nc", reconcile.reconcile)
     driver.run_until("Dataset nc to fail", lambda: driver.phase("datasets", "nc") == "Failed", timeout=30)
     cond = driver.condition("datasets", "nc", "LicenseNotAllowed")
     assert cond["status"] == "True"

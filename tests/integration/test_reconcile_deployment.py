@@ -11,8 +11,8 @@ import urllib.error
 import pytest
 import yaml
 
-from capstan_operator import reconcile_deployment
-from capstan_operator.api.common import GROUP, VERSION
+from capstan_api.common import GROUP, VERSION
+from capstan_operator.deployment import reconcile
 from tests.support import server_proc, tiny_model
 from tests.support.operator_env import driver, op_cfg, operator_cluster
 
@@ -84,7 +84,7 @@ def status(driver, name: str) -> dict:
 
 
 def become_available(cluster, driver, namespace: str, name: str) -> dict:
-    driver.add("deployments", name, reconcile_deployment.reconcile)
+    driver.add("deployments", name, reconcile.reconcile)
     driver.run_until(
         f"Deployment {name} to be Available", lambda: status(driver, name).get("phase") == "Available", 240
     )

@@ -10,8 +10,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from capstan_operator import kube, reconcile_deployment, reconcile_evaluation
-from capstan_operator.api.common import GROUP, VERSION
+from capstan_api.common import GROUP, VERSION
+from capstan_operator import kube
+from capstan_operator.deployment import reconcile as reconcile_deployment
+from capstan_operator.evaluation import reconcile as reconcile_evaluation
 from tests.support import tiny_model
 from tests.support.operator_env import driver, op_cfg, operator_cluster
 from tests.unit.operator import resources

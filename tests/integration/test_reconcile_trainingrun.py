@@ -8,7 +8,8 @@ import json
 import pytest
 import yaml
 
-from capstan_operator import reconcile_dataset, reconcile_trainingrun
+from capstan_operator.dataset import reconcile as reconcile_dataset
+from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
 from capstan_trainer import storage
 from tests.support.operator_env import dataset_yaml, driver, op_cfg, operator_cluster, upload_corpus
 from tests.support.trainingruns import data, run_yaml, status, trainer_start_record

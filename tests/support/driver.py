@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 from kubernetes import client, config
 
+from capstan_api.common import GROUP, VERSION
 from capstan_operator import kube
-from capstan_operator.api.common import GROUP, VERSION
 from capstan_operator.config import OperatorConfig
-from capstan_operator.reconcile_common import Outcome
+from capstan_operator.status import Outcome
 
 Reconcile = Callable[[dict, OperatorConfig], Outcome]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from capstan_operator.api.common import InvalidResource, parse_spec
+from capstan_api.common import InvalidResource, parse_spec
 
 
 def resource(kind: str, spec: dict) -> dict:

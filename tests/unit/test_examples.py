@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from capstan_operator.api import KINDS
-from capstan_operator.api.common import parse_spec
+from capstan_api import KINDS
+from capstan_api.common import parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 FILES = sorted(EXAMPLES.glob("*.yaml"))

@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-from capstan_trainer import evaluate, export
+from capstan_trainer import export
+from capstan_trainer.evaluate import evaluate
 from tests.support import tiny_model
 
 CONTEXT = 24  # shorter than most documents, so rolling windows are exercised

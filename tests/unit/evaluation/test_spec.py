@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from capstan_operator.api.common import parse_spec
-from capstan_operator.api.evaluation import EvaluationSpec
+from capstan_api.common import parse_spec
+from capstan_api.evaluation import EvaluationSpec
 from tests.unit.spec_helpers import rejected, resource, undocumented_fields
 
 KIND = "Evaluation"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import yaml
 
-from capstan_operator import build_dataset
-from capstan_operator.api.dataset import DatasetSpec
+from capstan_api.dataset import DatasetSpec
 from capstan_operator.config import OperatorConfig
+from capstan_operator.dataset import build as build_dataset
+from capstan_operator.dataset.resolve import licence_refusals
 from tests.unit.operator.resources import dataset
 
 CFG = OperatorConfig(
@@ -93,12 +94,12 @@ def test_long_names_are_shortened_deterministically():
 
 def test_licence_policy_refusals_name_the_field():
     spec = DatasetSpec.model_validate(dataset("x", licence="CC-BY-NC-4.0")["spec"])
-    assert build_dataset.licence_refusals(spec, CFG) == [
+    assert licence_refusals(spec, CFG) == [
         "spec.sources[0].licence: CC-BY-NC-4.0 is not allowed by the operator's policy"
     ]
     ok = DatasetSpec.model_validate(dataset("x")["spec"])
-    assert build_dataset.licence_refusals(ok, CFG) == []
+    assert licence_refusals(ok, CFG) == []
     narrow = DatasetSpec.model_validate(dataset("x", allowed=["Apache-2.0"])["spec"])
-    assert build_dataset.licence_refusals(narrow, CFG) == [
+    assert licence_refusals(narrow, CFG) == [
         "spec.allowedLicences: none of Apache-2.0 is allowed by the operator's policy"
     ]

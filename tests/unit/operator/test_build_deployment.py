@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from capstan_operator import build_deployment as bd
-from capstan_operator.api.deployment import DeploymentSpec
+from capstan_api.deployment import DeploymentSpec
 from capstan_operator.config import OperatorConfig
+from capstan_operator.deployment import build as bd
 from tests.unit.operator.resources import deployment
 
 CFG = OperatorConfig(workload_image="registry.example/capstan:1", s3_endpoint="http://minio:9000")

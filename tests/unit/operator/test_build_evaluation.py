@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import yaml
 
-from capstan_operator import build_evaluation
-from capstan_operator.api.evaluation import EvaluationSpec
+from capstan_api.evaluation import EvaluationSpec
 from capstan_operator.config import OperatorConfig
+from capstan_operator.evaluation import build
+from capstan_operator.evaluation import resolve as evaluation_resolve
+from capstan_operator.evaluation.reconcile import status_from_file
 from tests.unit.operator.resources import evaluation
 
 CFG = OperatorConfig(
@@ -23,7 +25,7 @@ DATASET_READY = {"status": {"phase": "Ready", "manifestUri": "s3://bucket/data/m
 
 def resolve(body, run=None, dataset=None, cfg=CFG):
     spec = EvaluationSpec.model_validate(body["spec"])
-    return build_evaluation.resolve("team-a", body["metadata"]["name"], spec, run, dataset, cfg)
+    return evaluation_resolve.resolve("team-a", body["metadata"]["name"], spec, run, dataset, cfg)
 
 
 def test_references_resolve_to_the_checkpoint_and_the_manifest():
@@ -60,7 +62,7 @@ def test_empty_output_uri_goes_under_the_artifact_location_or_fails_clearly():
 def test_job_runs_evaluate_on_the_resolved_file():
     body = evaluation("ev", resources={"cpu": "2", "memory": "8Gi", "gpus": 1, "nodeSelector": {"pool": "a"}})
     spec = resolve(body, RUN_DONE, DATASET_READY).spec
-    cm, job = build_evaluation.build(body, spec, CFG)
+    cm, job = build.build(body, spec, CFG)
     assert cm["metadata"]["name"] == job["metadata"]["name"] == "ev-evaluate"
     doc = yaml.safe_load(cm["data"]["resource.yaml"])
     assert doc["kind"] == "Evaluation" and doc["spec"]["model"] == {
@@ -91,7 +93,7 @@ def test_job_runs_evaluate_on_the_resolved_file():
 
 def test_image_override_and_status_from_the_workload_file():
     body = evaluation("ev", image="mine:2", model={"uri": "s3://m"}, datasetRef=None)
-    _, job = build_evaluation.build(body, resolve(body).spec, CFG)
+    _, job = build.build(body, resolve(body).spec, CFG)
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:2"
     doc = {
         "metrics": {"perplexity.token_perplexity": 12.5, "bias.by_group": {"a": 1}, "task.x.acc": 1},
@@ -99,7 +101,7 @@ def test_image_override_and_status_from_the_workload_file():
         "passed": True,
         "resultsUri": "s3://bucket/eval/results.json",
     }
-    assert build_evaluation.status_from_file(doc, "s3://bucket/eval") == {
+    assert status_from_file(doc, "s3://bucket/eval") == {
         "metrics": {"perplexity.token_perplexity": 12.5, "task.x.acc": 1.0},
         "gates": [{"metric": "perplexity.token_perplexity", "value": 12.5, "max": 50, "passed": True}],
         "passed": True,

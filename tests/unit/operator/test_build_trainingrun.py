@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import yaml
 
-from capstan_operator import build_trainingrun
-from capstan_operator.api.trainingrun import TrainingRunSpec
+from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator.config import OperatorConfig
+from capstan_operator.trainingrun import build as build_trainingrun
 from tests.unit.operator.resources import trainingrun
 
 CFG = OperatorConfig(workload_image="img:1", s3_endpoint="http://s3:9000", s3_secret="creds")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from capstan_operator.canary import Split, split, step_index
+from capstan_operator.deployment.canary import Split, split, step_index
 
 
 def test_weight_becomes_a_replica_ratio_once_the_canary_is_ready():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from capstan_operator.api.deployment import Analysis
-from capstan_operator.canary_analysis import Sample, judge, parse
+from capstan_api.deployment import Analysis
+from capstan_operator.deployment.analysis import Sample, judge, parse
 
 
 def metrics_text(ok: int, errors: int, buckets: dict[str, int]) -> str:

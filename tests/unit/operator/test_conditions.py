@@ -1,6 +1,6 @@
 """Conditions change only when their content does; transition time only when status flips."""
 
-from capstan_operator.conditions import find, is_true, remove_condition, set_condition
+from capstan_operator.status import find, is_true, remove_condition, set_condition
 
 T0, T1 = "2026-11-29T00:00:00Z", "2026-11-29T00:05:00Z"
 

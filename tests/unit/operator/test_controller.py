@@ -7,7 +7,7 @@ from __future__ import annotations
 from capstan_operator import kube
 from capstan_operator.config import OperatorConfig
 from capstan_operator.controller import Controller
-from capstan_operator.reconcile_common import Outcome
+from capstan_operator.status import Outcome
 
 KEY = ("TrainingRun", "ns", "r")
 

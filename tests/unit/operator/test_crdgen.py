@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from capstan_operator import crdgen
-from capstan_operator.api import KINDS
+from capstan_api import KINDS, crdgen
 
 CRDS = {info.kind: crdgen.build_crd(info) for info in KINDS.values()}
 # Short names of built-in kinds a user's muscle memory would hit (kubectl api-resources on v1.37).

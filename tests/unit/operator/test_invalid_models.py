@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from capstan_operator.api import KINDS
-from capstan_operator.api.common import InvalidResource, parse_spec
+from capstan_api import KINDS
+from capstan_api.common import InvalidResource, parse_spec
 from tests.support.invalid_cases import load_cases
 
 CASES = load_cases()

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from capstan_operator import build_dataset, reconcile_dataset
 from capstan_operator.config import OperatorConfig
+from capstan_operator.dataset import build as build_dataset
+from capstan_operator.dataset import reconcile as reconcile_dataset
 from tests.unit.operator.fake_kube import FakeKube, fake_kube, write_status
 from tests.unit.operator.resources import dataset
 

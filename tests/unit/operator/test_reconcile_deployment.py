@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from capstan_operator import build_deployment as bd
-from capstan_operator import canary_analysis, reconcile_deployment
-from capstan_operator.canary_analysis import Sample
 from capstan_operator.config import OperatorConfig
+from capstan_operator.deployment import analysis as canary_analysis
+from capstan_operator.deployment import build as bd
+from capstan_operator.deployment import reconcile as reconcile_deployment
+from capstan_operator.deployment.analysis import Sample
 from tests.unit.operator.fake_kube import FakeKube, write_status
 from tests.unit.operator.resources import deployment
 

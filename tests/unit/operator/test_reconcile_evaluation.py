@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from capstan_operator import objectstore, reconcile_evaluation
+from capstan_operator import objectstore
 from capstan_operator.config import OperatorConfig
+from capstan_operator.evaluation import reconcile as reconcile_evaluation
 from tests.unit.operator.fake_kube import FakeKube, write_status
 from tests.unit.operator.resources import evaluation
 

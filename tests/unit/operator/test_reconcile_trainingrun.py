@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from capstan_operator import build_common, build_trainingrun
+from capstan_operator import children
 from capstan_operator.config import OperatorConfig
-from capstan_operator.reconcile_trainingrun import progress_fields, reconcile
+from capstan_operator.trainingrun import build
+from capstan_operator.trainingrun.reconcile import progress_fields, reconcile
 from tests.unit.operator.fake_kube import FakeKube, fake_kube
 from tests.unit.operator.resources import trainingrun
 
@@ -31,7 +32,7 @@ def job(age_s: float = 1, **status) -> dict:
 
 
 def pod(index: int, phase: str = "Running", deleting: bool = False, init_exit: int | None = None) -> dict:
-    labels = build_common.pod_labels(run(), build_trainingrun.COMPONENT)
+    labels = children.pod_labels(run(), build.COMPONENT)
     meta = {"name": f"llm-train-{index}-x", "namespace": "team-a", "labels": labels}
     if deleting:
         meta["deletionTimestamp"] = ago(0)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from capstan_operator.api.trainingrun import TrainingRunSpec
+from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator.config import OperatorConfig
-from capstan_operator.resolve_trainingrun import resolve
+from capstan_operator.trainingrun.resolve import resolve
 from tests.unit.operator.resources import trainingrun
 
 CFG = OperatorConfig()

@@ -8,8 +8,8 @@ import kopf
 import pytest
 from prometheus_client import generate_latest
 
+from capstan_api import KINDS
 from capstan_operator import handlers, metrics
-from capstan_operator.api import KINDS
 from capstan_operator.config import OperatorConfig
 from capstan_operator.controller import Controller
 from capstan_operator.main import build_settings, peering_priority, reconcilers

@@ -1,6 +1,6 @@
 """StatusDraft: a reconcile's status patch holds only what changed, and phase changes are Events."""
 
-from capstan_operator.reconcile_common import StatusDraft
+from capstan_operator.status import StatusDraft
 
 
 def body(status: dict | None = None, generation: int = 1, spec: dict | None = None) -> dict:

@@ -12,10 +12,10 @@ import pytest
 import yaml
 import zstandard
 
-from capstan_operator.api.common import InvalidResource, parse_spec
-from capstan_operator.api.dataset import DatasetSpec
+from capstan_api.common import InvalidResource, parse_spec
+from capstan_api.dataset import DatasetSpec
 from capstan_trainer import shards
-from capstan_trainer.prepare import main
+from capstan_trainer.prepare.prepare import main
 
 PLAIN = {  # filters and dedup off: every record that parses reaches the output
     "filters": {
@@ -195,7 +195,7 @@ def test_spec_defaults_and_cross_field_rules():
 
 
 def test_example_resource_is_valid():
-    from capstan_trainer.resource import load_resource
+    from capstan_api.resource import load_resource
 
     root = Path(__file__).resolve().parents[3]
     _, spec = load_resource(root / "manifests/examples/dataset.yaml", DatasetSpec, "Dataset")

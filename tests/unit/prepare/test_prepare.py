@@ -12,7 +12,7 @@ import yaml
 from tokenizers import Tokenizer
 
 from capstan_trainer import shards, storage
-from capstan_trainer.prepare import main
+from capstan_trainer.prepare.prepare import main
 from tests.unit.prepare import corpus
 
 

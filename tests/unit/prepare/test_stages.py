@@ -7,20 +7,20 @@ import random
 import numpy as np
 from datasketch import MinHash
 
-from capstan_operator.api.dataset import Cleaning, Filters, Pii
-from capstan_trainer import prep_dedup, prep_pii
-from capstan_trainer.prep_filters import apply_filters
-from capstan_trainer.prep_normalize import normalize
+from capstan_api.dataset import Cleaning, Filters, Pii
+from capstan_trainer.prepare import dedup, pii
+from capstan_trainer.prepare.filters import apply_filters
+from capstan_trainer.prepare.normalize import normalize
 from tests.unit.prepare import corpus
 
 
 def test_minhash_signatures_equal_datasketch_affine64():
     rng = random.Random(1)
     texts = [corpus.good_doc(rng, lines=2) for _ in range(5)] + ["two words", ""]
-    shingler = prep_dedup.Shingler(5)
+    shingler = dedup.Shingler(5)
     sh = [shingler(t) for t in texts]
-    a, b = prep_dedup.permutations(112, seed=3)
-    ours = prep_dedup.signatures(sh, a, b)
+    a, b = dedup.permutations(112, seed=3)
+    ours = dedup.signatures(sh, a, b)
     for row, s in zip(ours, sh, strict=True):
         ref = MinHash(num_perm=112, seed=3, scheme="affine64", hashfunc=int)
         ref.update_batch(s.tolist())
@@ -39,12 +39,12 @@ def test_near_duplicates_keep_lowest_id_per_cluster():
         corpus.near_copy(rng, base[2], 0.3),
         base[3],
     ]
-    shingler = prep_dedup.Shingler(5)
-    sig = prep_dedup.signatures([shingler(t) for t in docs], *prep_dedup.permutations(112, 0))
-    keys = prep_dedup.band_keys(sig, 14, 8)
-    assert prep_dedup.near_duplicates(keys).tolist() == [1, 3]
+    shingler = dedup.Shingler(5)
+    sig = dedup.signatures([shingler(t) for t in docs], *dedup.permutations(112, 0))
+    keys = dedup.band_keys(sig, 14, 8)
+    assert dedup.near_duplicates(keys).tolist() == [1, 3]
     # a verification threshold above the pairs' Jaccard keeps them
-    assert prep_dedup.near_duplicates(keys, sig, threshold=0.99).tolist() == []
+    assert dedup.near_duplicates(keys, sig, threshold=0.99).tolist() == []
 
 
 def test_filters_keep_good_text_and_name_the_rule():
@@ -68,12 +68,12 @@ def test_normalisation():
 
 
 def test_pii_types_and_non_pii():
-    rules = prep_pii.build_rules(Pii(extra=[{"name": "EMPLOYEE_ID", "pattern": r"EMP-\d{6}"}]))
+    rules = pii.build_rules(Pii(extra=[{"name": "EMPLOYEE_ID", "pattern": r"EMP-\d{6}"}]))
     text = (
         "mail a.b@example.co.uk or call +1 (415) 555-0132, card 4111-1111-1111-1111, "
         "host 8.8.8.8 and 2606:4700::1, badge EMP-123456; not: 10.0.0.1, ::1, 4111 1111 1111 1112, 3.14159"
     )
-    out, counts = prep_pii.redact(text, rules)
+    out, counts = pii.redact(text, rules)
     assert counts == {"EMAIL": 1, "PHONE": 1, "CREDIT_CARD": 1, "IP_ADDRESS": 2, "EMPLOYEE_ID": 1}
     assert "10.0.0.1" in out and "4111 1111 1111 1112" in out and "3.14159" in out and "::1" in out
-    assert prep_pii.luhn_ok("79927398713") and not prep_pii.luhn_ok("79927398710")
+    assert pii.luhn_ok("79927398713") and not pii.luhn_ok("79927398710")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from capstan_trainer import model_load
-from capstan_trainer.serve_engine import Engine, Event, Request
-from capstan_trainer.serve_sampling import SamplingParams
+from capstan_trainer.generation.engine import Engine, Event, Request
+from capstan_trainer.generation.sampling import SamplingParams
 from tests.support import tiny_model
 
 

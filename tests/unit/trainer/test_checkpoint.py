@@ -62,7 +62,8 @@ def test_empty_root_is_a_clear_error(tmp_path):
 
 
 def test_export_of_a_missing_checkpoint_exits_3_naming_the_flag(tmp_path, capsys):
-    from capstan_trainer import exitcodes, export
+    from capstan_api import exitcodes
+    from capstan_trainer import export
 
     code = export.main(["--checkpoint", f"file://{tmp_path}/none", "--out", str(tmp_path / "hf")])
     assert code == exitcodes.INVALID_CONFIG

@@ -10,9 +10,10 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from capstan_operator.api.common import describe_validation_error
-from capstan_operator.api.trainingrun import TrainingRunSpec
-from capstan_trainer import synthetic, train
+from capstan_api.common import describe_validation_error
+from capstan_api.trainingrun import TrainingRunSpec
+from capstan_trainer import synthetic
+from capstan_trainer.train import train
 from tests.unit.trainer.helpers import run_resource, write_resource
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from capstan_trainer import loader, shards, synthetic
-from capstan_trainer.config import _open_source
+from capstan_trainer import shards, synthetic
+from capstan_trainer.train import loader
+from capstan_trainer.train.config import _open_source
 
 
 def source(uri: str):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from capstan_trainer import metrics, parallel
 from capstan_trainer.model import Transformer, preset
-from capstan_trainer.train import lr_at
+from capstan_trainer.train import metrics, parallel
+from capstan_trainer.train.train import lr_at
 
 
 def test_activation_checkpointing_keeps_gradients_and_names():

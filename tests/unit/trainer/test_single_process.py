@@ -8,7 +8,9 @@ import os
 
 import pytest
 
-from capstan_trainer import checkpoint, exitcodes, storage, synthetic, train
+from capstan_api import exitcodes
+from capstan_trainer import checkpoint, storage, synthetic
+from capstan_trainer.train import train
 from tests.unit.trainer.helpers import run_resource, single_process, torchrun, write_resource
 
 PROGRESS_FIELDS = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from capstan_trainer.stopping import ValidationWatch
+from capstan_trainer.train.stopping import ValidationWatch
 
 
 def feed(watch: ValidationWatch, evals, trains=None):

@@ -1,0 +1,203 @@
+"""Deployment spec: serve a model over the OpenAI HTTP API, scale it, and roll new models out as
+canaries with analysis and automatic rollback. (`deployments.capstan.dev`, not `apps/v1`.)"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from capstan_api.common import ApiModel, cel
+from capstan_api.workload import LocalRef, PodResources
+
+
+class DeploymentModel(ApiModel):
+    """What to serve: a passing Evaluation's model, a TrainingRun's last checkpoint, or a URI."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "(has(self.evaluationRef) ? 1 : 0) + (has(self.trainingRunRef) ? 1 : 0) + "
+                "((has(self.uri) && self.uri != '') ? 1 : 0) == 1",
+                "exactly one of evaluationRef, trainingRunRef or uri must be set",
+            ),
+            (
+                "!(has(self.followPassingEvaluations) && self.followPassingEvaluations) || "
+                "has(self.trainingRunRef)",
+                "followPassingEvaluations needs trainingRunRef",
+            ),
+        )
+    )
+
+    evaluation_ref: LocalRef | None = Field(
+        default=None,
+        description="evaluationRef names an Evaluation; its model is served once it has passed "
+        "(a failed Evaluation is never served).",
+    )
+    training_run_ref: LocalRef | None = Field(
+        default=None,
+        description="trainingRunRef names a TrainingRun; its last checkpoint is served, or with "
+        "followPassingEvaluations the model of the newest passing Evaluation of that run.",
+    )
+    uri: str = Field(
+        default="",
+        max_length=2000,
+        description="uri is a checkpoint step folder or root, or a Hugging Face export directory.",
+    )
+    follow_passing_evaluations: bool = Field(
+        default=False,
+        description="followPassingEvaluations rolls out the model of each newer passing Evaluation "
+        "of trainingRunRef as it appears.",
+    )
+    name: str = Field(
+        default="",
+        max_length=253,
+        description="name is the model id the API reports (GET /v1/models); empty uses the resource name.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DeploymentModel:
+        chosen = [self.evaluation_ref is not None, self.training_run_ref is not None, bool(self.uri)]
+        if sum(chosen) != 1:
+            raise ValueError("exactly one of evaluationRef, trainingRunRef or uri must be set")
+        if self.follow_passing_evaluations and self.training_run_ref is None:
+            raise ValueError("followPassingEvaluations needs trainingRunRef")
+        return self
+
+
+class ServerOptions(ApiModel):
+    """Options of the inference server (built-in or vLLM)."""
+
+    max_batch_size: int = Field(
+        default=16, ge=1, le=1024, description="maxBatchSize is the most sequences decoded together."
+    )
+    max_queue: int = Field(
+        default=64,
+        ge=0,
+        le=100000,
+        description="maxQueue is how many requests may wait for a batch slot; more get 429.",
+    )
+    max_model_len: int = Field(
+        default=0,
+        ge=0,
+        description="maxModelLen is the longest prompt plus completion in tokens; 0 means the model's.",
+    )
+
+
+class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler on the servers' running requests."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            ("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas")
+        )
+    )
+
+    enabled: bool = Field(
+        default=False, description="enabled creates the autoscaler (replicas is then ignored)."
+    )
+    min_replicas: int = Field(default=1, ge=1, description="minReplicas is the fewest serving pods.")
+    max_replicas: int = Field(default=4, ge=1, description="maxReplicas is the most serving pods.")
+    target_running_requests: int = Field(
+        default=8, ge=1, description="targetRunningRequests is the running requests per pod to aim for."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas must not exceed maxReplicas ({self.min_replicas} > {self.max_replicas})"
+            )
+        return self
+
+
+class RolloutStep(ApiModel):
+    weight: int = Field(ge=1, le=100, description="weight is the canary's share of replicas, 1-100 percent.")
+    pause_seconds: int = Field(
+        default=60, ge=0, description="pauseSeconds is how long to hold and analyse before the next step."
+    )
+
+
+class Analysis(ApiModel):
+    """What a canary must show at each step; failing it rolls back to the stable revision."""
+
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="maxErrorRate is the highest share of 5xx responses."
+    )
+    max_p99_latency_seconds: float = Field(
+        default=10.0, gt=0, description="maxP99LatencySeconds is the highest p99 end-to-end latency."
+    )
+    min_requests: int = Field(
+        default=10,
+        ge=0,
+        description="minRequests is how many canary requests a step needs before it can be judged; "
+        "fewer keeps the step paused.",
+    )
+
+
+def _default_steps() -> list[RolloutStep]:
+    return [RolloutStep(weight=10), RolloutStep(weight=50), RolloutStep(weight=100, pause_seconds=0)]
+
+
+class Rollout(ApiModel):
+    """Canary rollout of a new model revision, step by step."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "self.steps.map(s, s.weight).isSorted() && "
+                "self.steps.all(x, self.steps.exists_one(y, y.weight == x.weight))",
+                "rollout step weights must be strictly increasing",
+            ),
+            ("self.steps[size(self.steps) - 1].weight == 100", "the last rollout step must have weight 100"),
+        )
+    )
+
+    steps: list[RolloutStep] = Field(
+        default_factory=_default_steps,
+        min_length=1,
+        max_length=20,
+        description="steps are the canary weights in order; the last must be 100 (promotion).",
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description="analysis judges each step.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Rollout:
+        weights = [s.weight for s in self.steps]
+        if any(b <= a for a, b in zip(weights, weights[1:], strict=False)):
+            raise ValueError(f"rollout step weights must be strictly increasing, got {weights}")
+        if weights[-1] != 100:
+            raise ValueError(f"the last rollout step must have weight 100, got {weights[-1]}")
+        return self
+
+
+class DeploymentSpec(ApiModel):
+    """Deployment desired state."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            ("self.runtime != 'vllm' || self.resources.gpus >= 1", "runtime vllm needs resources.gpus >= 1")
+        )
+    )
+
+    model: DeploymentModel = Field(description="model to serve.")
+    runtime: Literal["builtin", "vllm"] = Field(
+        default="builtin",
+        description="runtime is builtin (the Capstan server, CPU or GPU) or vllm (GPU, from the HF export).",
+    )
+    server: ServerOptions = Field(default_factory=ServerOptions, description="server options.")
+    replicas: int = Field(default=1, ge=0, le=1000, description="replicas is the number of serving pods.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="autoscaling of the servers.")
+    rollout: Rollout = Field(default_factory=Rollout, description="rollout of new model revisions.")
+    resources: PodResources = Field(
+        default_factory=PodResources, description="resources of each serving pod."
+    )
+    image: str = Field(
+        default="", max_length=1000, description="image overrides the operator's workload image."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DeploymentSpec:
+        if self.runtime == "vllm" and self.resources.gpus < 1:
+            raise ValueError("runtime vllm needs resources.gpus >= 1")
+        return self

@@ -1,0 +1,217 @@
+"""Evaluation spec: which model, which metrics (perplexity, tasks, bias probes), which gates.
+
+`python -m capstan_trainer.evaluate -f evaluation.yaml` validates its file with these models. The
+operator resolves references before it writes that file: `model.trainingRunRef` becomes
+`model.uri` (the run's last checkpoint) and `datasetRef` becomes `validationUri` (the Dataset's
+manifest), so the workload never needs the Kubernetes API.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from capstan_api.common import ApiModel, cel
+from capstan_api.workload import Device, LocalRef, PodResources
+
+# Metric names are dotted words: "perplexity.word_perplexity", "task.arc.acc_norm", "bias.pct_stereotype".
+METRIC_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
+TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+def _str_set(field: str) -> str:
+    """CEL: a string field is present and non-empty (works with or without schema defaulting)."""
+    return f"(has(self.{field}) && self.{field} != '')"
+
+
+class EvaluationModel(ApiModel):
+    """The model under evaluation: a TrainingRun's last checkpoint or a URI."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                f"has(self.trainingRunRef) != {_str_set('uri')}",
+                "exactly one of trainingRunRef or uri must be set",
+            )
+        )
+    )
+
+    training_run_ref: LocalRef | None = Field(
+        default=None,
+        description="trainingRunRef names a TrainingRun whose last committed checkpoint is evaluated; "
+        "the Evaluation waits until the run has succeeded.",
+    )
+    uri: str = Field(
+        default="",
+        max_length=2000,
+        description="uri is a checkpoint step folder, a checkpoint root (newest committed step) or a "
+        "Hugging Face export directory (config.json + safetensors).",
+    )
+    tokenizer_uri: str = Field(
+        default="",
+        max_length=2000,
+        description="tokenizerUri overrides the tokenizer.json stored with the model.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EvaluationModel:
+        if (self.training_run_ref is not None) == bool(self.uri):
+            raise ValueError("exactly one of trainingRunRef or uri must be set")
+        return self
+
+
+class Task(ApiModel):
+    """A task file in JSONL; one example per line.
+
+    multipleChoice lines: {"context": str, "choices": [str, ...], "gold": int}; scored by summed
+    log-likelihood of each choice after the context (acc) and per character (acc_norm).
+    exactMatch lines: {"prompt": str, "answer": str}; greedy generation cut at the first stop string,
+    compared after stripping surrounding whitespace.
+    """
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=TASK_NAME_PATTERN,
+        description="name of the task; metrics are reported as task.<name>.<metric>.",
+    )
+    type: Literal["multipleChoice", "exactMatch"] = Field(
+        description="type is multipleChoice (log-likelihood ranking) or exactMatch (greedy generation)."
+    )
+    uri: str = Field(min_length=1, max_length=2000, description="uri of the JSONL file (fsspec URI).")
+    limit: int = Field(
+        default=0, ge=0, description="limit is the number of examples used, from the top; 0 means all."
+    )
+    stop: list[str] = Field(
+        default_factory=lambda: ["\n"],
+        max_length=8,
+        description="stop strings end an exactMatch generation (the stop string is not part of the answer).",
+    )
+    max_tokens: int = Field(
+        default=32, ge=1, le=4096, description="maxTokens is the longest exactMatch generation in tokens."
+    )
+
+
+class BiasProbes(ApiModel):
+    """Counterfactual sentence pairs that differ only in a group term.
+
+    Lines: {"category": str, "group": str, "stereotype": str, "antiStereotype": str}; a template line
+    {"category", "template": "... {group} ...", "groups": [a, b], "stereotypeGroup": a} expands to a pair.
+    """
+
+    builtin: bool = Field(
+        default=True,
+        description="builtin includes the project's probe set (gender, ethnicity via names, religion, "
+        "age, nationality).",
+    )
+    uri: str = Field(
+        default="", max_length=2000, description="uri of an extra probe JSONL file; empty for none."
+    )
+
+
+class Gate(ApiModel):
+    """A threshold on one metric; the Evaluation passes only when every gate does."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            ("has(self.min) || has(self.max)", "a gate needs min, max or both"),
+            ("!has(self.min) || !has(self.max) || self.min <= self.max", "gate min must not exceed max"),
+        )
+    )
+
+    metric: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=METRIC_PATTERN,
+        description="metric is a name from status.metrics, e.g. perplexity.token_perplexity, "
+        "task.arith.exact_match or bias.pct_stereotype.",
+    )
+    min: float | None = Field(default=None, description="min is the lowest passing value (inclusive).")
+    max: float | None = Field(default=None, description="max is the highest passing value (inclusive).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Gate:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"gate min must not exceed max ({self.min} > {self.max})")
+        return self
+
+
+class EvaluationSpec(ApiModel):
+    """Evaluation desired state."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                f"!(has(self.datasetRef) && {_str_set('validationUri')})",
+                "at most one of datasetRef or validationUri may be set",
+            ),
+            (
+                "self.tasks.all(x, self.tasks.exists_one(y, y.name == x.name))",
+                "task names must be unique",
+            ),
+        )
+    )
+
+    model: EvaluationModel = Field(description="model to evaluate and its tokenizer.")
+    dataset_ref: LocalRef | None = Field(
+        default=None,
+        description="datasetRef names a Dataset whose validation split is used for perplexity.",
+    )
+    validation_uri: str = Field(
+        default="",
+        max_length=2000,
+        description="validationUri is a shard manifest (its validation split is used), a JSONL file "
+        "with a text field, or a plain text file, for perplexity. Neither this nor datasetRef: no "
+        "perplexity.",
+    )
+    context_length: int = Field(
+        default=0,
+        ge=0,
+        description="contextLength is the rolling-window length for perplexity and the longest "
+        "task context, in tokens; 0 means the model's maxSeqLen.",
+    )
+    max_validation_documents: int = Field(
+        default=0, ge=0, description="maxValidationDocuments caps the perplexity documents; 0 means all."
+    )
+    batch_size: int = Field(
+        default=16, ge=1, le=4096, description="batchSize is the sequences per forward pass."
+    )
+    tasks: list[Task] = Field(default_factory=list, max_length=64, description="tasks to score.")
+    bias_probes: BiasProbes = Field(
+        default_factory=BiasProbes, description="biasProbes: counterfactual log-likelihood probes."
+    )
+    gates: list[Gate] = Field(
+        default_factory=list, max_length=64, description="gates are thresholds every metric must meet."
+    )
+    output_uri: str = Field(
+        default="",
+        max_length=2000,
+        description="outputUri is the folder for results.json, README.md (the model card) and "
+        "status.json; empty: the operator fills in its default artifact location.",
+    )
+    license: str = Field(
+        default="",
+        max_length=128,
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9.+-]*)?$",
+        description="license is the SPDX id written to the model card; empty takes the training data's.",
+    )
+    device: Device = Field(default="auto", description="device: auto (cuda when present), cpu or cuda.")
+    resources: PodResources = Field(
+        default_factory=PodResources, description="resources of the evaluation pod."
+    )
+    image: str = Field(
+        default="", max_length=1000, description="image overrides the operator's workload image."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluationSpec:
+        if self.dataset_ref is not None and self.validation_uri:
+            raise ValueError("at most one of datasetRef or validationUri may be set")
+        names = [t.name for t in self.tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"task names must be unique (repeated: {', '.join(dup)})")
+        return self

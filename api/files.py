@@ -1,0 +1,124 @@
+"""The files the workloads write to object storage and the operator reads, as typed models.
+
+- `<checkpoint root>/progress.json` (`TrainingProgress`): written by the trainer's rank 0, read
+  by the TrainingRun reconciler into status.
+- `<outputUri>/status.json` (`EvaluationOutcome`): written by the evaluation workload at the end,
+  read by the Evaluation reconciler into status.
+
+Both sides use these models, so a field renamed on one side cannot silently vanish on the other.
+Unknown keys are ignored when reading (a newer workload may write more than this operator knows).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from capstan_api.status import CheckpointRef
+
+PROGRESS_FILE = "progress.json"
+EVALUATION_STATUS_FILE = "status.json"
+RESULTS_FILE = "results.json"
+MODEL_CARD_FILE = "README.md"
+MANIFEST_FILE = "manifest.json"
+DATASHEET_FILE = "datasheet.md"
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI parts with single slashes, keeping the scheme intact (`s3://b/x` + `y` -> `s3://b/x/y`)."""
+    out = base.rstrip("/")
+    for p in parts:
+        out += "/" + p.strip("/")
+    return out
+
+
+class FileModel(BaseModel):
+    """camelCase on the wire like the API; unknown keys ignored on read."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_json(self, exclude_none: bool = False) -> str:
+        return (
+            json.dumps(self.model_dump(by_alias=True, mode="json", exclude_none=exclude_none), indent=2)
+            + "\n"
+        )
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Self:
+        return cls.model_validate(doc)
+
+
+ProgressPhase = Literal["Starting", "Running", "Stopped", "Succeeded", "EarlyStopped"]
+
+
+class TrainingProgress(FileModel):
+    """progress.json: where a TrainingRun's trainers are."""
+
+    phase: ProgressPhase = "Starting"
+    """phase: Stopped after a SIGTERM checkpoint; Succeeded or EarlyStopped when the run is done."""
+    step: int = 0
+    """step: optimizer steps completed."""
+    total_steps: int | None = None
+    """total_steps: the spec's optimizer.totalSteps."""
+    loss: float | None = None
+    """loss: training loss (mean over ranks) at the last metrics step; None before it."""
+    eval_loss: float | None = None
+    """eval_loss: mixture-weighted validation loss at the last evaluation; None before it."""
+    overfitting: bool = False
+    """overfitting: validation loss rose while training loss fell since the evaluation before."""
+    lr: float | None = None
+    """lr: learning rate of the last step."""
+    tokens_seen: int = 0
+    """tokens_seen: training tokens consumed (sequences consumed x seqLen), restored on resume."""
+    tokens_per_sec: float | None = None
+    """tokens_per_sec: all ranks together, over the last metrics interval."""
+    mfu: float | None = None
+    """mfu: model FLOPs utilisation per GPU, 0..1; None on CPU, in fp32, or on an unknown GPU."""
+    last_checkpoint: CheckpointRef | None = None
+    """last_checkpoint: the newest committed checkpoint; None before the first."""
+    world_size: int | None = None
+    """world_size: trainer processes in this attempt."""
+    restarts: int = 0
+    """restarts: torchrun restarts so far (this pod's agent)."""
+    time: str | None = None
+    """time: UTC time of this write (RFC 3339)."""
+
+
+class GateVerdict(FileModel):
+    """One gate of status.json (the same fields as the Evaluation's status.gates, plus why)."""
+
+    metric: str
+    # int | float keeps a bound written as 50 printing as 50 in messages, as the user wrote it.
+    value: int | float | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    passed: bool = False
+    reason: str | None = None
+    """reason: why a gate failed without a value (e.g. the metric was not computed)."""
+
+
+class EvaluationOutcome(FileModel):
+    """status.json: an Evaluation's metrics and gate verdicts."""
+
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """metrics: every numeric metric by name (nested results stay in results.json)."""
+    gates: list[GateVerdict] = Field(default_factory=list)
+    """gates: each gate's value and verdict."""
+    passed: bool = False
+    """passed: every gate passed."""
+    model_uri: str | None = None
+    """model_uri: the checkpoint or export that was evaluated."""
+    results_uri: str | None = None
+    """results_uri: results.json; the reader defaults it to `<outputUri>/results.json`."""
+    model_card_uri: str | None = None
+    """model_card_uri: the model card; the reader defaults it to `<outputUri>/README.md`."""
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _numbers_only(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        return {k: x for k, x in v.items() if isinstance(x, int | float) and not isinstance(x, bool)}

@@ -1,0 +1,185 @@
+"""Status models of the four kinds. The CRD generator turns them into the status schemas; the
+reconcilers write these fields (as wire-name dicts) and nothing else.
+
+Phases are plain strings with the allowed values listed, so `kubectl get` reads them as words.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from capstan_api.common import ApiModel, Condition
+
+# Condition types (module constants, as the style guide asks).
+READY = "Ready"
+WAITING = "Waiting"
+FAILED = "Failed"
+GANG_SCHEDULED = "GangScheduled"
+LICENSE_NOT_ALLOWED = "LicenseNotAllowed"
+SUSPENDED = "Suspended"
+PASSED = "Passed"
+PROGRESSING = "Progressing"
+
+
+class Phase:
+    """status.phase values; each kind uses the subset its status model below lists."""
+
+    PENDING = "Pending"
+    WAITING = "Waiting"
+    SCHEDULING = "Scheduling"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    EARLY_STOPPED = "EarlyStopped"
+    FAILED = "Failed"
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    AVAILABLE = "Available"
+    DEGRADED = "Degraded"
+
+
+RUN_DONE = (Phase.SUCCEEDED, Phase.EARLY_STOPPED)
+"""The phases of a TrainingRun whose last checkpoint is final (what Evaluations and Deployments wait for)."""
+
+
+class StatusBase(ApiModel):
+    """Fields every kind's status has."""
+
+    observed_generation: int = Field(
+        default=0, description="observedGeneration is the spec generation this status describes."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="conditions are the latest observations of the resource."
+    )
+    message: str = Field(default="", description="message is a one-line summary of the current state.")
+    start_time: str | None = Field(default=None, description="startTime is when the work started (RFC 3339).")
+    completion_time: str | None = Field(
+        default=None, description="completionTime is when the work finished (RFC 3339)."
+    )
+
+
+class StageCount(ApiModel):
+    name: str = Field(description="name of the preparation stage (read, licence, filter, dedup, ...).")
+    documents_in: int = Field(default=0, description="documentsIn is how many documents entered the stage.")
+    documents_out: int = Field(default=0, description="documentsOut is how many documents left the stage.")
+
+
+class DatasetStatus(StatusBase):
+    phase: Literal["Pending", "Waiting", "Running", "Ready", "Failed"] = Field(
+        default="Pending", description="phase is Pending, Waiting, Running, Ready or Failed."
+    )
+    stages: list[StageCount] = Field(
+        default_factory=list, description="stages are the document counts in and out of each stage."
+    )
+    documents: int | None = Field(default=None, description="documents is how many documents were kept.")
+    tokens: int | None = Field(default=None, description="tokens is the number of training tokens written.")
+    validation_tokens: int | None = Field(
+        default=None, description="validationTokens is the number of validation tokens written."
+    )
+    shards: int | None = Field(default=None, description="shards is the number of token shards written.")
+    manifest_uri: str | None = Field(default=None, description="manifestUri is the URI of manifest.json.")
+    datasheet_uri: str | None = Field(default=None, description="datasheetUri is the URI of the datasheet.")
+    fingerprint: str | None = Field(
+        default=None, description="fingerprint is the content hash of the prepared dataset."
+    )
+
+
+class CheckpointRef(ApiModel):
+    uri: str = Field(description="uri of the checkpoint folder.")
+    step: int = Field(description="step the checkpoint was taken at.")
+
+
+class TrainingRunStatus(StatusBase):
+    phase: Literal[
+        "Pending", "Waiting", "Scheduling", "Running", "Suspended", "Succeeded", "EarlyStopped", "Failed"
+    ] = Field(
+        default="Pending",
+        description="phase is Pending, Waiting, Scheduling, Running, Suspended, Succeeded, EarlyStopped or Failed.",
+    )
+    step: int = Field(default=0, description="step is the last optimizer step the trainer reported.")
+    total_steps: int | None = Field(default=None, description="totalSteps is the step the run ends at.")
+    progress: str = Field(default="", description="progress is step/totalSteps, for kubectl get.")
+    tokens_seen: int = Field(default=0, description="tokensSeen is the number of training tokens consumed.")
+    loss: float | None = Field(default=None, description="loss is the last reported training loss.")
+    eval_loss: float | None = Field(default=None, description="evalLoss is the last validation loss.")
+    tokens_per_sec: float | None = Field(
+        default=None, description="tokensPerSec is the last reported training throughput (all ranks)."
+    )
+    mfu: float | None = Field(
+        default=None, description="mfu is the model FLOPs utilisation (0-1); absent on CPU."
+    )
+    last_checkpoint: CheckpointRef | None = Field(
+        default=None, description="lastCheckpoint is the newest committed checkpoint."
+    )
+    restarts: int = Field(default=0, description="restarts counts gang recreations after failures.")
+    world_size: int | None = Field(default=None, description="worldSize is the number of trainer processes.")
+    nodes: int | None = Field(default=None, description="nodes is the number of trainer pods running.")
+    output_uri: str | None = Field(default=None, description="outputUri is where checkpoints are written.")
+
+
+class GateResult(ApiModel):
+    metric: str = Field(description="metric the gate checks.")
+    value: float | None = Field(default=None, description="value of the metric (absent if not computed).")
+    min: float | None = Field(default=None, description="min is the lowest passing value, if any.")
+    max: float | None = Field(default=None, description="max is the highest passing value, if any.")
+    passed: bool = Field(description="passed is whether the value is within the bounds.")
+
+
+class EvaluationStatus(StatusBase):
+    phase: Literal["Pending", "Waiting", "Running", "Succeeded", "Failed"] = Field(
+        default="Pending", description="phase is Pending, Waiting, Running, Succeeded or Failed."
+    )
+    passed: bool | None = Field(default=None, description="passed is true when every gate passed.")
+    model_uri: str | None = Field(default=None, description="modelUri is the checkpoint that was evaluated.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="metrics maps every metric name to its value."
+    )
+    gates: list[GateResult] = Field(
+        default_factory=list, description="gates are each gate's value and verdict."
+    )
+    results_uri: str | None = Field(default=None, description="resultsUri is the URI of results.json.")
+    model_card_uri: str | None = Field(default=None, description="modelCardUri is the URI of the model card.")
+
+
+class RolloutRecord(ApiModel):
+    revision: int = Field(description="revision number of the model rollout.")
+    model_uri: str = Field(description="modelUri is the model the revision served.")
+    outcome: Literal["Promoted", "RolledBack", "Superseded", "InProgress"] = Field(
+        description="outcome is Promoted, RolledBack, Superseded or InProgress."
+    )
+    reason: str = Field(default="", description="reason explains the outcome (e.g. the failed analysis).")
+    time: str = Field(default="", description="time of the outcome (RFC 3339).")
+
+
+class DeploymentStatus(StatusBase):
+    phase: Literal["Pending", "Waiting", "Progressing", "Available", "Degraded", "Failed"] = Field(
+        default="Pending",
+        description="phase is Pending, Waiting, Progressing, Available, Degraded or Failed.",
+    )
+    revision: int | None = Field(default=None, description="revision is the stable revision serving traffic.")
+    model_uri: str | None = Field(default=None, description="modelUri is the stable revision's model.")
+    previous_revision: int | None = Field(
+        default=None, description="previousRevision is the revision served before the current one."
+    )
+    canary_revision: int | None = Field(
+        default=None, description="canaryRevision is the revision being rolled out."
+    )
+    canary_weight: int = Field(
+        default=0, description="canaryWeight is the canary's share of replicas, 0-100."
+    )
+    replicas: int = Field(default=0, description="replicas is the desired number of serving pods.")
+    ready_replicas: int = Field(default=0, description="readyReplicas is the number of Ready serving pods.")
+    url: str | None = Field(default=None, description="url is the in-cluster base URL of the OpenAI API.")
+    history: list[RolloutRecord] = Field(
+        default_factory=list, description="history lists rollouts, newest last, with their outcomes."
+    )
+
+
+STATUS_MODELS: dict[str, type[StatusBase]] = {
+    "Dataset": DatasetStatus,
+    "TrainingRun": TrainingRunStatus,
+    "Evaluation": EvaluationStatus,
+    "Deployment": DeploymentStatus,
+}

@@ -1,0 +1,217 @@
+"""What every child of a Capstan resource shares: deterministic names, labels and the owner
+reference, the ConfigMap holding the resolved resource as the workload's `-f` file, the
+workload's environment (object storage from the operator's configuration, credentials from a
+Secret), requests and placement of a workload pod, and a one-pod workload Job.
+
+Pure functions, no I/O: the kinds' builders import this and never `kube`."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+
+from capstan_api.common import API_VERSION
+from capstan_api.workload import PodResources
+from capstan_operator.config import OperatorConfig
+
+CONFIG_KEY = "resource.yaml"
+CONFIG_DIR = "/etc/capstan"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+CONFIG_VOLUME = "capstan-resource"
+# Job names become pod hostnames `<job>-<index>` and label values: keep room for the index.
+MAX_CHILD_NAME = 52
+SECRET_KEYS = (
+    ("AWS_ACCESS_KEY_ID", False),
+    ("AWS_SECRET_ACCESS_KEY", False),
+    ("AWS_REGION", True),  # optional: moto and most S3 services accept any region
+)
+
+# Label keys (constants, as the style guide asks).
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_KIND = "capstan.dev/kind"
+LABEL_OWNER = "capstan.dev/owner"
+GPU = "nvidia.com/gpu"
+
+
+def child_name(name: str, suffix: str, limit: int = MAX_CHILD_NAME) -> str:
+    """`<name>-<suffix>`, shortened with a hash of the full name when it would pass `limit`."""
+    full = f"{name}-{suffix}"
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - len(digest) - 2
+    return f"{name[:keep].rstrip('-')}-{digest}-{suffix}"
+
+
+def owner_reference(body: dict) -> dict:
+    """An owner reference to a Capstan resource: its children are deleted with it."""
+    return {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body["kind"],
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(kind: str, name: str, component: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: "capstan",
+        LABEL_INSTANCE: name,
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: "capstan-operator",
+        LABEL_PART_OF: "capstan",
+        LABEL_KIND: kind.lower(),
+        LABEL_OWNER: name,
+    }
+
+
+def child_meta(body: dict, name: str, component: str, extra_labels: dict | None = None) -> dict:
+    """metadata for a child of `body`: namespace, labels, owner reference."""
+    meta = body["metadata"]
+    return {
+        "name": name,
+        "namespace": meta["namespace"],
+        "labels": {**labels(body["kind"], meta["name"], component), **(extra_labels or {})},
+        "ownerReferences": [owner_reference(body)],
+    }
+
+
+def resolved_resource(body: dict, spec: dict[str, Any]) -> dict[str, Any]:
+    """The resource the workload reads with `-f`: the user's object with `spec` replaced by the
+    resolved one, and only the metadata the workload needs (no status, managedFields, uid)."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": body["kind"],
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            **({"labels": dict(meta["labels"])} if meta.get("labels") else {}),
+        },
+        "spec": spec,
+    }
+
+
+def config_map(body: dict, name: str, component: str, resource: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_meta(body, name, component),
+        "data": {CONFIG_KEY: yaml.safe_dump(resource, sort_keys=False)},
+    }
+
+
+def config_volume(config_map_name: str) -> dict[str, Any]:
+    return {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name}}
+
+
+def config_mount() -> dict[str, Any]:
+    return {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}
+
+
+def workload_env(body: dict, cfg: OperatorConfig, extra: dict[str, str] | None = None) -> list[dict]:
+    """Environment of every workload container. Values the operator's own config sets win over
+    nothing the user can set; `extra` (per kind) comes last."""
+    meta = body["metadata"]
+    env: list[dict] = [
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "CAPSTAN_RESOURCE", "value": CONFIG_PATH},
+        {"name": "CAPSTAN_KIND", "value": body["kind"]},
+        {"name": "CAPSTAN_NAME", "value": meta["name"]},
+        {"name": "CAPSTAN_NAMESPACE", "value": meta["namespace"]},
+    ]
+    if cfg.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": cfg.s3_endpoint})
+    if cfg.s3_secret:
+        env += [
+            {
+                "name": key,
+                "valueFrom": {"secretKeyRef": {"name": cfg.s3_secret, "key": key, "optional": optional}},
+            }
+            for key, optional in SECRET_KEYS
+        ]
+    env += [{"name": k, "value": v} for k, v in sorted(cfg.extra_env.items())]
+    env += [{"name": k, "value": v} for k, v in (extra or {}).items()]
+    return env
+
+
+def pod_labels(body: dict, component: str) -> dict[str, str]:
+    """Labels on workload pods; also the selector the operator lists them with."""
+    return labels(body["kind"], body["metadata"]["name"], component)
+
+
+def selector(labels: dict[str, str]) -> str:
+    """A label selector string matching the owner and component of `labels`."""
+    keys = (LABEL_KIND, LABEL_OWNER, LABEL_COMPONENT)
+    return ",".join(f"{k}={labels[k]}" for k in keys)
+
+
+def workload_job(
+    body: dict,
+    name: str,
+    component: str,
+    container: dict[str, Any],
+    backoff_limit: int,
+    exit_invalid: int,
+    pod_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A one-pod Job running `container` with the resource file mounted. A container exit code of
+    `exit_invalid` means the spec or the input is wrong: the Job fails at once, no retries."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_meta(body, name, component),
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": container["name"],
+                            "operator": "In",
+                            "values": [exit_invalid],
+                        },
+                    }
+                ]
+            },
+            "template": {
+                "metadata": {"labels": pod_labels(body, component)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [container],
+                    "volumes": [config_volume(name)],
+                    **(pod_extra or {}),
+                },
+            },
+        },
+    }
+
+
+def container_resources(res: PodResources) -> dict[str, Any]:
+    """Requests from the spec; memory and GPUs limited to what is requested (an OOM is the pod's
+    own, not its neighbours'), CPU left unlimited so loading a model is not throttled."""
+    requests: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
+    limits: dict[str, Any] = {"memory": res.memory}
+    if res.gpus:
+        requests[GPU] = res.gpus
+        limits[GPU] = res.gpus
+    return {"requests": requests, "limits": limits}
+
+
+def placement(res: PodResources) -> dict[str, Any]:
+    """Pod spec fields that place the pod: the node selector, and the GPU taint toleration."""
+    out: dict[str, Any] = {}
+    if res.node_selector:
+        out["nodeSelector"] = dict(res.node_selector)
+    if res.gpus:
+        out["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+    return out

@@ -1,0 +1,1 @@
+"""Dataset: licence policy (resolve), the preparation Job (build), its reconcile."""

@@ -1,0 +1,107 @@
+"""Canary analysis from the serving pods' own Prometheus metrics: scrape each canary pod's
+/metrics, add the pods up, and judge error rate and p99 latency against the spec's thresholds.
+
+Counters are cumulative since each canary pod started, and every canary pod is new, so the sample
+covers the canary's whole life: a step is judged on everything the canary has served so far."""
+
+from __future__ import annotations
+
+import math
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from capstan_api.deployment import Analysis
+
+REQUESTS = "capstan_serve_requests"  # counter by HTTP status, /v1 routes only
+LATENCY = "capstan_serve_e2e_request_latency_seconds"  # histogram
+SCRAPE_TIMEOUT_S = 3.0
+
+
+@dataclass
+class Sample:
+    requests: float = 0.0
+    errors: float = 0.0
+    """errors are 5xx responses (a 4xx is the client's fault, not the model's)."""
+    buckets: dict[float, float] = field(default_factory=dict)
+    """buckets map each histogram upper bound (seconds, inf for +Inf) to its cumulative count."""
+
+    def add(self, other: Sample) -> Sample:
+        keys = set(self.buckets) | set(other.buckets)
+        merged = {k: self.buckets.get(k, 0.0) + other.buckets.get(k, 0.0) for k in keys}
+        return Sample(self.requests + other.requests, self.errors + other.errors, merged)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def quantile(self, q: float) -> float | None:
+        """Like PromQL's histogram_quantile: linear within the bucket; the highest finite bound
+        when the quantile falls in +Inf. None without observations."""
+        bounds = sorted(self.buckets)
+        if not bounds or self.buckets[bounds[-1]] <= 0:
+            return None
+        rank = q * self.buckets[bounds[-1]]
+        lower, below = 0.0, 0.0
+        for b in bounds:
+            count = self.buckets[b]
+            if count >= rank:
+                if math.isinf(b):
+                    return lower
+                return lower + (b - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+            lower, below = b, count
+        return lower
+
+
+def parse(text: str) -> Sample:
+    out = Sample()
+    for fam in text_string_to_metric_families(text):
+        if fam.name == REQUESTS:
+            for s in fam.samples:
+                if s.name.endswith("_total"):
+                    out.requests += s.value
+                    out.errors += s.value if s.labels.get("status", "").startswith("5") else 0.0
+        elif fam.name == LATENCY:
+            for s in fam.samples:
+                if s.name.endswith("_bucket"):
+                    le = float(s.labels["le"])
+                    out.buckets[le] = out.buckets.get(le, 0.0) + s.value
+    return out
+
+
+def scrape(pod_ips: list[str], port: int) -> tuple[Sample, list[str]]:
+    """The canary pods' metrics added up, and the pods that could not be read (with why)."""
+    total, unreadable = Sample(), []
+    for ip in pod_ips:
+        try:
+            with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=SCRAPE_TIMEOUT_S) as resp:
+                total = total.add(parse(resp.read().decode()))
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            unreadable.append(f"{ip}: {exc}")
+    return total, unreadable
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decided: bool
+    """decided: enough requests to judge (minRequests)."""
+    passed: bool
+    summary: str
+
+
+def judge(sample: Sample, analysis: Analysis) -> Verdict:
+    n = int(sample.requests)
+    p99 = sample.quantile(0.99)
+    p99_text = "n/a" if p99 is None else f"{p99:.3f} s"
+    figures = f"error rate {sample.error_rate:.3f}, p99 latency {p99_text} over {n} request(s)"
+    if n < analysis.min_requests or n == 0:
+        return Verdict(False, False, f"{figures}; waiting for at least {max(analysis.min_requests, 1)}")
+    if sample.error_rate > analysis.max_error_rate:
+        return Verdict(True, False, f"{figures}: error rate above the maximum {analysis.max_error_rate}")
+    if p99 is not None and p99 > analysis.max_p99_latency_seconds:
+        return Verdict(
+            True, False, f"{figures}: p99 latency above the maximum {analysis.max_p99_latency_seconds} s"
+        )
+    return Verdict(True, True, figures)

@@ -1,0 +1,201 @@
+"""Children of a Deployment (deployments.capstan.dev): one apps/v1 Deployment per model revision,
+one Service across revisions, an optional HorizontalPodAutoscaler on the stable revision.
+Pure functions: no I/O."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from capstan_api.deployment import DeploymentSpec
+from capstan_operator import children
+from capstan_operator.config import OperatorConfig
+
+COMPONENT = "serve"
+CONTAINER = "server"
+PORT = 8000
+PORT_NAME = "http"
+LABEL_REVISION = "capstan.dev/revision"
+ANNOTATION_MODEL_URI = "capstan.dev/model-uri"
+ANNOTATION_CANARY_STEP = "capstan.dev/canary-step"
+"""On the canary's Deployment, JSON {"weight", "started", "ready"}: the step it is on, when the
+step began and when its pods were all Ready (RFC 3339 or null). The pause is timed from "ready",
+so an operator restart resumes the step where it was."""
+MODEL_LOAD_SECONDS = 600  # the startup probe allows this long before liveness takes over
+VLLM_MODEL_LOAD_SECONDS = 1200
+PROBE_PERIOD = 2
+RUNNING_REQUESTS_METRIC = "capstan_serve_requests_running"
+
+
+def deployment_name(name: str, revision: int) -> str:
+    return children.child_name(name, f"r{revision}")
+
+
+def service_name(name: str) -> str:
+    return name
+
+
+def hpa_name(name: str) -> str:
+    return children.child_name(name, COMPONENT)
+
+
+def url(name: str, namespace: str) -> str:
+    """The in-cluster base URL of the OpenAI API."""
+    return f"http://{service_name(name)}.{namespace}.svc.cluster.local:{PORT}/v1"
+
+
+def model_name(body: dict, spec: DeploymentSpec) -> str:
+    return spec.model.name or body["metadata"]["name"]
+
+
+def revision_labels(body: dict, revision: int) -> dict[str, str]:
+    return {**children.pod_labels(body, COMPONENT), LABEL_REVISION: str(revision)}
+
+
+def revision_selector(body: dict, revision: int | None = None) -> str:
+    """Label selector of the serving pods: all revisions, or one."""
+    sel = children.selector(children.pod_labels(body, COMPONENT))
+    return sel if revision is None else f"{sel},{LABEL_REVISION}={revision}"
+
+
+def _server_command(body: dict, spec: DeploymentSpec, model_uri: str) -> list[str]:
+    s = spec.server
+    if spec.runtime == "vllm":
+        # vLLM serves the HF export (config.json + safetensors) unchanged.
+        return [
+            "python", "-m", "vllm.entrypoints.openai.api_server", "--model", model_uri,
+            "--served-model-name", model_name(body, spec), "--host", "0.0.0.0", "--port", str(PORT),
+            "--max-num-seqs", str(s.max_batch_size),
+            *(["--max-model-len", str(s.max_model_len)] if s.max_model_len else []),
+        ]  # fmt: skip
+    return [
+        "python", "-m", "capstan_trainer.serve", "--model", model_uri,
+        "--served-model-name", model_name(body, spec), "--port", str(PORT),
+        "--max-batch-size", str(s.max_batch_size), "--max-queue", str(s.max_queue),
+        "--max-model-len", str(s.max_model_len),
+    ]  # fmt: skip
+
+
+def _probes(spec: DeploymentSpec) -> dict[str, Any]:
+    vllm = spec.runtime == "vllm"
+    health, ready = ("/health", "/health") if vllm else ("/healthz", "/readyz")
+    load = VLLM_MODEL_LOAD_SECONDS if vllm else MODEL_LOAD_SECONDS
+
+    def get(path: str) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": PORT_NAME}}
+
+    return {
+        # Loading a model can take minutes; liveness only starts once the process answers.
+        "startupProbe": {
+            **get(health),
+            "periodSeconds": PROBE_PERIOD,
+            "failureThreshold": math.ceil(load / PROBE_PERIOD),
+        },
+        "livenessProbe": {**get(health), "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
+        "readinessProbe": {**get(ready), "periodSeconds": PROBE_PERIOD, "failureThreshold": 2},
+    }
+
+
+def deployment(
+    body: dict,
+    spec: DeploymentSpec,
+    cfg: OperatorConfig,
+    revision: int,
+    model_uri: str,
+    replicas: int,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The apps/v1 Deployment serving `model_uri` as `revision` with `replicas` pods."""
+    name = deployment_name(body["metadata"]["name"], revision)
+    labels = revision_labels(body, revision)
+    env = children.workload_env(body, cfg)
+    # The built-in server binds the pod IP (every local pod has its own loopback address).
+    env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    container = {
+        "name": CONTAINER,
+        "image": spec.image or cfg.workload_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": _server_command(body, spec, model_uri),
+        "env": env,
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "resources": children.container_resources(spec.resources),
+        **_probes(spec),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            **children.child_meta(body, name, COMPONENT, {LABEL_REVISION: str(revision)}),
+            "annotations": {ANNOTATION_MODEL_URI: model_uri, **(annotations or {})},
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            # A revision's pod template never changes, so this only matters for spec edits of
+            # server options: keep every old pod until its replacement is Ready.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {ANNOTATION_MODEL_URI: model_uri}},
+                "spec": {
+                    "containers": [container],
+                    # SIGTERM drains in-flight requests (the server's own drain is 30 s).
+                    "terminationGracePeriodSeconds": 45,
+                    **children.placement(spec.resources),
+                },
+            },
+        },
+    }
+
+
+def service(body: dict) -> dict[str, Any]:
+    """One Service over every revision: the selector leaves the revision out, so traffic follows
+    the Ready pods of whichever revisions exist."""
+    name = service_name(body["metadata"]["name"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": children.child_meta(body, name, COMPONENT),
+        "spec": {
+            "selector": children.pod_labels(body, COMPONENT),
+            "ports": [{"name": PORT_NAME, "port": PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def hpa(body: dict, spec: DeploymentSpec, revision: int) -> dict[str, Any]:
+    """An autoscaling/v2 HPA on the stable revision, from the servers' running requests (served
+    to the HPA by a Prometheus adapter as a pods metric)."""
+    a = spec.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": children.child_meta(body, hpa_name(body["metadata"]["name"]), COMPONENT),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(body["metadata"]["name"], revision),
+            },
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": RUNNING_REQUESTS_METRIC},
+                        "target": {"type": "AverageValue", "averageValue": str(a.target_running_requests)},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def desired_total(spec: DeploymentSpec, stable_live: dict | None) -> int:
+    """Serving pods wanted in all: spec.replicas, or with autoscaling what the HPA last chose for
+    the stable revision (clamped to its bounds)."""
+    a = spec.autoscaling
+    if not a.enabled:
+        return spec.replicas
+    current = ((stable_live or {}).get("spec") or {}).get("replicas") or a.min_replicas
+    return min(max(current, a.min_replicas), a.max_replicas)

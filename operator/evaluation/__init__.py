@@ -1,0 +1,1 @@
+"""Evaluation: references (resolve), the evaluation Job (build), its reconcile."""

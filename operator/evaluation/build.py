@@ -1,0 +1,48 @@
+"""Children of an Evaluation: a ConfigMap with the resolved resource as the `-f` file and one Job
+running `python -m capstan_trainer.evaluate`; and the resolution of its references (TrainingRun ->
+its last checkpoint, Dataset -> its manifest, empty outputUri -> the artifact location).
+Pure functions: the caller passes the referenced objects (None when missing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from capstan_api import exitcodes
+from capstan_api.evaluation import EvaluationSpec
+from capstan_operator import children
+from capstan_operator.config import OperatorConfig
+
+COMPONENT = "evaluate"
+BACKOFF_LIMIT = 1  # one more try for a crash (storage hiccup); results are rewritten whole
+ANNOTATION_GENERATION = "capstan.dev/generation"
+"""The Evaluation generation a Job evaluates: a later spec is evaluated again by a new Job."""
+
+
+def job_name(name: str) -> str:
+    return children.child_name(name, COMPONENT)
+
+
+def build(body: dict, spec: EvaluationSpec, cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """[ConfigMap, Job] for `body` (the Evaluation as stored) and its resolved `spec`."""
+    name = job_name(body["metadata"]["name"])
+    resource = children.resolved_resource(body, spec.to_wire())
+    container = {
+        "name": COMPONENT,
+        "image": spec.image or cfg.workload_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["python", "-m", "capstan_trainer.evaluate", "-f", children.CONFIG_PATH],
+        "env": children.workload_env(body, cfg),
+        "resources": children.container_resources(spec.resources),
+        "volumeMounts": [children.config_mount()],
+    }
+    job = children.workload_job(
+        body,
+        name,
+        COMPONENT,
+        container,
+        BACKOFF_LIMIT,
+        exitcodes.INVALID_CONFIG,
+        children.placement(spec.resources),
+    )
+    job["metadata"]["annotations"] = {ANNOTATION_GENERATION: str(body["metadata"].get("generation") or 0)}
+    return [children.config_map(body, name, COMPONENT, resource), job]

@@ -1,0 +1,149 @@
+"""Level-based reconcile of an Evaluation: finished -> stop; references not there yet -> Waiting
+(naming them); a dependency failed -> Failed with its reason; Job failed -> Failed with the pod's
+exit code, reason and log tail; Job complete -> Succeeded with status.json's metrics and gates;
+otherwise create what is missing and report Running."""
+
+from __future__ import annotations
+
+import yaml
+from pydantic import ValidationError
+
+from capstan_api import files
+from capstan_api import status as st
+from capstan_api.common import describe_validation_error, now_rfc3339
+from capstan_api.evaluation import EvaluationSpec
+from capstan_operator import children, kube, objectstore
+from capstan_operator.config import OperatorConfig
+from capstan_operator.evaluation import build, resolve
+from capstan_operator.jobs import job_condition, job_failure
+from capstan_operator.status import Outcome, StatusDraft
+
+POLL_SECONDS = 5.0
+WAIT_SECONDS = 10.0
+
+
+def _fail(draft: StatusDraft, reason: str, msg: str) -> Outcome:
+    return draft.clear(st.WAITING).fail(reason, msg, st.READY).outcome()
+
+
+def _gate_summary(status: dict) -> str:
+    failed = [g for g in status["gates"] if not g["passed"]]
+    if not failed:
+        return f"all {len(status['gates'])} gate(s) passed"
+
+    def bound(g: dict) -> str:
+        parts = [f">= {g['min']}" if "min" in g else "", f"<= {g['max']}" if "max" in g else ""]
+        return " and ".join(p for p in parts if p)
+
+    return "failed gate(s): " + "; ".join(
+        f"{g['metric']} = {g.get('value')} (needs {bound(g)})" for g in failed
+    )
+
+
+def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
+    draft = StatusDraft(body)
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    # ---- finished: nothing more to do for this generation
+    if draft.finished("Succeeded", "Failed"):
+        return draft.outcome()
+    try:
+        spec = EvaluationSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        return _fail(draft, "InvalidSpec", describe_validation_error(exc, "spec"))
+    # ---- dependencies
+    job_name = build.job_name(name)
+    job = kube.get("batch/v1", "Job", ns, job_name)
+    built_for = ((job or {}).get("metadata", {}).get("annotations") or {}).get(build.ANNOTATION_GENERATION)
+    if job is not None and built_for != str(draft.generation):
+        # The spec changed since this Job started: evaluate the new spec (never mix results).
+        kube.delete("batch/v1", "Job", ns, job_name)
+        msg = f"spec generation {draft.generation} differs from the Job's ({built_for}); evaluating again"
+        draft.event("Normal", "SpecChanged", msg)
+        draft.set(passed=None, completionTime=None)
+        draft.clear(st.PASSED, st.FAILED)
+        return draft.phase("Pending", msg, "SpecChanged").outcome(1.0)
+    if job is None:
+        run_ref, ds_ref = spec.model.training_run_ref, spec.dataset_ref
+        run = kube.get_custom("trainingruns", ns, run_ref.name) if run_ref else None
+        dataset = kube.get_custom("datasets", ns, ds_ref.name) if ds_ref else None
+        res = resolve.resolve(ns, name, spec, run, dataset, cfg)
+        if res.failure:
+            return _fail(draft, "DependencyFailed", res.failure)
+        if res.waiting:
+            draft.condition(st.WAITING, "True", "DependencyNotReady", res.waiting)
+            return draft.phase("Waiting", res.waiting, "Waiting").outcome(WAIT_SECONDS)
+        # ---- create what is missing (create-or-patch: idempotent)
+        for child in build.build(body, res.spec, cfg):
+            kube.apply(child)
+        draft.event("Normal", "Created", f"Job {job_name} evaluating {res.spec.model.uri}")
+        draft.set(modelUri=res.spec.model.uri, startTime=now_rfc3339())
+        job = {}
+    draft.clear(st.WAITING)
+    # ---- the Job's outcome
+    if job_condition(job, "Failed"):
+        msg = job_failure(job, ns, job_name)
+        return _fail(draft, "EvaluationFailed", msg)
+    if job_condition(job, "Complete"):
+        return _complete(draft, job, cfg)
+    draft.condition(st.READY, "False", "Evaluating", f"Job {job_name} is running")
+    return draft.phase("Running", f"Job {job_name} is evaluating the model", "Evaluating").outcome(
+        POLL_SECONDS
+    )
+
+
+def _complete(draft: StatusDraft, job: dict, cfg: OperatorConfig) -> Outcome:
+    """Read the workload's status.json (the output URI is in the ConfigMap the Job ran with)."""
+    spec = _workload_spec(job["metadata"]["namespace"], job["metadata"]["name"])
+    output_uri = spec.get("outputUri", "")
+    doc = objectstore.read_json(files.join(output_uri, files.EVALUATION_STATUS_FILE), cfg)
+    if doc is None:
+        return _fail(
+            draft,
+            "ResultsMissing",
+            f"Job {job['metadata']['name']} completed but {output_uri}/status.json is missing",
+        )
+    status = status_from_file(doc, output_uri)
+    summary = _gate_summary(status)
+    # A merge patch keeps keys it does not name: drop metrics a re-run no longer reports.
+    gone = {k: None for k in draft.old.get("metrics") or {} if k not in status["metrics"]}
+    status["metrics"] = {**gone, **status["metrics"]}
+    draft.set(**status, modelUri=(spec.get("model") or {}).get("uri"), completionTime=now_rfc3339())
+    draft.clear(st.FAILED)
+    draft.condition(
+        st.READY,
+        "True",
+        "Evaluated",
+        f"{len(status['metrics'])} metrics; model card at {status['modelCardUri']}",
+    )
+    if status["passed"]:
+        draft.condition(st.PASSED, "True", "GatesPassed", summary)
+    else:
+        draft.condition(st.PASSED, "False", "GatesFailed", summary)
+        draft.event("Warning", "GatesFailed", summary)
+    return draft.phase("Succeeded", summary, "Evaluated").outcome()
+
+
+def _workload_spec(ns: str, job_name: str) -> dict:
+    """The resolved spec the Job runs with, from its ConfigMap (the source of truth after an
+    operator restart: references are resolved once, when the Job is created)."""
+    cm = kube.get("v1", "ConfigMap", ns, job_name) or {}
+    doc = yaml.safe_load((cm.get("data") or {}).get(children.CONFIG_KEY) or "{}") or {}
+    return doc.get("spec") or {}
+
+
+def status_from_file(doc: dict, output_uri: str) -> dict:
+    """EvaluationStatus fields (wire names) from the workload's status.json."""
+    outcome = files.EvaluationOutcome.from_dict(doc)
+    gates = [
+        g.model_dump(by_alias=True, exclude_none=True, include={"metric", "value", "min", "max"})
+        | {"passed": g.passed}
+        for g in outcome.gates
+    ]
+    return {
+        "metrics": outcome.metrics,
+        "gates": gates,
+        "passed": outcome.passed,
+        "resultsUri": outcome.results_uri or files.join(output_uri, files.RESULTS_FILE),
+        "modelCardUri": outcome.model_card_uri or files.join(output_uri, files.MODEL_CARD_FILE),
+    }

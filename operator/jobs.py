@@ -1,0 +1,53 @@
+"""What a workload Job and its pods say about how they ended: a Job's conditions, and a failed
+pod's exit code, reason and last log lines for status messages."""
+
+from __future__ import annotations
+
+from capstan_operator import kube
+
+LOG_TAIL_LINES = 20
+
+
+def job_condition(job: dict | None, type_: str) -> dict | None:
+    for c in ((job or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_ and c["status"] == "True":
+            return c
+    return None
+
+
+def terminated_containers(pod: dict) -> list[tuple[str, dict]]:
+    """(container name, terminated state) of every container that exited non-zero, init first."""
+    status = pod.get("status") or {}
+    out = []
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term and term.get("exitCode", 0) != 0:
+            out.append((cs["name"], term))
+    return out
+
+
+def pod_failure(pod: dict, with_logs: bool = True) -> tuple[int | None, str]:
+    """(exit code, one message with the pod, container, reason and last log lines) of a failed pod."""
+    name = pod["metadata"]["name"]
+    failed = terminated_containers(pod)
+    if not failed:
+        reason = (pod.get("status") or {}).get("reason") or "Failed"
+        return None, f"pod {name}: {reason}"
+    container, term = failed[0]
+    code = term.get("exitCode")
+    msg = f"pod {name} container {container} exited with code {code} ({term.get('reason', 'Error')})"
+    if with_logs:
+        tail = kube.pod_log(pod["metadata"]["namespace"], name, container, LOG_TAIL_LINES).strip()
+        if tail:
+            msg += ": ...\n" + tail
+    return code, msg
+
+
+def job_failure(job: dict, namespace: str, job_name: str) -> str:
+    """Why a failed Job failed: its last failed pod's exit code, reason and log tail, else the
+    Job's own condition message (e.g. a deadline or a pod failure policy)."""
+    pods = kube.list_("v1", "Pod", namespace, f"job-name={job_name}")
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    if failed:
+        return pod_failure(failed[-1])[1]
+    return f"Job {job_name} failed: {(job_condition(job, 'Failed') or {}).get('message', '')}"

@@ -1,0 +1,90 @@
+"""Dependency resolution the kinds share: what a reference to a Dataset or a TrainingRun resolves
+to (the Dataset's manifest, the run's last checkpoint), what the referring resource waits for, or
+why it cannot be resolved; and where an empty output URI goes. Pure: the caller passes the
+referenced objects (None when missing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from capstan_api import status as st
+from capstan_operator.config import OperatorConfig
+
+
+@dataclass
+class Resolution:
+    """A spec with its references to other resources resolved, or why it cannot be (yet)."""
+
+    spec: Any = None
+    """spec with every reference replaced by a URI (None unless resolved)."""
+    waiting: str = ""
+    """waiting says what the resource waits for (empty when nothing)."""
+    failure: str = ""
+    """failure says which dependency failed or which field cannot be resolved."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One reference resolved: a URI, or what to wait for, or why it fails."""
+
+    uri: str = ""
+    """uri the reference resolves to (empty unless resolved)."""
+    waiting: str = ""
+    """waiting names the dependency and its state, e.g. `Dataset web to be Ready (now Running)`."""
+    failure: str = ""
+    """failure names the field and the dependency's failure."""
+
+
+def status_of(obj: dict | None) -> dict:
+    return (obj or {}).get("status") or {}
+
+
+def phase_of(obj: dict | None) -> str:
+    return status_of(obj).get("phase") or st.Phase.PENDING
+
+
+def _why(status: dict) -> str:
+    return f": {status['message']}" if status.get("message") else ""
+
+
+def last_checkpoint(field: str, name: str, run: dict | None) -> Ref:
+    """A TrainingRun reference (`field` names it in messages) -> the run's last checkpoint."""
+    status, phase = status_of(run), phase_of(run)
+    uri = (status.get("lastCheckpoint") or {}).get("uri")
+    if run is None:
+        return Ref(waiting=f"TrainingRun {name} (not found)")
+    if phase == st.Phase.FAILED:
+        return Ref(failure=f"{field}: TrainingRun {name} failed{_why(status)}")
+    if phase not in st.RUN_DONE:
+        return Ref(waiting=f"TrainingRun {name} to succeed (now {phase})")
+    if not uri:
+        return Ref(failure=f"{field}: TrainingRun {name} has no checkpoint")
+    return Ref(uri=uri)
+
+
+def manifest(field: str, name: str, dataset: dict | None) -> Ref:
+    """A Dataset reference (`field` names it in messages) -> the Dataset's manifest URI."""
+    status, phase = status_of(dataset), phase_of(dataset)
+    if dataset is None:
+        return Ref(waiting=f"Dataset {name} (not found)")
+    if phase == st.Phase.FAILED:
+        return Ref(failure=f"{field}: Dataset {name} failed{_why(status)}")
+    if phase != st.Phase.READY or not status.get("manifestUri"):
+        return Ref(waiting=f"Dataset {name} to be Ready (now {phase})")
+    return Ref(uri=status["manifestUri"])
+
+
+def waiting(waits: list[str]) -> Resolution:
+    return Resolution(waiting="waiting for " + ", ".join(waits))
+
+
+def artifact_uri(cfg: OperatorConfig, field: str, what: str, namespace: str, name: str, leaf: str) -> Ref:
+    """Where an empty output URI (`field`) goes: `<artifact root>/<namespace>/<name>/<leaf>`, or a
+    failure naming the field when the operator has no artifact location."""
+    if not cfg.artifact_uri:
+        return Ref(
+            failure=f"{field}: empty, and the operator has no artifact location "
+            f"(CAPSTAN_ARTIFACT_URI) to put {what} under"
+        )
+    return Ref(uri=f"{cfg.artifact_uri.rstrip('/')}/{namespace}/{name}/{leaf}")

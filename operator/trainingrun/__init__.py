@@ -1,0 +1,1 @@
+"""TrainingRun: references (resolve), the torchrun gang's children (build), its reconcile."""

@@ -1,0 +1,204 @@
+"""Children of a TrainingRun: a ConfigMap with the resolved resource, a headless Service that
+gives pod 0 a stable DNS name, and an Indexed Job with one pod per node running torchrun.
+
+The trainer role (command, GPU requests, /dev/shm) is built with torchx (`specs.Role`, its
+macros, and its Kubernetes scheduler's `role_to_pod`) rather than by string concatenation.
+Pure functions: no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes.client import ApiClient
+from torchx import specs
+from torchx.schedulers.kubernetes_scheduler import role_to_pod
+from torchx.specs import macros
+
+from capstan_api.trainingrun import TrainingRunSpec
+from capstan_operator import children
+from capstan_operator.config import OperatorConfig
+
+COMPONENT = "trainer"
+CONTAINER = "trainer"
+VALIDATE_CONTAINER = "validate"
+RDZV_PORT = 29400
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+ANNOTATION_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
+VOLCANO_API = "scheduling.volcano.sh/v1beta1"
+
+
+def job_name(name: str) -> str:
+    return children.child_name(name, "train")
+
+
+def service_name(name: str) -> str:
+    return job_name(name)
+
+
+def rendezvous_host(name: str, namespace: str) -> str:
+    """Pod 0's stable DNS name: `<job>-0.<service>.<namespace>.svc` (Indexed Job hostname +
+    subdomain). Namespace-qualified so it resolves without DNS search paths, in pod 0 itself too."""
+    return f"{job_name(name)}-0.{service_name(name)}.{namespace}.svc"
+
+
+def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: OperatorConfig) -> specs.Role:
+    """The torchrun role with macros substituted for pod `$(JOB_COMPLETION_INDEX)` of the gang.
+
+    `python -m torch.distributed.run` is torchrun itself; it needs no console script on PATH."""
+    r, fp = spec.resources, spec.failure_policy
+    role = specs.Role(
+        name=CONTAINER,
+        image=cfg.workload_image,
+        entrypoint="python",
+        args=[
+            "-m",
+            "torch.distributed.run",
+            f"--nnodes={r.min_nodes}:{r.max_nodes}",
+            f"--nproc-per-node={r.nproc_per_node}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={rendezvous_host(name, namespace)}:{RDZV_PORT}",
+            f"--rdzv-id={macros.app_id}",
+            f"--max-restarts={fp.max_restarts}",
+            "-m",
+            "capstan_trainer.train",
+            "-f",
+            children.CONFIG_PATH,
+        ],
+        env={"CAPSTAN_NODE_RANK": macros.replica_id},
+        # cpu/memory come from spec.resources.requests below; torchx only adds GPUs and shm here.
+        resource=specs.Resource(cpu=0, gpu=r.gpus_per_node, memMB=0),
+        port_map={"c10d": RDZV_PORT},
+        num_replicas=r.max_nodes,
+        min_replicas=r.min_nodes,
+        max_retries=fp.max_restarts,
+    )
+    values = macros.Values(
+        img_root="", app_id=job_name(name), replica_id="$(JOB_COMPLETION_INDEX)", rank0_env=""
+    )
+    return values.apply(role)
+
+
+def _toleration(t) -> dict[str, Any]:
+    out: dict[str, Any] = {"operator": t.operator}
+    if t.key:
+        out["key"] = t.key
+    if t.value and t.operator == "Equal":
+        out["value"] = t.value
+    if t.effect:
+        out["effect"] = t.effect
+    if t.toleration_seconds >= 0:
+        out["tolerationSeconds"] = t.toleration_seconds
+    return out
+
+
+def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    role = trainer_role(name, body["metadata"]["namespace"], spec, cfg)
+    pod = ApiClient().sanitize_for_serialization(role_to_pod(CONTAINER, role, service_account=None))["spec"]
+    container = pod["containers"][0]
+    env = children.workload_env(body, cfg, role.env)
+    container.update(imagePullPolicy=cfg.image_pull_policy, env=env)
+    container.pop("securityContext", None)
+    container["volumeMounts"].append(children.config_mount())
+    if spec.resources.requests:
+        res = container.setdefault("resources", {})
+        res["requests"] = {**spec.resources.requests, **res.get("requests", {})}
+    # Checks the spec, the data and the storage before torchrun starts: a bad spec exits 3 here
+    # (torchrun would turn a worker's 3 into its own 1 and spend restarts on it).
+    validate = {
+        "name": VALIDATE_CONTAINER,
+        "image": cfg.workload_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["python", "-m", "capstan_trainer.train", "--validate-only", "-f", children.CONFIG_PATH],
+        "env": env,
+        "volumeMounts": [children.config_mount()],
+    }
+    pod.update(
+        initContainers=[validate],
+        subdomain=service_name(name),
+        volumes=pod["volumes"] + [children.config_volume(job_name(name))],
+    )
+    r = spec.resources
+    if r.node_selector:
+        pod["nodeSelector"] = dict(r.node_selector)
+    else:
+        pod.pop("nodeSelector", None)
+    if r.tolerations:
+        pod["tolerations"] = [_toleration(t) for t in r.tolerations]
+    if r.priority_class_name:
+        pod["priorityClassName"] = r.priority_class_name
+    if spec.scheduling.scheduler == "volcano":
+        pod["schedulerName"] = "volcano"
+    return pod
+
+
+def service(body: dict) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": children.child_meta(body, service_name(name), COMPONENT),
+        "spec": {
+            "clusterIP": "None",
+            # Rendezvous starts before any pod is Ready.
+            "publishNotReadyAddresses": True,
+            "selector": children.pod_labels(body, COMPONENT),
+            "ports": [{"name": "c10d", "port": RDZV_PORT, "targetPort": RDZV_PORT}],
+        },
+    }
+
+
+def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    nodes = spec.resources.max_nodes
+    s = spec.scheduling
+    extra_labels = {LABEL_KUEUE_QUEUE: s.queue_name} if s.scheduler == "kueue" else {}
+    annotations = {ANNOTATION_VOLCANO_GROUP: job_name(name)} if s.scheduler == "volcano" else {}
+    template_meta: dict[str, Any] = {"labels": children.pod_labels(body, COMPONENT)}
+    if annotations:
+        template_meta["annotations"] = annotations
+    meta = children.child_meta(body, job_name(name), COMPONENT, extra_labels)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": nodes,
+            "parallelism": nodes,
+            # A lost pod fails the whole Job at once; the operator recreates the gang (torchrun
+            # handles worker crashes inside a pod on its own).
+            "backoffLimit": 0,
+            # Kueue admits the Job by unsuspending it.
+            "suspend": s.scheduler == "kueue",
+            "template": {"metadata": template_meta, "spec": pod_spec(body, spec, cfg)},
+        },
+    }
+
+
+def pod_group(body: dict, spec: TrainingRunSpec) -> dict[str, Any]:
+    """Volcano PodGroup: the scheduler places minMember pods together or none."""
+    name = body["metadata"]["name"]
+    out: dict[str, Any] = {
+        "apiVersion": VOLCANO_API,
+        "kind": "PodGroup",
+        "metadata": children.child_meta(body, job_name(name), COMPONENT),
+        "spec": {"minMember": spec.resources.max_nodes},
+    }
+    if spec.scheduling.queue_name:
+        out["spec"]["queue"] = spec.scheduling.queue_name
+    if spec.resources.priority_class_name:
+        out["spec"]["priorityClassName"] = spec.resources.priority_class_name
+    return out
+
+
+def build(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """[ConfigMap, Service, (PodGroup,) Job] for `body` with `spec` already resolved (dataset
+    URIs, initial checkpoint and checkpoint root filled in), in creation order."""
+    name = body["metadata"]["name"]
+    resource = children.resolved_resource(body, spec.to_wire())
+    out = [children.config_map(body, job_name(name), COMPONENT, resource), service(body)]
+    if spec.scheduling.scheduler == "volcano":
+        out.append(pod_group(body, spec))
+    out.append(job(body, spec, cfg))
+    return out

@@ -1,0 +1,285 @@
+"""Level-based reconcile of a TrainingRun, as a recipe:
+
+finished -> stop; resolve dependencies (Waiting / fail with theirs); suspend -> delete the gang;
+a gang being torn down -> wait; Job complete -> Succeeded; permanent error (exit 3) -> Failed;
+a lost pod or failed Job -> recreate the gang (restarts += 1, up to failurePolicy.maxRestarts);
+not all pods Running within gangTimeoutSeconds -> tear down, back off, retry;
+all Running -> progress from progress.json; nothing there -> create the children.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from capstan_api import exitcodes, files
+from capstan_api import status as st
+from capstan_api.common import describe_validation_error, now_rfc3339
+from capstan_api.status import Phase
+from capstan_api.trainingrun import TrainingRunSpec
+from capstan_operator import children, kube, objectstore
+from capstan_operator.config import OperatorConfig
+from capstan_operator.jobs import job_condition, pod_failure, terminated_containers
+from capstan_operator.status import Outcome, StatusDraft, seconds_since
+from capstan_operator.trainingrun import build
+from capstan_operator.trainingrun.resolve import resolve
+
+DONE = (Phase.SUCCEEDED, Phase.EARLY_STOPPED, Phase.FAILED)
+SHORT_POLL = 1.0
+WAIT_POLL = 5.0
+MAX_PROGRESS_POLL = 30.0  # the issue asks for progress at least every 30 s
+
+
+@dataclass
+class Gang:
+    """What one reconcile saw of the run's children."""
+
+    spec: TrainingRunSpec
+    """spec with every reference resolved."""
+    namespace: str
+    job_name: str
+    nodes: int
+    """nodes: pods the gang needs (resources.maxNodes)."""
+    job: dict | None
+    pods: list[dict] | None
+    """pods: the gang's pods; None when the Job's counters already say every pod is Ready."""
+
+
+def _deleting(obj: dict) -> bool:
+    return bool(obj["metadata"].get("deletionTimestamp"))
+
+
+def _fail(draft: StatusDraft, reason: str, msg: str) -> Outcome:
+    return draft.fail(reason, msg, st.PROGRESSING).outcome()
+
+
+def _short(x):
+    """kubectl get shows the number as is: 4 significant decimals are enough."""
+    return round(x, 4) if isinstance(x, float) else x
+
+
+def progress_fields(doc: dict, running_pods: int | None) -> dict:
+    """TrainingRunStatus fields (wire names) from the trainer's progress.json."""
+    p = files.TrainingProgress.from_dict(doc)
+    out = {
+        "step": p.step,
+        "totalSteps": p.total_steps,
+        "progress": f"{p.step}/{p.total_steps}" if p.total_steps else str(p.step),
+        "tokensSeen": p.tokens_seen,
+        "loss": _short(p.loss),
+        "evalLoss": _short(p.eval_loss),
+        "tokensPerSec": _short(p.tokens_per_sec),
+        "mfu": _short(p.mfu),
+        "worldSize": p.world_size,
+        "lastCheckpoint": p.last_checkpoint.to_wire() if p.last_checkpoint else None,
+    }
+    if running_pods is not None:
+        out["nodes"] = running_pods
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _read_progress(spec: TrainingRunSpec, cfg: OperatorConfig) -> dict | None:
+    return objectstore.read_json(files.join(spec.checkpoint.uri, files.PROGRESS_FILE), cfg)
+
+
+def _read_dependencies(ns: str, spec: TrainingRunSpec) -> tuple[dict, dict]:
+    datasets = {
+        d.dataset_ref: kube.get_custom("datasets", ns, d.dataset_ref) for d in spec.datasets if d.dataset_ref
+    }
+    ref = spec.init.from_training_run
+    runs = {ref: kube.get_custom("trainingruns", ns, ref)} if ref else {}
+    return datasets, runs
+
+
+def _phase(pod: dict) -> str:
+    return (pod.get("status") or {}).get("phase") or Phase.PENDING
+
+
+def gang_ready(job: dict | None, nodes: int) -> bool:
+    """The Job's own counters say every pod is Ready (so Running) and none failed, is being
+    deleted or finished: nothing a pod listing would add."""
+    if job is None or _deleting(job) or job_condition(job, "Failed") or job_condition(job, "Complete"):
+        return False
+    s = job.get("status") or {}
+    return (s.get("ready") or 0) >= nodes and not s.get("failed") and not s.get("terminating")
+
+
+def _pending_summary(pods: list[dict], nodes: int) -> str:
+    running = sum(_phase(p) == Phase.RUNNING for p in pods)
+    parts = [f"{running} of {nodes} pods running"]
+    for p in pods:
+        for c in (p.get("status") or {}).get("conditions") or []:
+            if c["type"] == "PodScheduled" and c["status"] == "False":
+                parts.append(f"{p['metadata']['name']}: {c.get('reason', '')} {c.get('message', '')}".strip())
+                break
+    return "; ".join(parts)
+
+
+def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
+    draft = StatusDraft(body)
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    # ---- finished: nothing more to do for this generation
+    if draft.finished(*DONE):
+        return draft.outcome()
+    try:
+        spec = TrainingRunSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        return _fail(draft, "InvalidSpec", describe_validation_error(exc, "spec"))
+
+    # ---- dependencies
+    res = resolve(ns, name, spec, *_read_dependencies(ns, spec), cfg)
+    if res.failure:
+        return _fail(draft, "DependencyFailed", res.failure)
+    if res.waiting:
+        draft.condition(st.WAITING, "True", "DependencyNotReady", res.waiting)
+        return draft.phase(Phase.WAITING, res.waiting, "Waiting").outcome(WAIT_POLL)
+    if draft.find(st.WAITING):
+        draft.condition(st.WAITING, "False", "DependenciesReady", "every dependency is ready")
+    gang = _observe(body, draft, res.spec)
+    draft.set(outputUri=gang.spec.checkpoint.uri, totalSteps=gang.spec.optimizer.total_steps)
+
+    if gang.spec.suspend:
+        return _suspend(draft, gang)
+    if (draft.find(st.SUSPENDED) or {}).get("status") == "True":
+        draft.condition(st.SUSPENDED, "False", "Resumed", "resumed")
+    # ---- a gang being torn down: wait until it is gone before creating the next one
+    if (gang.job is not None and _deleting(gang.job)) or (gang.job is None and gang.pods):
+        return draft.outcome(SHORT_POLL)
+    if gang.job is None:
+        return _create(body, draft, gang, cfg)
+    if job_condition(gang.job, "Complete"):
+        return _complete(draft, gang, cfg)
+    return _failures(draft, gang) or _gang_guard(draft, gang, cfg) or _running(draft, gang, cfg)
+
+
+def _observe(body: dict, draft: StatusDraft, spec: TrainingRunSpec) -> Gang:
+    """Read the Job, and the pods only when the Job's counters cannot answer."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    job_name, nodes = build.job_name(name), spec.resources.max_nodes
+    # No startTime: this run never had children, so create them without reading first (a 409
+    # from a create whose status write was lost means "already there" and is patched instead).
+    fresh = not draft.get("startTime") and not spec.suspend
+    job = None if fresh else kube.get("batch/v1", "Job", ns, job_name)
+    # A steady gang needs no pod listing (the most frequent reconcile): the Job counts its pods.
+    if fresh:
+        pods: list[dict] | None = []
+    elif spec.suspend or not gang_ready(job, nodes):
+        selector = children.selector(children.pod_labels(body, build.COMPONENT))
+        pods = kube.list_("v1", "Pod", ns, selector)
+    else:
+        pods = None
+    return Gang(spec, ns, job_name, nodes, job, pods)
+
+
+def _suspend(draft: StatusDraft, gang: Gang) -> Outcome:
+    """Stop the gang; its trainers checkpoint the step they reached, and resume from it later."""
+    if gang.job is not None and not _deleting(gang.job):
+        kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
+    msg = "suspended; resumes from the newest checkpoint when spec.suspend is false"
+    draft.condition(st.SUSPENDED, "True", "Suspended", msg)
+    draft.condition(st.PROGRESSING, "False", "Suspended", msg)
+    return draft.phase(Phase.SUSPENDED, msg, "Suspended").outcome(WAIT_POLL if gang.pods else None)
+
+
+def _complete(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome:
+    """The Job completed: Succeeded, or EarlyStopped when the trainer says so."""
+    progress = _read_progress(gang.spec, cfg) or {}
+    phase = progress.get("phase") if progress.get("phase") in st.RUN_DONE else Phase.SUCCEEDED
+    draft.set(**progress_fields(progress, 0), completionTime=draft.get("completionTime") or now_rfc3339())
+    msg = f"{phase.lower()} at step {draft.get('step')}"
+    draft.condition(st.PROGRESSING, "False", phase, msg)
+    return draft.phase(phase, msg, phase).outcome()
+
+
+def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
+    """A permanent error fails the run at once; a lost pod or a failed Job recreates the gang
+    (up to failurePolicy.maxRestarts). None when nothing failed."""
+    pods = gang.pods or []
+    failed = [p for p in pods if _phase(p) == Phase.FAILED or terminated_containers(p)]
+    exits = [(p, t.get("exitCode")) for p in failed for _, t in terminated_containers(p)]
+    bad = next((p for p, code in exits if code == exitcodes.INVALID_CONFIG), None)
+    if bad is not None:
+        return _fail(draft, "InvalidSpec", pod_failure(bad)[1])
+    lost = [p for p in pods if _deleting(p)]
+    job_failed = job_condition(gang.job, "Failed")
+    if not (job_failed or failed or lost):
+        return None
+    if failed:
+        why = pod_failure(failed[0])[1]
+    elif lost:
+        why = f"pod {lost[0]['metadata']['name']} was deleted (node or pod lost)"
+    else:
+        why = f"Job {gang.job_name} failed: {job_failed.get('message', '')}"
+    restarts = int(draft.get("restarts") or 0)
+    if restarts >= gang.spec.failure_policy.max_restarts:
+        return _fail(draft, "RestartsExhausted", f"{restarts} gang restarts used up; last failure: {why}")
+    kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
+    first_line = why.split("\n", 1)[0]
+    draft.set(restarts=restarts + 1)
+    draft.event("Warning", "GangRestart", f"restart {restarts + 1}: {why}")
+    draft.condition(st.GANG_SCHEDULED, "Unknown", "Restarting", first_line)
+    return draft.phase(Phase.SCHEDULING, f"recreating the gang after: {first_line}").outcome(SHORT_POLL)
+
+
+def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome | None:
+    """Not every pod Running: wait, and with the native scheduler tear the gang down after
+    gangTimeoutSeconds and back off. None when the whole gang runs."""
+    spec, job, nodes = gang.spec, gang.job, gang.nodes
+    if job["spec"].get("suspend"):
+        msg = f"queued in Kueue queue {spec.scheduling.queue_name}"
+        draft.condition(st.GANG_SCHEDULED, "Unknown", "Queued", msg)
+        return draft.phase(Phase.SCHEDULING, msg, "Queued").outcome(WAIT_POLL)
+    if gang.pods is None or sum(_phase(p) == Phase.RUNNING for p in gang.pods) >= nodes:
+        return None
+    started = (job.get("status") or {}).get("startTime") or job["metadata"]["creationTimestamp"]
+    age, limit = seconds_since(started), spec.scheduling.gang_timeout_seconds
+    summary = _pending_summary(gang.pods, nodes)
+    if spec.scheduling.scheduler == "native" and age > limit:
+        kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
+        msg = f"not all pods running within {limit} s ({summary}); retrying in {cfg.gang_backoff_seconds} s"
+        draft.condition(st.GANG_SCHEDULED, "False", "GangTimeout", msg)
+        return draft.phase(Phase.SCHEDULING, msg, "GangTimeout").outcome(cfg.gang_backoff_seconds)
+    draft.condition(st.GANG_SCHEDULED, "Unknown", "Scheduling", summary)
+    return draft.phase(Phase.SCHEDULING, summary, "Scheduling").outcome(min(WAIT_POLL, max(1.0, limit - age)))
+
+
+def _running(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome:
+    """The whole gang runs: progress from progress.json."""
+    nodes, total = gang.nodes, gang.spec.optimizer.total_steps
+    draft.condition(st.GANG_SCHEDULED, "True", "AllPodsRunning", f"{nodes} of {nodes} pods running")
+    progress = _read_progress(gang.spec, cfg)
+    if progress:
+        running = nodes if gang.pods is None else sum(_phase(p) == Phase.RUNNING for p in gang.pods)
+        draft.set(**progress_fields(progress, running))
+    msg = f"training, step {draft.get('step', 0)}/{total}"
+    draft.condition(st.PROGRESSING, "True", "Training", msg)
+    return draft.phase(Phase.RUNNING, msg, "Running").outcome(
+        min(MAX_PROGRESS_POLL, cfg.progress_interval_seconds)
+    )
+
+
+def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome:
+    """No Job: back off after a gang timeout, else create the children."""
+    timeout = draft.find(st.GANG_SCHEDULED) or {}
+    if timeout.get("reason") == "GangTimeout":
+        left = cfg.gang_backoff_seconds - seconds_since(timeout.get("lastTransitionTime"))
+        if left > 0:
+            return draft.outcome(left)
+    spec, job_name, nodes = gang.spec, gang.job_name, gang.nodes
+    for child in build.build(body, spec, cfg):
+        if child["kind"] == "PodGroup":
+            kube.apply_custom(child)
+        else:
+            kube.apply(child)
+    draft.event(
+        "Normal", "Created", f"Job {job_name}: {nodes} pod(s) x {spec.resources.nproc_per_node} process(es)"
+    )
+    draft.condition(st.GANG_SCHEDULED, "Unknown", "Scheduling", f"0 of {nodes} pods running")
+    draft.condition(st.PROGRESSING, "True", "Scheduling", f"Job {job_name} created")
+    if not draft.get("startTime"):
+        draft.set(startTime=now_rfc3339())
+    # The Job's and pods' events wake this run as the gang comes up; the poll is a safety net.
+    return draft.phase(
+        Phase.SCHEDULING, f"Job {job_name} created, waiting for {nodes} pod(s)", "Scheduling"
+    ).outcome(WAIT_POLL)

@@ -1,0 +1,174 @@
+"""Evaluate a model: perplexity, tasks, bias probes, gates; write results and a model card.
+
+    python -m capstan_trainer.evaluate -f evaluation.yaml
+
+The file is an Evaluation resource whose references the operator has resolved (model.uri,
+validationUri, outputUri set). Writes results.json, README.md (model card) and status.json (what
+the operator copies into status) to spec.outputUri. Exit 0 when the evaluation ran, whether or not
+its gates passed; 3 for an invalid file (permanent); anything else is a crash worth retrying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+import yaml
+
+from capstan_api import exitcodes, files
+from capstan_api.common import InvalidResource, parse_spec
+from capstan_api.evaluation import EvaluationSpec
+from capstan_trainer import model_load, storage
+from capstan_trainer.evaluate import bias, model_card, scoring, tasks
+from capstan_trainer.generation.engine import Engine
+from capstan_trainer.shards import decode_shard, read_manifest
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def load_spec(path: str) -> tuple[str, EvaluationSpec]:
+    try:
+        with open(path) as f:
+            obj = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidResource(f"{path}: cannot read: {exc}") from exc
+    spec = parse_spec(EvaluationSpec, obj, "Evaluation", source=path)
+    unresolved = []
+    if spec.model.training_run_ref is not None:
+        unresolved.append("spec.model.trainingRunRef: must be resolved to spec.model.uri before running")
+    if spec.dataset_ref is not None:
+        unresolved.append("spec.datasetRef: must be resolved to spec.validationUri before running")
+    if not spec.output_uri:
+        unresolved.append("spec.outputUri: required when running the evaluation")
+    if unresolved:
+        raise InvalidResource(f"{path}: " + "; ".join(unresolved))
+    return (obj.get("metadata") or {}).get("name", "evaluation"), spec
+
+
+def validation_texts(uri: str, limit: int) -> list[str]:
+    """Documents for perplexity: a shard manifest's validation split (decoded with its tokenizer),
+    a JSONL file's "text" fields, or one plain text file."""
+    from tokenizers import Tokenizer
+
+    if uri.endswith(".jsonl"):
+        texts = [r["text"] for r in tasks.read_jsonl(uri, ("text",), "validationUri")]
+    elif uri.endswith((".txt", ".md")):
+        texts = [storage.read_bytes(uri).decode("utf-8")]
+    else:
+        m = read_manifest(uri)
+        base = uri.rsplit("/", 1)[0] if uri.endswith(".json") else uri
+        tok = Tokenizer.from_str(storage.read_bytes(storage.join(base, m.tokenizer["path"])).decode())
+        tokens = np.concatenate([decode_shard(storage.read_bytes(storage.join(base, s.path)), m.dtype)
+                                 for s in m.splits["validation"].shards])  # fmt: skip
+        ends = np.flatnonzero(tokens == m.eos_id)
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        texts = [tok.decode(tokens[a:b].tolist()) for a, b in zip(starts, ends, strict=True) if b > a]
+    texts = [t for t in texts if t.strip()]
+    return texts[:limit] if limit else texts
+
+
+def run(name: str, spec: EvaluationSpec) -> dict:
+    device = model_load.device_for(spec.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    t0 = time.perf_counter()
+    lm = model_load.load(spec.model.uri, device=device, dtype=dtype, tokenizer_uri=spec.model.tokenizer_uri)
+    ctx = min(spec.context_length or lm.max_seq_len, lm.max_seq_len)
+    prefix = lm.eos_id if lm.eos_id is not None else 0
+    emit({"event": "loaded", "model": lm.meta.get("uri"), "device": str(device), "contextLength": ctx})
+
+    def encode(text: str) -> list[int]:
+        return lm.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def progress(stage: str):
+        def report(done: int, total: int) -> None:
+            emit({"event": "progress", "stage": stage, "done": done, "of": total})
+
+        return report
+
+    results: dict = {"model": lm.meta.get("uri"), "contextLength": ctx, "tasks": []}
+    metrics: dict[str, float] = {}
+    # ---- perplexity ---------------------------------------------------------------------------
+    if spec.validation_uri:
+        texts = validation_texts(spec.validation_uri, spec.max_validation_documents)
+        scorer = scoring.Scorer(lm.model, ctx, spec.batch_size, device, progress("perplexity"))
+        t = time.perf_counter()
+        ppl = scoring.perplexity(scorer, encode, texts, prefix)
+        ppl["tokens_per_second"] = ppl["tokens"] / (time.perf_counter() - t)
+        results["perplexity"] = {"source": spec.validation_uri, "metrics": ppl}
+        metrics |= {f"perplexity.{k}": v for k, v in ppl.items() if k != "tokens_per_second"}
+    # ---- tasks --------------------------------------------------------------------------------
+    engine = None
+    for task in spec.tasks:
+        field = f"spec.tasks[{task.name}]"
+        if task.type == "multipleChoice":
+            rows = tasks.read_jsonl(task.uri, ("context", "choices", "gold"), field, task.limit)
+            scorer = scoring.Scorer(lm.model, ctx, spec.batch_size, device, progress(f"task.{task.name}"))
+            m = tasks.multiple_choice(scorer, encode, rows, prefix, field)
+            extra = {}
+        else:
+            rows = tasks.read_jsonl(task.uri, ("prompt", "answer"), field, task.limit)
+            engine = engine or Engine(
+                lm, max_batch_size=spec.batch_size, max_queue=1 << 30, max_model_len=ctx
+            )
+            m, preds = tasks.exact_match(engine, encode, rows, task, prefix)
+            extra = {"predictions": preds[:20]}
+        results["tasks"].append(
+            {"name": task.name, "type": task.type, "uri": task.uri, "metrics": m, **extra}
+        )
+        metrics |= {f"task.{task.name}.{k}": v for k, v in m.items()}
+        emit({"event": "task", "name": task.name, **m})
+    # ---- bias ---------------------------------------------------------------------------------
+    pairs = bias.load_probes(spec.bias_probes.builtin, spec.bias_probes.uri)
+    if pairs:
+        scorer = scoring.Scorer(lm.model, ctx, spec.batch_size, device, progress("bias"))
+        probes = bias.score(scorer, encode, pairs, prefix)
+        probes["sources"] = (["builtin"] if spec.bias_probes.builtin else []) + (
+            [spec.bias_probes.uri] if spec.bias_probes.uri else []
+        )
+        results["bias"] = probes
+        metrics["bias.pct_stereotype"] = probes["overall"]["pct_stereotype"]
+        metrics["bias.likelihood_diff"] = probes["overall"]["likelihood_diff"]
+        for cat, s in probes["categories"].items():
+            metrics[f"bias.{bias.slug(cat)}.pct_stereotype"] = s["pct_stereotype"]
+    # ---- gates and outputs --------------------------------------------------------------------
+    gates, passed = scoring.check_gates(spec.gates, metrics)
+    results |= {"metrics": metrics, "gates": gates, "passed": passed, "seconds": time.perf_counter() - t0}
+    out = spec.output_uri
+    results_uri, card_uri = storage.join(out, files.RESULTS_FILE), storage.join(out, files.MODEL_CARD_FILE)
+    storage.write_bytes(results_uri, json.dumps(results, indent=2).encode())
+    storage.write_bytes(card_uri, model_card.render(name, spec, lm.meta, results).encode())
+    outcome = files.EvaluationOutcome(
+        metrics=metrics,
+        gates=gates,
+        passed=passed,
+        model_uri=lm.meta.get("uri"),
+        results_uri=results_uri,
+        model_card_uri=card_uri,
+    )
+    storage.write_bytes(storage.join(out, files.EVALUATION_STATUS_FILE), outcome.to_json().encode())
+    emit({"event": "done", "passed": passed, "failedGates": [g["metric"] for g in gates if not g["passed"]],
+          "resultsUri": results_uri})  # fmt: skip
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="capstan_trainer.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("-f", "--file", required=True, help="Evaluation resource (YAML or JSON)")
+    a = p.parse_args(argv)
+    try:
+        name, spec = load_spec(a.file)
+    except InvalidResource as exc:
+        print(exc, file=sys.stderr)
+        return exitcodes.INVALID_CONFIG
+    try:
+        run(name, spec)
+    except (tasks.TaskFileError, FileNotFoundError) as exc:
+        print(f"{a.file}: {exc}", file=sys.stderr)
+        return exitcodes.INVALID_CONFIG
+    return 0

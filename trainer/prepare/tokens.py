@@ -1,0 +1,111 @@
+"""Stages 8-9: train or load the tokenizer, tokenize in parallel, write shards.
+
+Hugging Face `tokenizers` does the work: its BPE trainer and its batch encoder both run on all
+cores (RAYON_NUM_THREADS caps them). Shards follow trainer/shards.py: flat little-endian token
+arrays, end-of-text after every document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from itertools import chain
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from capstan_api.dataset import Tokenizer as TokenizerSpec
+from capstan_trainer import shards, storage
+from capstan_trainer.prepare.read import InputError
+
+ENCODE_BATCH = 2048  # documents per encode_batch call: big enough to keep every core busy
+
+
+def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
+    """Byte-level BPE (GPT-2 style pre-tokenizer, no prefix space); special tokens get the first ids."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        min_frequency=spec.min_frequency,
+        special_tokens=spec.special_tokens.all(),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def load_tokenizer(uri: str, spec: TokenizerSpec) -> Tokenizer:
+    try:
+        tok = Tokenizer.from_str(storage.read_bytes(uri).decode("utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"spec.tokenizer.uri: no such file {uri}") from exc
+    except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
+        raise InputError(f"spec.tokenizer.uri: {uri} is not a tokenizer.json: {exc}") from exc
+    if tok.token_to_id(spec.special_tokens.eos) is None:
+        raise InputError(
+            f"spec.tokenizer.uri: {uri} has no token {spec.special_tokens.eos!r} (spec.tokenizer.specialTokens.eos)"
+        )
+    return tok
+
+
+def tokenizer_config(tok: Tokenizer, spec: TokenizerSpec) -> str:
+    """tokenizer_config.json as transformers reads it: special tokens and the chat template."""
+    st = spec.special_tokens
+    cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": st.bos if tok.token_to_id(st.bos) is not None else None,
+        "eos_token": st.eos,
+        "pad_token": st.pad if tok.token_to_id(st.pad) is not None else None,
+        "chat_template": spec.chat_template,
+        "model_max_length": 1_000_000_000,
+        "clean_up_tokenization_spaces": False,
+    }
+    return json.dumps(cfg, indent=2, sort_keys=True) + "\n"
+
+
+def token_stream(
+    tok: Tokenizer, texts: list[str], eos: int, dtype: str
+) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """Per batch: (tokens of every document each followed by eos, tokens per document)."""
+    for i in range(0, len(texts), ENCODE_BATCH):
+        encs = tok.encode_batch_fast(texts[i : i + ENCODE_BATCH], add_special_tokens=False)
+        ids = [e.ids for e in encs]
+        lengths = [len(x) + 1 for x in ids]
+        flat = np.fromiter(
+            chain.from_iterable(chain(x, (eos,)) for x in ids), dtype=np.dtype(dtype), count=sum(lengths)
+        )
+        yield flat, lengths
+
+
+class ShardWriter:
+    """Cuts a token stream into `size`-token files `<split>-NNNNN.bin` under `folder`."""
+
+    def __init__(self, folder: str, split: str, size: int, dtype: str) -> None:
+        self.folder, self.split, self.size, self.dtype = folder, split, size, dtype
+        self.buffer: list[np.ndarray] = []
+        self.buffered = 0
+        self.shards: list[shards.ShardInfo] = []
+
+    def add(self, tokens: np.ndarray) -> None:
+        self.buffer.append(tokens)
+        self.buffered += len(tokens)
+        while self.buffered >= self.size:
+            data = np.concatenate(self.buffer)
+            self._write(data[: self.size])
+            rest = data[self.size :]
+            self.buffer, self.buffered = ([rest] if len(rest) else []), len(rest)
+
+    def close(self) -> list[shards.ShardInfo]:
+        if self.buffered:
+            self._write(np.concatenate(self.buffer))
+        self.buffer, self.buffered = [], 0
+        return self.shards
+
+    def _write(self, tokens: np.ndarray) -> None:
+        name = f"{self.split}-{len(self.shards):05d}.bin"
+        data, digest = shards.encode_shard(tokens, self.dtype)
+        storage.write_bytes(storage.join(self.folder, name), data)
+        self.shards.append(shards.ShardInfo(path=name, tokens=len(tokens), sha256=digest))

@@ -1,0 +1,182 @@
+"""Turn a validated TrainingRun spec into what the trainer runs: model shape, data sources and
+batch arithmetic. Everything here runs before any process group exists, and every problem is a
+`ConfigError` (exit code 3) whose message starts with the field it is about."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from capstan_api.common import InvalidResource
+from capstan_api.trainingrun import TrainingRunSpec
+from capstan_trainer import checkpoint, shards, storage
+from capstan_trainer.model import ModelConfig, preset
+from capstan_trainer.train import loader
+
+
+class ConfigError(InvalidResource):
+    """A TrainingRun the trainer cannot run; permanent (exit code 3)."""
+
+
+@dataclass
+class Source:
+    uri: str
+    """uri: the manifest file URI."""
+    weight: float
+    manifest: shards.Manifest
+    train: loader.Split
+    validation: loader.Split
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the data for the order's permutation keys."""
+        if self.manifest.fingerprint:
+            return self.manifest.fingerprint
+        return hashlib.sha256(
+            "".join(s.sha256 for s in self.manifest.splits["train"].shards).encode()
+        ).hexdigest()
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    spec: TrainingRunSpec
+    model: ModelConfig
+    sources: list[Source]
+    init_checkpoint: str = ""
+    """init_checkpoint: a committed step folder to take the initial weights from ("" = scratch)."""
+    tokenizer_uri: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def batch_seqs(self) -> int:
+        return self.spec.optimizer.global_batch_sequences
+
+    def accumulation(self, world: int) -> int:
+        """Micro-batches per process per step; checks divisibility with the numbers in the message."""
+        o = self.spec.optimizer
+        if self.batch_seqs % (o.micro_batch * world):
+            raise ConfigError(
+                f"spec.optimizer.globalBatchTokens: global batch of {self.batch_seqs} sequences "
+                f"({o.global_batch_tokens} tokens / seqLen {o.seq_len}) is not divisible by "
+                f"microBatch {o.micro_batch} x world size {world}"
+            )
+        return self.batch_seqs // (o.micro_batch * world)
+
+    def dataset_meta(self) -> list[dict]:
+        return [{"uri": s.uri, "weight": s.weight, "fingerprint": s.fingerprint} for s in self.sources]
+
+
+def _manifest_uri(uri: str) -> str:
+    return uri if uri.endswith(".json") else storage.join(uri, "manifest.json")
+
+
+def model_config(spec: TrainingRunSpec, vocab_size: int) -> ModelConfig:
+    m = spec.model
+    overrides = dict(
+        dim=m.dim, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads, ffn_dim=m.ffn_dim,
+        max_seq_len=m.max_seq_len, rope_theta=m.rope_theta, norm_eps=m.norm_eps,
+    )  # fmt: skip
+    kw = {k: v for k, v in overrides.items() if v}  # 0 means "the preset's value"
+    if m.tie_embeddings != "preset":
+        kw["tie_embeddings"] = m.tie_embeddings == "tied"
+    kw["vocab_size"] = m.vocab_size or vocab_size
+    try:
+        return preset(m.preset, **kw)
+    except ValueError as exc:
+        raise ConfigError(f"spec.model: {exc}") from exc
+
+
+def _open_source(i: int, entry, need_validation: bool, check_storage: bool) -> Source:
+    where = f"spec.datasets[{i}]"
+    if entry.dataset_ref and not entry.uri:
+        raise ConfigError(
+            f"{where}.datasetRef: {entry.dataset_ref!r} is not resolved to a manifest URI; the operator "
+            "does that, or set uri to run without a cluster"
+        )
+    uri = _manifest_uri(entry.uri)
+    try:
+        manifest = shards.read_manifest(uri)
+    except (OSError, ValueError) as exc:  # missing object, unreachable endpoint, bad JSON
+        raise ConfigError(f"{where}.uri: cannot read the manifest {uri}: {exc}") from exc
+    train = loader.open_split(uri, manifest, "train")
+    validation = loader.open_split(uri, manifest, "validation")
+    if need_validation and validation.total < 2:
+        raise ConfigError(f"{where}.uri: {uri} has no validation split, but spec.eval.intervalSteps is set")
+    if check_storage:
+        for split in (train, validation):
+            try:
+                loader.check_shards(split)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{where}.uri: {exc}") from exc
+    return Source(uri, entry.weight, manifest, train, validation)
+
+
+def _check_writable(uri: str) -> None:
+    """The checkpoint root's bucket (or local parent) exists and answers."""
+    fs, path = storage.filesystem(uri)
+    probe = path.split("/", 1)[0] if uri.startswith(("s3://", "s3a://")) else path
+    try:
+        if uri.startswith(("s3://", "s3a://")):
+            fs.ls(probe)
+        else:
+            fs.makedirs(probe, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"spec.checkpoint.uri: cannot reach {uri}: {exc}") from exc
+
+
+def resolve(spec: TrainingRunSpec, name: str = "trainingrun", check_storage: bool = True) -> TrainConfig:
+    """Everything the trainer needs, checked; raises ConfigError naming the field."""
+    if not spec.checkpoint.uri:
+        raise ConfigError(
+            "spec.checkpoint.uri: required to run the trainer (checkpoints and progress.json go there)"
+        )
+    if spec.init.from_training_run and not spec.init.checkpoint_uri:
+        raise ConfigError(
+            f"spec.init.fromTrainingRun: {spec.init.from_training_run!r} is not resolved to a checkpoint URI; "
+            "the operator does that, or set init.checkpointUri"
+        )
+    need_val = spec.eval.interval_steps > 0
+    sources = [_open_source(i, e, need_val, check_storage) for i, e in enumerate(spec.datasets)]
+    toks = {s.manifest.tokenizer.get("sha256", "") for s in sources}
+    if len(toks) > 1:
+        raise ConfigError(
+            "spec.datasets: the sources were tokenized with different tokenizers (sha256 differ)"
+        )
+    vocab = max(s.manifest.vocab_size for s in sources)
+    seq_len = spec.optimizer.seq_len
+    init = ""
+    if spec.init.checkpoint_uri:
+        try:
+            folder = checkpoint.resolve(spec.init.checkpoint_uri)
+            model = checkpoint.model_config_from_meta(checkpoint.read_meta(folder.uri))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"spec.init.checkpointUri: {exc}") from exc
+        init = folder.uri
+    else:
+        model = model_config(spec, vocab)
+    if model.vocab_size < vocab:
+        raise ConfigError(
+            f"spec.model.vocabSize: {model.vocab_size} is smaller than the datasets' vocabulary {vocab}"
+        )
+    if seq_len > model.max_seq_len:
+        raise ConfigError(
+            f"spec.optimizer.seqLen: {seq_len} exceeds the model's maxSeqLen {model.max_seq_len}"
+        )
+    windows = [s.train.windows(seq_len) for s in sources]
+    for i, n in enumerate(windows):
+        if n < 1:
+            raise ConfigError(
+                f"spec.datasets[{i}].uri: fewer than seqLen + 1 = {seq_len + 1} training tokens"
+            )
+    try:
+        loader.SequenceOrder(windows, [s.weight for s in sources], [s.fingerprint for s in sources], 0)
+    except ValueError as exc:
+        raise ConfigError(f"spec.datasets: {exc}") from exc
+    if check_storage:
+        _check_writable(spec.checkpoint.uri)
+    tok_path = sources[0].manifest.tokenizer.get("path", "tokenizer.json")
+    tok_uri = storage.join(sources[0].uri.rsplit("/", 1)[0], tok_path)
+    return TrainConfig(
+        name=name, spec=spec, model=model, sources=sources, init_checkpoint=init, tokenizer_uri=tok_uri
+    )

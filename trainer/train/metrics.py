@@ -1,0 +1,100 @@
+"""Rank-aware logging, FLOPs/MFU accounting, and the progress file the operator reads.
+
+`<checkpoint root>/progress.json` (its fields: `capstan_api.files.TrainingProgress`), written by
+rank 0 at most every 10 s, and at once on phase changes, evaluations and commits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import sys
+import time
+
+import torch
+
+from capstan_api import files
+from capstan_trainer import storage
+from capstan_trainer.model import ModelConfig
+
+# Dense bf16 peak FLOP/s per GPU (no sparsity), from the vendors' data sheets. Matched by
+# substring of torch.cuda.get_device_name(); the figure used is named in the metrics.
+PEAK_BF16_FLOPS: dict[str, float] = {
+    "H200": 989e12,
+    "H100": 989e12,  # SXM; the PCIe card is 756e12 and reports "H100 PCIe"
+    "H100 PCIe": 756e12,
+    "GH200": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+}
+
+
+def setup_logging(rank: int) -> None:
+    """Rank 0 logs INFO to stderr; other ranks only warnings (stdout is reserved for metrics)."""
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank{rank}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6N for the matmuls (N without the embedding lookup) plus
+    attention scores and values, 12 * layers * heads * head_dim * seq_len (as torchtitan counts)."""
+    n = cfg.num_params(exclude_embeddings=True)
+    if cfg.tie_embeddings:  # the tied matrix still does the output projection
+        n += cfg.vocab_size * cfg.dim
+    return 6 * n + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+
+
+def peak_flops(device: torch.device) -> tuple[float | None, str]:
+    """(peak bf16 FLOP/s of one device, what was matched); (None, reason) where unknown or CPU."""
+    if device.type != "cuda":
+        return None, "cpu"
+    name = torch.cuda.get_device_name(device)
+    best = max((k for k in PEAK_BF16_FLOPS if k in name), key=len, default=None)
+    return (PEAK_BF16_FLOPS[best], best) if best else (None, f"unknown device {name}")
+
+
+def memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def emit(record: dict) -> None:
+    """One JSON line on stdout (rank 0 calls it)."""
+    print(json.dumps(record), flush=True)
+
+
+class Progress:
+    """`<checkpoint root>/progress.json` (`capstan_api.files.TrainingProgress`), rewritten at most
+    every `min_interval_s` unless forced."""
+
+    def __init__(self, root: str, total_steps: int, world: int, min_interval_s: float = 10.0):
+        self.uri = storage.join(root, files.PROGRESS_FILE)
+        self.state = files.TrainingProgress(
+            total_steps=total_steps,
+            world_size=world,
+            restarts=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+        )
+        self.min_interval_s = min_interval_s
+        self._last_write = 0.0
+
+    def update(self, force: bool = False, **fields) -> None:
+        """Set `fields` (TrainingProgress attribute names); write when forced or due."""
+        self.state = files.TrainingProgress.model_validate({**self.state.model_dump(), **fields})
+        now = time.time()
+        if force or now - self._last_write >= self.min_interval_s:
+            self.state.time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+            storage.write_bytes(self.uri, self.state.to_json().encode())
+            self._last_write = now
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))

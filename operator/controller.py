@@ -103,9 +103,13 @@ class Controller:
                     self.observe(key, written)
                     if "phase" in out.status:
                         log.info(
-                            "%s %s/%s is %s: %s", kind, namespace, name, out.status["phase"],
+                            "%s %s/%s is %s: %s",
+                            kind,
+                            namespace,
+                            name,
+                            out.status["phase"],
                             out.status.get("message", ""),
-                        )  # fmt: skip
+                        )
                 for type_, reason, message in out.events:
                     kube.post_event(body, type_, reason, message, COMPONENT)
         except Exception:

@@ -47,7 +47,7 @@ def job_failure(job: dict, namespace: str, job_name: str) -> str:
     """Why a failed Job failed: its last failed pod's exit code, reason and log tail, else the
     Job's own condition message (e.g. a deadline or a pod failure policy)."""
     pods = kube.list_("v1", "Pod", namespace, f"job-name={job_name}")
-    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]  # the pod phase
     if failed:
         return pod_failure(failed[-1])[1]
     return f"Job {job_name} failed: {(job_condition(job, 'Failed') or {}).get('message', '')}"

@@ -14,8 +14,7 @@ from typing import Any
 
 from capstan_api import status as st
 from capstan_api.common import now_rfc3339
-
-FINISHED = ("Succeeded", "EarlyStopped", "Failed", "Ready")
+from capstan_api.status import Phase
 
 
 def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> dict[str, Any] | None:
@@ -124,7 +123,7 @@ class StatusDraft:
     def phase(self, phase: str, message: str, reason: str = "") -> StatusDraft:
         """Set the phase and summary; a change of phase is recorded as an Event."""
         if phase != self.old.get("phase") and phase != self.fields.get("phase"):
-            warn = phase in ("Failed",)
+            warn = phase == Phase.FAILED
             self.event("Warning" if warn else "Normal", reason or phase, message)
         return self.set(phase=phase, message=message)
 
@@ -136,7 +135,7 @@ class StatusDraft:
             self.condition(companion, "False", reason, message.split("\n", 1)[0])
         if finished:
             self.set(completionTime=self.get("completionTime") or now_rfc3339())
-        return self.phase("Failed", message, reason)
+        return self.phase(Phase.FAILED, message, reason)
 
     def finished(self, *phases: str) -> bool:
         """True when the stored status already reached one of `phases` for this generation."""

@@ -10,6 +10,7 @@ from capstan_api import files
 from capstan_api import status as st
 from capstan_api.common import describe_validation_error, now_rfc3339
 from capstan_api.dataset import DatasetSpec
+from capstan_api.status import Phase
 from capstan_operator import kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.dataset import build, resolve
@@ -44,7 +45,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     # ---- finished: nothing more to do for this generation
-    if draft.finished("Ready", "Failed"):
+    if draft.finished(Phase.READY, Phase.FAILED):
         return draft.outcome()
     try:
         spec = DatasetSpec.model_validate(body.get("spec") or {})
@@ -71,7 +72,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         msg = f"{draft.get('documents')} documents, {draft.get('tokens')} training tokens in {draft.get('shards')} shards"
         draft.condition(st.READY, "True", "Prepared", msg)
         draft.clear(st.FAILED)
-        return draft.phase("Ready", msg, "Prepared").outcome()
+        return draft.phase(Phase.READY, msg, "Prepared").outcome()
     # ---- create what is missing (create-or-patch: idempotent)
     if job is None:
         for child in build.build(body, spec, cfg):
@@ -80,4 +81,6 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     if not draft.get("startTime"):
         draft.set(startTime=now_rfc3339())
     draft.condition(st.READY, "False", "Preparing", f"Job {job_name} is running")
-    return draft.phase("Running", f"Job {job_name} is preparing the data", "Preparing").outcome(POLL_SECONDS)
+    return draft.phase(Phase.RUNNING, f"Job {job_name} is preparing the data", "Preparing").outcome(
+        POLL_SECONDS
+    )

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from capstan_api import status as st
 from capstan_api.common import describe_validation_error, now_rfc3339
 from capstan_api.deployment import DeploymentSpec
+from capstan_api.status import Phase
 from capstan_operator import kube
 from capstan_operator.config import OperatorConfig
 from capstan_operator.deployment import analysis, canary, resolve
@@ -136,7 +137,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         if stable is None:
             if choice.failure:
                 return draft.fail(reason, why, finished=False).outcome(WAIT_SECONDS)
-            return draft.phase("Waiting", why, reason).outcome(WAIT_SECONDS)
+            return draft.phase(Phase.WAITING, why, reason).outcome(WAIT_SECONDS)
     target = choice.uri or stable_uri
     if target != stable_uri and _rolled_back(ctx.history, target):
         rec = next(r for r in reversed(ctx.history) if r["modelUri"] == target)
@@ -205,7 +206,7 @@ def _first_revision(ctx: Ctx, target: str, source: str) -> Outcome:
     msg = f"revision {rev} starting ({target})"
     ctx.draft.condition(st.PROGRESSING, "True", "NewRevision", msg)
     ctx.draft.condition(st.READY, "False", "Starting", msg)
-    ctx.draft.phase("Progressing", msg, "NewRevision")
+    ctx.draft.phase(Phase.PROGRESSING, msg, "NewRevision")
     return ctx.finish(ROLLOUT_POLL_SECONDS)
 
 
@@ -228,12 +229,12 @@ def _steady(ctx: Ctx) -> Outcome:
             msg = f"{msg}; {ctx.note}"
         else:
             d.condition(st.PROGRESSING, "False", "Stable", msg)
-        d.phase("Available", msg, "Available")
+        d.phase(Phase.AVAILABLE, msg, "Available")
         return ctx.finish(STEADY_POLL_SECONDS)
     msg = f"revision {rev}: {ready}/{total} Ready"
     d.condition(st.READY, "False", "NotReady", msg)
     starting = rec is not None and rec["outcome"] == "InProgress"
-    d.phase("Progressing" if starting else "Degraded", msg, "Starting" if starting else "NotReady")
+    d.phase(Phase.PROGRESSING if starting else Phase.DEGRADED, msg, "Starting" if starting else "NotReady")
     return ctx.finish(ROLLOUT_POLL_SECONDS)
 
 
@@ -255,7 +256,7 @@ def _start_canary(ctx: Ctx, target: str, source: str) -> Outcome:
     msg = f"canary revision {rev} ({target}) starting at {weight}%"
     d.event("Normal", "CanaryStarted", msg)
     d.condition(st.PROGRESSING, "True", "Canary", msg)
-    d.phase("Progressing", msg, "Canary")
+    d.phase(Phase.PROGRESSING, msg, "Canary")
     return ctx.finish(ROLLOUT_POLL_SECONDS)
 
 
@@ -327,7 +328,7 @@ def _pod_ready(pod: dict) -> bool:
 
 def _holding(ctx: Ctx, msg: str, requeue: float = ROLLOUT_POLL_SECONDS) -> Outcome:
     ctx.draft.condition(st.PROGRESSING, "True", "Canary", msg)
-    ctx.draft.phase("Progressing", msg, "Canary")
+    ctx.draft.phase(Phase.PROGRESSING, msg, "Canary")
     return ctx.finish(requeue)
 
 
@@ -347,7 +348,7 @@ def _rollback(ctx: Ctx, rev: int, why: str) -> Outcome:
     d.condition(
         st.READY, "True" if ready else "False", "Available" if ready else "NotReady", msg.split(":")[0]
     )
-    d.phase("Available" if ready else "Degraded", msg, "RolledBack")
+    d.phase(Phase.AVAILABLE if ready else Phase.DEGRADED, msg, "RolledBack")
     return ctx.finish(ROLLOUT_POLL_SECONDS)
 
 
@@ -365,5 +366,5 @@ def _promote(ctx: Ctx, rev: int, why: str) -> Outcome:
     d.event("Normal", "Promoted", msg)
     d.condition(st.PROGRESSING, "False", "Promoted", msg)
     d.condition(st.READY, "True", "Available", f"revision {rev} serving")
-    d.phase("Available", msg, "Promoted")
+    d.phase(Phase.AVAILABLE, msg, "Promoted")
     return ctx.finish(ROLLOUT_POLL_SECONDS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from capstan_api.deployment import DeploymentSpec
+from capstan_api.status import Phase
 from capstan_operator import refs
 
 
@@ -29,19 +30,19 @@ _status = refs.status_of
 
 def _passing(ev: dict) -> bool:
     st = _status(ev)
-    return st.get("phase") == "Succeeded" and st.get("passed") is True and bool(st.get("modelUri"))
+    return st.get("phase") == Phase.SUCCEEDED and st.get("passed") is True and bool(st.get("modelUri"))
 
 
 def _from_evaluation(name: str, ev: dict | None) -> ModelChoice:
     st = _status(ev)
-    phase = st.get("phase") or "Pending"
+    phase = st.get("phase") or Phase.PENDING
     if ev is None:
         return ModelChoice(waiting=f"waiting for Evaluation {name} (not found)")
-    if phase == "Failed":
+    if phase == Phase.FAILED:
         return ModelChoice(
             failure=f"spec.model.evaluationRef: Evaluation {name} failed: {st.get('message', '')}"
         )
-    if phase != "Succeeded":
+    if phase != Phase.SUCCEEDED:
         return ModelChoice(waiting=f"waiting for Evaluation {name} to pass (now {phase})")
     if not _passing(ev):
         return ModelChoice(

@@ -12,6 +12,7 @@ from capstan_api import files
 from capstan_api import status as st
 from capstan_api.common import describe_validation_error, now_rfc3339
 from capstan_api.evaluation import EvaluationSpec
+from capstan_api.status import Phase
 from capstan_operator import children, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.evaluation import build, resolve
@@ -45,7 +46,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     # ---- finished: nothing more to do for this generation
-    if draft.finished("Succeeded", "Failed"):
+    if draft.finished(Phase.SUCCEEDED, Phase.FAILED):
         return draft.outcome()
     try:
         spec = EvaluationSpec.model_validate(body.get("spec") or {})
@@ -62,7 +63,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         draft.event("Normal", "SpecChanged", msg)
         draft.set(passed=None, completionTime=None)
         draft.clear(st.PASSED, st.FAILED)
-        return draft.phase("Pending", msg, "SpecChanged").outcome(1.0)
+        return draft.phase(Phase.PENDING, msg, "SpecChanged").outcome(1.0)
     if job is None:
         run_ref, ds_ref = spec.model.training_run_ref, spec.dataset_ref
         run = kube.get_custom("trainingruns", ns, run_ref.name) if run_ref else None
@@ -72,7 +73,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
             return _fail(draft, "DependencyFailed", res.failure)
         if res.waiting:
             draft.condition(st.WAITING, "True", "DependencyNotReady", res.waiting)
-            return draft.phase("Waiting", res.waiting, "Waiting").outcome(WAIT_SECONDS)
+            return draft.phase(Phase.WAITING, res.waiting, "Waiting").outcome(WAIT_SECONDS)
         # ---- create what is missing (create-or-patch: idempotent)
         for child in build.build(body, res.spec, cfg):
             kube.apply(child)
@@ -87,7 +88,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     if job_condition(job, "Complete"):
         return _complete(draft, job, cfg)
     draft.condition(st.READY, "False", "Evaluating", f"Job {job_name} is running")
-    return draft.phase("Running", f"Job {job_name} is evaluating the model", "Evaluating").outcome(
+    return draft.phase(Phase.RUNNING, f"Job {job_name} is evaluating the model", "Evaluating").outcome(
         POLL_SECONDS
     )
 
@@ -121,7 +122,7 @@ def _complete(draft: StatusDraft, job: dict, cfg: OperatorConfig) -> Outcome:
     else:
         draft.condition(st.PASSED, "False", "GatesFailed", summary)
         draft.event("Warning", "GatesFailed", summary)
-    return draft.phase("Succeeded", summary, "Evaluated").outcome()
+    return draft.phase(Phase.SUCCEEDED, summary, "Evaluated").outcome()
 
 
 def _workload_spec(ns: str, job_name: str) -> dict:

@@ -1,17 +1,14 @@
 """Children of a TrainingRun: a ConfigMap with the resolved resource, a headless Service that
 gives pod 0 a stable DNS name, and an Indexed Job with one pod per node running torchrun.
 
-The trainer role (command, GPU requests, /dev/shm) is built with torchx (`specs.Role`, its
-macros, and its Kubernetes scheduler's `role_to_pod`) rather than by string concatenation.
-Pure functions: no I/O."""
+The torchrun command is built with torchx (`specs.Role` and its macros) rather than by string
+concatenation; the pod around it is built here. Pure functions: no I/O."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kubernetes.client import ApiClient
 from torchx import specs
-from torchx.schedulers.kubernetes_scheduler import role_to_pod
 from torchx.specs import macros
 
 from capstan_api.trainingrun import TrainingRunSpec
@@ -25,6 +22,7 @@ RDZV_PORT = 29400
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 ANNOTATION_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 VOLCANO_API = "scheduling.volcano.sh/v1beta1"
+SHM_VOLUME = "dshm"
 
 
 def job_name(name: str) -> str:
@@ -65,7 +63,7 @@ def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: Operator
             children.CONFIG_PATH,
         ],
         env={"CAPSTAN_NODE_RANK": macros.replica_id},
-        # cpu/memory come from spec.resources.requests below; torchx only adds GPUs and shm here.
+        # cpu/memory come from spec.resources.requests; the role carries the GPU count.
         resource=specs.Resource(cpu=0, gpu=r.gpus_per_node, memMB=0),
         port_map={"c10d": RDZV_PORT},
         num_replicas=r.max_nodes,
@@ -91,18 +89,34 @@ def _toleration(t) -> dict[str, Any]:
     return out
 
 
+def trainer_container(role: specs.Role, env: list[dict], spec: TrainingRunSpec, cfg: OperatorConfig) -> dict:
+    """The torchrun container of a gang pod, from the torchx role: its command, ports and GPUs.
+
+    Built from the role directly rather than through torchx's `role_to_pod`: that helper also
+    writes a securityContext, a nodeSelector and cpu/memory figures of its own that this pod
+    sets from the spec, so its output had to be partly undone."""
+    gpus = role.resource.gpu
+    requests = dict(spec.resources.requests)
+    limits: dict[str, str] = {}
+    if gpus:
+        requests[children.GPU] = limits[children.GPU] = str(gpus)
+    return {
+        "name": CONTAINER,
+        "image": role.image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": [role.entrypoint, *role.args],
+        "env": env,
+        "ports": [{"containerPort": port, "name": name} for name, port in role.port_map.items()],
+        "resources": {"limits": limits, "requests": requests},
+        # Data loader workers and NCCL share tensors through /dev/shm; the default 64 MB is too small.
+        "volumeMounts": [{"mountPath": "/dev/shm", "name": SHM_VOLUME}, children.config_mount()],
+    }
+
+
 def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any]:
     name = body["metadata"]["name"]
     role = trainer_role(name, body["metadata"]["namespace"], spec, cfg)
-    pod = ApiClient().sanitize_for_serialization(role_to_pod(CONTAINER, role, service_account=None))["spec"]
-    container = pod["containers"][0]
     env = children.workload_env(body, cfg, role.env)
-    container.update(imagePullPolicy=cfg.image_pull_policy, env=env)
-    container.pop("securityContext", None)
-    container["volumeMounts"].append(children.config_mount())
-    if spec.resources.requests:
-        res = container.setdefault("resources", {})
-        res["requests"] = {**spec.resources.requests, **res.get("requests", {})}
     # Checks the spec, the data and the storage before torchrun starts: a bad spec exits 3 here
     # (torchrun would turn a worker's 3 into its own 1 and spend restarts on it).
     validate = {
@@ -113,16 +127,19 @@ def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str
         "env": env,
         "volumeMounts": [children.config_mount()],
     }
-    pod.update(
-        initContainers=[validate],
-        subdomain=service_name(name),
-        volumes=pod["volumes"] + [children.config_volume(job_name(name))],
-    )
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "initContainers": [validate],
+        "containers": [trainer_container(role, env, spec, cfg)],
+        "subdomain": service_name(name),
+        "volumes": [
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}},
+            children.config_volume(job_name(name)),
+        ],
+    }
     r = spec.resources
     if r.node_selector:
         pod["nodeSelector"] = dict(r.node_selector)
-    else:
-        pod.pop("nodeSelector", None)
     if r.tolerations:
         pod["tolerations"] = [_toleration(t) for t in r.tolerations]
     if r.priority_class_name:

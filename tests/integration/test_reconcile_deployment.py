@@ -130,8 +130,11 @@ def test_serves_a_completion_then_a_canary_promotes(operator_cluster, namespace,
     driver.run_until("revision 2 to be promoted", promoted, 240)
     st = status(driver, "chat")
     assert (st["previousRevision"], st["modelUri"], st.get("canaryRevision"), st["canaryWeight"]) == (
-        1, tiny.checkpoint_uri, None, 0,
-    )  # fmt: skip
+        1,
+        tiny.checkpoint_uri,
+        None,
+        0,
+    )
     assert [(h["revision"], h["outcome"]) for h in st["history"]] == [(1, "Promoted"), (2, "Promoted")]
     assert "analysis passed" in st["history"][1]["reason"]
     reasons = [e[2] for e in driver.events]

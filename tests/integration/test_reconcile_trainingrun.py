@@ -80,12 +80,15 @@ def test_two_nodes_survive_a_deleted_pod_with_one_restart(
 def test_gang_that_cannot_be_placed_times_out(operator_cluster, namespace, driver, s3_bucket, data):
     operator_cluster.apply(
         run_yaml(
-            "greedy", f"{s3_bucket}/ckpt/greedy", {"uri": data}, nodes=2,
+            "greedy",
+            f"{s3_bucket}/ckpt/greedy",
+            {"uri": data},
+            nodes=2,
             resources={"minNodes": 2, "maxNodes": 2, "gpusPerNode": 8},
             scheduling={"gangTimeoutSeconds": 3},
         ),
         namespace,
-    )  # fmt: skip
+    )
     driver.add("trainingruns", "greedy", reconcile_trainingrun.reconcile)
     cond = driver.run_until(
         "the gang timeout",

@@ -22,9 +22,13 @@ def docs(path: Path) -> list[dict]:
 
 def test_there_is_an_example_per_kind_and_the_pipeline():
     assert {p.name for p in FILES} >= {
-        "dataset.yaml", "trainingrun.yaml", "evaluation.yaml", "deployment.yaml", "deployment-canary.yaml",
+        "dataset.yaml",
+        "trainingrun.yaml",
+        "evaluation.yaml",
+        "deployment.yaml",
+        "deployment-canary.yaml",
         "pipeline.yaml",
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

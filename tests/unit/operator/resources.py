@@ -39,11 +39,15 @@ def trainingrun(name: str, namespace: str = "team-a", **spec_overrides) -> dict[
         "datasets": [{"uri": "s3://bucket/data"}],
         "model": {"preset": "test"},
         "optimizer": {
-            "globalBatchTokens": 512, "microBatch": 2, "seqLen": 32, "warmupSteps": 2, "totalSteps": 20,
+            "globalBatchTokens": 512,
+            "microBatch": 2,
+            "seqLen": 32,
+            "warmupSteps": 2,
+            "totalSteps": 20,
         },
         "resources": {"minNodes": 2, "maxNodes": 2, "nprocPerNode": 2},
         "checkpoint": {"uri": "s3://bucket/ckpt", "intervalSteps": 5},
-    }  # fmt: skip
+    }
     # Dict overrides merge one level deep, so a test names only the fields it is about.
     spec |= {k: ({**spec.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in spec_overrides.items()}
     return {

@@ -14,8 +14,11 @@ KEY = ("TrainingRun", "ns", "r")
 
 def run_body(rv: int, phase: str | None = None) -> dict:
     status = {"phase": phase} if phase else {}
-    return {"kind": "TrainingRun", "metadata": {"name": "r", "namespace": "ns", "resourceVersion": str(rv)},
-            "status": status}  # fmt: skip
+    return {
+        "kind": "TrainingRun",
+        "metadata": {"name": "r", "namespace": "ns", "resourceVersion": str(rv)},
+        "status": status,
+    }
 
 
 def make(monkeypatch, status_after: dict | None = None):

@@ -69,14 +69,18 @@ def test_a_failed_job_reports_the_pods_exit_code_and_log(fake_kube: FakeKube):
     reconcile(body)
     finish_job(fake_kube, "Failed")
     pod = f"{JOB}-abc"
-    fake_kube.add({
-        "kind": "Pod",
-        "metadata": {"name": pod, "namespace": "team-a", "labels": {"job-name": JOB}},
-        "status": {
-            "phase": "Failed",
-            "containerStatuses": [{"name": "prepare", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}],
-        },
-    })  # fmt: skip
+    fake_kube.add(
+        {
+            "kind": "Pod",
+            "metadata": {"name": pod, "namespace": "team-a", "labels": {"job-name": JOB}},
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {"name": "prepare", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}
+                ],
+            },
+        }
+    )
     fake_kube.logs[pod] = "s3://bucket/raw/a.jsonl line 7: not JSON\n"
     reconcile(body)
     assert body["status"]["phase"] == "Failed" and cond(body, "Failed")["reason"] == "PrepareFailed"

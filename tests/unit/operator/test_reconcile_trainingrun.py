@@ -57,8 +57,10 @@ def cond(out, type_: str) -> dict:
 def test_first_reconcile_creates_configmap_service_and_job(fake_kube: FakeKube):
     out = reconcile(run(), CFG)
     assert fake_kube.calls == [
-        ("apply", "ConfigMap", "llm-train"), ("apply", "Service", "llm-train"), ("apply", "Job", "llm-train")
-    ]  # fmt: skip
+        ("apply", "ConfigMap", "llm-train"),
+        ("apply", "Service", "llm-train"),
+        ("apply", "Job", "llm-train"),
+    ]
     assert out.status["phase"] == "Scheduling" and out.status["startTime"]
     assert fake_kube.lists == 0, "a run that never started has nothing to list"
     assert cond(out, "GangScheduled")["message"] == "0 of 2 pods running"
@@ -70,9 +72,14 @@ def test_all_pods_running_reports_progress(fake_kube: FakeKube):
     fake_kube.add(job())
     fake_kube.add(pod(0)), fake_kube.add(pod(1))
     fake_kube.files[PROGRESS] = {
-        "step": 7, "totalSteps": 20, "loss": 4.2, "tokensSeen": 3584, "worldSize": 4,
-        "lastCheckpoint": {"uri": "s3://bucket/ckpt/step-00000005", "step": 5}, "mfu": None,
-    }  # fmt: skip
+        "step": 7,
+        "totalSteps": 20,
+        "loss": 4.2,
+        "tokensSeen": 3584,
+        "worldSize": 4,
+        "lastCheckpoint": {"uri": "s3://bucket/ckpt/step-00000005", "step": 5},
+        "mfu": None,
+    }
     out = reconcile(run({"phase": "Scheduling"}), CFG)
     s = out.status
     assert (s["phase"], s["step"], s["progress"], s["nodes"], s["worldSize"]) == ("Running", 7, "7/20", 2, 4)

@@ -75,8 +75,14 @@ def manifest(field: str, name: str, dataset: dict | None) -> Ref:
     return Ref(uri=status["manifestUri"])
 
 
-def waiting(waits: list[str]) -> Resolution:
-    return Resolution(waiting="waiting for " + ", ".join(waits))
+def unresolved(*refs: Ref | None) -> Resolution | None:
+    """The first failure among `refs`, else what they wait for, else None (all resolved)."""
+    given = [r for r in refs if r is not None]
+    failure = next((r.failure for r in given if r.failure), "")
+    if failure:
+        return Resolution(failure=failure)
+    waits = [r.waiting for r in given if r.waiting]
+    return Resolution(waiting="waiting for " + ", ".join(waits)) if waits else None
 
 
 def artifact_uri(cfg: OperatorConfig, field: str, what: str, namespace: str, name: str, leaf: str) -> Ref:

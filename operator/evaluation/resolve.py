@@ -19,39 +19,26 @@ def resolve(
     cfg: OperatorConfig,
 ) -> Resolution:
     """`run` and `dataset` are the objects spec.model.trainingRunRef and spec.datasetRef name."""
-    waits: list[str] = []
-    model = spec.model
+    model, validation_uri = spec.model, spec.validation_uri
+    checkpoint = validation = None
     if model.training_run_ref is not None:
-        ref = refs.last_checkpoint("spec.model.trainingRunRef", model.training_run_ref.name, run)
-        if ref.failure:
-            return Resolution(failure=ref.failure)
-        if ref.waiting:
-            waits.append(ref.waiting)
-        else:
-            model = model.model_copy(update={"training_run_ref": None, "uri": ref.uri})
-    validation_uri = spec.validation_uri
+        checkpoint = refs.last_checkpoint("spec.model.trainingRunRef", model.training_run_ref.name, run)
+        model = model.model_copy(update={"training_run_ref": None, "uri": checkpoint.uri})
     if spec.dataset_ref is not None:
-        ref = refs.manifest("spec.datasetRef", spec.dataset_ref.name, dataset)
-        if ref.failure:
-            return Resolution(failure=ref.failure)
-        if ref.waiting:
-            waits.append(ref.waiting)
-        else:
-            validation_uri = ref.uri
-    if waits:
-        return refs.waiting(waits)
-    output_uri = spec.output_uri
-    if not output_uri:
-        where = refs.artifact_uri(cfg, "spec.outputUri", "results", namespace, name, "evaluation")
-        if where.failure:
-            return Resolution(failure=where.failure)
-        output_uri = where.uri
+        validation = refs.manifest("spec.datasetRef", spec.dataset_ref.name, dataset)
+        validation_uri = validation.uri
+    output = None
+    if not spec.output_uri:
+        output = refs.artifact_uri(cfg, "spec.outputUri", "results", namespace, name, "evaluation")
+    blocked = refs.unresolved(checkpoint, validation) or refs.unresolved(output)
+    if blocked:
+        return blocked
     resolved = spec.model_copy(
         update={
             "model": model,
             "dataset_ref": None,
             "validation_uri": validation_uri,
-            "output_uri": output_uri,
+            "output_uri": output.uri if output else spec.output_uri,
         }
     )
     return Resolution(spec=EvaluationSpec.model_validate(resolved.model_dump()))

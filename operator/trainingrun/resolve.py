@@ -18,35 +18,28 @@ def resolve(
     runs: dict[str, dict | None],
     cfg: OperatorConfig,
 ) -> Resolution:
-    waits, entries = [], []
-    for i, src in enumerate(spec.datasets):
-        if not src.dataset_ref:
-            entries.append(src)
-            continue
-        ref = refs.manifest(f"spec.datasets[{i}].datasetRef", src.dataset_ref, datasets.get(src.dataset_ref))
-        if ref.failure:
-            return Resolution(failure=ref.failure)
-        if ref.waiting:
-            waits.append(ref.waiting)
-        else:
-            entries.append(src.model_copy(update={"dataset_ref": "", "uri": ref.uri}))
-    init = spec.init
+    manifests = [
+        refs.manifest(f"spec.datasets[{i}].datasetRef", src.dataset_ref, datasets.get(src.dataset_ref))
+        if src.dataset_ref
+        else None
+        for i, src in enumerate(spec.datasets)
+    ]
+    entries = [
+        src.model_copy(update={"dataset_ref": "", "uri": ref.uri}) if ref else src
+        for src, ref in zip(spec.datasets, manifests, strict=True)
+    ]
+    init, base = spec.init, None
     if init.from_training_run:
-        run = init.from_training_run
-        ref = refs.last_checkpoint("spec.init.fromTrainingRun", run, runs.get(run))
-        if ref.failure:
-            return Resolution(failure=ref.failure)
-        if ref.waiting:
-            waits.append(ref.waiting)
-        else:
-            init = init.model_copy(update={"from_training_run": "", "checkpoint_uri": ref.uri})
-    if waits:
-        return refs.waiting(waits)
-    ckpt = spec.checkpoint
+        base = refs.last_checkpoint(
+            "spec.init.fromTrainingRun", init.from_training_run, runs.get(init.from_training_run)
+        )
+        init = init.model_copy(update={"from_training_run": "", "checkpoint_uri": base.uri})
+    ckpt, where = spec.checkpoint, None
     if not ckpt.uri:
         where = refs.artifact_uri(cfg, "spec.checkpoint.uri", "checkpoints", namespace, name, "checkpoints")
-        if where.failure:
-            return Resolution(failure=where.failure)
         ckpt = ckpt.model_copy(update={"uri": where.uri})
+    blocked = refs.unresolved(*manifests, base) or refs.unresolved(where)
+    if blocked:
+        return blocked
     resolved = spec.model_copy(update={"datasets": entries, "init": init, "checkpoint": ckpt})
     return Resolution(spec=TrainingRunSpec.model_validate(resolved.model_dump()))

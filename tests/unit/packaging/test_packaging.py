@@ -78,3 +78,19 @@ def test_operator_extra_resolves_without_torch(tmp_path):
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert {"kopf", "kubernetes", "capstan"} <= names, names
     assert not {n for n in names if n == "torch" or n.startswith("nvidia-")}, sorted(names)
+
+
+def test_builders_and_resolvers_do_no_io():
+    # Pure by construction: they import neither the API client wrapper nor object storage.
+    pure = [*REPO.glob("operator/*/build.py"), *REPO.glob("operator/*/resolve.py")]
+    pure += [REPO / "operator" / f for f in ("children.py", "refs.py", "status.py")]
+    pure.append(REPO / "operator" / "deployment" / "canary.py")
+    io_modules = {"kube", "objectstore"}
+    found = {}
+    for path in pure:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("capstan_operator"):
+                names = {a.name for a in node.names} | {node.module.rsplit(".", 1)[-1]}
+                if names & io_modules:
+                    found[str(path.relative_to(REPO))] = sorted(names & io_modules)
+    assert len(pure) >= 12 and found == {}

@@ -32,7 +32,8 @@ from capstan_operator.trainingrun import build
 from hack.localcluster.cluster import Cluster, ClusterOptions
 from tests.support.cluster import ClusterHandle
 from tests.support.driver import use_kubeconfig
-from tests.support.operator_proc import free_port, http_get
+from tests.support.operator_proc import http_get
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SA_FLOW = "service-accounts"  # APF flow schema of ServiceAccounts outside kube-system

@@ -45,10 +45,7 @@ def operator(cluster, namespace, monkeypatch):
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         monkeypatch.setenv(k, env[k])
     upload_corpus("s3://capstan-demo/corpus")
-    cluster.kubectl(
-        "create", "secret", "generic", SECRET, "-n", namespace,
-        *(f"--from-literal={k}={env[k]}" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")),
-    )  # fmt: skip
+    cluster.create_s3_secret(SECRET, namespace, env)
     release = ["capstan-e2e", str(CHART), "-n", namespace]
     sets = [
         f"watchNamespaces={{{namespace}}}",
@@ -102,10 +99,9 @@ def watch_pipeline(cluster, namespace: str) -> tuple[list[str], dict[str, list[s
 def chat_from_a_pod(cluster, namespace: str, url: str, model: str) -> dict:
     """What hack/demo.sh does: hack/chat.py in a pod, where the Service name resolves."""
     script = (REPO / "hack" / "chat.py").read_text()
-    cluster.kubectl(
-        "run", "chat-client", "-n", namespace, "--image=capstan/workload:dev", "--restart=Never",
-        "--command", "--", "python", "-c", script, url, model, "Tell me a story about a lighthouse.",
-    )  # fmt: skip
+    pod = ["chat-client", "-n", namespace, "--image=capstan/workload:dev", "--restart=Never"]
+    command = ["python", "-c", script, url, model, "Tell me a story about a lighthouse."]
+    cluster.kubectl("run", *pod, "--command", "--", *command)
     phase = cluster.wait_for(
         "the chat client pod to finish",
         lambda: (

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from hack.localcluster.cluster import Cluster
 
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+"""S3_SECRET_KEYS: what a Secret named by the operator's s3Secret holds."""
+
 
 @dataclass
 class ClusterHandle:
@@ -42,6 +45,11 @@ class ClusterHandle:
 
     def apply(self, manifest: str, namespace: str = "default") -> None:
         self.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+
+    def create_s3_secret(self, name: str, namespace: str, env: dict[str, str]) -> None:
+        """A generic Secret holding the S3_SECRET_KEYS of `env`, for the operator's workloads."""
+        literals = [f"--from-literal={k}={env[k]}" for k in S3_SECRET_KEYS]
+        self.kubectl("create", "secret", "generic", name, "-n", namespace, *literals)
 
     def get(self, kind: str, name: str, namespace: str = "default") -> dict | None:
         r = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)

@@ -25,11 +25,7 @@ def operator_cluster(cluster, capstan_crds):
 
 @pytest.fixture
 def op_cfg(operator_cluster, namespace, s3_server) -> OperatorConfig:
-    env = s3_server.env
-    operator_cluster.kubectl(
-        "create", "secret", "generic", S3_SECRET, "-n", namespace,
-        *(f"--from-literal={k}={env[k]}" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")),
-    )  # fmt: skip
+    operator_cluster.create_s3_secret(S3_SECRET, namespace, s3_server.env)
     return OperatorConfig(s3_endpoint=s3_server.endpoint, s3_secret=S3_SECRET, gang_backoff_seconds=2)
 
 

@@ -5,18 +5,13 @@ ports and its JSON log in a file; killed at the end if still running."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.ports import free_port
 
 
 def http_get(url: str) -> tuple[int, str]:

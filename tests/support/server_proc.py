@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from tests.support.ports import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -79,7 +76,7 @@ def get(url: str) -> tuple[int, str]:
 
 def post(url: str, body: dict | bytes, timeout: float = 60) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers=JSON_HEADERS)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
@@ -89,8 +86,9 @@ def post(url: str, body: dict | bytes, timeout: float = 60) -> tuple[int, dict]:
 
 def stream(url: str, body: dict, timeout: float = 60) -> list[dict | str]:
     """POST with stream=true; the parsed `data:` payloads in order ("[DONE]" kept as a string)."""
-    req = urllib.request.Request(url, data=json.dumps({**body, "stream": True}).encode(),
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    req = urllib.request.Request(
+        url, data=json.dumps({**body, "stream": True}).encode(), headers=JSON_HEADERS
+    )
     out: list[dict | str] = []
     with urllib.request.urlopen(req, timeout=timeout) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")

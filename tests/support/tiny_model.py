@@ -134,9 +134,15 @@ def build(root: Path, seed: int = 0) -> TinyModel:
     model = _train(train, seed)
     step = f"file://{root}/checkpoints/step-{STEPS:08d}"
     dcp.save({"model": model.state_dict()}, storage_writer=FsspecWriter(step), no_dist=True)
-    meta = {"step": STEPS, "model": model.cfg.to_dict(), "tokenizer": "tokenizer.json",
-            "dataset": [{"uri": dataset, "weight": 1.0, "fingerprint": "tiny-counting-v1"}],
-            "trainingRun": "tiny", "seqLen": 64, "eosId": EOS}  # fmt: skip
+    meta = {
+        "step": STEPS,
+        "model": model.cfg.to_dict(),
+        "tokenizer": "tokenizer.json",
+        "dataset": [{"uri": dataset, "weight": 1.0, "fingerprint": "tiny-counting-v1"}],
+        "trainingRun": "tiny",
+        "seqLen": 64,
+        "eosId": EOS,
+    }
     storage.write_bytes(storage.join(step, "capstan.json"), json.dumps(meta).encode())
     storage.write_bytes(storage.join(step, "tokenizer.json"), tok)
     storage.write_bytes(storage.join(step, "COMMITTED"), b"done\n")

@@ -10,6 +10,9 @@ import yaml
 
 from capstan_trainer import synthetic
 
+TINY_DATASET = {"vocab_size": 256, "train_tokens": 40_000, "validation_tokens": 2_000, "shard_tokens": 16_384}
+"""TINY_DATASET: the sizes synthetic.write_dataset gets for a tiny run's data."""
+
 
 def run_yaml(
     name: str, ckpt: str, data: dict, nodes: int = 1, steps: int = 30, every: int = 5, **spec
@@ -22,8 +25,14 @@ def run_yaml(
             "datasets": [data],
             "model": {"preset": "test"},
             "optimizer": {
-                "globalBatchTokens": 128 * nodes, "microBatch": 2, "seqLen": 32, "lr": 3e-3,
-                "minLr": 3e-4, "warmupSteps": 2, "totalSteps": steps, "seed": 7,
+                "globalBatchTokens": 128 * nodes,
+                "microBatch": 2,
+                "seqLen": 32,
+                "lr": 3e-3,
+                "minLr": 3e-4,
+                "warmupSteps": 2,
+                "totalSteps": steps,
+                "seed": 7,
             },
             "resources": {"minNodes": nodes, "maxNodes": nodes, "nprocPerNode": 1},
             "checkpoint": {"uri": ckpt, "intervalSteps": every, "keepLast": 2},
@@ -31,7 +40,7 @@ def run_yaml(
             "failurePolicy": {"maxRestarts": 2},
             **spec,
         },
-    }  # fmt: skip
+    }
     return yaml.safe_dump(body)
 
 
@@ -39,9 +48,7 @@ def run_yaml(
 def data(s3_bucket) -> str:
     """A synthetic token dataset (vocabulary 256, 40k training tokens) in the test's bucket."""
     uri = f"{s3_bucket}/data/tiny"
-    synthetic.write_dataset(
-        uri, vocab_size=256, train_tokens=40_000, validation_tokens=2_000, shard_tokens=16_384
-    )
+    synthetic.write_dataset(uri, **TINY_DATASET)
     return uri
 
 

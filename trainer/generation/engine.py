@@ -202,9 +202,8 @@ class Engine:
                 req = self.waiting.popleft()
                 for i in range(req.n):
                     tracker = TextTracker(self.loaded.tokenizer, req.params.stop, req.prompt_ids)
-                    seq = _Seq(req, i, len(self.running) + len(new), list(req.prompt_ids),
-                               make_generator(req.params.seed, i), tracker)  # fmt: skip
-                    new.append(seq)
+                    slot, gen = len(self.running) + len(new), make_generator(req.params.seed, i)
+                    new.append(_Seq(req, i, slot, list(req.prompt_ids), gen, tracker))
             # Under the lock, so submit() never sees a request both gone from the queue and not
             # yet holding a slot (the queue bound stays exact); a failing prefill fails these too.
             self.running.extend(new)

@@ -11,8 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 class ApiError(Exception):
     """Rendered as OpenAI's {"error": {message, type, param, code}} with an HTTP status."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
 
@@ -112,5 +118,7 @@ def chat_logprobs(entries, token_text) -> dict:
         text = token_text(t)
         return {"token": text, "logprob": lp, "bytes": list(text.encode())}
 
-    return {"content": [{**item(e.token_id, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
-                        for e in entries]}  # fmt: skip
+    def entry(e) -> dict:
+        return {**item(e.token_id, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
+
+    return {"content": [entry(e) for e in entries]}

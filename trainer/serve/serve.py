@@ -24,7 +24,8 @@ from aiohttp import web
 from capstan_trainer import model_load
 from capstan_trainer.generation.engine import Engine
 from capstan_trainer.generation.sampling import SamplingParams
-from capstan_trainer.serve.app import ServerState, make_app
+from capstan_trainer.serve.app import make_app
+from capstan_trainer.serve.state import ServerState
 
 log = logging.getLogger("capstan.serve")
 

@@ -17,11 +17,13 @@ def servers(tiny, tmp_path_factory):
     one waiting, for the backpressure and shutdown tests."""
     log = tmp_path_factory.mktemp("servers")
     launched = {
-        "main": server_proc.launch(tiny.export_uri, str(log / "main.log"),
-                                   "--max-batch-size", "8", "--served-model-name", "tiny"),
-        "narrow": server_proc.launch(tiny.export_uri, str(log / "narrow.log"),
-                                     "--max-batch-size", "1", "--max-queue", "1"),
-    }  # fmt: skip
+        "main": server_proc.launch(
+            tiny.export_uri, str(log / "main.log"), "--max-batch-size", "8", "--served-model-name", "tiny"
+        ),
+        "narrow": server_proc.launch(
+            tiny.export_uri, str(log / "narrow.log"), "--max-batch-size", "1", "--max-queue", "1"
+        ),
+    }
     try:
         yield {name: server_proc.wait_ready(s) for name, s in launched.items()}
     finally:

@@ -16,8 +16,16 @@ def test_sequences_joining_and_leaving_the_batch_decode_like_the_trainer(tiny):
     engine = Engine(model_load.load(tiny.export_uri), max_batch_size=3, max_queue=16)
     # Different prompt lengths and output lengths: sequences finish at different steps, the last
     # one moves into a freed slot, and waiting requests join mid-batch.
-    cases = [([5, 6, 7], 9), ([50, 52], 2), ([97, 98, 99, 0], 5), ([20], 7), ([31, 32, 33, 34, 35], 1),
-             ([60, 61], 4), ([10, 12, 13], 6), ([80], 3)]  # fmt: skip
+    cases = [
+        ([5, 6, 7], 9),
+        ([50, 52], 2),
+        ([97, 98, 99, 0], 5),
+        ([20], 7),
+        ([31, 32, 33, 34, 35], 1),
+        ([60, 61], 4),
+        ([10, 12, 13], 6),
+        ([80], 3),
+    ]
     outputs: dict[int, list[int]] = {}
     logprobs: dict[int, list[float]] = {}
     done: dict[int, str] = {}

@@ -22,8 +22,10 @@ def _words(text: str) -> list[int]:
 
 def test_greedy_completion_equals_trainer_decode(server, tiny):
     prompts = ["w5 w6 w7", "w50 w52", "w97 w98 w99 w0"]
-    status, body = post(server.url + "/v1/completions",
-                        {"model": "tiny", "prompt": prompts, "max_tokens": 12, "temperature": 0})  # fmt: skip
+    status, body = post(
+        server.url + "/v1/completions",
+        {"model": "tiny", "prompt": prompts, "max_tokens": 12, "temperature": 0},
+    )
     assert status == 200, body
     assert body["object"] == "text_completion" and len(body["choices"]) == 3
     for choice, prompt in zip(body["choices"], prompts, strict=True):
@@ -35,16 +37,20 @@ def test_greedy_completion_equals_trainer_decode(server, tiny):
 
 
 def test_stop_string_ends_the_completion_before_it(server):
-    status, body = post(server.url + "/v1/completions",
-                        {"prompt": "w10 w11", "max_tokens": 20, "temperature": 0, "stop": [" w15", "w40"]})  # fmt: skip
+    status, body = post(
+        server.url + "/v1/completions",
+        {"prompt": "w10 w11", "max_tokens": 20, "temperature": 0, "stop": [" w15", "w40"]},
+    )
     assert status == 200
     choice = body["choices"][0]
     assert choice["text"] == " w12 w13 w14" and choice["finish_reason"] == "stop"
 
 
 def test_streaming_completion_sends_deltas_then_done(server):
-    events = stream(server.url + "/v1/completions", {"prompt": "w20", "max_tokens": 6, "temperature": 0,
-                                                     "stream_options": {"include_usage": True}})  # fmt: skip
+    events = stream(
+        server.url + "/v1/completions",
+        {"prompt": "w20", "max_tokens": 6, "temperature": 0, "stream_options": {"include_usage": True}},
+    )
     assert events[-1] == "[DONE]"
     chunks = [e for e in events[:-1] if e["choices"]]
     text = "".join(c["choices"][0]["text"] for c in chunks)
@@ -55,8 +61,10 @@ def test_streaming_completion_sends_deltas_then_done(server):
 
 
 def test_streaming_holds_back_a_partial_stop_string(server):
-    events = stream(server.url + "/v1/completions",
-                    {"prompt": "w30", "max_tokens": 10, "temperature": 0, "stop": ["w33 w34"]})  # fmt: skip
+    events = stream(
+        server.url + "/v1/completions",
+        {"prompt": "w30", "max_tokens": 10, "temperature": 0, "stop": ["w33 w34"]},
+    )
     text = "".join(e["choices"][0]["text"] for e in events[:-1])
     assert text == " w31 w32 " and events[-2]["choices"][0]["finish_reason"] == "stop"
 
@@ -76,8 +84,10 @@ def test_n_choices_and_seeded_sampling_are_reproducible(server):
 
 def test_logprobs_and_echo(server, tiny):
     prompt = "w30 w31 w32 w33"
-    status, body = post(server.url + "/v1/completions",
-                        {"prompt": prompt, "max_tokens": 2, "temperature": 0, "logprobs": 2, "echo": True})  # fmt: skip
+    status, body = post(
+        server.url + "/v1/completions",
+        {"prompt": prompt, "max_tokens": 2, "temperature": 0, "logprobs": 2, "echo": True},
+    )
     assert status == 200
     choice = body["choices"][0]
     expected = tiny_model.greedy_reference(tiny, _words(prompt), 2)
@@ -162,10 +172,15 @@ def test_metrics_report_latency_tokens_and_outcomes(server):
     post(server.url + "/v1/completions", {"prompt": "w1", "max_tokens": 3})
     post(server.url + "/v1/completions", {"prompt": "w1", "max_tokens": -3})
     _, text = get(server.url + "/metrics")
-    for name in ("capstan_serve_time_to_first_token_seconds_bucket", "capstan_serve_inter_token_latency_seconds_count",
-                 "capstan_serve_e2e_request_latency_seconds_sum", "capstan_serve_requests_waiting",
-                 "capstan_serve_requests_running", "capstan_serve_prompt_tokens_total",
-                 "capstan_serve_generation_tokens_total"):  # fmt: skip
+    for name in (
+        "capstan_serve_time_to_first_token_seconds_bucket",
+        "capstan_serve_inter_token_latency_seconds_count",
+        "capstan_serve_e2e_request_latency_seconds_sum",
+        "capstan_serve_requests_waiting",
+        "capstan_serve_requests_running",
+        "capstan_serve_prompt_tokens_total",
+        "capstan_serve_generation_tokens_total",
+    ):
         assert name in text, name
     assert re.search(r'capstan_serve_requests_total\{status="200"\} [1-9]', text)
     assert re.search(r'capstan_serve_requests_total\{status="400"\} [1-9]', text)
@@ -175,8 +190,11 @@ def test_disconnected_client_is_cancelled(server):
     body = json.dumps({"prompt": "w1", "max_tokens": 100, "stream": True, "ignore_eos": True}).encode()
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         received = b""
         while b"data:" not in received:  # the socket timeout bounds each wait
             chunk = sock.recv(4096)
@@ -218,8 +236,10 @@ def test_sigterm_drains_in_flight_requests(narrow_server):
     long = 120  # near the tiny model's 128-token context, so the drain outlasts the checks below
 
     def long_request():
-        result["events"] = stream(s.url + "/v1/completions",
-                                  {"prompt": "w1", "max_tokens": long, "ignore_eos": True, "temperature": 0})  # fmt: skip
+        result["events"] = stream(
+            s.url + "/v1/completions",
+            {"prompt": "w1", "max_tokens": long, "ignore_eos": True, "temperature": 0},
+        )
 
     t = threading.Thread(target=long_request)
     t.start()

@@ -44,11 +44,17 @@ def run_yaml(name: str, bucket: str) -> str:
     spec = {
         "datasets": [{"uri": f"{bucket}/data/tiny"}],
         "model": {"preset": "test"},
-        "optimizer": {"globalBatchTokens": 128, "microBatch": 2, "seqLen": 32, "warmupSteps": 1, "totalSteps": 2},
+        "optimizer": {
+            "globalBatchTokens": 128,
+            "microBatch": 2,
+            "seqLen": 32,
+            "warmupSteps": 1,
+            "totalSteps": 2,
+        },
         "resources": {"minNodes": 1, "maxNodes": 1, "nprocPerNode": 1},
         "checkpoint": {"uri": f"{bucket}/ckpt/{name}", "intervalSteps": 1},
         "metrics": {"intervalSteps": 1},
-    }  # fmt: skip
+    }
     body = {
         "apiVersion": "capstan.dev/v1alpha1",
         "kind": "TrainingRun",
@@ -122,8 +128,8 @@ def direct_path(resolved: str, bucket: str, name: str, workdir: Path, timeout: f
     doc["spec"]["checkpoint"]["uri"] = f"{bucket}/direct/{name}"
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-           "-m", "capstan_trainer.train", "-f", str(path)]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
+    cmd = [*torchrun, "-m", "capstan_trainer.train", "-f", str(path)]
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -155,28 +161,46 @@ def main() -> int:
         boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name=s3["AWS_REGION"]).create_bucket(
             Bucket="bench"
         )
-        synthetic.write_dataset("s3://bench/data/tiny", vocab_size=256, train_tokens=40_000,
-                                validation_tokens=2_000, shard_tokens=16_384)  # fmt: skip
+        synthetic.write_dataset(
+            "s3://bench/data/tiny",
+            vocab_size=256,
+            train_tokens=40_000,
+            validation_tokens=2_000,
+            shard_tokens=16_384,
+        )
         h.kubectl("apply", "-f", str(REPO / "manifests" / "crds"))
         h.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/trainingruns.capstan.dev")
         h.namespace(NS)
-        h.kubectl("create", "secret", "generic", SECRET, "-n", NS,
-                  *(f"--from-literal={k}={s3[k]}" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")))  # fmt: skip
-        op = OperatorProcess(h, NS, root / "operator.log", env={
-            "CAPSTAN_S3_ENDPOINT": s3["AWS_ENDPOINT_URL"], "CAPSTAN_S3_SECRET": SECRET,
-            "CAPSTAN_LOG_LEVEL": "WARNING"})  # fmt: skip
+        keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+        h.kubectl(
+            "create", "secret", "generic", SECRET, "-n", NS, *(f"--from-literal={k}={s3[k]}" for k in keys)
+        )
+        op_env = {
+            "CAPSTAN_S3_ENDPOINT": s3["AWS_ENDPOINT_URL"],
+            "CAPSTAN_S3_SECRET": SECRET,
+            "CAPSTAN_LOG_LEVEL": "WARNING",
+        }
+        op = OperatorProcess(h, NS, root / "operator.log", env=op_env)
         op.start()
         wait("the operator's liveness endpoint", op.live, 60)
         for i in range(a.repeats):
             name = f"first-{i}"
             logged, seen, resolved, marks = operator_path(h, name, "s3://bench", a.timeout)
-            wait(f"TrainingRun {name}'s pods to be gone",
-                 lambda n=name: not h.list("pods", NS, f"capstan.dev/owner={n}"), a.timeout)  # fmt: skip
+            wait(
+                f"TrainingRun {name}'s pods to be gone",
+                lambda n=name: not h.list("pods", NS, f"capstan.dev/owner={n}"),
+                a.timeout,
+            )
             direct = direct_path(resolved, "s3://bench", name, root, a.timeout)
             rows.append((logged, seen, direct))
-            print(json.dumps({"repeat": i, "operatorFirstStep": round(logged, 2),
-                              "operatorStatusStep": round(seen, 2), "directFirstStep": round(direct, 2), "operatorMilestones": marks}),
-                  flush=True)  # fmt: skip
+            row = {
+                "repeat": i,
+                "operatorFirstStep": round(logged, 2),
+                "operatorStatusStep": round(seen, 2),
+                "directFirstStep": round(direct, 2),
+                "operatorMilestones": marks,
+            }
+            print(json.dumps(row), flush=True)
     finally:
         if op is not None:
             op.kill()

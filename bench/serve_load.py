@@ -48,8 +48,14 @@ async def one(session, url: str, prompt: list[int], out_len: int) -> dict:
                 times.append(time.perf_counter())
     end = time.perf_counter()
     itl = [b - a for a, b in zip(times, times[1:], strict=False)]
-    return {"ok": True, "ttft": times[0] - t0, "e2e": end - t0, "itl": itl, "tokens": len(times),
-            "tpot": (end - times[0]) / max(1, len(times) - 1)}  # fmt: skip
+    return {
+        "ok": True,
+        "ttft": times[0] - t0,
+        "e2e": end - t0,
+        "itl": itl,
+        "tokens": len(times),
+        "tpot": (end - times[0]) / max(1, len(times) - 1),
+    }
 
 
 async def run_load(
@@ -76,13 +82,21 @@ async def run_load(
     toks = sum(r["tokens"] for r in ok)
     itl = [x for r in ok for x in r["itl"]]
     ms = 1000.0
+    percentiles = {}
+    for k in ("ttft", "tpot", "e2e"):
+        for q in (50, 99):
+            percentiles[f"{k}_p{q}_ms"] = round(pct([r[k] for r in ok], q) * ms, 1)
     return {
-        "requests": len(ok), "failed": len(results) - len(ok), "seconds": round(wall, 2),
-        "requests_per_s": round(len(ok) / wall, 3), "output_tokens_per_s": round(toks / wall, 1),
-        **{f"{k}_p{q}_ms": round(pct([r[k] for r in ok], q) * ms, 1) for k in ("ttft", "tpot", "e2e") for q in (50, 99)},
-        "itl_p50_ms": round(pct(itl, 50) * ms, 1), "itl_p99_ms": round(pct(itl, 99) * ms, 1),
+        "requests": len(ok),
+        "failed": len(results) - len(ok),
+        "seconds": round(wall, 2),
+        "requests_per_s": round(len(ok) / wall, 3),
+        "output_tokens_per_s": round(toks / wall, 1),
+        **percentiles,
+        "itl_p50_ms": round(pct(itl, 50) * ms, 1),
+        "itl_p99_ms": round(pct(itl, 99) * ms, 1),
         "ttft_mean_ms": round(statistics.mean(r["ttft"] for r in ok) * ms, 1) if ok else None,
-    }  # fmt: skip
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -148,8 +162,8 @@ def main() -> int:
         model, vocab = model_for_preset(a.preset, Path(tmp))
         rows = {}
         for label, batch in [("batched", str(a.clients))] + ([("one-at-a-time", "1")] if a.compare else []):
-            s = server_proc.start(model, f"{tmp}/{label}.log", "--max-batch-size", batch, "--max-queue", "100000",
-                                  "--max-model-len", "1024", ready_within_s=600)  # fmt: skip
+            flags = ["--max-batch-size", batch, "--max-queue", "100000", "--max-model-len", "1024"]
+            s = server_proc.start(model, f"{tmp}/{label}.log", *flags, ready_within_s=600)
             try:
                 cpu0 = cpu_seconds(s.proc.pid)
                 rows[label] = asyncio.run(

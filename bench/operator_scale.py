@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client
@@ -97,8 +98,14 @@ def operator_kubeconfig(h: ClusterHandle, path: Path) -> Path:
     """A kubeconfig with a ServiceAccount token, so the operator's requests are countable."""
     h.kubectl("create", "namespace", "capstan-system", check=False)
     h.kubectl("create", "serviceaccount", "bench-operator", "-n", "capstan-system", check=False)
-    h.kubectl("create", "clusterrolebinding", "bench-operator", "--clusterrole=cluster-admin",
-              "--serviceaccount=capstan-system:bench-operator", check=False)  # fmt: skip
+    h.kubectl(
+        "create",
+        "clusterrolebinding",
+        "bench-operator",
+        "--clusterrole=cluster-admin",
+        "--serviceaccount=capstan-system:bench-operator",
+        check=False,
+    )
     token = h.kubectl(
         "create", "token", "bench-operator", "-n", "capstan-system", "--duration=2h"
     ).stdout.strip()
@@ -143,9 +150,9 @@ def baseline(h: ClusterHandle, n: int, cfg: OperatorConfig, timeout: float) -> t
     children = []
     for i in range(n):
         b = {**body(i, "direct"), "metadata": {"name": f"run-{i}", "namespace": "direct", "uid": f"u{i}"}}
-        objs = build.build(b, TrainingRunSpec.model_validate(b["spec"]), cfg)
-        children += [{**o, "metadata": {k: v for k, v in o["metadata"].items() if k != "ownerReferences"}}
-                     for o in objs]  # fmt: skip
+        for o in build.build(b, TrainingRunSpec.model_validate(b["spec"]), cfg):
+            meta = {k: v for k, v in o["metadata"].items() if k != "ownerReferences"}
+            children.append({**o, "metadata": meta})
     t0 = time.monotonic()
     create_all(children, kube.apply)
     wait(f"{2 * n} direct pods", lambda: pods_state("direct", n, "exist"), timeout, 0.5)
@@ -157,7 +164,21 @@ def baseline(h: ClusterHandle, n: int, cfg: OperatorConfig, timeout: float) -> t
     return direct_exist, direct_running
 
 
-def main() -> int:
+@dataclass
+class OperatorRun:
+    """What the operator path took, from the moment the TrainingRuns were created."""
+
+    applied: float  # s to create every TrainingRun
+    t_children: float  # s until every Job and pod exists
+    t_running: float  # s until every status says Running
+    rss: float  # operator peak RSS, MiB
+    cpu: float  # operator CPU, s
+    reqs: float  # API requests by the operator's ServiceAccount
+    reconciles: float
+    busy: float  # s spent in reconciles
+
+
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--nodes", type=int, default=10, help="simulated nodes (250 pods each)")
@@ -166,11 +187,97 @@ def main() -> int:
     p.add_argument(
         "--no-baseline", action="store_true", help="skip the direct baseline (for profiling; no ratio)"
     )
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def start_operator(h: ClusterHandle, root: Path, workers: int) -> tuple[subprocess.Popen, int]:
+    """The operator watching namespace bench as a ServiceAccount; returns it and its metrics port."""
+    kc = operator_kubeconfig(h, root / "operator.kubeconfig")
+    metrics_port = free_port()
+    env = {
+        **h.env,
+        "KUBECONFIG": str(kc),
+        "CAPSTAN_NAMESPACES": "bench",
+        "CAPSTAN_LOG_LEVEL": "WARNING",
+        "CAPSTAN_WORKERS": str(workers),
+        "CAPSTAN_LIVENESS_PORT": "0",
+        "CAPSTAN_METRICS_PORT": str(metrics_port),
+        "CAPSTAN_BIND_ADDRESS": "127.0.0.1",
+    }
+    with (root / "operator.log").open("w") as log:
+        op = subprocess.Popen([sys.executable, "-m", "capstan_operator"], env=env, stdout=log, stderr=log)
+    time.sleep(3)  # let it list and watch (an empty namespace) before the burst
+    return op, metrics_port
+
+
+def measure_operator(
+    h: ClusterHandle, op: subprocess.Popen, metrics_port: int, n: int, timeout: float
+) -> OperatorRun:
+    """Create n TrainingRuns at once; time their children and their Running status."""
+    req0 = apf_requests(h)
+    crd = client.CustomObjectsApi(kube.api_client())
+    t0 = time.monotonic()
+    create_all(
+        [body(i, "bench") for i in range(n)],
+        lambda b: crd.create_namespaced_custom_object("capstan.dev", "v1alpha1", "bench", "trainingruns", b),
+    )
+    applied = time.monotonic() - t0
+
+    def all_children() -> bool | str:
+        jobs = count("batch/v1", "Job", "bench")
+        return True if jobs >= n and pods_state("bench", n, "exist") is True else f"{jobs} Jobs"
+
+    def all_running() -> bool | str:
+        runs = kube.list_custom("trainingruns", "bench")
+        running = sum(1 for r in runs if (r.get("status") or {}).get("phase") == "Running")
+        return True if running >= n else f"{running} Running"
+
+    wait(f"{n} Jobs and {2 * n} pods", all_children, timeout)
+    t_children = time.monotonic() - t0
+    wait(f"{n} TrainingRuns Running", all_running, timeout)
+    t_running = time.monotonic() - t0
+    rss, cpu = proc_stats(op.pid)
+    reqs = apf_requests(h) - req0
+    reconciles, busy = reconcile_totals(http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1])
+    return OperatorRun(applied, t_children, t_running, rss, cpu, reqs, reconciles, busy)
+
+
+def report(a: argparse.Namespace, r: OperatorRun, direct: tuple[float, float] | None) -> None:
     n = a.runs
+    each_ms = 1000 * r.busy / max(r.reconciles, 1)
+    print(f"TrainingRuns: {n} (2 pods each), simulated nodes: {a.nodes}, operator workers: {a.workers}")
+    print(f"  created {n} TrainingRuns in               {r.applied:7.1f} s")
+    print(f"  every Job and pod exists after            {r.t_children:7.1f} s")
+    print(f"  every status Running after                {r.t_running:7.1f} s")
+    print(f"  operator peak RSS                         {r.rss:7.0f} MiB")
+    print(f"  operator CPU                              {r.cpu:7.1f} s")
+    print(f"  API requests by the operator              {r.reqs:7.0f} ({r.reqs / n:.1f} per TrainingRun)")
+    print(
+        f"  reconciles                                {r.reconciles:7.0f}"
+        f" ({r.reconciles / n:.1f} per TrainingRun, {each_ms:.0f} ms each on average)"
+    )
+    if direct is None:
+        return
+    direct_exist, direct_running = direct
+    print(f"baseline: the same children created directly: all {2 * n} pods exist after {direct_exist:.1f} s,")
+    print(f"          all Running after {direct_running:.1f} s")
+    exist_ratio, running_ratio = r.t_children / direct_exist, r.t_running / direct_running
+    print(f"ratio operator / direct: children exist {exist_ratio:.2f}, Running {running_ratio:.2f}")
+
+
+def main() -> int:
+    a = parse_args()
     root = Path(tempfile.mkdtemp(prefix="capstan-scale-"))
-    c = Cluster(ClusterOptions(root=root, bin_dir=REPO / ".capstan" / "bin", nodes=a.nodes, gpus_per_node=8,
-                               cpus_per_node=1000, memory_per_node="4000Gi", simulate=True))  # fmt: skip
+    options = ClusterOptions(
+        root=root,
+        bin_dir=REPO / ".capstan" / "bin",
+        nodes=a.nodes,
+        gpus_per_node=8,
+        cpus_per_node=1000,
+        memory_per_node="4000Gi",
+        simulate=True,
+    )
+    c = Cluster(options)
     c.up()
     h = ClusterHandle(c)
     use_kubeconfig(str(h.kubeconfig))
@@ -179,69 +286,16 @@ def main() -> int:
         h.kubectl("apply", "-f", str(REPO / "manifests" / "crds"))
         h.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/trainingruns.capstan.dev")
         cfg = OperatorConfig()
-
-        # ---- baseline: the same children, created directly ---------------------------------
-        direct_exist = direct_running = None
-        if not a.no_baseline:
-            direct_exist, direct_running = baseline(h, n, cfg, a.timeout)
-
-        # ---- the operator ------------------------------------------------------------------
+        direct = None if a.no_baseline else baseline(h, a.runs, cfg, a.timeout)
         h.namespace("bench")
-        kc = operator_kubeconfig(h, root / "operator.kubeconfig")
-        metrics_port = free_port()
-        env = {**h.env, "KUBECONFIG": str(kc), "CAPSTAN_NAMESPACES": "bench", "CAPSTAN_LOG_LEVEL": "WARNING",
-               "CAPSTAN_WORKERS": str(a.workers), "CAPSTAN_LIVENESS_PORT": "0", "CAPSTAN_METRICS_PORT": str(metrics_port),
-               "CAPSTAN_BIND_ADDRESS": "127.0.0.1"}  # fmt: skip
-        log = (root / "operator.log").open("w")
-        op = subprocess.Popen([sys.executable, "-m", "capstan_operator"], env=env, stdout=log, stderr=log)
-        time.sleep(3)  # let it list and watch (an empty namespace) before the burst
-        req0 = apf_requests(h)
-        crd = client.CustomObjectsApi(kube.api_client())
-        t0 = time.monotonic()
-        create_all(
-            [body(i, "bench") for i in range(n)],
-            lambda b: crd.create_namespaced_custom_object(
-                "capstan.dev", "v1alpha1", "bench", "trainingruns", b
-            ),
-        )
-        applied = time.monotonic() - t0
-
-        def all_children() -> bool | str:
-            jobs = count("batch/v1", "Job", "bench")
-            return True if jobs >= n and pods_state("bench", n, "exist") is True else f"{jobs} Jobs"
-
-        def all_running() -> bool | str:
-            runs = kube.list_custom("trainingruns", "bench")
-            running = sum(1 for r in runs if (r.get("status") or {}).get("phase") == "Running")
-            return True if running >= n else f"{running} Running"
-
-        wait(f"{n} Jobs and {2 * n} pods", all_children, a.timeout)
-        t_children = time.monotonic() - t0
-        wait(f"{n} TrainingRuns Running", all_running, a.timeout)
-        t_running = time.monotonic() - t0
-        rss, cpu = proc_stats(op.pid)
-        reqs = apf_requests(h) - req0
-        reconciles, busy = reconcile_totals(http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1])
+        op, metrics_port = start_operator(h, root, a.workers)
+        result = measure_operator(h, op, metrics_port, a.runs, a.timeout)
     finally:
         if op is not None:
             op.terminate()
             op.wait(30)
         c.down(quiet=True)
-    print(f"TrainingRuns: {n} (2 pods each), simulated nodes: {a.nodes}, operator workers: {a.workers}")
-    print(f"  created {n} TrainingRuns in               {applied:7.1f} s")
-    print(f"  every Job and pod exists after            {t_children:7.1f} s")
-    print(f"  every status Running after                {t_running:7.1f} s")
-    print(f"  operator peak RSS                         {rss:7.0f} MiB")
-    print(f"  operator CPU                              {cpu:7.1f} s")
-    print(f"  API requests by the operator              {reqs:7.0f} ({reqs / n:.1f} per TrainingRun)")
-    print(f"  reconciles                                {reconciles:7.0f} ({reconciles / n:.1f} per TrainingRun,"
-          f" {1000 * busy / max(reconciles, 1):.0f} ms each on average)")  # fmt: skip
-    if direct_exist is None:
-        return 0
-    print(f"baseline: the same children created directly: all {2 * n} pods exist after {direct_exist:.1f} s,")
-    print(f"          all Running after {direct_running:.1f} s")
-    print(f"ratio operator / direct: children exist {t_children / direct_exist:.2f}, "
-          f"Running {t_running / direct_running:.2f}")  # fmt: skip
+    report(a, result, direct)
     return 0
 
 

@@ -43,10 +43,16 @@ def spec() -> TrainingRunSpec:
         {
             "datasets": [{"uri": "file:///unused"}],
             "model": MODEL,
-            "optimizer": {"globalBatchTokens": SEQ * MICRO, "microBatch": MICRO, "seqLen": SEQ,
-                          "warmupSteps": 0, "totalSteps": 10, "seed": 1},
+            "optimizer": {
+                "globalBatchTokens": SEQ * MICRO,
+                "microBatch": MICRO,
+                "seqLen": SEQ,
+                "warmupSteps": 0,
+                "totalSteps": 10,
+                "seed": 1,
+            },
         }
-    )  # fmt: skip
+    )
 
 
 def plain_step(model, optimizer, x, y, clip: float) -> None:

@@ -19,11 +19,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from hack.localcluster import commands
 from hack.localcluster.kubeconfig import write_kubeconfig
 from hack.localcluster.pki import PKI
 
-SERVICE_CIDR = "10.96.0.0/16"  # allocated by the API server, never connected to
-ISSUER = "https://kubernetes.default.svc.cluster.local"
 MARKER = "CAPSTAN_LOCALCLUSTER"
 
 
@@ -88,7 +87,7 @@ class Cluster:
         return str(path)
 
     def _spawn(self, state: dict, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
-        log = self.state_dir / "logs" / f"{name}.log"
+        log = self._log(name)
         full_env = {**os.environ, **(env or {}), MARKER: state["id"]}
         proc = subprocess.Popen(
             argv,
@@ -102,24 +101,32 @@ class Cluster:
         self._save(state)
         return proc
 
+    def _log(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
     # ---- up ------------------------------------------------------------------------------------
     def up(self) -> None:
         if self.healthy():
             print(f"already running ({self.kubeconfig})")
             return
         self.down(quiet=True)
-        o = self.options
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         pki = PKI(self.root / "pki")  # kept across restarts: a warm start skips key generation
-        state = {
-            "id": uuid.uuid4().hex,
-            "ports": {n: free_port() for n in ("etcd", "etcd_peer", "api", "cm", "sched", "agent", "s3")},
-        }
-        ports = state["ports"]
+        state = {"id": uuid.uuid4().hex, "ports": {n: free_port() for n in commands.PORTS}}
         self._save(state)
-        api_url = f"https://127.0.0.1:{ports['api']}"
+        api_url = f"https://127.0.0.1:{state['ports']['api']}"
+        creds = self._credentials(pki, api_url)
+        self._start_etcd(state)
+        self._start_apiserver(state, creds, api_url)
+        self._start_controller_manager(state, creds)
+        self._start_scheduler(state, creds)
+        if self.options.s3:
+            self._start_s3(state)
+        self._start_node_agent(state, pki, creds)
+        self._wait_for_default_service_account()
 
-        # ---- certificates and kubeconfigs
+    def _credentials(self, pki: PKI, api_url: str) -> commands.Credentials:
+        """Certificates for the API server and a kubeconfig for each of its clients."""
         serving = pki.leaf(
             "apiserver",
             "kube-apiserver",
@@ -135,7 +142,7 @@ class Cluster:
         )
         kubelet_client = pki.leaf("apiserver-kubelet-client", "kube-apiserver", ("system:masters",))
         sa_key = pki.service_account_key()
-        kcs = {}
+        kubeconfigs = {}
         for name, cn, orgs in (
             ("admin", "capstan-admin", ("system:masters",)),
             ("controller-manager", "system:kube-controller-manager", ()),
@@ -145,184 +152,89 @@ class Cluster:
             crt, key = pki.leaf(name, cn, orgs)
             path = self.kubeconfig if name == "admin" else self.state_dir / f"{name}.kubeconfig"
             write_kubeconfig(path, api_url, pki.ca_cert_path, crt, key, user=name)
-            kcs[name] = path
-
-        # ---- etcd
-        etcd_log = self.state_dir / "logs" / "etcd.log"
-        etcd = self._spawn(
-            state,
-            "etcd",
-            [
-                self._bin("etcd"),
-                "--name=capstan",
-                f"--data-dir={self.state_dir / 'etcd'}",
-                f"--listen-client-urls=http://127.0.0.1:{ports['etcd']}",
-                f"--advertise-client-urls=http://127.0.0.1:{ports['etcd']}",
-                f"--listen-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
-                f"--initial-cluster=capstan=http://127.0.0.1:{ports['etcd_peer']}",
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-                "--quota-backend-bytes=4294967296",
-            ],
+            kubeconfigs[name] = path
+        return commands.Credentials(
+            ca=pki.ca_cert_path,
+            serving=serving,
+            kubelet_client=kubelet_client,
+            sa_key=sa_key,
+            sa_pub=pki.folder / "sa.pub",
+            kubeconfigs=kubeconfigs,
         )
+
+    def _start_etcd(self, state: dict) -> None:
+        port = state["ports"]["etcd"]
+        argv = commands.etcd(self._bin("etcd"), self.state_dir / "etcd", state["ports"])
+        proc = self._spawn(state, "etcd", argv)
         wait_until(
             "etcd /health",
             lambda: (
                 b'"health":"true"'
-                in urllib.request.urlopen(f"http://127.0.0.1:{ports['etcd']}/health", timeout=2).read()
+                in urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
             ),
-            o.start_deadline_s,
-            etcd,
-            etcd_log,
+            self.options.start_deadline_s,
+            proc,
+            self._log("etcd"),
         )
 
-        # ---- kube-apiserver
-        d = pki.folder
-        api_log = self.state_dir / "logs" / "kube-apiserver.log"
-        api = self._spawn(
-            state,
-            "kube-apiserver",
-            [
-                self._bin("kube-apiserver"),
-                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-                f"--secure-port={ports['api']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--tls-cert-file={serving[0]}",
-                f"--tls-private-key-file={serving[1]}",
-                f"--client-ca-file={d / 'ca.crt'}",
-                "--authorization-mode=Node,RBAC",
-                f"--service-account-issuer={ISSUER}",
-                f"--api-audiences={ISSUER}",
-                f"--service-account-key-file={d / 'sa.pub'}",
-                f"--service-account-signing-key-file={sa_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--allow-privileged=true",
-                f"--kubelet-client-certificate={kubelet_client[0]}",
-                f"--kubelet-client-key={kubelet_client[1]}",
-                "--kubelet-preferred-address-types=InternalIP",
-                # Endpoints may not hold loopback addresses; nothing here needs the reconciler.
-                "--endpoint-reconciler-type=none",
-                "--profiling=false",
-                "--max-requests-inflight=1000",
-                "--max-mutating-requests-inflight=500",
-            ],
-        )
-        ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
+    def _start_apiserver(self, state: dict, creds: commands.Credentials, api_url: str) -> None:
+        argv = commands.kube_apiserver(self._bin("kube-apiserver"), state["ports"], creds)
+        proc = self._spawn(state, "kube-apiserver", argv)
+        ctx = ssl.create_default_context(cafile=str(creds.ca))
         ctx.load_cert_chain(str(self.root / "pki" / "admin.crt"), str(self.root / "pki" / "admin.key"))
         wait_until(
             "kube-apiserver /readyz",
             lambda: urllib.request.urlopen(f"{api_url}/readyz", context=ctx, timeout=3).status == 200,
-            o.start_deadline_s,
-            api,
-            api_log,
+            self.options.start_deadline_s,
+            proc,
+            self._log("kube-apiserver"),
         )
 
-        # ---- controller-manager and scheduler
-        self._spawn(
-            state,
-            "kube-controller-manager",
-            [
-                self._bin("kube-controller-manager"),
-                f"--kubeconfig={kcs['controller-manager']}",
-                f"--authentication-kubeconfig={kcs['controller-manager']}",
-                f"--authorization-kubeconfig={kcs['controller-manager']}",
-                f"--secure-port={ports['cm']}",
-                "--bind-address=127.0.0.1",
-                f"--service-account-private-key-file={sa_key}",
-                f"--root-ca-file={d / 'ca.crt'}",
-                "--use-service-account-credentials=true",
-                "--leader-elect=false",
-                # The endpoint controllers would only log rejections of loopback pod IPs.
-                "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--terminated-pod-gc-threshold=500",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
-                "--concurrent-job-syncs=20",
-                "--concurrent-deployment-syncs=10",
-                "--concurrent-replicaset-syncs=10",
-            ],
-        )
-        sched_cfg = self.state_dir / "scheduler.yaml"
-        sched_cfg.write_text(
-            "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
-            f"clientConnection:\n  kubeconfig: {kcs['scheduler']}\n  qps: 200\n  burst: 400\n"
-            "leaderElection:\n  leaderElect: false\n"
-        )
-        self._spawn(
-            state,
-            "kube-scheduler",
-            [
-                self._bin("kube-scheduler"),
-                f"--config={sched_cfg}",
-                f"--secure-port={ports['sched']}",
-                "--bind-address=127.0.0.1",
-                f"--authentication-kubeconfig={kcs['scheduler']}",
-                f"--authorization-kubeconfig={kcs['scheduler']}",
-            ],
-        )
+    def _start_controller_manager(self, state: dict, creds: commands.Credentials) -> None:
+        argv = commands.kube_controller_manager(self._bin("kube-controller-manager"), state["ports"], creds)
+        self._spawn(state, "kube-controller-manager", argv)
 
-        # ---- S3 and the node agent
-        s3_env = {}
-        if o.s3:
-            s3_env = {
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3']}",
-                "AWS_ACCESS_KEY_ID": "capstan",
-                "AWS_SECRET_ACCESS_KEY": "capstan-secret",
-                "AWS_REGION": "us-east-1",
-            }
-            s3_log = self.state_dir / "logs" / "s3.log"
-            moto = self._spawn(
-                state,
-                "s3",
-                # The module form works in thin worktree venvs too (no moto_server script there).
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["s3"])],
-            )
-            wait_until(
-                "moto S3 server",
-                lambda: (
-                    urllib.request.urlopen(f"{s3_env['AWS_ENDPOINT_URL']}/moto-api/", timeout=2).status == 200
-                ),
-                o.start_deadline_s,
-                moto,
-                s3_log,
-            )
-            self.s3_env_file.write_text("".join(f"{k}={v}\n" for k, v in s3_env.items()))
-        agent_log = self.state_dir / "logs" / "node-agent.log"
-        agent_cmd = [
-            sys.executable,
-            "-m",
-            "hack.localcluster.nodeagent",
-            f"--kubeconfig={kcs['node-agent']}",
-            f"--state-dir={self.state_dir / 'pods'}",
-            f"--nodes={o.nodes}",
-            f"--gpus-per-node={o.gpus_per_node}",
-            f"--cpus-per-node={o.cpus_per_node}",
-            f"--memory-per-node={o.memory_per_node}",
-            f"--port={ports['agent']}",
-            f"--api-port={ports['api']}",
-            f"--tls-cert={pki.leaf('node-agent-serving', 'capstan-node-agent', server=True, ips=('127.0.0.1',))[0]}",
-            f"--tls-key={self.root / 'pki' / 'node-agent-serving.key'}",
-        ]
-        if o.simulate:
-            agent_cmd.append("--simulate")
-        agent = subprocess.Popen  # for type checkers
-        agent = self._spawn(
-            state, "node-agent", agent_cmd, env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    def _start_scheduler(self, state: dict, creds: commands.Credentials) -> None:
+        config = self.state_dir / "scheduler.yaml"
+        config.write_text(commands.scheduler_config(creds.kubeconfigs["scheduler"]))
+        argv = commands.kube_scheduler(self._bin("kube-scheduler"), config, state["ports"], creds)
+        self._spawn(state, "kube-scheduler", argv)
+
+    def _start_s3(self, state: dict) -> None:
+        """The moto S3 server, and s3.env saying how to reach it."""
+        port = state["ports"]["s3"]
+        env = commands.s3_env(port)
+        proc = self._spawn(state, "s3", commands.s3_server(port))
+        wait_until(
+            "moto S3 server",
+            lambda: urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/", timeout=2).status == 200,
+            self.options.start_deadline_s,
+            proc,
+            self._log("s3"),
         )
+        self.s3_env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+
+    def _start_node_agent(self, state: dict, pki: PKI, creds: commands.Credentials) -> None:
+        """The node agent registers the nodes and runs their pods; up ends when all are Ready."""
+        o = self.options
+        tls = pki.leaf("node-agent-serving", "capstan-node-agent", server=True, ips=("127.0.0.1",))
+        argv = commands.node_agent(o, state["ports"], creds, self.state_dir / "pods", tls)
+        repo = Path(__file__).resolve().parents[2]
+        proc = self._spawn(state, "node-agent", argv, env={"PYTHONPATH": str(repo)})
         wait_until(
             f"{o.nodes} Ready nodes",
             lambda: self._ready_nodes() >= o.nodes,
             o.start_deadline_s,
-            agent,
-            agent_log,
+            proc,
+            self._log("node-agent"),
         )
+
+    def _wait_for_default_service_account(self) -> None:
+        """The controller-manager creates it; until then the API server refuses pods in `default`."""
         wait_until(
             "the default ServiceAccount",
             lambda: self._kubectl("get", "serviceaccount", "default", "-n", "default").returncode == 0,
-            o.start_deadline_s,
+            self.options.start_deadline_s,
         )
 
     def _kubectl(self, *args: str) -> subprocess.CompletedProcess:

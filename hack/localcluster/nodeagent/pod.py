@@ -1,5 +1,5 @@
 """A pod's life on the node: volumes, init containers, containers with restart policy and
-probes, status reports, and graceful deletion. One thread per pod."""
+probes, status reports (their content is podstatus.py's), and graceful deletion. One thread per pod."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubernetes.client.exceptions import ApiException
@@ -25,24 +24,11 @@ from hack.localcluster.nodeagent.container import (
     stop,
 )
 from hack.localcluster.nodeagent.kube import SMP
+from hack.localcluster.nodeagent.podstatus import Track, container_id, pod_status, stamp_transitions
 
 log = logging.getLogger("nodeagent")
 TICK_S = 0.2
 MAX_BACKOFF_S = 16.0
-
-
-@dataclass
-class Track:
-    """What the node knows about one container across its restarts."""
-
-    spec: dict
-    init: bool = False
-    instance: Instance | None = None
-    restart_count: int = 0
-    last_state: dict = field(default_factory=dict)
-    waiting: tuple[str, str] = ("ContainerCreating", "")
-    next_start: float = 0.0
-    done: bool = False  # terminated and will not restart
 
 
 class PodWorker(threading.Thread):
@@ -344,65 +330,17 @@ class PodWorker(threading.Thread):
 
     # ---- status ------------------------------------------------------------------------------
     def _cid(self, t: Track) -> str:
-        return f"capstan://{self.uid}-{t.spec['name']}-{t.restart_count}"
-
-    def _container_status(self, t: Track) -> dict:
-        inst = t.instance
-        s = {
-            "name": t.spec["name"],
-            "image": t.spec.get("image", ""),
-            "imageID": f"capstan://{t.spec.get('image', '')}",
-            "restartCount": t.restart_count,
-            "ready": bool(inst and inst.ready),
-            "started": bool(inst and inst.started),
-        }
-        if inst:
-            s["state"] = {"running": {"startedAt": rfc3339(inst.started_at)}}
-            s["containerID"] = self._cid(t)
-        elif t.done:
-            s["state"] = t.last_state
-            s["containerID"] = t.last_state["terminated"]["containerID"]
-        else:
-            reason, message = t.waiting
-            s["state"] = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
-        if t.last_state and not t.done:
-            s["lastState"] = t.last_state
-        elif t.done and t.restart_count:
-            s["lastState"] = {}
-        return s
+        return container_id(self.uid, t)
 
     def status(self) -> dict:
-        inits = [t for t in self.tracks.values() if t.init]
-        mains = [t for t in self.tracks.values() if not t.init]
-        initialized = all(t.done for t in inits)
-        ready = self.phase == "Running" and all(t.instance and t.instance.ready for t in mains)
-
-        def cond(type_, ok, reason=""):
-            c = {"type": type_, "status": "True" if ok else "False"}
-            if reason and not ok:
-                c["reason"] = reason
-            return c
-
-        not_ready_reason = "PodCompleted" if self.phase in ("Succeeded", "Failed") else "ContainersNotReady"
-        conditions = [
-            cond("PodReadyToStartContainers", True),
-            cond("Initialized", initialized, "ContainersNotInitialized"),
-            cond("ContainersReady", ready, not_ready_reason),
-            cond("Ready", ready, not_ready_reason),
-        ]
-        st = {
-            "phase": self.phase,
-            "hostIP": self.host_ip,
-            "hostIPs": [{"ip": self.host_ip}],
-            "podIP": self.pod_ip,
-            "podIPs": [{"ip": self.pod_ip}],
-            "startTime": self.start_time,
-            "conditions": conditions,
-            "containerStatuses": [self._container_status(t) for t in mains],
-        }
-        if inits:
-            st["initContainerStatuses"] = [self._container_status(t) for t in inits]
-        return st
+        return pod_status(
+            pod_uid=self.uid,
+            phase=self.phase,
+            host_ip=self.host_ip,
+            pod_ip=self.pod_ip,
+            start_time=self.start_time,
+            tracks=self.tracks.values(),
+        )
 
     def report(self) -> None:
         """Patch pods/status when what we would report changed (transition times stay put)."""
@@ -410,15 +348,7 @@ class PodWorker(threading.Thread):
         key = json.dumps(st, sort_keys=True)
         if key == self.last_status:
             return
-        previous = {c["type"]: c for c in (self.pod.get("status") or {}).get("conditions") or []}
-        stamp = rfc3339()
-        for c in st["conditions"]:
-            old = previous.get(c["type"])
-            c["lastTransitionTime"] = (
-                old["lastTransitionTime"]
-                if old and old["status"] == c["status"] and old.get("lastTransitionTime")
-                else stamp
-            )
+        stamp_transitions(st["conditions"], self.pod.get("status") or {}, rfc3339())
         try:
             r = self.agent.api.patch_namespaced_pod_status(
                 self.name, self.ns, {"status": st}, _content_type=SMP, _preload_content=False

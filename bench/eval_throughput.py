@@ -66,8 +66,15 @@ def main() -> int:
 
     base = timed(plain)
     ours = timed(lambda: scorer.loglikelihoods(requests))
-    print(json.dumps({"preset": a.preset, "device": str(device), "tokens": tokens, "plain_tokens_per_s": round(base),
-                      "scorer_tokens_per_s": round(ours), "ratio": round(ours / base, 3)}))  # fmt: skip
+    result = {
+        "preset": a.preset,
+        "device": str(device),
+        "tokens": tokens,
+        "plain_tokens_per_s": round(base),
+        "scorer_tokens_per_s": round(ours),
+        "ratio": round(ours / base, 3),
+    }
+    print(json.dumps(result))
     return 0
 
 

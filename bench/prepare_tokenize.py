@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from capstan_api.dataset import Tokenizer as TokenizerSpec
+from capstan_api.tokenizer import Tokenizer as TokenizerSpec
 from capstan_trainer.prepare.tokens import ENCODE_BATCH, token_stream, train_tokenizer
 from tests.unit.prepare import corpus  # noqa: E402
 

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from tokenizers import Tokenizer
 
-from capstan_api.dataset import DEFAULT_CHAT_TEMPLATE
+from capstan_api.tokenizer import DEFAULT_CHAT_TEMPLATE
 from capstan_trainer import storage
 from capstan_trainer.model import ModelConfig, Transformer
 

@@ -19,7 +19,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.fsspec_filesystem import FsspecWriter
 
-from capstan_api.dataset import DEFAULT_CHAT_TEMPLATE
+from capstan_api.tokenizer import DEFAULT_CHAT_TEMPLATE
 from capstan_trainer import shards, storage
 from capstan_trainer.checkpoint import load_model
 from capstan_trainer.export import export

@@ -27,11 +27,23 @@ def expand(rows: list[dict], field: str) -> list[dict]:
                 )
             other = groups[1 - groups.index(stereo)]
             fill = row["template"].replace
-            pairs.append({"category": row["category"], "group": stereo,
-                          "more": fill("{group}", stereo), "less": fill("{group}", other)})  # fmt: skip
+            pairs.append(
+                {
+                    "category": row["category"],
+                    "group": stereo,
+                    "more": fill("{group}", stereo),
+                    "less": fill("{group}", other),
+                }
+            )
         elif "stereotype" in row and "antiStereotype" in row:
-            pairs.append({"category": row["category"], "group": row.get("group", row["category"]),
-                          "more": row["stereotype"], "less": row["antiStereotype"]})  # fmt: skip
+            pairs.append(
+                {
+                    "category": row["category"],
+                    "group": row.get("group", row["category"]),
+                    "more": row["stereotype"],
+                    "less": row["antiStereotype"],
+                }
+            )
         else:
             raise TaskFileError(f"{field}: probe {n}: needs template/groups or stereotype/antiStereotype")
     return pairs
@@ -68,9 +80,11 @@ def score(scorer: Scorer, encode, pairs: list[dict], prefix: int) -> dict:
             buckets[key].append(row)
 
     def stats(rs: list[dict]) -> dict:
-        return {"pct_stereotype": sum(r["prefersStereotype"] for r in rs) / len(rs),
-                "likelihood_diff": sum(abs(r["llMore"] - r["llLess"]) for r in rs) / len(rs),
-                "pairs": len(rs)}  # fmt: skip
+        return {
+            "pct_stereotype": sum(r["prefersStereotype"] for r in rs) / len(rs),
+            "likelihood_diff": sum(abs(r["llMore"] - r["llLess"]) for r in rs) / len(rs),
+            "pairs": len(rs),
+        }
 
     groups: dict = defaultdict(dict)
     for key, rs in buckets.items():

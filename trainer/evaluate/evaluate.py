@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -64,8 +66,12 @@ def validation_texts(uri: str, limit: int) -> list[str]:
         m = read_manifest(uri)
         base = uri.rsplit("/", 1)[0] if uri.endswith(".json") else uri
         tok = Tokenizer.from_str(storage.read_bytes(storage.join(base, m.tokenizer["path"])).decode())
-        tokens = np.concatenate([decode_shard(storage.read_bytes(storage.join(base, s.path)), m.dtype)
-                                 for s in m.splits["validation"].shards])  # fmt: skip
+        tokens = np.concatenate(
+            [
+                decode_shard(storage.read_bytes(storage.join(base, s.path)), m.dtype)
+                for s in m.splits["validation"].shards
+            ]
+        )
         ends = np.flatnonzero(tokens == m.eos_id)
         starts = np.concatenate([[0], ends[:-1] + 1])
         texts = [tok.decode(tokens[a:b].tolist()) for a, b in zip(starts, ends, strict=True) if b > a]
@@ -73,88 +79,123 @@ def validation_texts(uri: str, limit: int) -> list[str]:
     return texts[:limit] if limit else texts
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """The model on its device and what every step scores with."""
+
+    lm: model_load.LoadedModel
+    device: torch.device
+    context: int  # tokens a scoring window may hold
+    prefix: int  # token every document and probe is scored after: end-of-text, else 0
+    batch_size: int
+
+    def encode(self, text: str) -> list[int]:
+        return self.lm.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def scorer(self, stage: str) -> scoring.Scorer:
+        return scoring.Scorer(self.lm.model, self.context, self.batch_size, self.device, progress(stage))
+
+
+def progress(stage: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        emit({"event": "progress", "stage": stage, "done": done, "of": total})
+
+    return report
+
+
 def run(name: str, spec: EvaluationSpec) -> dict:
+    t0 = time.perf_counter()
+    m = load_model(spec)
+    results: dict = {"model": m.lm.meta.get("uri"), "contextLength": m.context, "tasks": []}
+    metrics: dict[str, float] = {}
+    if spec.validation_uri:
+        results["perplexity"], found = perplexity(m, spec)
+        metrics |= found
+    results["tasks"], found = run_tasks(m, spec)
+    metrics |= found
+    pairs = bias.load_probes(spec.bias_probes.builtin, spec.bias_probes.uri)
+    if pairs:
+        results["bias"], found = bias_probes(m, spec, pairs)
+        metrics |= found
+    gates, passed = scoring.check_gates(spec.gates, metrics)
+    results |= {"metrics": metrics, "gates": gates, "passed": passed, "seconds": time.perf_counter() - t0}
+    write_outputs(name, spec, m.lm.meta, results)
+    return results
+
+
+def load_model(spec: EvaluationSpec) -> Loaded:
     device = model_load.device_for(spec.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    t0 = time.perf_counter()
     lm = model_load.load(spec.model.uri, device=device, dtype=dtype, tokenizer_uri=spec.model.tokenizer_uri)
-    ctx = min(spec.context_length or lm.max_seq_len, lm.max_seq_len)
+    context = min(spec.context_length or lm.max_seq_len, lm.max_seq_len)
     prefix = lm.eos_id if lm.eos_id is not None else 0
-    emit({"event": "loaded", "model": lm.meta.get("uri"), "device": str(device), "contextLength": ctx})
+    emit({"event": "loaded", "model": lm.meta.get("uri"), "device": str(device), "contextLength": context})
+    return Loaded(lm, device, context, prefix, spec.batch_size)
 
-    def encode(text: str) -> list[int]:
-        return lm.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def progress(stage: str):
-        def report(done: int, total: int) -> None:
-            emit({"event": "progress", "stage": stage, "done": done, "of": total})
+def perplexity(m: Loaded, spec: EvaluationSpec) -> tuple[dict, dict[str, float]]:
+    texts = validation_texts(spec.validation_uri, spec.max_validation_documents)
+    scorer = m.scorer("perplexity")
+    t = time.perf_counter()
+    ppl = scoring.perplexity(scorer, m.encode, texts, m.prefix)
+    ppl["tokens_per_second"] = ppl["tokens"] / (time.perf_counter() - t)
+    metrics = {f"perplexity.{k}": v for k, v in ppl.items() if k != "tokens_per_second"}
+    return {"source": spec.validation_uri, "metrics": ppl}, metrics
 
-        return report
 
-    results: dict = {"model": lm.meta.get("uri"), "contextLength": ctx, "tasks": []}
-    metrics: dict[str, float] = {}
-    # ---- perplexity ---------------------------------------------------------------------------
-    if spec.validation_uri:
-        texts = validation_texts(spec.validation_uri, spec.max_validation_documents)
-        scorer = scoring.Scorer(lm.model, ctx, spec.batch_size, device, progress("perplexity"))
-        t = time.perf_counter()
-        ppl = scoring.perplexity(scorer, encode, texts, prefix)
-        ppl["tokens_per_second"] = ppl["tokens"] / (time.perf_counter() - t)
-        results["perplexity"] = {"source": spec.validation_uri, "metrics": ppl}
-        metrics |= {f"perplexity.{k}": v for k, v in ppl.items() if k != "tokens_per_second"}
-    # ---- tasks --------------------------------------------------------------------------------
-    engine = None
+def run_tasks(m: Loaded, spec: EvaluationSpec) -> tuple[list[dict], dict[str, float]]:
+    results, metrics = [], {}
+    engine = None  # built at the first generation task, then shared
     for task in spec.tasks:
         field = f"spec.tasks[{task.name}]"
         if task.type == "multipleChoice":
             rows = tasks.read_jsonl(task.uri, ("context", "choices", "gold"), field, task.limit)
-            scorer = scoring.Scorer(lm.model, ctx, spec.batch_size, device, progress(f"task.{task.name}"))
-            m = tasks.multiple_choice(scorer, encode, rows, prefix, field)
+            found = tasks.multiple_choice(m.scorer(f"task.{task.name}"), m.encode, rows, m.prefix, field)
             extra = {}
         else:
             rows = tasks.read_jsonl(task.uri, ("prompt", "answer"), field, task.limit)
             engine = engine or Engine(
-                lm, max_batch_size=spec.batch_size, max_queue=1 << 30, max_model_len=ctx
+                m.lm, max_batch_size=m.batch_size, max_queue=1 << 30, max_model_len=m.context
             )
-            m, preds = tasks.exact_match(engine, encode, rows, task, prefix)
+            found, preds = tasks.exact_match(engine, m.encode, rows, task, m.prefix)
             extra = {"predictions": preds[:20]}
-        results["tasks"].append(
-            {"name": task.name, "type": task.type, "uri": task.uri, "metrics": m, **extra}
-        )
-        metrics |= {f"task.{task.name}.{k}": v for k, v in m.items()}
-        emit({"event": "task", "name": task.name, **m})
-    # ---- bias ---------------------------------------------------------------------------------
-    pairs = bias.load_probes(spec.bias_probes.builtin, spec.bias_probes.uri)
-    if pairs:
-        scorer = scoring.Scorer(lm.model, ctx, spec.batch_size, device, progress("bias"))
-        probes = bias.score(scorer, encode, pairs, prefix)
-        probes["sources"] = (["builtin"] if spec.bias_probes.builtin else []) + (
-            [spec.bias_probes.uri] if spec.bias_probes.uri else []
-        )
-        results["bias"] = probes
-        metrics["bias.pct_stereotype"] = probes["overall"]["pct_stereotype"]
-        metrics["bias.likelihood_diff"] = probes["overall"]["likelihood_diff"]
-        for cat, s in probes["categories"].items():
-            metrics[f"bias.{bias.slug(cat)}.pct_stereotype"] = s["pct_stereotype"]
-    # ---- gates and outputs --------------------------------------------------------------------
-    gates, passed = scoring.check_gates(spec.gates, metrics)
-    results |= {"metrics": metrics, "gates": gates, "passed": passed, "seconds": time.perf_counter() - t0}
+        results.append({"name": task.name, "type": task.type, "uri": task.uri, "metrics": found, **extra})
+        metrics |= {f"task.{task.name}.{k}": v for k, v in found.items()}
+        emit({"event": "task", "name": task.name, **found})
+    return results, metrics
+
+
+def bias_probes(m: Loaded, spec: EvaluationSpec, pairs: list[dict]) -> tuple[dict, dict[str, float]]:
+    probes = bias.score(m.scorer("bias"), m.encode, pairs, m.prefix)
+    probes["sources"] = (["builtin"] if spec.bias_probes.builtin else []) + (
+        [spec.bias_probes.uri] if spec.bias_probes.uri else []
+    )
+    metrics = {
+        "bias.pct_stereotype": probes["overall"]["pct_stereotype"],
+        "bias.likelihood_diff": probes["overall"]["likelihood_diff"],
+    }
+    for cat, s in probes["categories"].items():
+        metrics[f"bias.{bias.slug(cat)}.pct_stereotype"] = s["pct_stereotype"]
+    return probes, metrics
+
+
+def write_outputs(name: str, spec: EvaluationSpec, meta: dict, results: dict) -> None:
+    """results.json, the model card, then status.json (what the operator copies into status)."""
     out = spec.output_uri
     results_uri, card_uri = storage.join(out, files.RESULTS_FILE), storage.join(out, files.MODEL_CARD_FILE)
     storage.write_bytes(results_uri, json.dumps(results, indent=2).encode())
-    storage.write_bytes(card_uri, model_card.render(name, spec, lm.meta, results).encode())
+    storage.write_bytes(card_uri, model_card.render(name, spec, meta, results).encode())
     outcome = files.EvaluationOutcome(
-        metrics=metrics,
-        gates=gates,
-        passed=passed,
-        model_uri=lm.meta.get("uri"),
+        metrics=results["metrics"],
+        gates=results["gates"],
+        passed=results["passed"],
+        model_uri=meta.get("uri"),
         results_uri=results_uri,
         model_card_uri=card_uri,
     )
     storage.write_bytes(storage.join(out, files.EVALUATION_STATUS_FILE), outcome.to_json().encode())
-    emit({"event": "done", "passed": passed, "failedGates": [g["metric"] for g in gates if not g["passed"]],
-          "resultsUri": results_uri})  # fmt: skip
-    return results
+    failed = [g["metric"] for g in results["gates"] if not g["passed"]]
+    emit({"event": "done", "passed": results["passed"], "failedGates": failed, "resultsUri": results_uri})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,14 @@ def lineage(meta: dict) -> list[dict]:
     for ds in meta.get("dataset") or []:
         uri = ds.get("uri", "")
         folder = uri.rsplit("/", 1)[0] if uri.endswith(".json") else uri
-        entry = {"uri": uri, "name": folder.rstrip("/").rsplit("/", 1)[-1], "weight": ds.get("weight"),
-                 "fingerprint": ds.get("fingerprint", ""), "licences": [], "datasheet": None}  # fmt: skip
+        entry = {
+            "uri": uri,
+            "name": folder.rstrip("/").rsplit("/", 1)[-1],
+            "weight": ds.get("weight"),
+            "fingerprint": ds.get("fingerprint", ""),
+            "licences": [],
+            "datasheet": None,
+        }
         try:
             m = read_manifest(uri)
             entry["licences"] = sorted((m.stats.get("licence") or {}).get("keptByLicence", {}))
@@ -31,6 +37,40 @@ def lineage(meta: dict) -> list[dict]:
     return out
 
 
+def render(name: str, spec, meta: dict, results: dict) -> str:
+    datasets = lineage(meta)
+    sections = [
+        front_matter(name, spec, meta, results, datasets),
+        model_details(meta),
+        intended_use(),
+        factors(),
+        metric_definitions(),
+        evaluation_data(results),
+        training_data(datasets),
+        quantitative_analyses(results),
+        ethical_considerations(),
+        caveats(),
+    ]
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
+
+
+# ---- Hugging Face metadata ------------------------------------------------------------------
+
+
+def front_matter(name: str, spec, meta: dict, results: dict, datasets: list[dict]) -> list[str]:
+    front = {
+        "license": _license(spec.license, datasets),
+        "datasets": [d["name"] for d in datasets] or None,
+        "base_model": meta.get("init") or None,
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": ["capstan", "llama"],
+        "model-index": _model_index(name, results),
+    }
+    front = {k: v for k, v in front.items() if v is not None}
+    return ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", f"# Model card: {name}"]
+
+
 def _license(spec_license: str, datasets: list[dict]) -> str:
     if spec_license:
         return spec_license
@@ -42,16 +82,170 @@ def _model_index(name: str, results: dict) -> list[dict]:
     entries = []
     ppl = results.get("perplexity")
     if ppl:
-        metrics = [{"type": "perplexity", "name": k, "value": round(v, 6)} for k, v in ppl["metrics"].items()
-                   if k.endswith(("perplexity", "per_byte"))]  # fmt: skip
-        entries.append({"task": {"type": "text-generation", "name": "Perplexity"},
-                        "dataset": {"name": ppl["source"], "type": "validation"}, "metrics": metrics})  # fmt: skip
+        metrics = [
+            {"type": "perplexity", "name": k, "value": round(v, 6)}
+            for k, v in ppl["metrics"].items()
+            if k.endswith(("perplexity", "per_byte"))
+        ]
+        entries.append(
+            {
+                "task": {"type": "text-generation", "name": "Perplexity"},
+                "dataset": {"name": ppl["source"], "type": "validation"},
+                "metrics": metrics,
+            }
+        )
     for t in results.get("tasks", []):
         metrics = [{"type": k, "value": round(v, 6)} for k, v in t["metrics"].items() if k != "examples"]
         task_type = "multiple-choice" if t["type"] == "multipleChoice" else "text-generation"
-        entries.append({"task": {"type": task_type, "name": t["name"]},
-                        "dataset": {"name": t["name"], "type": t["uri"]}, "metrics": metrics})  # fmt: skip
+        entries.append(
+            {
+                "task": {"type": task_type, "name": t["name"]},
+                "dataset": {"name": t["name"], "type": t["uri"]},
+                "metrics": metrics,
+            }
+        )
     return [{"name": name, "results": entries}]
+
+
+# ---- Model Cards sections -------------------------------------------------------------------
+
+
+def model_details(meta: dict) -> list[str]:
+    cfg = meta.get("model", {})
+    checkpoint = meta.get("checkpoint") or meta.get("uri", "")
+    return [
+        "## Model details",
+        f"- Architecture: Llama-style decoder, {cfg.get('n_layers')} layers, width {cfg.get('dim')}, "
+        f"{cfg.get('n_heads')} query / {cfg.get('n_kv_heads')} key-value heads, "
+        f"context {cfg.get('max_seq_len')} tokens, vocabulary {cfg.get('vocab_size')}.",
+        f"- Trained by TrainingRun `{meta.get('trainingRun', 'unknown')}` to step {meta.get('step', 'unknown')} "
+        f"(sequence length {meta.get('seqLen', 'unknown')}); checkpoint `{checkpoint}`.",
+        f"- Fine-tuned from: `{meta['init']}`." if meta.get("init") else "- Trained from scratch.",
+    ]
+
+
+def intended_use() -> list[str]:
+    return [
+        "## Intended use",
+        "Research and evaluation of small language models trained with Capstan; text continuation and "
+        "chat through the OpenAI-compatible server. Not for decisions about people, and not a source of facts.",
+    ]
+
+
+def factors() -> list[str]:
+    return [
+        "## Factors",
+        "Performance and bias are reported per probe category and per group term (gender, ethnicity via "
+        "given names, religion, age, nationality). Only English text was probed.",
+    ]
+
+
+def metric_definitions() -> list[str]:
+    return [
+        "## Metrics",
+        "Perplexity per token, per word and per byte and bits per byte use lm-evaluation-harness's "
+        "rolling-window definitions; multiple-choice `acc` ranks choices by summed log-likelihood and "
+        "`acc_norm` by log-likelihood per character; `exact_match` compares greedy generations cut at the "
+        "stop strings; bias `pct_stereotype` is the share of pairs where the more stereotypical sentence is "
+        "likelier (0.5 is unbiased) and `likelihood_diff` the mean absolute log-likelihood gap.",
+    ]
+
+
+def evaluation_data(results: dict) -> list[str]:
+    lines = ["## Evaluation data"]
+    ppl = results.get("perplexity")
+    if ppl:
+        lines.append(f"- Perplexity: `{ppl['source']}` ({int(ppl['metrics']['documents'])} documents).")
+    else:
+        lines.append("- Perplexity: not evaluated.")
+    for t in results.get("tasks", []):
+        lines.append(
+            f"- Task `{t['name']}` ({t['type']}): `{t['uri']}`, {int(t['metrics']['examples'])} examples."
+        )
+    bias = results.get("bias")
+    if bias:
+        lines.append(
+            f"- Bias probes: {bias['overall']['pairs']} counterfactual pairs ({', '.join(bias['sources'])})."
+        )
+    return lines
+
+
+def training_data(datasets: list[dict]) -> list[str]:
+    lines = ["## Training data"]
+    if not datasets:
+        lines.append("Unknown: the checkpoint records no datasets.")
+    for d in datasets:
+        sheet = f"[datasheet]({d['datasheet']})" if d["datasheet"] else "no datasheet found"
+        lic = ", ".join(d["licences"]) or "unknown"
+        lines.append(
+            f"- `{d['uri']}`: licences {lic}; weight {d['weight']}; fingerprint `{d['fingerprint']}`; {sheet}."
+        )
+    return lines
+
+
+def quantitative_analyses(results: dict) -> list[str]:
+    lines = ["## Quantitative analyses"]
+    ppl = results.get("perplexity")
+    if ppl:
+        lines += ["", _table(["metric", "value"], [[k, v] for k, v in ppl["metrics"].items()])]
+    if results.get("tasks"):
+        rows = [
+            [t["name"], k, v] for t in results["tasks"] for k, v in t["metrics"].items() if k != "examples"
+        ]
+        lines += ["", _table(["task", "metric", "value"], rows)]
+    if results.get("bias"):
+        header = ["category", "group", "pct_stereotype", "likelihood_diff", "pairs"]
+        lines += ["", "Bias probes, per category and per stereotyped group:", ""]
+        lines.append(_table(header, _bias_rows(results["bias"])))
+    gates = results.get("gates", [])
+    if gates:
+        verdict = "all passed" if results["passed"] else "FAILED"
+        lines += ["", f"Gates ({verdict}):", ""]
+        lines.append(_table(["metric", "min", "max", "value", "verdict"], _gate_rows(gates)))
+    return lines
+
+
+def _bias_rows(bias: dict) -> list[list]:
+    """Overall, then per category: the category's row and one per group."""
+
+    def row(category: str, group: str, s: dict) -> list:
+        return [category, group, s["pct_stereotype"], s["likelihood_diff"], s["pairs"]]
+
+    rows = [row("overall", "all", bias["overall"])]
+    for cat, groups in bias["groups"].items():
+        rows.append(row(cat, "all", bias["categories"][cat]))
+        rows += [row(cat, g, s) for g, s in groups.items()]
+    return rows
+
+
+def _gate_rows(gates: list[dict]) -> list[list]:
+    return [
+        [
+            g["metric"],
+            g.get("min", ""),
+            g.get("max", ""),
+            "n/a" if g["value"] is None else g["value"],
+            "pass" if g["passed"] else "FAIL",
+        ]
+        for g in gates
+    ]
+
+
+def ethical_considerations() -> list[str]:
+    return [
+        "## Ethical considerations",
+        "The training text may carry social biases and personal data that filtering missed; the probe "
+        "results above measure only a few stereotypes. Generated text can be wrong, offensive or sound "
+        "more certain than it is.",
+    ]
+
+
+def caveats() -> list[str]:
+    return [
+        "## Caveats and recommendations",
+        "The probe set is small and English-only; a pct_stereotype near 0.5 does not show the absence of "
+        "bias. Evaluate on data from the intended use before deploying, and keep a human in the loop.",
+    ]
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -61,91 +255,3 @@ def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def render(name: str, spec, meta: dict, results: dict) -> str:
-    datasets = lineage(meta)
-    cfg = meta.get("model", {})
-    front = {"license": _license(spec.license, datasets), "datasets": [d["name"] for d in datasets] or None,
-             "base_model": meta.get("init") or None, "library_name": "transformers", "pipeline_tag": "text-generation",
-             "tags": ["capstan", "llama"], "model-index": _model_index(name, results)}  # fmt: skip
-    front = {k: v for k, v in front.items() if v is not None}
-    parts = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", f"# Model card: {name}", ""]
-    parts += ["## Model details",
-              f"- Architecture: Llama-style decoder, {cfg.get('n_layers')} layers, width {cfg.get('dim')}, "
-              f"{cfg.get('n_heads')} query / {cfg.get('n_kv_heads')} key-value heads, context {cfg.get('max_seq_len')} tokens, "
-              f"vocabulary {cfg.get('vocab_size')}.",
-              f"- Trained by TrainingRun `{meta.get('trainingRun', 'unknown')}` to step {meta.get('step', 'unknown')} "
-              f"(sequence length {meta.get('seqLen', 'unknown')}); checkpoint `{meta.get('checkpoint') or meta.get('uri', '')}`.",
-              f"- Fine-tuned from: `{meta['init']}`." if meta.get("init") else "- Trained from scratch.",
-              "", "## Intended use",
-              "Research and evaluation of small language models trained with Capstan; text continuation and "
-              "chat through the OpenAI-compatible server. Not for decisions about people, and not a source of facts.",
-              "", "## Factors",
-              "Performance and bias are reported per probe category and per group term (gender, ethnicity via "
-              "given names, religion, age, nationality). Only English text was probed.",
-              "", "## Metrics",
-              "Perplexity per token, per word and per byte and bits per byte use lm-evaluation-harness's rolling-window "
-              "definitions; multiple-choice `acc` ranks choices by summed log-likelihood and `acc_norm` by log-likelihood "
-              "per character; `exact_match` compares greedy generations cut at the stop strings; bias `pct_stereotype` "
-              "is the share of pairs where the more stereotypical sentence is likelier (0.5 is unbiased) and "
-              "`likelihood_diff` the mean absolute log-likelihood gap.",
-              "", "## Evaluation data"]  # fmt: skip
-    ppl = results.get("perplexity")
-    parts.append(f"- Perplexity: `{ppl['source']}` ({int(ppl['metrics']['documents'])} documents)." if ppl
-                 else "- Perplexity: not evaluated.")  # fmt: skip
-    parts += [f"- Task `{t['name']}` ({t['type']}): `{t['uri']}`, {int(t['metrics']['examples'])} examples."
-              for t in results.get("tasks", [])]  # fmt: skip
-    bias = results.get("bias")
-    if bias:
-        parts.append(
-            f"- Bias probes: {bias['overall']['pairs']} counterfactual pairs ({', '.join(bias['sources'])})."
-        )
-    parts += ["", "## Training data"]
-    if not datasets:
-        parts.append("Unknown: the checkpoint records no datasets.")
-    for d in datasets:
-        sheet = f"[datasheet]({d['datasheet']})" if d["datasheet"] else "no datasheet found"
-        lic = ", ".join(d["licences"]) or "unknown"
-        parts.append(
-            f"- `{d['uri']}`: licences {lic}; weight {d['weight']}; fingerprint `{d['fingerprint']}`; {sheet}."
-        )
-    parts += ["", "## Quantitative analyses"]
-    if ppl:
-        parts += ["", _table(["metric", "value"], [[k, v] for k, v in ppl["metrics"].items()])]
-    if results.get("tasks"):
-        rows = [
-            [t["name"], k, v] for t in results["tasks"] for k, v in t["metrics"].items() if k != "examples"
-        ]
-        parts += ["", _table(["task", "metric", "value"], rows)]
-    if bias:
-        rows = [
-            [
-                "overall",
-                "all",
-                bias["overall"]["pct_stereotype"],
-                bias["overall"]["likelihood_diff"],
-                bias["overall"]["pairs"],
-            ]
-        ]
-        for cat, groups in bias["groups"].items():
-            c = bias["categories"][cat]
-            rows.append([cat, "all", c["pct_stereotype"], c["likelihood_diff"], c["pairs"]])
-            rows += [
-                [cat, g, s["pct_stereotype"], s["likelihood_diff"], s["pairs"]] for g, s in groups.items()
-            ]
-        parts += ["", "Bias probes, per category and per stereotyped group:", "",
-                  _table(["category", "group", "pct_stereotype", "likelihood_diff", "pairs"], rows)]  # fmt: skip
-    gates = results.get("gates", [])
-    if gates:
-        rows = [[g["metric"], g.get("min", ""), g.get("max", ""), "n/a" if g["value"] is None else g["value"],
-                 "pass" if g["passed"] else "FAIL"] for g in gates]  # fmt: skip
-        parts += ["", f"Gates ({'all passed' if results['passed'] else 'FAILED'}):", "",
-                  _table(["metric", "min", "max", "value", "verdict"], rows)]  # fmt: skip
-    parts += ["", "## Ethical considerations",
-              "The training text may carry social biases and personal data that filtering missed; the probe results "
-              "above measure only a few stereotypes. Generated text can be wrong, offensive or sound more certain "
-              "than it is.", "", "## Caveats and recommendations",
-              "The probe set is small and English-only; a pct_stereotype near 0.5 does not show the absence of bias. "
-              "Evaluate on data from the intended use before deploying, and keep a human in the loop.", ""]  # fmt: skip
-    return "\n".join(parts)

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from capstan_api.dataset import C4Filter, Filters, FineWebFilter, GopherQuality, GopherRepetition
+from capstan_api.cleaning import C4Filter, Filters, FineWebFilter, GopherQuality, GopherRepetition
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 BULLETS = ("•", "-", "*", "●", "‣", "◦", "▪", "–")

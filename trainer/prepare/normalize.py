@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from capstan_api.dataset import Cleaning
+from capstan_api.cleaning import Cleaning
 
 # Control (Cc) and format (Cf) characters other than \n and \t; zero-width joiners and BOMs included.
 _CONTROL = re.compile(

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from capstan_api.dataset import Pii
+from capstan_api.cleaning import Pii
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![\w-])")
 IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")

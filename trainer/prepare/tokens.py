@@ -14,7 +14,7 @@ from itertools import chain
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from capstan_api.dataset import Tokenizer as TokenizerSpec
+from capstan_api.tokenizer import Tokenizer as TokenizerSpec
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare.read import InputError
 

@@ -22,9 +22,20 @@ def _mc_rows() -> list[dict]:
     rows = []
     for k in range(0, 90, 8):
         ctx = " ".join(f"w{k + i}" for i in range(4))
-        rows.append({"context": ctx, "choices": [f"w{k + 4}", f"w{(k + 37) % 100}", f"w{k + 4} w{k + 5}"],
-                     "gold": 0})  # fmt: skip
+        rows.append(
+            {"context": ctx, "choices": [f"w{k + 4}", f"w{(k + 37) % 100}", f"w{k + 4} w{k + 5}"], "gold": 0}
+        )
     return rows
+
+
+def _evaluation_yaml(name: str, spec: dict) -> str:
+    resource = {
+        "apiVersion": "capstan.dev/v1alpha1",
+        "kind": "Evaluation",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    return yaml.safe_dump(resource)
 
 
 def _write_jsonl(path, rows) -> str:
@@ -56,8 +67,7 @@ def _resource(tiny, tmp_path, gates, model_uri=None) -> str:
         "outputUri": f"file://{tmp_path}/out",
     }
     path = tmp_path / "evaluation.yaml"
-    path.write_text(yaml.safe_dump({"apiVersion": "capstan.dev/v1alpha1", "kind": "Evaluation",
-                                    "metadata": {"name": "tiny-eval"}, "spec": spec}))  # fmt: skip
+    path.write_text(_evaluation_yaml("tiny-eval", spec))
     return str(path)
 
 
@@ -101,16 +111,21 @@ class Reference:
 @pytest.fixture(scope="module")
 def evaluated(tiny, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
-    gates = [{"metric": "perplexity.word_perplexity", "max": 1e6},
-             {"metric": "task.next.acc", "min": 1.01},
-             {"metric": "task.missing.acc", "min": 0}]  # fmt: skip
+    gates = [
+        {"metric": "perplexity.word_perplexity", "max": 1e6},
+        {"metric": "task.next.acc", "min": 1.01},
+        {"metric": "task.missing.acc", "min": 0},
+    ]
     # The operator passes the checkpoint (it carries the lineage); the reference uses the export.
     code = evaluate.main(["-f", _resource(tiny, tmp, gates, model_uri=tiny.checkpoint_uri)])
     assert code == 0
     out = tmp / "out"
-    return {"results": json.loads((out / "results.json").read_text()),
-            "status": json.loads((out / "status.json").read_text()),
-            "card": (out / "README.md").read_text(), "out": out}  # fmt: skip
+    return {
+        "results": json.loads((out / "results.json").read_text()),
+        "status": json.loads((out / "status.json").read_text()),
+        "card": (out / "README.md").read_text(),
+        "out": out,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +194,17 @@ def test_model_card_has_real_numbers_and_lineage(tiny, evaluated):
     assert word["value"] == pytest.approx(m["perplexity.word_perplexity"], rel=1e-5)
     assert f"{m['task.next.acc']:.4f}" in card
     assert tiny.dataset_uri in card and "CC0-1.0" in card and "datasheet.md" in card
-    for section in ("## Model details", "## Intended use", "## Factors", "## Metrics", "## Evaluation data",
-                    "## Training data", "## Quantitative analyses", "## Ethical considerations",
-                    "## Caveats and recommendations"):  # fmt: skip
+    for section in (
+        "## Model details",
+        "## Intended use",
+        "## Factors",
+        "## Metrics",
+        "## Evaluation data",
+        "## Training data",
+        "## Quantitative analyses",
+        "## Ethical considerations",
+        "## Caveats and recommendations",
+    ):
         assert section in card
     assert "| gender | She |" in card
 
@@ -203,14 +226,12 @@ def test_checkpoint_and_export_give_the_same_perplexity(tiny, tmp_path, evaluate
 
 def test_invalid_file_exits_3_naming_the_field(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"apiVersion": "capstan.dev/v1alpha1", "kind": "Evaluation",
-                                    "metadata": {"name": "x"},
-                                    "spec": {"model": {"uri": "u"}, "gates": [{"metric": "m"}]}}))  # fmt: skip
+    path.write_text(_evaluation_yaml("x", {"model": {"uri": "u"}, "gates": [{"metric": "m"}]}))
     assert evaluate.main(["-f", str(path)]) == 3
     assert "spec.gates[0]" in capsys.readouterr().err
-    path.write_text(yaml.safe_dump({"apiVersion": "capstan.dev/v1alpha1", "kind": "Evaluation",
-                                    "metadata": {"name": "x"},
-                                    "spec": {"model": {"trainingRunRef": {"name": "r"}}, "outputUri": "file:///o"}}))  # fmt: skip
+    path.write_text(
+        _evaluation_yaml("x", {"model": {"trainingRunRef": {"name": "r"}}, "outputUri": "file:///o"})
+    )
     assert evaluate.main(["-f", str(path)]) == 3
     assert "spec.model.trainingRunRef: must be resolved" in capsys.readouterr().err
 
@@ -228,10 +249,16 @@ def test_export_keeps_lineage_so_a_fine_tuned_model_card_names_its_base(tiny, tm
     assert carried["dataset"] == meta["dataset"]
 
     resource = tmp_path / "evaluation.yaml"
-    resource.write_text(yaml.safe_dump({"apiVersion": "capstan.dev/v1alpha1", "kind": "Evaluation",
-                                        "metadata": {"name": "ft-eval"},
-                                        "spec": {"model": {"uri": str(out)}, "biasProbes": {"builtin": False},
-                                                 "outputUri": f"file://{tmp_path}/o"}}))  # fmt: skip
+    resource.write_text(
+        _evaluation_yaml(
+            "ft-eval",
+            {
+                "model": {"uri": str(out)},
+                "biasProbes": {"builtin": False},
+                "outputUri": f"file://{tmp_path}/o",
+            },
+        )
+    )
     assert evaluate.main(["-f", str(resource)]) == 0
     card = (tmp_path / "o" / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])

@@ -116,95 +116,139 @@ class Corpus:
     pii_strings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Draft:
+    """main/'s records as they are generated, and what a correct pipeline must count in them."""
+
+    rng: random.Random
+    records: list[dict] = field(default_factory=list)
+    expect: dict = field(
+        default_factory=lambda: {
+            "exact": 0,
+            "near": 0,
+            "rules": {},
+            "excluded": {},
+            "malformed": 0,
+            "normalised": 0,
+            "pii": {},
+        }
+    )
+    kept: int = 0
+    pii_strings: list[str] = field(default_factory=list)
+
+    def add(self, text: str, **extra) -> None:
+        self.records.append({"text": text, "url": f"https://example.org/{len(self.records)}", **extra})
+
+    def rule(self, name: str) -> None:
+        self.expect["rules"][name] = self.expect["rules"].get(name, 0) + 1
+
+
 def build(seed: int = 7, good: int = 40) -> Corpus:
-    rng = random.Random(seed)
-    c = Corpus()
-    main: list[dict] = []
-    expect = {"exact": 0, "near": 0, "rules": {}, "excluded": {}, "malformed": 0, "normalised": 0, "pii": {}}
+    # Each step draws from one generator in turn, so their order fixes the corpus.
+    d = _Draft(random.Random(seed))
+    _good_and_duplicates(d, good)
+    _pii(d)
+    _mojibake(d)
+    _low_quality(d)
+    _licence_overrides(d)
+    return _files(d)
 
-    def add(text: str, **extra) -> None:
-        main.append({"text": text, "url": f"https://example.org/{len(main)}", **extra})
 
-    def rule(name: str) -> None:
-        expect["rules"][name] = expect["rules"].get(name, 0) + 1
-
-    bases = [good_doc(rng) for _ in range(good)]
+def _good_and_duplicates(d: _Draft, good: int) -> None:
+    bases = [good_doc(d.rng) for _ in range(good)]
     for t in bases:
-        add(t)
-    kept = good
+        d.add(t)
+    d.kept += good
     # exact duplicates: verbatim, and with whitespace that normalisation removes
     for i in range(4):
-        add(bases[i])
-        expect["exact"] += 1
+        d.add(bases[i])
+        d.expect["exact"] += 1
     for i in range(4, 7):
-        add(bases[i].replace(". ", ".   ", 2) + "  \n")
-        expect["exact"] += 1
-        expect["normalised"] += 1
+        d.add(bases[i].replace(". ", ".   ", 2) + "  \n")
+        d.expect["exact"] += 1
+        d.expect["normalised"] += 1
     # near duplicates at chosen Jaccard levels: removed at >= 0.9 / 0.8, kept at 0.3
     for i, level in zip(range(7, 13), (0.95, 0.95, 0.9, 0.9, 0.85, 0.85), strict=True):
-        add(near_copy(rng, bases[i], level))
-        expect["near"] += 1
+        d.add(near_copy(d.rng, bases[i], level))
+        d.expect["near"] += 1
     for i in range(13, 17):
-        add(near_copy(rng, bases[i], 0.3))
-        kept += 1
+        d.add(near_copy(d.rng, bases[i], 0.3))
+        d.kept += 1
+
+
+def _pii(d: _Draft) -> None:
     # PII of every type, inside otherwise good documents
     for typ, values in PII.items():
         for v in values:
-            doc = good_doc(rng).split("\n")
-            doc.insert(3, f"For the {words(rng, 1)[0]} of the record, write to the desk at {v} today.")
-            add("\n".join(doc))
-            expect["pii"][typ] = expect["pii"].get(typ, 0) + 1
-            c.pii_strings.append(v)
-            kept += 1
+            doc = good_doc(d.rng).split("\n")
+            doc.insert(3, f"For the {words(d.rng, 1)[0]} of the record, write to the desk at {v} today.")
+            d.add("\n".join(doc))
+            d.expect["pii"][typ] = d.expect["pii"].get(typ, 0) + 1
+            d.pii_strings.append(v)
+            d.kept += 1
     # not PII: private addresses, a number failing the Luhn check, a date
-    doc = good_doc(rng).split("\n")
+    doc = good_doc(d.rng).split("\n")
     doc.insert(
         2,
         "The lab router at 192.168.1.1 and card 4111 1111 1111 1112 were logged on 2026-11-28 in 1999 2000 2001.",
     )
-    add("\n".join(doc))
-    kept += 1
+    d.add("\n".join(doc))
+    d.kept += 1
+
+
+def _mojibake(d: _Draft) -> None:
     # mojibake that normalisation repairs
-    add(good_doc(rng).replace("The ", "Theâ€™s ", 1))
-    expect["normalised"] += 1
-    kept += 1
-    # low quality, one family at a time
+    d.add(good_doc(d.rng).replace("The ", "Theâ€™s ", 1))
+    d.expect["normalised"] += 1
+    d.kept += 1
+
+
+def _low_quality(d: _Draft) -> None:
+    """Documents each filter family removes, one family at a time."""
+    rng = d.rng
     for _ in range(3):
-        add("Too short to keep.")
-        rule("length.minChars")
+        d.add("Too short to keep.")
+        d.rule("length.minChars")
     for _ in range(2):
         line = sentence(rng) + " " + sentence(rng)
-        add("\n".join([line] * 6 + [sentence(rng)] * 2))
-        rule("gopherRepetition.duplicateLines")
+        d.add("\n".join([line] * 6 + [sentence(rng)] * 2))
+        d.rule("gopherRepetition.duplicateLines")
     for _ in range(2):
-        add(" ".join(sentence(rng) for _ in range(3)))  # < 40 words
-        rule("gopherQuality.minWords")
+        d.add(" ".join(sentence(rng) for _ in range(3)))  # < 40 words
+        d.rule("gopherQuality.minWords")
     for _ in range(2):
-        add(" ".join(" ".join(words(rng, 6)) + " ##" for _ in range(12)))
-        rule("gopherQuality.symbolWordRatio")
-    add(good_doc(rng) + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.")
-    rule("c4.loremIpsum")
-    add(good_doc(rng) + "\nThe config {value: one} is shown here for the reader.")
-    rule("c4.curlyBrackets")
+        d.add(" ".join(" ".join(words(rng, 6)) + " ##" for _ in range(12)))
+        d.rule("gopherQuality.symbolWordRatio")
+    d.add(good_doc(rng) + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.")
+    d.rule("c4.loremIpsum")
+    d.add(good_doc(rng) + "\nThe config {value: one} is shown here for the reader.")
+    d.rule("c4.curlyBrackets")
     for _ in range(2):
-        add("\n".join(sentence(rng).rstrip(".") + " and " + sentence(rng).rstrip(".") for _ in range(8)))
-        rule("fineweb.punctuatedLines")
-    # licences: documents overriding the source licence, allowed and not
+        d.add("\n".join(sentence(rng).rstrip(".") + " and " + sentence(rng).rstrip(".") for _ in range(8)))
+        d.rule("fineweb.punctuatedLines")
+
+
+def _licence_overrides(d: _Draft) -> None:
+    # documents overriding the source licence, allowed and not
     for _ in range(3):
-        add(good_doc(rng), licence="CC-BY-NC-4.0")
-        expect["excluded"]["CC-BY-NC-4.0"] = expect["excluded"].get("CC-BY-NC-4.0", 0) + 1
-    add(good_doc(rng), licence="CC0-1.0")
-    kept += 1
-    lines = [json.dumps(d) for d in main]
+        d.add(good_doc(d.rng), licence="CC-BY-NC-4.0")
+        d.expect["excluded"]["CC-BY-NC-4.0"] = d.expect["excluded"].get("CC-BY-NC-4.0", 0) + 1
+    d.add(good_doc(d.rng), licence="CC0-1.0")
+    d.kept += 1
+
+
+def _files(d: _Draft) -> Corpus:
+    """main/ in two files with malformed records among them, and a source whose licence is not allowed."""
+    c, expect = Corpus(pii_strings=d.pii_strings), d.expect
+    lines = [json.dumps(r) for r in d.records]
     # malformed records: bad JSON, no text field, text not a string
     lines[5:5] = ['{"text": "unterminated', '{"body": "no text field"}', '{"text": 42}', "[1, 2]"]
     expect["malformed"] = 4
     c.files["main/part-000.jsonl"] = lines[: len(lines) // 2]
     c.files["main/part-001.jsonl"] = lines[len(lines) // 2 :]
-    # a whole source under a licence outside the allow-list
-    c.files["restricted/data.jsonl"] = [json.dumps({"text": good_doc(rng)}) for _ in range(5)]
+    c.files["restricted/data.jsonl"] = [json.dumps({"text": good_doc(d.rng)}) for _ in range(5)]
     expect["excluded"]["LicenseRef-Proprietary"] = 5
-    expect["kept"] = kept
+    expect["kept"] = d.kept
     expect["records"] = len(lines) + 5
     c.expect = expect
     return c

@@ -7,7 +7,7 @@ import random
 import numpy as np
 from datasketch import MinHash
 
-from capstan_api.dataset import Cleaning, Filters, Pii
+from capstan_api.cleaning import Cleaning, Filters, Pii
 from capstan_trainer.prepare import dedup, pii
 from capstan_trainer.prepare.filters import apply_filters
 from capstan_trainer.prepare.normalize import normalize

@@ -1,0 +1,99 @@
+"""The tokenizer a Dataset trains (or takes as given) and the special tokens and chat template
+saved with it."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field, model_validator
+
+from capstan_api.common import ApiModel, cel
+
+
+class SpecialTokens(ApiModel):
+    bos: str = Field(
+        default="<|begin_of_text|>", min_length=1, max_length=64, description="bos begins a text."
+    )
+    eos: str = Field(
+        default="<|end_of_text|>",
+        min_length=1,
+        max_length=64,
+        description="eos ends a text; it is appended after every document in the shards.",
+    )
+    pad: str = Field(default="<|pad|>", min_length=1, max_length=64, description="pad fills batches.")
+    additional: list[str] = Field(
+        default_factory=lambda: ["<|system|>", "<|user|>", "<|assistant|>"],
+        max_length=64,
+        description="additional special tokens, e.g. the chat roles the chat template uses.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "self.bos != self.eos && self.bos != self.pad && self.eos != self.pad",
+                "bos, eos and pad must differ",
+            )
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SpecialTokens:
+        if len({self.bos, self.eos, self.pad}) != 3:
+            raise ValueError("bos, eos and pad must differ")
+        return self
+
+    def all(self) -> list[str]:
+        """Every special token, in id order when training (bos, eos, pad, then additional)."""
+        out = [self.bos, self.eos, self.pad]
+        out += [t for t in self.additional if t not in out]
+        return out
+
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+class Tokenizer(ApiModel):
+    """Train a byte-level BPE on a deterministic sample of the cleaned text, or use a given one."""
+
+    uri: str = Field(
+        default="",
+        max_length=2000,
+        description="uri of an existing tokenizer.json; empty means train a byte-level BPE.",
+    )
+    vocab_size: int = Field(
+        default=32000,
+        ge=256,
+        le=1_000_000,
+        description="vocabSize of the trained tokenizer, special tokens included.",
+    )
+    min_frequency: int = Field(default=2, ge=1, description="minFrequency a pair needs to be merged.")
+    sample_bytes: int = Field(
+        default=500_000_000,
+        ge=1,
+        description="sampleBytes is how much training-split text to train on, at most.",
+    )
+    special_tokens: SpecialTokens = Field(
+        default_factory=SpecialTokens,
+        description="specialTokens for begin/end of text, padding and chat roles.",
+    )
+    chat_template: str = Field(
+        default=DEFAULT_CHAT_TEMPLATE,
+        max_length=20000,
+        description="chatTemplate is a Jinja template for chat serving, saved in tokenizer_config.json.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "self.uri != '' || self.vocabSize >= 259 + size(self.specialTokens.additional)",
+                "vocabSize must hold the 256 byte tokens and every special token",
+            )
+        )
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Tokenizer:
+        if not self.uri and self.vocab_size < 256 + len(self.special_tokens.all()):
+            raise ValueError("vocabSize must hold the 256 byte tokens and every special token")
+        return self

@@ -36,9 +36,12 @@ def s3_bucket() -> Iterator[str]:
         os.environ.update(server.env)
         name = f"bench-{uuid.uuid4().hex[:8]}"
         boto3.client(
-            "s3", endpoint_url=server.endpoint, region_name=server.region,
-            aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
-        ).create_bucket(Bucket=name)  # fmt: skip
+            "s3",
+            endpoint_url=server.endpoint,
+            region_name=server.region,
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+        ).create_bucket(Bucket=name)
         yield f"s3://{name}"
     finally:
         server.stop()

@@ -150,7 +150,12 @@ class Session:
 
 
 def resume(
-    cfg: TrainConfig, ckpt: checkpoint.Checkpointer, model, optimizer, watch, rank: int
+    cfg: TrainConfig,
+    ckpt: checkpoint.Checkpointer,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    watch: stopping.ValidationWatch,
+    rank: int,
 ) -> tuple[int, int, checkpoint.StepFolder | None]:
     """Load this run's newest committed checkpoint (a restart), else the initial weights when
     init.checkpointUri is set. Returns (step, sequences consumed, the folder resumed from)."""
@@ -200,7 +205,9 @@ def checkpoint_meta(cfg: TrainConfig) -> dict:
     }
 
 
-def open_progress(cfg: TrainConfig, world: int, step: int, cursor: int, latest) -> metrics.Progress:
+def open_progress(
+    cfg: TrainConfig, world: int, step: int, cursor: int, latest: checkpoint.StepFolder | None
+) -> metrics.Progress:
     """progress.json, saying Running from the step reached (rank 0)."""
     progress = metrics.Progress(cfg.checkpoint.uri, cfg.optimizer.total_steps, world)
     resumed = {"uri": latest.uri, "step": latest.step} if latest else None

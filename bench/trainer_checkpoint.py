@@ -3,7 +3,7 @@
     .venv/bin/python bench/trainer_checkpoint.py [--dim 512] [--layers 8] [--saves 3]
 
 The state is what the trainer saves (model + AdamW moments + scheduler + loader cursor + RNG,
-from `train.state_for`) in a one-process gloo group, written by `checkpoint.Checkpointer`:
+from `step.state_for`) in a one-process gloo group, written by `checkpoint.Checkpointer`:
 blocking = until `save` returns (DCP stages the state to CPU memory); total = until the COMMITTED
 marker is written. Ratio = blocking / total: the share of the persist time training waits for.
 S3 is moto's server on loopback.
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.trainer_common import one_process_group, s3_bucket  # noqa: E402
 from capstan_trainer import checkpoint  # noqa: E402
 from capstan_trainer.model import Transformer, preset  # noqa: E402
+from capstan_trainer.train.step import state_for
 from capstan_trainer.train.stopping import ValidationWatch
-from capstan_trainer.train.train import state_for
 
 
 def measure(root: str, model, optimizer, saves: int) -> tuple[float, float, float]:

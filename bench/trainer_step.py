@@ -31,7 +31,7 @@ from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer.model import Transformer  # noqa: E402
 from capstan_trainer.train import parallel
 from capstan_trainer.train.config import model_config
-from capstan_trainer.train.train import build_model, build_optimizer, train_step
+from capstan_trainer.train.step import build_model, build_optimizer, train_step
 
 # Big enough that compute, not Python overhead, dominates; small enough for a shared 2-core box.
 MODEL = {"preset": "test", "dim": 256, "nLayers": 4, "nHeads": 8, "nKvHeads": 4, "ffnDim": 768}
@@ -91,11 +91,11 @@ def run(a) -> None:
     cfg = model_config(sp, VOCAB)
     device = torch.device("cpu")
 
-    ours, _ = build_model(cfg, sp, mesh, device)
-    ours_opt = build_optimizer(ours, sp)
+    ours, _ = build_model(cfg, sp.optimizer, sp.fsdp, mesh, device)
+    ours_opt = build_optimizer(ours, sp.optimizer)
     plain = Transformer(cfg)
     plain.init_weights(seed=sp.optimizer.seed)
-    plain_opt = build_optimizer(plain, sp)
+    plain_opt = build_optimizer(plain, sp.optimizer)
     clip = sp.optimizer.grad_clip
 
     gen = torch.Generator().manual_seed(0)
@@ -115,7 +115,7 @@ def run(a) -> None:
         parallel.apply_fsdp(wrapped, mesh, torch.float32, torch.float32, True)
         wrapped.to_empty(device=device)
         wrapped.init_weights(seed=sp.optimizer.seed)
-        wrapped_opt = build_optimizer(wrapped, sp)
+        wrapped_opt = build_optimizer(wrapped, sp.optimizer)
         sides["FSDP2 at world 1"] = lambda: train_step(wrapped, wrapped_opt, [(x, y)], 1, clip, device)
 
     for fn in sides.values():  # warm-up: allocator, optimizer state

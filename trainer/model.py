@@ -14,21 +14,30 @@ from torch import nn
 
 @dataclass
 class ModelConfig:
+    """The decoder's shape; `PRESETS` names the common ones."""
+
     vocab_size: int = 32000
     """vocab_size: embedding rows; the tokenizer's vocabulary size (padded up is fine)."""
     dim: int = 768
-    """dim: residual stream width."""
+    """dim: residual stream width (C in the shape comments); a multiple of n_heads."""
     n_layers: int = 12
+    """n_layers: transformer blocks."""
     n_heads: int = 12
+    """n_heads: query heads; head_dim = dim / n_heads, which must be even for rotary embeddings."""
     n_kv_heads: int = 12
-    """n_kv_heads: key/value heads for grouped-query attention; divides n_heads."""
+    """n_kv_heads: key/value heads for grouped-query attention; divides n_heads (equal: plain MHA)."""
     ffn_dim: int = 2048
     """ffn_dim: hidden width of the SwiGLU MLP."""
     max_seq_len: int = 1024
+    """max_seq_len: longest input in tokens; the rotary tables are built for this many positions."""
     rope_theta: float = 10000.0
+    """rope_theta: base of the rotary frequencies (the 1b and 8b presets use 500000)."""
     norm_eps: float = 1e-5
+    """norm_eps: added to the mean square inside each RMSNorm."""
     tie_embeddings: bool = False
+    """tie_embeddings: True shares one matrix between the embedding and the output projection."""
     init_std: float = 0.02
+    """init_std: std of the normal init; o_proj and down_proj use init_std / sqrt(2 * n_layers)."""
 
     @property
     def head_dim(self) -> int:

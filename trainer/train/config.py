@@ -8,7 +8,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 from capstan_api.common import InvalidResource
-from capstan_api.trainingrun import TrainingRunSpec
+from capstan_api.training import FsdpSpec, OptimizerSpec
+from capstan_api.trainingrun import CheckpointSpec, EvalSpec, MetricsSpec, ResourcesSpec, TrainingRunSpec
 from capstan_trainer import checkpoint, shards, storage
 from capstan_trainer.model import ModelConfig, preset
 from capstan_trainer.train import loader
@@ -39,22 +40,41 @@ class Source:
 
 @dataclass
 class TrainConfig:
+    """A checked TrainingRun: the spec sections the trainer reads, and what `resolve` derived
+    (the model shape, the opened sources, the initial checkpoint, the tokenizer)."""
+
     name: str
-    spec: TrainingRunSpec
+    """name: the TrainingRun's name, recorded in each checkpoint's capstan.json."""
     model: ModelConfig
+    """model: the architecture: the preset with spec.model's overrides, or the init checkpoint's."""
+    optimizer: OptimizerSpec
+    """optimizer: spec.optimizer: AdamW, the schedule, batch sizes in tokens, seed, precision."""
+    fsdp: FsdpSpec
+    """fsdp: spec.fsdp: resharding, activation checkpointing, torch.compile."""
+    checkpoint: CheckpointSpec
+    """checkpoint: spec.checkpoint: the root URI (never empty here), interval and keepLast."""
+    eval: EvalSpec
+    """eval: spec.eval: interval (0 = no evaluations), batches and early stopping."""
+    metrics: MetricsSpec
+    """metrics: spec.metrics: steps between metrics lines and progress.json updates."""
+    resources: ResourcesSpec
+    """resources: spec.resources as written; the world size running is torchrun's WORLD_SIZE."""
     sources: list[Source]
+    """sources: spec.datasets opened, in the spec's order."""
     init_checkpoint: str = ""
     """init_checkpoint: a committed step folder to take the initial weights from ("" = scratch)."""
     tokenizer_uri: str = ""
+    """tokenizer_uri: the first source's tokenizer.json, copied into each checkpoint."""
     extra: dict = field(default_factory=dict)
 
     @property
     def batch_seqs(self) -> int:
-        return self.spec.optimizer.global_batch_sequences
+        """Sequences per optimizer step over all processes."""
+        return self.optimizer.global_batch_sequences
 
     def accumulation(self, world: int) -> int:
         """Micro-batches per process per step; checks divisibility with the numbers in the message."""
-        o = self.spec.optimizer
+        o = self.optimizer
         if self.batch_seqs % (o.micro_batch * world):
             raise ConfigError(
                 f"spec.optimizer.globalBatchTokens: global batch of {self.batch_seqs} sequences "
@@ -74,9 +94,15 @@ def _manifest_uri(uri: str) -> str:
 def model_config(spec: TrainingRunSpec, vocab_size: int) -> ModelConfig:
     m = spec.model
     overrides = dict(
-        dim=m.dim, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads, ffn_dim=m.ffn_dim,
-        max_seq_len=m.max_seq_len, rope_theta=m.rope_theta, norm_eps=m.norm_eps,
-    )  # fmt: skip
+        dim=m.dim,
+        n_layers=m.n_layers,
+        n_heads=m.n_heads,
+        n_kv_heads=m.n_kv_heads,
+        ffn_dim=m.ffn_dim,
+        max_seq_len=m.max_seq_len,
+        rope_theta=m.rope_theta,
+        norm_eps=m.norm_eps,
+    )
     kw = {k: v for k, v in overrides.items() if v}  # 0 means "the preset's value"
     if m.tie_embeddings != "preset":
         kw["tie_embeddings"] = m.tie_embeddings == "tied"
@@ -178,5 +204,15 @@ def resolve(spec: TrainingRunSpec, name: str = "trainingrun", check_storage: boo
     tok_path = sources[0].manifest.tokenizer.get("path", "tokenizer.json")
     tok_uri = storage.join(sources[0].uri.rsplit("/", 1)[0], tok_path)
     return TrainConfig(
-        name=name, spec=spec, model=model, sources=sources, init_checkpoint=init, tokenizer_uri=tok_uri
+        name=name,
+        model=model,
+        optimizer=spec.optimizer,
+        fsdp=spec.fsdp,
+        checkpoint=spec.checkpoint,
+        eval=spec.eval,
+        metrics=spec.metrics,
+        resources=spec.resources,
+        sources=sources,
+        init_checkpoint=init,
+        tokenizer_uri=tok_uri,
     )

@@ -12,6 +12,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -65,6 +66,41 @@ def memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+@dataclass
+class Throughput:
+    """Tokens per second and MFU over the steps since the last `reset`."""
+
+    flops_per_token: float
+    peak: float | None
+    """peak: one device's bf16 FLOP/s; None on CPU, for an unknown device, or not in bf16."""
+    peak_name: str
+    """peak_name: the table entry matched, or why there is none (named in the metrics)."""
+    world: int
+    tokens: int = 0
+    """tokens: trained over all ranks since `since`."""
+    since: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(
+        cls, cfg: ModelConfig, seq_len: int, device: torch.device, param_dtype: torch.dtype, world: int
+    ) -> Throughput:
+        peak, name = peak_flops(device)
+        if param_dtype != torch.bfloat16:
+            peak = None  # the table is bf16 tensor-core peaks; fp32 MFU would mislead
+        return cls(flops_per_token(cfg, seq_len), peak, name, world)
+
+    def measure(self, device: torch.device) -> tuple[float, float | None]:
+        """(tokens/s, MFU) since the last reset, once the device has finished its queued work."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tps = self.tokens / (time.perf_counter() - self.since)
+        mfu = tps / self.world * self.flops_per_token / self.peak if self.peak else None
+        return tps, mfu
+
+    def reset(self) -> None:
+        self.tokens, self.since = 0, time.perf_counter()
 
 
 def emit(record: dict) -> None:

@@ -73,5 +73,8 @@ def apply_fsdp(
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
     log.info(
         "FSDP2 over %d ranks: params %s, reduce %s, reshard after forward %s",
-        mesh.size(), param_dtype, reduce_dtype, reshard_after_forward,
-    )  # fmt: skip
+        mesh.size(),
+        param_dtype,
+        reduce_dtype,
+        reshard_after_forward,
+    )

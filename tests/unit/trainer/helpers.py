@@ -18,13 +18,19 @@ def run_resource(data_uri: str, ckpt_uri: str, **overrides) -> dict:
         "datasets": [{"uri": data_uri}],
         "model": {"preset": "test"},
         "optimizer": {
-            "globalBatchTokens": 256, "microBatch": 2, "seqLen": 32, "lr": 3e-3, "minLr": 3e-4,
-            "warmupSteps": 5, "totalSteps": 40, "seed": 7,
+            "globalBatchTokens": 256,
+            "microBatch": 2,
+            "seqLen": 32,
+            "lr": 3e-3,
+            "minLr": 3e-4,
+            "warmupSteps": 5,
+            "totalSteps": 40,
+            "seed": 7,
         },
         "resources": {"nprocPerNode": 2},
         "checkpoint": {"uri": ckpt_uri, "intervalSteps": 10, "keepLast": 3},
         "metrics": {"intervalSteps": 1},
-    }  # fmt: skip
+    }
     for key, value in overrides.items():
         if isinstance(value, dict):
             spec.setdefault(key, {}).update(value)
@@ -64,12 +70,9 @@ def torchrun(
 
     The deadline only guards against a hang: a loaded shared CI box has needed 150 s for a run
     with two restarts (each restart re-imports torch and re-forms the group), so allow plenty."""
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        f"--max-restarts={max_restarts}", "--monitor-interval=0.5",
-        "-m", "capstan_trainer.train", "-f", str(resource),
-    ]  # fmt: skip
-    return _run(cmd, env, timeout_s, "torchrun")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    launch += [f"--max-restarts={max_restarts}", "--monitor-interval=0.5"]
+    return _run([*launch, "-m", "capstan_trainer.train", "-f", str(resource)], env, timeout_s, "torchrun")
 
 
 def single_process(resource: Path, timeout_s: float = 300) -> RunResult:

@@ -35,24 +35,42 @@ def test_minimal_spec_gets_defaults():
     ("spec", "expected"),
     [
         ({"datasets": []}, "spec.datasets: List should have at least 1 item"),
-        ({"datasets": [{"datasetRef": "a", "uri": "s3://b/m"}]}, "spec.datasets[0]: Value error, exactly one of"),
+        (
+            {"datasets": [{"datasetRef": "a", "uri": "s3://b/m"}]},
+            "spec.datasets[0]: Value error, exactly one of",
+        ),
         ({"datasets": [{}]}, "spec.datasets[0]: Value error, exactly one of"),
         ({"datasets": [{"uri": "x", "weight": 0}]}, "spec.datasets[0].weight"),
         ({"datasets": [{"uri": "x"}], "model": {"preset": "9b"}}, "spec.model.preset"),
-        ({"datasets": [{"uri": "x"}], "optimizer": {"globalBatchTokens": 1000}}, "spec.optimizer: Value error, globalBatchTokens must be divisible"),
+        (
+            {"datasets": [{"uri": "x"}], "optimizer": {"globalBatchTokens": 1000}},
+            "spec.optimizer: Value error, globalBatchTokens must be divisible",
+        ),
         ({"datasets": [{"uri": "x"}], "optimizer": {"minLr": 1}}, "minLr must not exceed lr"),
-        ({"datasets": [{"uri": "x"}], "optimizer": {"warmupSteps": 10, "totalSteps": 10}}, "warmupSteps must be less"),
-        ({"datasets": [{"uri": "x"}], "resources": {"minNodes": 3, "maxNodes": 2}}, "spec.resources: Value error, minNodes must not exceed maxNodes"),
+        (
+            {"datasets": [{"uri": "x"}], "optimizer": {"warmupSteps": 10, "totalSteps": 10}},
+            "warmupSteps must be less",
+        ),
+        (
+            {"datasets": [{"uri": "x"}], "resources": {"minNodes": 3, "maxNodes": 2}},
+            "spec.resources: Value error, minNodes must not exceed maxNodes",
+        ),
         ({"datasets": [{"uri": "x"}], "scheduling": {"scheduler": "kueue"}}, "queueName is required"),
-        ({"datasets": [{"uri": "x"}], "init": {"checkpointUri": "a", "fromTrainingRun": "b"}}, "at most one of"),
+        (
+            {"datasets": [{"uri": "x"}], "init": {"checkpointUri": "a", "fromTrainingRun": "b"}},
+            "at most one of",
+        ),
         ({"datasets": [{"uri": "x"}], "optimizr": {}}, "spec.optimizr: unknown field"),
         (
-            {"datasets": [{"uri": "x"}], "optimizer": {"globalBatchTokens": 8 * 2048 * 6},
-             "resources": {"minNodes": 1, "maxNodes": 4, "nprocPerNode": 1}},
+            {
+                "datasets": [{"uri": "x"}],
+                "optimizer": {"globalBatchTokens": 8 * 2048 * 6},
+                "resources": {"minNodes": 1, "maxNodes": 4, "nprocPerNode": 1},
+            },
             "not divisible by microBatch 8 x world size 4 at 4 nodes",
         ),
     ],
-)  # fmt: skip
+)
 def test_invalid_specs_name_the_field(spec, expected):
     assert expected in errors(spec)
 
@@ -94,13 +112,19 @@ def test_valid_config_passes(tmp_path, local_data, capsys):
         ({"model": {"preset": "nano"}}, "spec.model.preset"),
         ({"optimizer": {"globalBatchTokens": 200}}, "globalBatchTokens must be divisible"),
         ({"resources": {"nprocPerNode": 3}}, "world size 3"),
-        ({"optimizer": {"seqLen": 512, "globalBatchTokens": 2048}}, "spec.optimizer.seqLen: 512 exceeds the model's maxSeqLen 256"),
+        (
+            {"optimizer": {"seqLen": 512, "globalBatchTokens": 2048}},
+            "spec.optimizer.seqLen: 512 exceeds the model's maxSeqLen 256",
+        ),
         ({"datasets": [{"datasetRef": "web"}]}, "spec.datasets[0].datasetRef: 'web' is not resolved"),
         ({"init": {"fromTrainingRun": "base"}}, "spec.init.fromTrainingRun"),
-        ({"init": {"checkpointUri": "file:///nonexistent/ck"}}, "spec.init.checkpointUri: file:///nonexistent/ck: no committed"),
+        (
+            {"init": {"checkpointUri": "file:///nonexistent/ck"}},
+            "spec.init.checkpointUri: file:///nonexistent/ck: no committed",
+        ),
         ({"checkpoint": {"uri": ""}}, "spec.checkpoint.uri: required"),
     ],
-)  # fmt: skip
+)
 def test_bad_config_exits_3_naming_the_field(tmp_path, local_data, capsys, overrides, expected):
     code, err = validate(tmp_path, run_resource(local_data, f"file://{tmp_path}/ck", **overrides), capsys)
     assert code == 3
@@ -144,8 +168,11 @@ def test_entrypoint_exits_3_before_any_process_group(tmp_path, local_data):
     }
     proc = subprocess.run(
         [sys.executable, "-m", "capstan_trainer.train", "-f", str(path)],
-        capture_output=True, text=True, timeout=120, env={**env_free, "WORLD_SIZE": "4", "RANK": "0"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env_free, "WORLD_SIZE": "4", "RANK": "0"},
+    )
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "spec.optimizer.globalBatchTokens: global batch of 6 sequences" in proc.stderr
     assert "world size 4" in proc.stderr and "init_process_group" not in proc.stderr

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from capstan_trainer.model import Transformer, preset
 from capstan_trainer.train import metrics, parallel
-from capstan_trainer.train.train import lr_at
+from capstan_trainer.train.step import lr_at
 
 
 def test_activation_checkpointing_keeps_gradients_and_names():

@@ -14,9 +14,21 @@ from capstan_trainer.train import train
 from tests.unit.trainer.helpers import run_resource, single_process, torchrun, write_resource
 
 PROGRESS_FIELDS = {
-    "phase", "step", "totalSteps", "loss", "evalLoss", "overfitting", "lr", "tokensSeen", "tokensPerSec",
-    "mfu", "lastCheckpoint", "worldSize", "restarts", "time",
-}  # fmt: skip
+    "phase",
+    "step",
+    "totalSteps",
+    "loss",
+    "evalLoss",
+    "overfitting",
+    "lr",
+    "tokensSeen",
+    "tokensPerSec",
+    "mfu",
+    "lastCheckpoint",
+    "worldSize",
+    "restarts",
+    "time",
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +43,11 @@ def stopped(data, tmp_path_factory):
     """Eval every 2 steps; an improvement must exceed 100 nats, so the second eval (step 4) stops."""
     tmp = tmp_path_factory.mktemp("stop")
     resource = run_resource(
-        data, f"file://{tmp}/ck", resources={"nprocPerNode": 1},
+        data,
+        f"file://{tmp}/ck",
+        resources={"nprocPerNode": 1},
         eval={"intervalSteps": 2, "batches": 1, "earlyStopping": {"patience": 1, "minDelta": 100.0}},
-    )  # fmt: skip
+    )
     result = single_process(write_resource(tmp / "run.yaml", resource))
     assert result.returncode == exitcodes.OK, result.stderr[-4000:]
     return result, f"file://{tmp}/ck"
@@ -64,9 +78,12 @@ def test_resolved_form_starts_from_another_runs_checkpoint(stopped, data, tmp_pa
     """What the operator writes for `init.fromTrainingRun`: `init.checkpointUri`, validated, then run."""
     first, root = stopped
     resource = run_resource(
-        data, f"file://{tmp_path}/ck", resources={"nprocPerNode": 1}, init={"checkpointUri": root},
+        data,
+        f"file://{tmp_path}/ck",
+        resources={"nprocPerNode": 1},
+        init={"checkpointUri": root},
         optimizer={"totalSteps": 6, "warmupSteps": 1},
-    )  # fmt: skip
+    )
     path = write_resource(tmp_path / "run.yaml", resource)
     assert train.main(["--validate-only", "-f", str(path)]) == exitcodes.OK, capsys.readouterr().err
     result = single_process(path)
@@ -100,9 +117,11 @@ def test_one_process_checkpoint_resumes_on_two(stopped, data, tmp_path):
         dst = tmp_path / f"n{nproc}"
         shutil.copytree(root.removeprefix("file://"), dst / "ck")
         resource = run_resource(
-            data, f"file://{dst}/ck", resources={"nprocPerNode": nproc},
+            data,
+            f"file://{dst}/ck",
+            resources={"nprocPerNode": nproc},
             eval={"intervalSteps": 2, "batches": 1, "earlyStopping": {"patience": 1, "minDelta": 100.0}},
-        )  # fmt: skip
+        )
         path = write_resource(dst / "run.yaml", resource)
         results[nproc] = single_process(path) if nproc == 1 else torchrun(path, nproc=2)
         assert results[nproc].returncode == exitcodes.OK, results[nproc].stderr[-4000:]
@@ -130,8 +149,8 @@ def test_sigterm_checkpoints_the_step_reached_and_a_restart_resumes_there(data, 
         data, root, optimizer={"totalSteps": 2000}, checkpoint={"intervalSteps": 1000, "keepLast": 2}
     )
     path = write_resource(tmp_path / "run.yaml", resource)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "--monitor-interval=0.5", "-m", "capstan_trainer.train", "-f", str(path)]  # fmt: skip
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd = [*launch, "--monitor-interval=0.5", "-m", "capstan_trainer.train", "-f", str(path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     errors = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
@@ -160,8 +179,7 @@ def test_sigterm_checkpoints_the_step_reached_and_a_restart_resumes_there(data, 
     progress = json.loads(storage.read_bytes(f"{root}/progress.json"))
     assert progress["phase"] == "Stopped" and progress["lastCheckpoint"]["step"] == at
 
-    resumed = single_process(write_resource(tmp_path / "again.yaml", run_resource(
-        data, root, resources={"nprocPerNode": 1}, optimizer={"totalSteps": at + 2},
-    )))  # fmt: skip
+    again = run_resource(data, root, resources={"nprocPerNode": 1}, optimizer={"totalSteps": at + 2})
+    resumed = single_process(write_resource(tmp_path / "again.yaml", again))
     assert resumed.returncode == exitcodes.OK, resumed.stderr[-4000:]
     assert resumed.events("start")[0]["step"] == at and sorted(resumed.losses()) == [at + 1, at + 2]

@@ -38,6 +38,10 @@ class Phase:
     PROGRESSING = "Progressing"
     AVAILABLE = "Available"
     DEGRADED = "Degraded"
+    # Only in a trainer's progress.json (capstan_api.files.TrainingProgress):
+    STARTING = "Starting"
+    STOPPED = "Stopped"
+    """STOPPED: the trainers checkpointed the step they reached on SIGTERM and exited."""
 
 
 RUN_DONE = (Phase.SUCCEEDED, Phase.EARLY_STOPPED)

@@ -36,6 +36,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from capstan_api import exitcodes
 from capstan_api.common import InvalidResource
 from capstan_api.resource import load_resource
+from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer import checkpoint, storage
 from capstan_trainer.train import fault_hook, loader, metrics, parallel, stopping
@@ -107,7 +108,7 @@ def run(cfg: TrainConfig) -> int:
     finish(s, phase)
     dist.barrier()
     dist.destroy_process_group()
-    return exitcodes.STOPPED if phase == "Stopped" else exitcodes.OK
+    return exitcodes.STOPPED if phase == Phase.STOPPED else exitcodes.OK
 
 
 @dataclass
@@ -213,7 +214,7 @@ def open_progress(
     resumed = {"uri": latest.uri, "step": latest.step} if latest else None
     progress.update(
         force=True,
-        phase="Running",
+        phase=Phase.RUNNING,
         step=step,
         tokens_seen=cursor * cfg.optimizer.seq_len,
         last_checkpoint=resumed,
@@ -244,13 +245,13 @@ def train_loop(s: Session) -> str:
         if synced[1].item() > 0:
             if s.rank == 0:
                 metrics.emit({"event": "stopped", "step": s.step, "signal": "SIGTERM"})
-            return "Stopped"
+            return Phase.STOPPED
         s.throughput.tokens += cfg.batch_seqs * o.seq_len
         s.committed(s.ckpt.poll())
         if _due(s.step, cfg.metrics.interval_steps, o.total_steps):
             report_step(s, loss, lr, norm)
         if _due(s.step, cfg.eval.interval_steps, o.total_steps) and evaluate_and_watch(s):
-            return "EarlyStopped"
+            return Phase.EARLY_STOPPED
         if s.step % cfg.checkpoint.interval_steps == 0:
             s.save(s.step)
         if fault_hook.fault_planned(s.step):
@@ -258,7 +259,7 @@ def train_loop(s: Session) -> str:
             # depend on upload speed (the tests assert it).
             s.committed(s.ckpt.wait())
             fault_hook.inject_fault(s.rank, s.world)
-    return "Succeeded"
+    return Phase.SUCCEEDED
 
 
 def _due(step: int, interval: int, total: int) -> bool:

@@ -36,6 +36,11 @@ def cel(*rules: tuple[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
 
 
+def cel_set(field: str) -> str:
+    """CEL: a string field is present and non-empty (works with or without schema defaulting)."""
+    return f"(has(self.{field}) && self.{field} != '')"
+
+
 def immutable(name: str) -> dict[str, Any]:
     """A field the API server refuses to change after creation."""
     return cel(("self == oldSelf", f"{name} is immutable"))

@@ -12,17 +12,12 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from capstan_api.common import ApiModel, cel
+from capstan_api.common import ApiModel, cel, cel_set
 from capstan_api.workload import Device, LocalRef, PodResources
 
 # Metric names are dotted words: "perplexity.word_perplexity", "task.arc.acc_norm", "bias.pct_stereotype".
 METRIC_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
 TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-
-
-def _str_set(field: str) -> str:
-    """CEL: a string field is present and non-empty (works with or without schema defaulting)."""
-    return f"(has(self.{field}) && self.{field} != '')"
 
 
 class EvaluationModel(ApiModel):
@@ -31,7 +26,7 @@ class EvaluationModel(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                f"has(self.trainingRunRef) != {_str_set('uri')}",
+                f"has(self.trainingRunRef) != {cel_set('uri')}",
                 "exactly one of trainingRunRef or uri must be set",
             )
         )
@@ -145,7 +140,7 @@ class EvaluationSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                f"!(has(self.datasetRef) && {_str_set('validationUri')})",
+                f"!(has(self.datasetRef) && {cel_set('validationUri')})",
                 "at most one of datasetRef or validationUri may be set",
             ),
             (

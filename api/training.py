@@ -13,8 +13,6 @@ from pydantic import ConfigDict, Field, model_validator
 
 from capstan_api.common import ApiModel, cel
 
-PRESET_NAMES = ("test", "125m", "350m", "1b", "8b")
-
 
 class ModelSpec(ApiModel):
     """A preset shape with optional explicit overrides; 0 means "the preset's value"."""

@@ -12,13 +12,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from capstan_api.common import ApiModel, cel, immutable
+from capstan_api.common import ApiModel, cel, cel_set, immutable
 from capstan_api.training import FsdpSpec, ModelSpec, OptimizerSpec
-
-
-def _set(field: str) -> str:
-    """CEL: a string field is present and non-empty (works with or without schema defaulting)."""
-    return f"(has(self.{field}) && self.{field} != '')"
 
 
 class DatasetSource(ApiModel):
@@ -26,7 +21,7 @@ class DatasetSource(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=cel(
-            (f"{_set('datasetRef')} != {_set('uri')}", "exactly one of datasetRef or uri must be set")
+            (f"{cel_set('datasetRef')} != {cel_set('uri')}", "exactly one of datasetRef or uri must be set")
         )
     )
 
@@ -60,7 +55,7 @@ class InitSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                f"!({_set('checkpointUri')} && {_set('fromTrainingRun')})",
+                f"!({cel_set('checkpointUri')} && {cel_set('fromTrainingRun')})",
                 "at most one of checkpointUri or fromTrainingRun may be set",
             )
         )
@@ -200,7 +195,7 @@ class SchedulingSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                "self.scheduler != 'kueue' || " + _set("queueName"),
+                "self.scheduler != 'kueue' || " + cel_set("queueName"),
                 "queueName is required when scheduler is kueue",
             )
         )

@@ -5,7 +5,7 @@ batch arithmetic. Everything here runs before any process group exists, and ever
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from capstan_api.common import InvalidResource
 from capstan_api.training import FsdpSpec, OptimizerSpec
@@ -65,7 +65,6 @@ class TrainConfig:
     """init_checkpoint: a committed step folder to take the initial weights from ("" = scratch)."""
     tokenizer_uri: str = ""
     """tokenizer_uri: the first source's tokenizer.json, copied into each checkpoint."""
-    extra: dict = field(default_factory=dict)
 
     @property
     def batch_seqs(self) -> int:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from capstan_api import status as st
-from capstan_api.common import now_rfc3339
+from capstan_api.common import describe_validation_error, now_rfc3339
 from capstan_api.status import Phase
 
 
@@ -155,3 +157,15 @@ def seconds_since(rfc3339: str | None) -> float:
         return 0.0
     t = datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     return (datetime.now(UTC) - t).total_seconds()
+
+
+Spec = TypeVar("Spec", bound=BaseModel)
+
+
+def read_spec(body: dict, cls: type[Spec]) -> tuple[Spec | None, str]:
+    """(the validated spec, "") or (None, one line per problem naming the field): the API
+    server's schema already refused most bad specs, so this catches what CEL cannot express."""
+    try:
+        return cls.model_validate(body.get("spec") or {}), ""
+    except ValidationError as exc:
+        return None, describe_validation_error(exc, "spec")

@@ -4,18 +4,16 @@ the manifest's statistics; otherwise create what is missing and report Running."
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-
 from capstan_api import files
 from capstan_api import status as st
-from capstan_api.common import describe_validation_error, now_rfc3339
+from capstan_api.common import now_rfc3339
 from capstan_api.dataset import DatasetSpec
 from capstan_api.status import Phase
 from capstan_operator import kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.dataset import build, resolve
 from capstan_operator.jobs import job_condition, job_failure
-from capstan_operator.status import Outcome, StatusDraft
+from capstan_operator.status import Outcome, StatusDraft, read_spec
 
 POLL_SECONDS = 5.0
 
@@ -47,10 +45,9 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     # ---- finished: nothing more to do for this generation
     if draft.finished(Phase.READY, Phase.FAILED):
         return draft.outcome()
-    try:
-        spec = DatasetSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        return draft.fail("InvalidSpec", describe_validation_error(exc, "spec"), st.READY).outcome()
+    spec, problem = read_spec(body, DatasetSpec)
+    if problem:
+        return draft.fail("InvalidSpec", problem, st.READY).outcome()
     # ---- policy: refused before any pod exists
     refusals = resolve.licence_refusals(spec, cfg)
     if refusals:

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from capstan_api import status as st
-from capstan_api.common import describe_validation_error, now_rfc3339
+from capstan_api.common import now_rfc3339
 from capstan_api.deployment import DeploymentSpec
 from capstan_api.status import Phase
 from capstan_operator import kube
@@ -25,7 +23,7 @@ from capstan_operator.config import OperatorConfig
 from capstan_operator.deployment import analysis, canary, resolve
 from capstan_operator.deployment import build as bd
 from capstan_operator.jobs import pod_failure, terminated_containers
-from capstan_operator.status import Outcome, StatusDraft, seconds_since
+from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
 
 ROLLOUT_POLL_SECONDS = 2.0
 STEADY_POLL_SECONDS = 15.0
@@ -111,10 +109,9 @@ class Ctx:
 def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     draft = StatusDraft(body)
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    try:
-        spec = DeploymentSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        return draft.fail("InvalidSpec", describe_validation_error(exc, "spec"), finished=False).outcome()
+    spec, problem = read_spec(body, DeploymentSpec)
+    if problem:
+        return draft.fail("InvalidSpec", problem, finished=False).outcome()
     live = {
         int(d["metadata"]["labels"][bd.LABEL_REVISION]): d
         for d in kube.list_("apps/v1", "Deployment", ns, bd.revision_selector(body))

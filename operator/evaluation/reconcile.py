@@ -6,18 +6,17 @@ otherwise create what is missing and report Running."""
 from __future__ import annotations
 
 import yaml
-from pydantic import ValidationError
 
 from capstan_api import files
 from capstan_api import status as st
-from capstan_api.common import describe_validation_error, now_rfc3339
+from capstan_api.common import now_rfc3339
 from capstan_api.evaluation import EvaluationSpec
 from capstan_api.status import Phase
 from capstan_operator import children, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.evaluation import build, resolve
 from capstan_operator.jobs import job_condition, job_failure
-from capstan_operator.status import Outcome, StatusDraft
+from capstan_operator.status import Outcome, StatusDraft, read_spec
 
 POLL_SECONDS = 5.0
 WAIT_SECONDS = 10.0
@@ -48,10 +47,9 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     # ---- finished: nothing more to do for this generation
     if draft.finished(Phase.SUCCEEDED, Phase.FAILED):
         return draft.outcome()
-    try:
-        spec = EvaluationSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        return _fail(draft, "InvalidSpec", describe_validation_error(exc, "spec"))
+    spec, problem = read_spec(body, EvaluationSpec)
+    if problem:
+        return _fail(draft, "InvalidSpec", problem)
     # ---- dependencies
     job_name = build.job_name(name)
     job = kube.get("batch/v1", "Job", ns, job_name)

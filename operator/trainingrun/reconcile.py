@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from capstan_api import exitcodes, files
 from capstan_api import status as st
-from capstan_api.common import describe_validation_error, now_rfc3339
+from capstan_api.common import now_rfc3339
 from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator import children, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.jobs import job_condition, pod_failure, terminated_containers
-from capstan_operator.status import Outcome, StatusDraft, seconds_since
+from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
 from capstan_operator.trainingrun import build
 from capstan_operator.trainingrun.resolve import resolve
 
@@ -122,10 +120,9 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     # ---- finished: nothing more to do for this generation
     if draft.finished(*DONE):
         return draft.outcome()
-    try:
-        spec = TrainingRunSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        return _fail(draft, "InvalidSpec", describe_validation_error(exc, "spec"))
+    spec, problem = read_spec(body, TrainingRunSpec)
+    if problem:
+        return _fail(draft, "InvalidSpec", problem)
 
     # ---- dependencies
     res = resolve(ns, name, spec, *_read_dependencies(ns, spec), cfg)

@@ -12,12 +12,12 @@ Unknown keys are ignored when reading (a newer workload may write more than this
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from capstan_api.status import CheckpointRef
+from capstan_api.status import CheckpointRef, Phase
 
 PROGRESS_FILE = "progress.json"
 EVALUATION_STATUS_FILE = "status.json"
@@ -46,10 +46,6 @@ class FileModel(BaseModel):
             + "\n"
         )
 
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> Self:
-        return cls.model_validate(doc)
-
 
 ProgressPhase = Literal["Starting", "Running", "Stopped", "Succeeded", "EarlyStopped"]
 
@@ -57,7 +53,7 @@ ProgressPhase = Literal["Starting", "Running", "Stopped", "Succeeded", "EarlySto
 class TrainingProgress(FileModel):
     """progress.json: where a TrainingRun's trainers are."""
 
-    phase: ProgressPhase = "Starting"
+    phase: ProgressPhase = Phase.STARTING
     """phase: Stopped after a SIGTERM checkpoint; Succeeded or EarlyStopped when the run is done."""
     step: int = 0
     """step: optimizer steps completed."""

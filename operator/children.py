@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from capstan_api import exitcodes
 from capstan_api.common import API_VERSION
 from capstan_api.workload import PodResources
 from capstan_operator.config import OperatorConfig
@@ -148,10 +149,10 @@ def pod_labels(body: dict, component: str) -> dict[str, str]:
     return labels(body["kind"], body["metadata"]["name"], component)
 
 
-def selector(labels: dict[str, str]) -> str:
-    """A label selector string matching the owner and component of `labels`."""
+def selector(of: dict[str, str]) -> str:
+    """A label selector string matching the owner and component of the labels `of`."""
     keys = (LABEL_KIND, LABEL_OWNER, LABEL_COMPONENT)
-    return ",".join(f"{k}={labels[k]}" for k in keys)
+    return ",".join(f"{k}={of[k]}" for k in keys)
 
 
 def workload_job(
@@ -160,11 +161,10 @@ def workload_job(
     component: str,
     container: dict[str, Any],
     backoff_limit: int,
-    exit_invalid: int,
     pod_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A one-pod Job running `container` with the resource file mounted. A container exit code of
-    `exit_invalid` means the spec or the input is wrong: the Job fails at once, no retries."""
+    `exitcodes.INVALID_CONFIG` means the spec or the input is wrong: the Job fails at once, no retries."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -178,7 +178,7 @@ def workload_job(
                         "onExitCodes": {
                             "containerName": container["name"],
                             "operator": "In",
-                            "values": [exit_invalid],
+                            "values": [exitcodes.INVALID_CONFIG],
                         },
                     }
                 ]

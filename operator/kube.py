@@ -1,7 +1,7 @@
 """Kubernetes access for the reconcilers, and the only module that talks to the API server:
 create-or-patch of the child kinds, reads that return plain dicts, status writes, Events, pod
-logs. Idempotent by construction: deterministic names, a
-409 on create means "already there" (then patched to the desired state)."""
+logs. Idempotent by construction: deterministic names, a 409 on create means "already there"
+(then patched to the desired state)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from capstan_api import exitcodes
 from capstan_api.dataset import DatasetSpec
 from capstan_operator import children
 from capstan_operator.config import OperatorConfig
@@ -31,5 +30,5 @@ def build(body: dict, spec: DatasetSpec, cfg: OperatorConfig) -> list[dict[str, 
         "env": env,
         "volumeMounts": [children.config_mount()],
     }
-    job = children.workload_job(body, name, COMPONENT, container, BACKOFF_LIMIT, exitcodes.INVALID_CONFIG)
+    job = children.workload_job(body, name, COMPONENT, container, BACKOFF_LIMIT)
     return [children.config_map(body, name, COMPONENT, resource), job]

@@ -25,17 +25,13 @@ class ModelChoice:
     """failure says which dependency failed."""
 
 
-_status = refs.status_of
-
-
 def _passing(ev: dict) -> bool:
-    st = _status(ev)
+    st = refs.status_of(ev)
     return st.get("phase") == Phase.SUCCEEDED and st.get("passed") is True and bool(st.get("modelUri"))
 
 
 def _from_evaluation(name: str, ev: dict | None) -> ModelChoice:
-    st = _status(ev)
-    phase = st.get("phase") or Phase.PENDING
+    st, phase = refs.status_of(ev), refs.phase_of(ev)
     if ev is None:
         return ModelChoice(waiting=f"waiting for Evaluation {name} (not found)")
     if phase == Phase.FAILED:
@@ -69,7 +65,9 @@ def newest_passing(run_name: str, evaluations: list[dict]) -> dict | None:
         and _passing(ev)
     ]
     return max(
-        ours, key=lambda ev: (_status(ev).get("completionTime") or "", ev["metadata"]["name"]), default=None
+        ours,
+        key=lambda ev: (refs.status_of(ev).get("completionTime") or "", ev["metadata"]["name"]),
+        default=None,
     )
 
 
@@ -91,4 +89,4 @@ def choose(
         return ModelChoice(
             waiting=f"waiting for a passing Evaluation of TrainingRun {m.training_run_ref.name}"
         )
-    return ModelChoice(uri=_status(ev)["modelUri"], source=f"Evaluation {ev['metadata']['name']}")
+    return ModelChoice(uri=refs.status_of(ev)["modelUri"], source=f"Evaluation {ev['metadata']['name']}")

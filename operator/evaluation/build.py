@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from capstan_api import exitcodes
 from capstan_api.evaluation import EvaluationSpec
 from capstan_operator import children
 from capstan_operator.config import OperatorConfig
@@ -41,7 +40,6 @@ def build(body: dict, spec: EvaluationSpec, cfg: OperatorConfig) -> list[dict[st
         COMPONENT,
         container,
         BACKOFF_LIMIT,
-        exitcodes.INVALID_CONFIG,
         children.placement(spec.resources),
     )
     job["metadata"]["annotations"] = {ANNOTATION_GENERATION: str(body["metadata"].get("generation") or 0)}

@@ -133,7 +133,7 @@ def _workload_spec(ns: str, job_name: str) -> dict:
 
 def status_from_file(doc: dict, output_uri: str) -> dict:
     """EvaluationStatus fields (wire names) from the workload's status.json."""
-    outcome = files.EvaluationOutcome.from_dict(doc)
+    outcome = files.EvaluationOutcome.model_validate(doc)
     gates = [
         g.model_dump(by_alias=True, exclude_none=True, include={"metric", "value", "min", "max"})
         | {"passed": g.passed}

@@ -43,6 +43,11 @@ class Gang:
     pods: list[dict] | None
     """pods: the gang's pods; None when the Job's counters already say every pod is Ready."""
 
+    @property
+    def running(self) -> int:
+        """Pods in phase Running (all of them when the Job's counters said so)."""
+        return self.nodes if self.pods is None else _running_pods(self.pods)
+
 
 def _deleting(obj: dict) -> bool:
     return bool(obj["metadata"].get("deletionTimestamp"))
@@ -59,7 +64,7 @@ def _short(x):
 
 def progress_fields(doc: dict, running_pods: int | None) -> dict:
     """TrainingRunStatus fields (wire names) from the trainer's progress.json."""
-    p = files.TrainingProgress.from_dict(doc)
+    p = files.TrainingProgress.model_validate(doc)
     out = {
         "step": p.step,
         "totalSteps": p.total_steps,
@@ -90,8 +95,13 @@ def _read_dependencies(ns: str, spec: TrainingRunSpec) -> tuple[dict, dict]:
     return datasets, runs
 
 
-def _phase(pod: dict) -> str:
-    return (pod.get("status") or {}).get("phase") or Phase.PENDING
+def _pod_phase(pod: dict) -> str:
+    """The pod's own phase (core/v1 Pod phases, not a TrainingRun's)."""
+    return (pod.get("status") or {}).get("phase") or "Pending"
+
+
+def _running_pods(pods: list[dict]) -> int:
+    return sum(_pod_phase(p) == "Running" for p in pods)
 
 
 def gang_ready(job: dict | None, nodes: int) -> bool:
@@ -104,8 +114,7 @@ def gang_ready(job: dict | None, nodes: int) -> bool:
 
 
 def _pending_summary(pods: list[dict], nodes: int) -> str:
-    running = sum(_phase(p) == Phase.RUNNING for p in pods)
-    parts = [f"{running} of {nodes} pods running"]
+    parts = [f"{_running_pods(pods)} of {nodes} pods running"]
     for p in pods:
         for c in (p.get("status") or {}).get("conditions") or []:
             if c["type"] == "PodScheduled" and c["status"] == "False":
@@ -193,7 +202,7 @@ def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
     """A permanent error fails the run at once; a lost pod or a failed Job recreates the gang
     (up to failurePolicy.maxRestarts). None when nothing failed."""
     pods = gang.pods or []
-    failed = [p for p in pods if _phase(p) == Phase.FAILED or terminated_containers(p)]
+    failed = [p for p in pods if _pod_phase(p) == "Failed" or terminated_containers(p)]
     exits = [(p, t.get("exitCode")) for p in failed for _, t in terminated_containers(p)]
     bad = next((p for p, code in exits if code == exitcodes.INVALID_CONFIG), None)
     if bad is not None:
@@ -227,7 +236,7 @@ def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome 
         msg = f"queued in Kueue queue {spec.scheduling.queue_name}"
         draft.condition(st.GANG_SCHEDULED, "Unknown", "Queued", msg)
         return draft.phase(Phase.SCHEDULING, msg, "Queued").outcome(WAIT_POLL)
-    if gang.pods is None or sum(_phase(p) == Phase.RUNNING for p in gang.pods) >= nodes:
+    if gang.running >= nodes:
         return None
     started = (job.get("status") or {}).get("startTime") or job["metadata"]["creationTimestamp"]
     age, limit = seconds_since(started), spec.scheduling.gang_timeout_seconds
@@ -247,8 +256,7 @@ def _running(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome:
     draft.condition(st.GANG_SCHEDULED, "True", "AllPodsRunning", f"{nodes} of {nodes} pods running")
     progress = _read_progress(gang.spec, cfg)
     if progress:
-        running = nodes if gang.pods is None else sum(_phase(p) == Phase.RUNNING for p in gang.pods)
-        draft.set(**progress_fields(progress, running))
+        draft.set(**progress_fields(progress, gang.running))
     msg = f"training, step {draft.get('step', 0)}/{total}"
     draft.condition(st.PROGRESSING, "True", "Training", msg)
     return draft.phase(Phase.RUNNING, msg, "Running").outcome(

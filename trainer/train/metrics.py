@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from capstan_api import files
+from capstan_api.common import now_rfc3339
 from capstan_trainer import storage
 from capstan_trainer.model import ModelConfig
 
@@ -124,13 +125,13 @@ class Progress:
 
     def update(self, force: bool = False, **fields) -> None:
         """Set `fields` (TrainingProgress attribute names); write when forced or due."""
+        # The model ignores unknown keys (for readers); a misspelt field here must not vanish.
+        unknown = fields.keys() - files.TrainingProgress.model_fields.keys()
+        if unknown:
+            raise TypeError(f"progress.json has no field(s) {sorted(unknown)}")
         self.state = files.TrainingProgress.model_validate({**self.state.model_dump(), **fields})
         now = time.time()
         if force or now - self._last_write >= self.min_interval_s:
-            self.state.time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+            self.state.time = now_rfc3339()
             storage.write_bytes(self.uri, self.state.to_json().encode())
             self._last_write = now
-
-
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := .capstan/bin
 PYTEST_ARGS ?=
 
-.PHONY: install control-plane test demo cluster-up cluster-down lint unit clean crds
+.PHONY: install control-plane image-tools images test demo cluster-up cluster-down lint unit clean crds
 
 install: $(VENV)/.installed control-plane
 
@@ -17,28 +17,47 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-control-plane:
+control-plane: image-tools
 	@command -v go >/dev/null || { echo "Go >= 1.26 is required to build the control plane (https://go.dev/dl/)"; exit 1; }
 	bash hack/localcluster/build.sh
 	bash hack/build-helm.sh
+	bash hack/build-registry.sh
+
+# Debian packages: mmdebstrap builds the base root filesystem, buildah the images (no daemon),
+# skopeo and umoci pull and unpack them on the local node.
+IMAGE_TOOLS := buildah mmdebstrap skopeo umoci
+image-tools:
+	@missing=$$(for t in $(IMAGE_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "install: $$missing (Debian packages)"; exit 1; }; \
+	  echo "installing $$missing"; \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
+	    || { $$sudo apt-get update -q >/dev/null && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+
+# The operator and trainer images, built from images/*/Containerfile and pushed to the
+# registry storage every local cluster serves; cached by content.
+images: install
+	$(PY) -m hack.images
 
 # Regenerate manifests/crds/ and charts/capstan/crds/ from the API models.
 crds: $(VENV)/.installed
 	$(PY) -m capstan_api.crdgen
 
-test: install
+test: install images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-cluster-up: install
+cluster-up: install images
 	$(PY) -m hack.localcluster up
 
 cluster-down:
 	@if [ -x $(PY) ]; then $(PY) -m hack.localcluster down; else echo "nothing to stop"; fi
 
-demo: install
+demo: install images
 	bash hack/demo.sh
 
 lint: $(VENV)/.installed

@@ -35,6 +35,8 @@ $PY -m hack.upload_corpus "$CORPUS_URI"
 say "Operator (Helm chart charts/capstan, release capstan in capstan-system)"
 for ns in capstan-system "$NS"; do
   kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
+  # Every pod of the pipeline meets the Pod Security Standard "restricted"; enforce it.
+  kubectl label namespace "$ns" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
 done
 # The operator reads status files with the credentials (release namespace); workloads use them
 # in the resources' namespace.
@@ -48,7 +50,6 @@ done
 show $HELM upgrade --install capstan charts/capstan -n capstan-system \
   --set objectStorage.endpoint="$AWS_ENDPOINT_URL" \
   --set objectStorage.credentialsSecret="$SECRET" \
-  --set workload.image=capstan/workload:dev \
   --wait --timeout 180s
 kubectl get pods -n capstan-system -l app.kubernetes.io/component=operator
 
@@ -89,7 +90,11 @@ MODEL=$(kubectl get deployments.capstan.dev demo-chat -n "$NS" -o jsonpath='{.sp
 MESSAGE="Tell me a story about a lighthouse."
 say "Chat completion from a pod in the cluster: POST $URL/chat/completions"
 kubectl delete pod demo-chat-client -n "$NS" --ignore-not-found --wait=true >/dev/null
-kubectl run demo-chat-client -n "$NS" --image=capstan/workload:dev --restart=Never --command -- \
+RESTRICTED='{"spec": {"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+  "containers": [{"name": "demo-chat-client", "securityContext": {"allowPrivilegeEscalation": false,
+  "capabilities": {"drop": ["ALL"]}}}]}}'
+kubectl run demo-chat-client -n "$NS" --image=capstan/trainer:0.1.0 --restart=Never \
+  --override-type=strategic --overrides="$RESTRICTED" --command -- \
   python -c "$(cat hack/chat.py)" "$URL" "$MODEL" "$MESSAGE" >/dev/null
 client_end=$(($(date +%s) + 120))
 until [[ $(phase pod/demo-chat-client) =~ ^(Succeeded|Failed)$ ]]; do

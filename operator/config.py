@@ -21,9 +21,12 @@ DEFAULT_LICENCES = (
 class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     """namespaces to watch; empty means all."""
-    workload_image: str = "capstan/workload:dev"
+    workload_image: str = "capstan/trainer:0.1.0"
     """workload_image runs every Job and serving pod unless a resource overrides it."""
     image_pull_policy: str = "IfNotPresent"
+    run_as_user: int = 65532
+    """run_as_user (and group) of every workload pod: the images' own non-root user. 0 breaks
+    the "restricted" Pod Security Standard and such pods are refused where it is enforced."""
     s3_endpoint: str = ""
     """s3_endpoint is the object-storage endpoint URL given to workloads; empty means AWS."""
     s3_secret: str = ""
@@ -62,6 +65,7 @@ class OperatorConfig:
             namespaces=words("CAPSTAN_NAMESPACES", ()),
             workload_image=e.get("CAPSTAN_WORKLOAD_IMAGE", cls.workload_image),
             image_pull_policy=e.get("CAPSTAN_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            run_as_user=int(e.get("CAPSTAN_WORKLOAD_RUN_AS_USER", str(cls.run_as_user))),
             s3_endpoint=e.get("CAPSTAN_S3_ENDPOINT", ""),
             s3_secret=e.get("CAPSTAN_S3_SECRET", ""),
             artifact_uri=e.get("CAPSTAN_ARTIFACT_URI", ""),

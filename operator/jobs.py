@@ -43,6 +43,65 @@ def pod_failure(pod: dict, with_logs: bool = True) -> tuple[int | None, str]:
     return code, msg
 
 
+# Waiting reasons the kubelet gives a container it cannot start. It keeps retrying, but nothing
+# changes until someone fixes the image, the pod or the policy: status must say so.
+CANNOT_START = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+
+
+def cannot_start(pods: list[dict]) -> tuple[str, str] | None:
+    """(reason, message naming the pod, container and image) of the first container that cannot
+    start: a waiting reason in CANNOT_START, or a command the image cannot exec (StartError)."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            state = cs.get("state") or {}
+            waiting, term = (
+                state.get("waiting") or {},
+                state.get("terminated") or cs.get("lastState", {}).get("terminated") or {},
+            )
+            reason = waiting.get("reason") if waiting.get("reason") in CANNOT_START else None
+            message = waiting.get("message", "")
+            if reason is None and term.get("reason") == "StartError":
+                reason, message = "StartError", term.get("message", "")
+            if reason:
+                where = f"pod {pod['metadata']['name']} container {cs['name']} (image {cs.get('image', '?')})"
+                return reason, f"{where} cannot start: {reason}: {message}".rstrip(": ")
+    return None
+
+
+def refused_pods(namespace: str, job_name: str) -> str | None:
+    """Why the Job controller could not create the Job's pods (its FailedCreate Event: an
+    admission refusal such as Pod Security, or a quota), or None."""
+    events = kube.list_("v1", "Event", namespace, field_selector=f"involvedObject.name={job_name}")
+    refused = [
+        e for e in events if e.get("reason") == "FailedCreate" and e["involvedObject"].get("kind") == "Job"
+    ]
+    return refused[-1].get("message") if refused else None
+
+
+def blocked(namespace: str, job_name: str, pods: list[dict] | None = None) -> tuple[str, str] | None:
+    """(reason, message) when the Job's pods cannot be created or started; None while they can."""
+    if pods is None:
+        pods = kube.list_("v1", "Pod", namespace, f"job-name={job_name}")
+    stuck = cannot_start(pods)
+    if stuck:
+        return stuck
+    if not pods:
+        refused = refused_pods(namespace, job_name)
+        if refused:
+            return "FailedCreate", f"Job {job_name} cannot create its pods: {refused}"
+    return None
+
+
 def job_failure(job: dict, namespace: str, job_name: str) -> str:
     """Why a failed Job failed: its last failed pod's exit code, reason and log tail, else the
     Job's own condition message (e.g. a deadline or a pod failure policy)."""

@@ -22,6 +22,7 @@ _APIS: dict[tuple[str, str], tuple[type, str]] = {
     ("v1", "Service"): (client.CoreV1Api, "namespaced_service"),
     ("v1", "Secret"): (client.CoreV1Api, "namespaced_secret"),
     ("v1", "Pod"): (client.CoreV1Api, "namespaced_pod"),
+    ("v1", "Event"): (client.CoreV1Api, "namespaced_event"),
     ("batch/v1", "Job"): (client.BatchV1Api, "namespaced_job"),
     ("apps/v1", "Deployment"): (client.AppsV1Api, "namespaced_deployment"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): (
@@ -73,11 +74,15 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
         raise
 
 
-def list_(api_version: str, kind: str, namespace: str, selector: str = "") -> list[dict]:
+def list_(
+    api_version: str, kind: str, namespace: str, selector: str = "", field_selector: str = ""
+) -> list[dict]:
     api, suffix = _api(api_version, kind)
-    return _raw(getattr(api, f"list_{suffix}")(namespace, label_selector=selector, _preload_content=False))[
-        "items"
-    ]
+    return _raw(
+        getattr(api, f"list_{suffix}")(
+            namespace, label_selector=selector, field_selector=field_selector, _preload_content=False
+        )
+    )["items"]
 
 
 def apply(obj: dict[str, Any]) -> dict:

@@ -44,15 +44,28 @@ def s3_bucket(s3_server) -> str:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     """The real local control plane (etcd, kube-apiserver, controller-manager, scheduler, node
-    agent) with a moto S3 server, started once per test session and stopped at its end."""
+    agent) with a moto S3 server and the OCI registry `make images` pushed to, started once per
+    test session and stopped at its end. Pods run from their images."""
     from pathlib import Path
 
+    from hack.localcluster.cli import IMAGES
     from hack.localcluster.cluster import Cluster, ClusterOptions
     from tests.support.cluster import ClusterHandle
 
     repo = Path(__file__).resolve().parents[1]
+    state = repo / ".capstan"
     root = tmp_path_factory.mktemp("cluster")
-    c = Cluster(ClusterOptions(root=root, bin_dir=repo / ".capstan" / "bin", nodes=2, gpus_per_node=4))
+    c = Cluster(
+        ClusterOptions(
+            root=root,
+            bin_dir=state / "bin",
+            nodes=2,
+            gpus_per_node=4,
+            registry_storage=state / "registry",
+            image_store=state / "nodeimages",
+            prepull=IMAGES,
+        )
+    )
     try:
         c.up()
     except Exception:

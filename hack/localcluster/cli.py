@@ -10,6 +10,8 @@ from pathlib import Path
 from hack.localcluster.cluster import Cluster, ClusterOptions
 
 ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ("capstan/operator:0.1.0", "capstan/trainer:0.1.0")
+"""IMAGES that `make images` pushes, pulled before the nodes are Ready."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpus-per-node", type=int, default=4)
     p.add_argument("--simulate", action="store_true", help="mark pods Running without starting processes")
     p.add_argument("--no-s3", action="store_true", help="do not start the moto S3 server")
+    p.add_argument(
+        "--from-venv",
+        action="store_true",
+        help="run pods from the project's virtualenv instead of their images (no registry)",
+    )
     args = p.parse_args(argv)
+    state = ROOT / ".capstan"
     cluster = Cluster(
         ClusterOptions(
             root=args.root,
@@ -34,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
             gpus_per_node=args.gpus_per_node,
             simulate=args.simulate,
             s3=not args.no_s3,
+            registry_storage=None if args.from_venv else state / "registry",
+            image_store=None if args.from_venv else state / "nodeimages",
+            prepull=() if args.from_venv else IMAGES,
         )
     )
     if args.command == "up":
@@ -43,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  export KUBECONFIG={cluster.kubeconfig}")
         if cluster.options.s3:
             print(f"  S3 endpoint and credentials: {cluster.s3_env_file}")
+        if cluster.registry_file.exists() and cluster.options.registry_storage:
+            print(f"  registry (images from `make images`): {cluster.registry_file.read_text().strip()}")
     elif args.command == "down":
         stopped = cluster.down()
         print(f"cluster down: stopped {stopped} processes")

@@ -19,11 +19,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from hack.localcluster import commands
+from hack.localcluster import commands, registry
 from hack.localcluster.kubeconfig import write_kubeconfig
 from hack.localcluster.pki import PKI
 
 MARKER = "CAPSTAN_LOCALCLUSTER"
+PREPULL_DEADLINE_S = 900.0
 
 
 @dataclass
@@ -37,6 +38,14 @@ class ClusterOptions:
     simulate: bool = False
     s3: bool = True
     start_deadline_s: float = 120.0
+    registry_storage: Path | None = None
+    """registry_storage, when set, is served by an OCI registry on loopback (what `make images`
+    pushed); its address is in registry.env."""
+    image_store: Path | None = None
+    """image_store, when set, makes the node agent run pods from their images, kept there; the
+    registry serves their Docker Hub names (`capstan/trainer:0.1.0`) as a mirror would."""
+    prepull: tuple[str, ...] = ()
+    """prepull: images the node agent pulls before its nodes are Ready."""
 
 
 def free_port() -> int:
@@ -71,6 +80,7 @@ class Cluster:
         self.state_dir = self.root / "cluster"
         self.kubeconfig = self.root / "kubeconfig"
         self.s3_env_file = self.root / "s3.env"
+        self.registry_file = self.root / "registry.addr"
         self.state_file = self.state_dir / "state.json"
 
     # ---- state -------------------------------------------------------------------------------
@@ -122,6 +132,8 @@ class Cluster:
         self._start_scheduler(state, creds)
         if self.options.s3:
             self._start_s3(state)
+        if self.options.registry_storage is not None:
+            self._start_registry(state)
         self._start_node_agent(state, pki, creds)
         self._wait_for_default_service_account()
 
@@ -214,17 +226,36 @@ class Cluster:
         )
         self.s3_env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
 
+    def _start_registry(self, state: dict) -> None:
+        """The registry over the shared storage; `registry` holds its host:port."""
+        port = state["ports"]["registry"]
+        storage = self.options.registry_storage
+        storage.mkdir(parents=True, exist_ok=True)
+        config = self.state_dir / "registry.yml"
+        config.write_text(registry.config(storage, port))
+        proc = self._spawn(state, "registry", registry.command(self._bin("registry"), config))
+        wait_until(
+            "the OCI registry's /v2/",
+            lambda: registry.ready(port),
+            self.options.start_deadline_s,
+            proc,
+            self._log("registry"),
+        )
+        self.registry_file.write_text(f"127.0.0.1:{port}\n")
+
     def _start_node_agent(self, state: dict, pki: PKI, creds: commands.Credentials) -> None:
         """The node agent registers the nodes and runs their pods; up ends when all are Ready."""
         o = self.options
         tls = pki.leaf("node-agent-serving", "capstan-node-agent", server=True, ips=("127.0.0.1",))
-        argv = commands.node_agent(o, state["ports"], creds, self.state_dir / "pods", tls)
+        mirror = f"127.0.0.1:{state['ports']['registry']}" if o.registry_storage is not None else ""
+        argv = commands.node_agent(o, state["ports"], creds, self.state_dir / "pods", tls, mirror)
         repo = Path(__file__).resolve().parents[2]
         proc = self._spawn(state, "node-agent", argv, env={"PYTHONPATH": str(repo)})
+        # A cold pull of the trainer image (gigabytes, unpacked once per digest) comes first.
         wait_until(
-            f"{o.nodes} Ready nodes",
+            f"{o.nodes} Ready nodes" + (f" (after pulling {', '.join(o.prepull)})" if o.prepull else ""),
             lambda: self._ready_nodes() >= o.nodes,
-            o.start_deadline_s,
+            o.start_deadline_s + (PREPULL_DEADLINE_S if o.prepull else 0),
             proc,
             self._log("node-agent"),
         )
@@ -267,7 +298,15 @@ class Cluster:
         if not state:
             return 0
         pids = state.get("pids", {})
-        order = ["node-agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "s3", "etcd"]
+        order = [
+            "node-agent",
+            "kube-scheduler",
+            "kube-controller-manager",
+            "kube-apiserver",
+            "registry",
+            "s3",
+            "etcd",
+        ]
         for name in order:
             pid = pids.get(name)
             if pid and _alive(pid):

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 SERVICE_CIDR = "10.96.0.0/16"  # allocated by the API server, never connected to
 ISSUER = "https://kubernetes.default.svc.cluster.local"
-PORTS = ("etcd", "etcd_peer", "api", "cm", "sched", "agent", "s3")
+PORTS = ("etcd", "etcd_peer", "api", "cm", "sched", "agent", "s3", "registry")
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,7 @@ def node_agent(
     creds: Credentials,
     pods_dir: Path,
     tls: tuple[Path, Path],
+    registry: str = "",
 ) -> list[str]:
     argv = [
         sys.executable,
@@ -158,4 +159,10 @@ def node_agent(
     ]
     if options.simulate:
         argv.append("--simulate")
+    if options.image_store is not None:
+        argv.append(f"--image-store={options.image_store}")
+    if registry:
+        argv.append(f"--registry-mirror={registry}")
+    if options.prepull:
+        argv.append("--prepull=" + ",".join(options.prepull))
     return argv

@@ -30,5 +30,5 @@ def build(body: dict, spec: DatasetSpec, cfg: OperatorConfig) -> list[dict[str, 
         "env": env,
         "volumeMounts": [children.config_mount()],
     }
-    job = children.workload_job(body, name, COMPONENT, container, BACKOFF_LIMIT)
+    job = children.workload_job(body, name, COMPONENT, container, BACKOFF_LIMIT, cfg)
     return [children.config_map(body, name, COMPONENT, resource), job]

@@ -12,7 +12,7 @@ from capstan_api.status import Phase
 from capstan_operator import kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.dataset import build, resolve
-from capstan_operator.jobs import job_condition, job_failure
+from capstan_operator.jobs import blocked, job_condition, job_failure
 from capstan_operator.status import Outcome, StatusDraft, read_spec
 
 POLL_SECONDS = 5.0
@@ -77,6 +77,10 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         draft.event("Normal", "Created", f"Job {job_name} preparing {len(spec.sources)} source(s)")
     if not draft.get("startTime"):
         draft.set(startTime=now_rfc3339())
+    stuck = blocked(ns, job_name)
+    if stuck:  # named in status: a pod that cannot start is not "Running"
+        draft.condition(st.READY, "False", stuck[0], stuck[1])
+        return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(POLL_SECONDS)
     draft.condition(st.READY, "False", "Preparing", f"Job {job_name} is running")
     return draft.phase(Phase.RUNNING, f"Job {job_name} is preparing the data", "Preparing").outcome(
         POLL_SECONDS

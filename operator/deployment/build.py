@@ -136,12 +136,15 @@ def deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": labels, "annotations": {ANNOTATION_MODEL_URI: model_uri}},
-                "spec": {
-                    "containers": [container],
-                    # SIGTERM drains in-flight requests (the server's own drain is 30 s).
-                    "terminationGracePeriodSeconds": 45,
-                    **children.placement(spec.resources),
-                },
+                "spec": children.restricted(
+                    {
+                        "containers": [container],
+                        # SIGTERM drains in-flight requests (the server's own drain is 30 s).
+                        "terminationGracePeriodSeconds": 45,
+                        **children.placement(spec.resources),
+                    },
+                    cfg,
+                ),
             },
         },
     }

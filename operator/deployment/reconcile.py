@@ -22,7 +22,7 @@ from capstan_operator import kube
 from capstan_operator.config import OperatorConfig
 from capstan_operator.deployment import analysis, canary, resolve
 from capstan_operator.deployment import build as bd
-from capstan_operator.jobs import pod_failure, terminated_containers
+from capstan_operator.jobs import cannot_start, pod_failure, terminated_containers
 from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
 
 ROLLOUT_POLL_SECONDS = 2.0
@@ -228,10 +228,12 @@ def _steady(ctx: Ctx) -> Outcome:
             d.condition(st.PROGRESSING, "False", "Stable", msg)
         d.phase(Phase.AVAILABLE, msg, "Available")
         return ctx.finish(STEADY_POLL_SECONDS)
-    msg = f"revision {rev}: {ready}/{total} Ready"
-    d.condition(st.READY, "False", "NotReady", msg)
-    starting = rec is not None and rec["outcome"] == "InProgress"
-    d.phase(Phase.PROGRESSING if starting else Phase.DEGRADED, msg, "Starting" if starting else "NotReady")
+    stuck = cannot_start(kube.list_("v1", "Pod", ctx.ns, bd.revision_selector(ctx.body, rev)))
+    msg = f"revision {rev}: {ready}/{total} Ready" + (f"; {stuck[1]}" if stuck else "")
+    reason = stuck[0] if stuck else "NotReady"
+    d.condition(st.READY, "False", reason, msg)
+    starting = rec is not None and rec["outcome"] == "InProgress" and not stuck
+    d.phase(Phase.PROGRESSING if starting else Phase.DEGRADED, msg, "Starting" if starting else reason)
     return ctx.finish(ROLLOUT_POLL_SECONDS)
 
 
@@ -274,6 +276,9 @@ def _progress_canary(ctx: Ctx, rev: int, rec: dict) -> Outcome:
     crashed = [p for p in pods if terminated_containers(p)]
     if crashed:
         return _rollback(ctx, rev, f"canary pod failed: {pod_failure(crashed[0])[1]}")
+    stuck = cannot_start(pods)
+    if stuck:  # an image that cannot be pulled or run never becomes Ready: roll back now
+        return _rollback(ctx, rev, f"canary {stuck[1]}")
     ready = ctx.ready(rev)
     split = canary.split(total, step.weight, ready)
     waiting_ready = ready < split.canary

@@ -40,6 +40,7 @@ def build(body: dict, spec: EvaluationSpec, cfg: OperatorConfig) -> list[dict[st
         COMPONENT,
         container,
         BACKOFF_LIMIT,
+        cfg,
         children.placement(spec.resources),
     )
     job["metadata"]["annotations"] = {ANNOTATION_GENERATION: str(body["metadata"].get("generation") or 0)}

@@ -15,7 +15,7 @@ from capstan_api.status import Phase
 from capstan_operator import children, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.evaluation import build, resolve
-from capstan_operator.jobs import job_condition, job_failure
+from capstan_operator.jobs import blocked, job_condition, job_failure
 from capstan_operator.status import Outcome, StatusDraft, read_spec
 
 POLL_SECONDS = 5.0
@@ -85,6 +85,10 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         return _fail(draft, "EvaluationFailed", msg)
     if job_condition(job, "Complete"):
         return _complete(draft, job, cfg)
+    stuck = blocked(ns, job_name)
+    if stuck:  # named in status: a pod that cannot start is not "Running"
+        draft.condition(st.READY, "False", stuck[0], stuck[1])
+        return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(POLL_SECONDS)
     draft.condition(st.READY, "False", "Evaluating", f"Job {job_name} is running")
     return draft.phase(Phase.RUNNING, f"Job {job_name} is evaluating the model", "Evaluating").outcome(
         POLL_SECONDS

@@ -146,7 +146,7 @@ def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str
         pod["priorityClassName"] = r.priority_class_name
     if spec.scheduling.scheduler == "volcano":
         pod["schedulerName"] = "volcano"
-    return pod
+    return children.restricted(pod, cfg)
 
 
 def service(body: dict) -> dict[str, Any]:

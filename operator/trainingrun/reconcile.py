@@ -18,7 +18,7 @@ from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator import children, kube, objectstore
 from capstan_operator.config import OperatorConfig
-from capstan_operator.jobs import job_condition, pod_failure, terminated_containers
+from capstan_operator.jobs import blocked, job_condition, pod_failure, terminated_containers
 from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
 from capstan_operator.trainingrun import build
 from capstan_operator.trainingrun.resolve import resolve
@@ -241,6 +241,10 @@ def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome 
     started = (job.get("status") or {}).get("startTime") or job["metadata"]["creationTimestamp"]
     age, limit = seconds_since(started), spec.scheduling.gang_timeout_seconds
     summary = _pending_summary(gang.pods, nodes)
+    stuck = blocked(gang.namespace, gang.job_name, gang.pods)
+    if stuck:  # named in status, and given the gang timeout to be fixed (e.g. an image pushed)
+        draft.condition(st.GANG_SCHEDULED, "False", stuck[0], stuck[1])
+        return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(WAIT_POLL) if age <= limit else None
     if spec.scheduling.scheduler == "native" and age > limit:
         kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
         msg = f"not all pods running within {limit} s ({summary}); retrying in {cfg.gang_backoff_seconds} s"

@@ -32,6 +32,29 @@ CHAIN = [
 PIPELINE_DEADLINE_S = 600  # about 3 min on an idle 2-core machine; several times that when loaded
 
 
+# `kubectl run` flags that make the chat client's pod meet "restricted".
+RESTRICTED_RUN = [
+    "--override-type=strategic",
+    "--overrides="
+    + json.dumps(
+        {
+            "spec": {
+                "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [
+                    {
+                        "name": "chat-client",
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            }
+        }
+    ),
+]
+
+
 def helm(*args: str, env: dict) -> None:
     r = subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0, f"helm {' '.join(args)} failed ({r.returncode}):\n{r.stderr}{r.stdout}"
@@ -45,6 +68,8 @@ def operator(cluster, namespace, monkeypatch):
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         monkeypatch.setenv(k, env[k])
     upload_corpus("s3://capstan-demo/corpus")
+    # The whole pipeline runs where Pod Security "restricted" is enforced.
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     cluster.create_s3_secret(SECRET, namespace, env)
     release = ["capstan-e2e", str(CHART), "-n", namespace]
     sets = [
@@ -99,9 +124,9 @@ def watch_pipeline(cluster, namespace: str) -> tuple[list[str], dict[str, list[s
 def chat_from_a_pod(cluster, namespace: str, url: str, model: str) -> dict:
     """What hack/demo.sh does: hack/chat.py in a pod, where the Service name resolves."""
     script = (REPO / "hack" / "chat.py").read_text()
-    pod = ["chat-client", "-n", namespace, "--image=capstan/workload:dev", "--restart=Never"]
+    pod = ["chat-client", "-n", namespace, "--image=capstan/trainer:0.1.0", "--restart=Never"]
     command = ["python", "-c", script, url, model, "Tell me a story about a lighthouse."]
-    cluster.kubectl("run", *pod, "--command", "--", *command)
+    cluster.kubectl("run", *pod, *RESTRICTED_RUN, "--command", "--", *command)
     phase = cluster.wait_for(
         "the chat client pod to finish",
         lambda: (

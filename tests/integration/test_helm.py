@@ -61,7 +61,7 @@ def test_default_values_render_a_cluster_wide_standalone_operator():
     assert dep["spec"]["replicas"] == 1
     env = env_of(dep)
     assert env["CAPSTAN_NAMESPACES"] == "" and env["CAPSTAN_LEADER_ELECTION"] == "false"
-    assert env["CAPSTAN_LOG_LEVEL"] == "INFO" and env["CAPSTAN_WORKLOAD_IMAGE"] == "capstan/workload:dev"
+    assert env["CAPSTAN_LOG_LEVEL"] == "INFO" and env["CAPSTAN_WORKLOAD_IMAGE"] == "capstan/trainer:0.1.0"
     assert env["CAPSTAN_BIND_ADDRESS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert "AWS_ACCESS_KEY_ID" not in env and "AWS_ENDPOINT_URL" not in env
     assert "CC0-1.0" in env["CAPSTAN_ALLOWED_LICENCES"]

@@ -68,7 +68,7 @@ def test_indexed_job_pods_reach_each_other_by_dns(cluster, namespace):
               restartPolicy: Never
               containers:
               - name: main
-                image: capstan/workload:dev
+                image: capstan/trainer:0.1.0
                 command: [python, -u, -c, {script!r}]
         """),
         namespace,
@@ -115,7 +115,7 @@ def test_deployment_service_readiness_and_replacement(cluster, namespace):
               terminationGracePeriodSeconds: 2
               containers:
               - name: web
-                image: capstan/workload:dev
+                image: capstan/trainer:0.1.0
                 command: [python, -u, -c, {server!r}]
                 env:
                 - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
@@ -222,7 +222,7 @@ def test_simulate_mode_runs_no_processes(tmp_path):
             "create",
             "deployment",
             "many",
-            "--image=capstan/workload:dev",
+            "--image=capstan/trainer:0.1.0",
             "--replicas=20",
             "--",
             "sleep",

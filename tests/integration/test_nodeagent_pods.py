@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pods import pod_yaml
+from tests.support.pods import SHARED, pod_yaml
 
 pytestmark = pytest.mark.cluster
 
@@ -44,7 +44,7 @@ def test_env_volumes_and_in_cluster_client(cluster, namespace):
           restartPolicy: Never
           containers:
           - name: main
-            image: capstan/workload:dev
+            image: capstan/trainer:0.1.0
             command: [python, -u, -c, {script!r}]
             env:
             - {{name: NS, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
@@ -124,9 +124,9 @@ def test_delete_stops_process_within_grace(cluster, namespace, tmp_path, ignore_
     script = (
         "import os, signal, time; "
         + ("signal.signal(signal.SIGTERM, signal.SIG_IGN); " if ignore_term else "")
-        + f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+        + f"open('{SHARED}/pid', 'w').write(str(os.getpid())); time.sleep(600)"
     )
-    cluster.apply(pod_yaml("sleeper", script, grace=2), namespace)
+    cluster.apply(pod_yaml("sleeper", script, grace=2, host_dir=tmp_path), namespace)
     cluster.wait_for("the pod's process to write its pid", lambda: pidfile.exists() and pidfile.read_text())
     pid = int(pidfile.read_text())
     os.kill(pid, 0)  # it is running
@@ -157,12 +157,12 @@ def test_init_containers_run_first_and_share_empty_dir(cluster, namespace):
           restartPolicy: Never
           initContainers:
           - name: fetch
-            image: capstan/workload:dev
+            image: capstan/trainer:0.1.0
             command: [sh, -c, 'echo fetched > /scratch/data.txt']
             volumeMounts: [{name: work, mountPath: /scratch}]
           containers:
           - name: main
-            image: capstan/workload:dev
+            image: capstan/trainer:0.1.0
             command: [cat, /scratch/data.txt]
             volumeMounts: [{name: work, mountPath: /scratch}]
           volumes:
@@ -179,6 +179,7 @@ def test_init_containers_run_first_and_share_empty_dir(cluster, namespace):
 def test_failing_liveness_probe_restarts_the_container(cluster, namespace, tmp_path):
     flag = tmp_path / "alive"
     flag.write_text("")
+    tmp_path.chmod(0o755)
     cluster.apply(
         textwrap.dedent(f"""\
         apiVersion: v1
@@ -188,12 +189,14 @@ def test_failing_liveness_probe_restarts_the_container(cluster, namespace, tmp_p
           terminationGracePeriodSeconds: 1
           containers:
           - name: main
-            image: capstan/workload:dev
+            image: capstan/trainer:0.1.0
             command: [sleep, "600"]
+            volumeMounts: [{{name: probe, mountPath: /probe}}]
             livenessProbe:
-              exec: {{command: [test, -e, {flag}]}}
+              exec: {{command: [test, -e, /probe/alive]}}
               periodSeconds: 1
               failureThreshold: 2
+          volumes: [{{name: probe, hostPath: {{path: {str(tmp_path)!r}}}}}]
         """),
         namespace,
     )

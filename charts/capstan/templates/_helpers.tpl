@@ -69,10 +69,10 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Events for every transition.
+# Events for every transition; listed to find a Job's FailedCreate (a pod admission refused).
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "list"]
 {{- if .Values.leaderElection }}
 # kopf peering between replicas (namespaced peering objects).
 - apiGroups: ["kopf.dev"]

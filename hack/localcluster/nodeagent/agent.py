@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from hack.localcluster.nodeagent import hosts, kube, podips
 from hack.localcluster.nodeagent.container import rfc3339
+from hack.localcluster.nodeagent.images import ImageStore
 from hack.localcluster.nodeagent.kube import SMP, connect, list_and_watch
 from hack.localcluster.nodeagent.logs import serve_logs
 from hack.localcluster.nodeagent.pod import PodWorker
@@ -43,6 +44,13 @@ class AgentOptions:
     simulate: bool = False
     node_prefix: str = "capstan-node"
     workdir: str = os.getcwd()
+    image_store: Path | None = None
+    registry_mirror: str = ""
+    """registry_mirror (host:port) serves Docker Hub references (`capstan/trainer:0.1.0`)."""
+    prepull: tuple[str, ...] = ()
+    """prepull: images pulled before the nodes report Ready (as a pre-pull DaemonSet would)."""
+    """image_store, when set, is where pulled images live: pods run from their images. Unset,
+    pods run their command on the node from the project's virtualenv (the fast tiers)."""
 
 
 class Agent:
@@ -60,11 +68,16 @@ class Agent:
             "ephemeral-storage": "100Gi",
         }
         self.workdir = o.workdir
+        self.images = ImageStore(o.image_store, o.registry_mirror) if o.image_store else None
         venv_bin = str(Path(sys.executable).parent)
-        self.base_env = {
+        # From an image, PATH, HOME and LANG are the image's; only what the kubelet adds stays.
+        node_env = {
             "PATH": f"{venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
+        }
+        self.base_env = {
+            **({} if self.images else node_env),
             # In-cluster clients reach the API server on loopback, never through a ClusterIP.
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
             "KUBERNETES_SERVICE_PORT": str(o.api_port),
@@ -304,6 +317,7 @@ class Agent:
     # ---- run ---------------------------------------------------------------------------------
     def run(self) -> None:
         serve_logs(self, self.o.port, self.o.tls_cert, self.o.tls_key)
+        self.prepull()
         self.register_nodes()
         for fn in (self.renew_leases, self.refresh_hosts):
             threading.Thread(target=fn, daemon=True, name=fn.__name__).start()
@@ -313,6 +327,19 @@ class Agent:
         )
         for _ in list_and_watch(self.api.list_pod_for_all_namespaces, self.on_pod, self.stop):
             pass
+
+    def prepull(self) -> None:
+        """Pull the configured images before any pod can land here (the first pull of the
+        trainer image is gigabytes), then drop unpacked images nothing refers to."""
+        if self.images is None:
+            return
+        for ref in self.o.prepull:
+            start = time.monotonic()
+            image = self.images.get(ref, "Always")  # a failure stops the agent: `up` reports it
+            log.info("pulled %s (%s) in %.0f s", ref, image.digest, time.monotonic() - start)
+        removed = self.images.collect()
+        if removed:
+            log.info("removed %d unpacked images no reference uses", len(removed))
 
     def _watch_services(self) -> None:
         for _ in list_and_watch(self.api.list_service_for_all_namespaces, self.on_service, self.stop):
@@ -349,6 +376,9 @@ def main() -> None:
     p.add_argument("--tls-key", required=True)
     p.add_argument("--simulate", action="store_true")
     p.add_argument("--workdir", default=str(Path(__file__).resolve().parents[3]))
+    p.add_argument("--image-store", type=Path, default=None, help="run pods from their images, kept here")
+    p.add_argument("--registry-mirror", default="", help="host:port serving Docker Hub references")
+    p.add_argument("--prepull", default="", help="comma-separated images to pull before the nodes are Ready")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     agent = Agent(
@@ -365,6 +395,9 @@ def main() -> None:
             tls_key=a.tls_key,
             simulate=a.simulate,
             workdir=a.workdir,
+            image_store=a.image_store,
+            registry_mirror=a.registry_mirror,
+            prepull=tuple(r for r in a.prepull.split(",") if r),
         )
     )
     signal.signal(signal.SIGTERM, agent.shutdown)

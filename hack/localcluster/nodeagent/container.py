@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hack.localcluster.nodeagent import rootfs
+
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def rfc3339(t: float | None = None, nano: bool = False) -> str:
@@ -29,6 +35,19 @@ class Mount:
     read_only: bool = False
 
 
+@dataclass(frozen=True)
+class FromImage:
+    """How a container runs from its image: the root filesystem and the user it runs as."""
+
+    rootfs: rootfs.Rootfs
+    uid: int
+    gid: int
+    groups: list[int]
+    no_new_privs: bool
+    error_file: Path
+    """error_file receives why the command could not be executed (StartError)."""
+
+
 def launch(
     argv: list[str],
     env: dict[str, str],
@@ -37,9 +56,13 @@ def launch(
     log_path: Path,
     hosts_file: Path,
     hostname: str,
+    image: FromImage | None = None,
 ) -> tuple[subprocess.Popen, threading.Thread]:
     """Start `argv` in private mount and UTS namespaces where /etc/hosts, the volumes and the
-    hostname are the pod's own."""
+    hostname are the pod's own: inside the image's root filesystem when `image` is given, else
+    on the node's own filesystem (the project's virtualenv; the fast test tiers)."""
+    if image is not None:
+        return _launch_from_image(argv, env, cwd, mounts, log_path, hosts_file, hostname, image)
     script = [f"hostname {shlex.quote(hostname)}", f"mount --bind {shlex.quote(str(hosts_file))} /etc/hosts"]
     for m in mounts:
         # Targets must exist to be mount points; creating an empty one outside is harmless.
@@ -53,6 +76,50 @@ def launch(
         script.append(f"mount {opts} {shlex.quote(str(m.source))} {shlex.quote(m.target)}")
     script.append(f"cd {shlex.quote(cwd)}")
     script.append('exec "$@"')
+    return _spawn(script, argv, env, log_path)
+
+
+def _launch_from_image(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    mounts: list[Mount],
+    log_path: Path,
+    hosts_file: Path,
+    hostname: str,
+    image: FromImage,
+) -> tuple[subprocess.Popen, threading.Thread]:
+    # The container's environment travels in a file only root can read (enter.py removes it):
+    # the shell that builds the root filesystem runs with the node's PATH, not the image's.
+    spec_path = image.rootfs.dir / "enter.json"
+    image.rootfs.dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "root": str(image.rootfs.dir / "merged"),
+        "cwd": cwd,
+        "uid": image.uid,
+        "gid": image.gid,
+        "groups": image.groups,
+        "no_new_privs": image.no_new_privs,
+        "argv": argv,
+        "env": env,
+        "error_file": str(image.error_file),
+    }
+    fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(spec, f)
+    lines = [f"hostname {shlex.quote(hostname)}", *rootfs.script(image.rootfs, mounts, hosts_file)]
+    lines.append(
+        f"exec {shlex.quote(sys.executable)} -I {shlex.quote(str(rootfs.ENTER))} {shlex.quote(str(spec_path))}"
+    )
+    host_env = {"PATH": HOST_PATH, "LANG": "C.UTF-8"}
+    if "CAPSTAN_LOCALCLUSTER" in env:  # lets `cluster down` find the process
+        host_env["CAPSTAN_LOCALCLUSTER"] = env["CAPSTAN_LOCALCLUSTER"]
+    return _spawn(lines, [], host_env, log_path)
+
+
+def _spawn(
+    script: list[str], argv: list[str], env: dict[str, str], log_path: Path
+) -> tuple[subprocess.Popen, threading.Thread]:
     # Root gets real namespaces; anyone else maps themselves to root in a user namespace first.
     user_ns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
     wrapped = [
@@ -154,7 +221,15 @@ def run_probe(probe: dict, pod_ip: str, ports: dict[str, int], pid: int, env: di
                 return True
         if "exec" in probe:
             r = subprocess.run(
-                ["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--", *probe["exec"]["command"]],
+                # --root/--wd: inside the image's root filesystem when the container has one.
+                [
+                    "nsenter",
+                    f"--mount=/proc/{pid}/ns/mnt",
+                    f"--root=/proc/{pid}/root",
+                    f"--wd=/proc/{pid}/cwd",
+                    "--",
+                    *probe["exec"]["command"],
+                ],
                 env=env,
                 capture_output=True,
                 timeout=timeout,

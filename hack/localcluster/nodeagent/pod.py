@@ -13,8 +13,9 @@ from pathlib import Path
 
 from kubernetes.client.exceptions import ApiException
 
-from hack.localcluster.nodeagent import kube, podspec
+from hack.localcluster.nodeagent import images, kube, podspec, rootfs, security
 from hack.localcluster.nodeagent.container import (
+    FromImage,
     Instance,
     Mount,
     ProbeState,
@@ -29,6 +30,7 @@ from hack.localcluster.nodeagent.podstatus import Track, container_id, pod_statu
 log = logging.getLogger("nodeagent")
 TICK_S = 0.2
 MAX_BACKOFF_S = 16.0
+PULL_BACKOFF_S = (5.0, 60.0)  # first and longest wait between pulls of an image that failed
 
 
 class PodWorker(threading.Thread):
@@ -109,6 +111,8 @@ class PodWorker(threading.Thread):
                 )
                 if refresh:
                     self.token_refresh[name] = refresh
+                if self.agent.images is not None:
+                    podspec.share_volume(vol, folders[name], self.pod["spec"].get("securityContext") or {})
             for t in self.tracks.values():
                 mounts = []
                 for vm in t.spec.get("volumeMounts") or []:
@@ -116,7 +120,8 @@ class PodWorker(threading.Thread):
                     if src is None:
                         raise podspec.ConfigError(f"volume {vm['name']} is not defined")
                     workdir = Path(self.agent.workdir)
-                    if workdir == Path(vm["mountPath"]) or Path(vm["mountPath"]) in workdir.parents:
+                    hides = workdir == Path(vm["mountPath"]) or Path(vm["mountPath"]) in workdir.parents
+                    if hides and self.agent.images is None:
                         raise podspec.ConfigError(
                             f"volumeMount {vm['mountPath']} would hide {workdir}, the project folder this "
                             "node agent runs commands from; mount it elsewhere"
@@ -205,6 +210,8 @@ class PodWorker(threading.Thread):
         if inst is None:
             if not t.done and now >= t.next_start:
                 self._start(t)
+            elif t.pull_failures and t.waiting[0] == "ErrImagePull":
+                t.waiting = ("ImagePullBackOff", f'Back-off pulling image "{t.spec.get("image", "")}"')
             return
         code = inst.proc.poll()
         if code is None:
@@ -214,10 +221,15 @@ class PodWorker(threading.Thread):
         if code < 0:
             code = 128 - code  # killed by a signal, as shells and the kubelet report it
         reason = inst.reason or ("Completed" if code == 0 else "Error")
+        message = self._start_error(t)
+        if message:
+            message = f'{message} (image "{t.spec.get("image", "")}")'
+            reason, code = "StartError", 128  # as containerd reports a command it cannot exec
         t.last_state = {
             "terminated": {
                 "exitCode": code,
                 "reason": reason,
+                **({"message": message} if message else {}),
                 "startedAt": rfc3339(inst.started_at),
                 "finishedAt": rfc3339(),
                 "containerID": self._cid(t),
@@ -236,6 +248,9 @@ class PodWorker(threading.Thread):
             t.done = True
 
     def _start(self, t: Track) -> None:
+        if self.agent.images is not None:
+            self._start_from_image(t)
+            return
         spec = t.spec
         env = self.env_cache[spec["name"]]
         if not spec.get("command"):
@@ -256,6 +271,57 @@ class PodWorker(threading.Thread):
             self.hosts_file,
             env["HOSTNAME"],
         )
+        self._instance_started(t, proc, pump, log_path)
+
+    def _start_from_image(self, t: Track) -> None:
+        """Pull (as imagePullPolicy says), then run the container inside the image's root
+        filesystem as the user its securityContext and image name."""
+        spec, now = t.spec, time.monotonic()
+        ref = spec.get("image") or ""
+        t.waiting = ("ContainerCreating", f'pulling image "{ref}"')
+        self.report()
+        try:
+            img = self.agent.images.get(ref, images.pull_policy(spec))
+        except (images.PullError, images.NeverPullError) as exc:
+            never = isinstance(exc, images.NeverPullError)
+            t.pull_failures += 1
+            delay = min(PULL_BACKOFF_S[0] * 2 ** (t.pull_failures - 1), PULL_BACKOFF_S[1])
+            t.next_start = now + delay
+            t.waiting = ("ErrImageNeverPull" if never else "ErrImagePull", str(exc))
+            return
+        t.pull_failures, t.image_id = 0, f"{ref.split('@')[0]}@{img.digest}"
+        try:
+            run_as = security.run_as(self.pod, spec, img.config, img.rootfs)
+            argv = security.argv(spec, img.config)
+        except (podspec.ConfigError, security.CreateError) as exc:
+            reason = (
+                "CreateContainerConfigError"
+                if isinstance(exc, podspec.ConfigError)
+                else "CreateContainerError"
+            )
+            t.waiting, t.next_start = (reason, str(exc)), now + PULL_BACKOFF_S[0]
+            return
+        env = {**security.image_env(img.config), **self.env_cache[spec["name"]]}
+        argv = [podspec.expand(a, env) for a in argv]
+        instance_dir = self.dir / "containers" / f"{spec['name']}-{t.restart_count}"
+        shutil.rmtree(instance_dir, ignore_errors=True)
+        cwd = security.workdir(spec, img.config)
+        from_image = FromImage(
+            rootfs=rootfs.Rootfs(img.rootfs, instance_dir, run_as.read_only_root, cwd),
+            uid=run_as.uid,
+            gid=run_as.gid,
+            groups=run_as.groups,
+            no_new_privs=run_as.no_new_privs,
+            error_file=instance_dir / "start-error",
+        )
+        log_path = self.dir / "logs" / f"{spec['name']}-{t.restart_count}.log"
+        proc, pump = launch(
+            argv, env, cwd, self.mounts[spec["name"]], log_path, self.hosts_file, env["HOSTNAME"], from_image
+        )
+        self._instance_started(t, proc, pump, log_path)
+
+    def _instance_started(self, t: Track, proc, pump, log_path: Path) -> None:
+        spec = t.spec
         inst = Instance(spec["name"], proc, pump, time.time(), t.restart_count, log_path)
         now = time.monotonic()
         for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -266,6 +332,13 @@ class PodWorker(threading.Thread):
         inst.started = "startupProbe" not in inst.probes
         inst.ready = inst.started and "readinessProbe" not in inst.probes
         t.instance = inst
+
+    def _start_error(self, t: Track) -> str:
+        path = self.dir / "containers" / f"{t.spec['name']}-{t.restart_count}" / "start-error"
+        try:
+            return path.read_text().strip()
+        except OSError:
+            return ""
 
     def _probe(self, t: Track, inst: Instance, now: float) -> None:
         ports = {p["name"]: p["containerPort"] for p in t.spec.get("ports") or [] if p.get("name")}

@@ -219,7 +219,9 @@ def write_volume(
                 sat = src["serviceAccountToken"]
                 exp = int(sat.get("expirationSeconds", 3607))
                 token = token_fn(sat.get("audience"), exp)
-                _write_items(folder, {"token": token}, [{"key": "token", "path": sat["path"]}], 0o600)
+                # The ServiceAccount admission sets defaultMode 0644 on the volume it adds.
+                mode = vol["projected"].get("defaultMode", 0o644)
+                _write_items(folder, {"token": token}, [{"key": "token", "path": sat["path"]}], mode)
                 refresh_at = time.monotonic() + 0.8 * exp
             elif "configMap" in src:
                 cm = src["configMap"]
@@ -251,3 +253,21 @@ def _write_downward(folder: Path, items: list, pod: dict, pod_ip: str, host_ip: 
             else:
                 data[it["path"]] = field_ref(pod, path, pod_ip, host_ip)
     _write_items(folder, data, [{"key": k, "path": k} for k in data], None)
+
+
+def share_volume(vol: dict, folder: Path, pod_security: dict) -> None:
+    """Make a volume usable by a container that does not run as root, as the kubelet does: an
+    emptyDir is world-writable; files of Secrets, ConfigMaps and projected tokens belong to the
+    pod's runAsUser (when set) and its fsGroup, group-readable."""
+    if "hostPath" in vol:
+        return
+    if "emptyDir" in vol:
+        os.chmod(folder, 0o777)
+        return
+    uid, gid = pod_security.get("runAsUser"), pod_security.get("fsGroup")
+    if uid is None and gid is None:
+        return
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=False)
+        if path.is_file():
+            os.chmod(path, path.stat().st_mode | 0o040)

@@ -21,6 +21,8 @@ class Track:
     waiting: tuple[str, str] = ("ContainerCreating", "")
     next_start: float = 0.0
     done: bool = False  # terminated and will not restart
+    pull_failures: int = 0
+    image_id: str = ""  # ref@digest once pulled (from-image mode)
 
 
 def container_id(pod_uid: str, t: Track) -> str:
@@ -32,7 +34,7 @@ def container_status(pod_uid: str, t: Track) -> dict:
     s = {
         "name": t.spec["name"],
         "image": t.spec.get("image", ""),
-        "imageID": f"capstan://{t.spec.get('image', '')}",
+        "imageID": t.image_id or f"capstan://{t.spec.get('image', '')}",
         "restartCount": t.restart_count,
         "ready": bool(inst and inst.ready),
         "started": bool(inst and inst.started),

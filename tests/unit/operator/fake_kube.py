@@ -44,13 +44,24 @@ class FakeKube:
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
         return copy.deepcopy(self.objects.get((kind, name)))
 
-    def list_(self, api_version: str, kind: str, namespace: str, selector: str = "") -> list[dict]:
+    def list_(
+        self, api_version: str, kind: str, namespace: str, selector: str = "", field_selector: str = ""
+    ) -> list[dict]:
         self.lists += 1
         want = dict(kv.split("=", 1) for kv in selector.split(",") if kv)
+        fields = dict(kv.split("=", 1) for kv in field_selector.split(",") if kv)
+
+        def field(o: dict, path: str):
+            for part in path.split("."):
+                o = (o or {}).get(part)
+            return o
+
         return [
             copy.deepcopy(o)
             for (k, _), o in sorted(self.objects.items())
-            if k == kind and want.items() <= (o["metadata"].get("labels") or {}).items()
+            if k == kind
+            and want.items() <= (o["metadata"].get("labels") or {}).items()
+            and all(field(o, p) == v for p, v in fields.items())
         ]
 
     def apply(self, obj: dict[str, Any]) -> dict:

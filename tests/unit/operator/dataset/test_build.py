@@ -60,11 +60,17 @@ def test_job_runs_prepare_with_storage_and_policy_env():
     ]
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert pod["volumes"] == [{"name": "capstan-resource", "configMap": {"name": "stories-prepare"}}]
+    assert pod["volumes"] == [
+        {"name": "capstan-resource", "configMap": {"name": "stories-prepare"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
     (c,) = pod["containers"]
     assert c["image"] == "registry.example/capstan:1"
     assert c["command"] == ["python", "-m", "capstan_trainer.prepare", "-f", "/etc/capstan/resource.yaml"]
-    assert c["volumeMounts"] == [{"name": "capstan-resource", "mountPath": "/etc/capstan", "readOnly": True}]
+    assert c["volumeMounts"] == [
+        {"name": "capstan-resource", "mountPath": "/etc/capstan", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
     env = {e["name"]: e for e in c["env"]}
     assert env["AWS_ENDPOINT_URL"] == {"name": "AWS_ENDPOINT_URL", "value": "http://minio:9000"}
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {

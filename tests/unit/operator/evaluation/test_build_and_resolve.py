@@ -87,7 +87,10 @@ def test_job_runs_evaluate_on_the_resolved_file():
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
     assert pod["nodeSelector"] == {"pool": "a"}
-    assert pod["volumes"] == [{"name": "capstan-resource", "configMap": {"name": "ev-evaluate"}}]
+    assert pod["volumes"] == [
+        {"name": "capstan-resource", "configMap": {"name": "ev-evaluate"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
     assert pod["restartPolicy"] == "Never"
 
 

@@ -1,0 +1,1 @@
+"""Builds Capstan's container images without a daemon (mmdebstrap + buildah) and pushes them."""

@@ -1,0 +1,3 @@
+from hack.images.cli import main
+
+main()

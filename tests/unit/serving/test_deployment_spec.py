@@ -28,7 +28,7 @@ def test_every_field_description_starts_with_its_wire_name():
 def test_model_needs_exactly_one_source():
     msg = "exactly one of evaluationRef, trainingRunRef or uri"
     assert msg in rejected(DeploymentSpec, KIND, {"model": {}})
-    two = {"model": {"uri": "u", "evaluationRef": {"name": "ev"}}}
+    two = {"model": {"uri": "s3://models/u", "evaluationRef": {"name": "ev"}}}
     assert msg in rejected(DeploymentSpec, KIND, two)
     follow = {"model": {"evaluationRef": {"name": "ev"}, "followPassingEvaluations": True}}
     assert "followPassingEvaluations needs trainingRunRef" in rejected(DeploymentSpec, KIND, follow)

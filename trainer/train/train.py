@@ -372,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         raw, spec = load_resource(args.file, TrainingRunSpec, "TrainingRun")
-        cfg = resolve(spec, name=(raw.get("metadata") or {}).get("name", "trainingrun"))
+        name = (raw.get("metadata") or {}).get("name", "trainingrun")
+        # The init container runs --validate-only once per gang: it pays for reading every shard.
+        cfg = resolve(spec, name=name, checksums=args.validate_only)
         if args.validate_only:
             print(
                 f"{args.file}: valid; {cfg.model.num_params() / 1e6:.2f}M parameters, {len(cfg.sources)} source(s)"

@@ -152,6 +152,17 @@ def test_truncated_shard_is_caught(tmp_path, capsys):
     assert code == 3 and "spec.datasets[0].uri:" in err and "expected 10000 bytes" in err
 
 
+def test_changed_shard_fails_its_checksum_naming_the_shard(tmp_path, capsys):
+    synthetic.write_dataset(str(tmp_path / "d"), train_tokens=5_000, validation_tokens=1_000)
+    shard = tmp_path / "d" / "validation-00000.bin"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0xFF  # same size: only the checksum can tell
+    shard.write_bytes(bytes(data))
+    code, err = validate(tmp_path, run_resource(f"file://{tmp_path}/d", f"file://{tmp_path}/ck"), capsys)
+    assert code == 3
+    assert f"spec.datasets[0].uri: file://{shard}: sha256" in err and "differs from the manifest" in err
+
+
 def test_unreachable_storage(tmp_path, local_data, capsys, s3_server):
     # An S3 bucket that does not exist, on a live endpoint; and data on it.
     code, err = validate(tmp_path, run_resource(local_data, "s3://no-such-bucket-capstan/run"), capsys)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from capstan_api.common import OPTIONAL_URI_PATTERN, ApiModel, cel
+from capstan_api.common import NAME_PATTERN, OPTIONAL_URI_PATTERN, ApiModel, cel
 from capstan_api.workload import LocalRef, PodResources
 
 
@@ -66,6 +66,19 @@ class DeploymentModel(ApiModel):
         return self
 
 
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN, description="name of the Secret.")
+    key: str = Field(
+        default="api-key",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="key of the Secret's data that holds the value.",
+    )
+
+
 class ServerOptions(ApiModel):
     """Options of the inference server (built-in or vLLM)."""
 
@@ -83,6 +96,23 @@ class ServerOptions(ApiModel):
         ge=0,
         le=1 << 20,
         description="maxModelLen is the longest prompt plus completion in tokens; 0 means the model's.",
+    )
+    max_prompts_per_request: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="maxPromptsPerRequest bounds the prompts of one completions request.",
+    )
+    request_timeout_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=24 * 3600,
+        description="requestTimeoutSeconds is the longest a request may run before it is ended with 504.",
+    )
+    api_key_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="apiKeySecret names the Secret key holding an API key; requests then need "
+        "`Authorization: Bearer <key>` (vLLM's --api-key). Unset: no key.",
     )
 
 

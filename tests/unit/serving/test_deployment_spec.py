@@ -16,7 +16,13 @@ def _spec(**extra) -> dict:
 def test_minimal_spec_gets_documented_defaults():
     wire = parse_spec(DeploymentSpec, resource(KIND, _spec()), KIND).to_wire()
     assert wire["runtime"] == "builtin" and wire["replicas"] == 1
-    assert wire["server"] == {"maxBatchSize": 16, "maxQueue": 64, "maxModelLen": 0}
+    assert wire["server"] == {
+        "maxBatchSize": 16,
+        "maxQueue": 64,
+        "maxModelLen": 0,
+        "maxPromptsPerRequest": 16,
+        "requestTimeoutSeconds": 600,
+    }
     assert [s["weight"] for s in wire["rollout"]["steps"]] == [10, 50, 100]
     assert wire["autoscaling"]["enabled"] is False
 

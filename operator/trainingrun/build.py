@@ -214,6 +214,10 @@ def build(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> list[dict[s
     URIs, initial checkpoint and checkpoint root filled in), in creation order."""
     name = body["metadata"]["name"]
     resource = children.resolved_resource(body, spec.to_wire())
+    if body["metadata"].get("uid"):
+        # The trainer records it as each checkpoint's owner: a run recreated under the same name
+        # must not resume the old one's checkpoints.
+        resource["metadata"]["uid"] = body["metadata"]["uid"]
     out = [children.config_map(body, job_name(name), COMPONENT, resource), service(body)]
     if spec.scheduling.scheduler == "volcano":
         out.append(pod_group(body, spec))

@@ -82,6 +82,21 @@ def progress_fields(doc: dict, running_pods: int | None) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _report_unreadable(draft: StatusDraft, progress: dict) -> None:
+    """A Warning Event for each checkpoint the trainers newly found unreadable (kept in status)."""
+    known = {c["uri"] for c in draft.get("unreadableCheckpoints") or []}
+    found = files.TrainingProgress.model_validate(progress).unreadable_checkpoints
+    new = [c for c in found if c.uri not in known]
+    for c in new:
+        draft.event(
+            "Warning", "CheckpointUnreadable", f"{c.uri} (step {c.step}) could not be loaded: {c.reason}"
+        )
+    if new:
+        draft.set(
+            unreadableCheckpoints=[*(draft.get("unreadableCheckpoints") or []), *(c.to_wire() for c in new)]
+        )
+
+
 def _read_progress(spec: TrainingRunSpec, cfg: OperatorConfig) -> dict | None:
     return objectstore.read_json(files.join(spec.checkpoint.uri, files.PROGRESS_FILE), cfg)
 
@@ -257,6 +272,7 @@ def _running(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome:
     progress = _read_progress(gang.spec, cfg)
     if progress:
         draft.set(**progress_fields(progress, gang.running))
+    _report_unreadable(draft, progress or {})
     msg = f"training, step {draft.get('step', 0)}/{total}"
     draft.condition(st.PROGRESSING, "True", "Training", msg)
     return draft.phase(Phase.RUNNING, msg, "Running").outcome(

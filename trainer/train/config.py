@@ -5,6 +5,7 @@ batch arithmetic. Everything here runs before any process group exists, and ever
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from capstan_api.common import InvalidResource
@@ -65,6 +66,22 @@ class TrainConfig:
     """init_checkpoint: a committed step folder to take the initial weights from ("" = scratch)."""
     tokenizer_uri: str = ""
     """tokenizer_uri: the first source's tokenizer.json, copied into each checkpoint."""
+    uid: str = ""
+    """uid: the TrainingRun's metadata.uid ("" without a cluster), recorded as each checkpoint's owner."""
+
+    @property
+    def fingerprint(self) -> str:
+        """The settings that shape training (not its length, schedule or cadence): checkpoints
+        made with other ones are another run's."""
+        o = self.optimizer
+        shape = {
+            "model": self.model.to_dict(),
+            "data": self.dataset_meta(),
+            "batch": [o.global_batch_tokens, o.seq_len],
+            "seed": o.seed,
+            "init": self.init_checkpoint,
+        }
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def batch_seqs(self) -> int:
@@ -158,7 +175,11 @@ def _check_writable(uri: str) -> None:
 
 
 def resolve(
-    spec: TrainingRunSpec, name: str = "trainingrun", check_storage: bool = True, checksums: bool = False
+    spec: TrainingRunSpec,
+    name: str = "trainingrun",
+    check_storage: bool = True,
+    checksums: bool = False,
+    uid: str = "",
 ) -> TrainConfig:
     """Everything the trainer needs, checked; raises ConfigError naming the field. `checksums`
     also reads every shard against the manifest's sha256 (`--validate-only` does)."""
@@ -224,4 +245,5 @@ def resolve(
         sources=sources,
         init_checkpoint=init,
         tokenizer_uri=tok_uri,
+        uid=uid,
     )

@@ -25,6 +25,7 @@ PROGRESS_FIELDS = {
     "tokensPerSec",
     "mfu",
     "lastCheckpoint",
+    "unreadableCheckpoints",
     "worldSize",
     "restarts",
     "time",
@@ -70,6 +71,7 @@ def test_progress_file_holds_what_the_operator_shows(stopped):
     assert progress["phase"] == "EarlyStopped" and progress["step"] == 4 and progress["totalSteps"] == 40
     assert progress["lastCheckpoint"] == {"uri": f"{root}/step-00000004", "step": 4}
     assert progress["worldSize"] == 1 and progress["restarts"] == 0 and progress["mfu"] is None
+    assert progress["unreadableCheckpoints"] == []
     assert progress["tokensSeen"] == 4 * 256 and progress["tokensPerSec"] > 0
     assert progress["loss"] > 0 and progress["evalLoss"] > 0 and progress["overfitting"] is False
 

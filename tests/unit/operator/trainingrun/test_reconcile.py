@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from capstan_operator import children
 from capstan_operator.config import OperatorConfig
+from capstan_operator.status import StatusDraft
 from capstan_operator.trainingrun import build
-from capstan_operator.trainingrun.reconcile import progress_fields, reconcile
+from capstan_operator.trainingrun.reconcile import _report_unreadable, progress_fields, reconcile
 from tests.unit.operator.fake_kube import FakeKube, fake_kube
 from tests.unit.operator.resources import trainingrun
 
@@ -193,3 +194,17 @@ def test_progress_fields_drop_what_the_trainer_has_not_reported():
 def test_progress_fields_round_what_kubectl_get_shows():
     out = progress_fields({"step": 5, "totalSteps": 10, "loss": 3.2974588871002197, "mfu": 0.451234567}, 2)
     assert (out["loss"], out["mfu"], out["progress"], out["nodes"]) == (3.2975, 0.4512, "5/10", 2)
+
+
+def test_an_unreadable_checkpoint_is_one_warning_event_and_stays_in_status():
+    bad = {"uri": "s3://ck/run/step-00000300", "step": 300, "reason": "EOFError: Ran out of input"}
+    draft = StatusDraft({"metadata": {"generation": 1}})
+    _report_unreadable(draft, {"unreadableCheckpoints": [bad]})
+    assert draft.events == [
+        ("Warning", "CheckpointUnreadable", f"{bad['uri']} (step 300) could not be loaded: {bad['reason']}")
+    ]
+    assert draft.get("unreadableCheckpoints") == [bad]
+    # The next reconcile reads the same progress.json: nothing new to say.
+    again = StatusDraft({"metadata": {"generation": 1}, "status": {"unreadableCheckpoints": [bad]}})
+    _report_unreadable(again, {"unreadableCheckpoints": [bad]})
+    assert again.events == [] and "unreadableCheckpoints" not in again.fields

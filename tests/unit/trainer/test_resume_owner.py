@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from capstan_api import exitcodes
-from capstan_trainer import synthetic
 from capstan_trainer.train import train
 from tests.unit.trainer.helpers import run_resource, single_process, write_resource
 
@@ -28,13 +27,6 @@ def resource(data: str, root: Path, uid: str = "uid-1", **overrides) -> dict:
     )
     res["metadata"]["uid"] = uid
     return res
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    uri = f"file://{tmp_path_factory.mktemp('data')}"
-    synthetic.write_dataset(uri, vocab_size=256, train_tokens=20_000, validation_tokens=2_000)
-    return uri
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from capstan_api import exitcodes
-from capstan_trainer import checkpoint, storage, synthetic
+from capstan_trainer import checkpoint, storage
 from capstan_trainer.train import train
 from tests.unit.trainer.helpers import run_resource, single_process, torchrun, write_resource
 
@@ -30,13 +30,6 @@ PROGRESS_FIELDS = {
     "restarts",
     "time",
 }
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    uri = f"file://{tmp_path_factory.mktemp('data')}"
-    synthetic.write_dataset(uri, vocab_size=256, train_tokens=20_000, validation_tokens=2_000)
-    return uri
 
 
 @pytest.fixture(scope="module")

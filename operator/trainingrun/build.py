@@ -42,7 +42,9 @@ def rendezvous_host(name: str, namespace: str) -> str:
 def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: OperatorConfig) -> specs.Role:
     """The torchrun role with macros substituted for pod `$(JOB_COMPLETION_INDEX)` of the gang.
 
-    `python -m torch.distributed.run` is torchrun itself; it needs no console script on PATH."""
+    `python -m capstan_trainer.train.launch ARGS` runs `python -m torch.distributed.run ARGS`
+    (torchrun, no console script needed) and exits 4 when the workers stopped after a checkpoint,
+    which torchrun itself reports as 1."""
     r, fp = spec.resources, spec.failure_policy
     role = specs.Role(
         name=CONTAINER,
@@ -50,7 +52,7 @@ def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: Operator
         entrypoint="python",
         args=[
             "-m",
-            "torch.distributed.run",
+            "capstan_trainer.train.launch",
             f"--nnodes={r.min_nodes}:{r.max_nodes}",
             f"--nproc-per-node={r.nproc_per_node}",
             "--rdzv-backend=c10d",

@@ -2,7 +2,8 @@
 
 finished -> stop; resolve dependencies (Waiting / fail with theirs); suspend -> delete the gang;
 a gang being torn down -> wait; Job complete -> Succeeded; permanent error (exit 3) -> Failed;
-a lost pod or failed Job -> recreate the gang (restarts += 1, up to failurePolicy.maxRestarts);
+a lost pod or failed Job -> recreate the gang (restarts += 1, up to failurePolicy.maxRestarts;
+not counted when the pods stopped after checkpointing, exit 4);
 not all pods Running within gangTimeoutSeconds -> tear down, back off, retry;
 all Running -> progress from progress.json; nothing there -> create the children.
 """
@@ -27,6 +28,7 @@ DONE = (Phase.SUCCEEDED, Phase.EARLY_STOPPED, Phase.FAILED)
 SHORT_POLL = 1.0
 WAIT_POLL = 5.0
 MAX_PROGRESS_POLL = 30.0  # the issue asks for progress at least every 30 s
+STOP_SLACK_S = 10.0  # after a deleted pod's grace period, before its exit code is given up on
 
 
 @dataclass
@@ -215,7 +217,8 @@ def _complete(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome:
 
 def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
     """A permanent error fails the run at once; a lost pod or a failed Job recreates the gang
-    (up to failurePolicy.maxRestarts). None when nothing failed."""
+    (up to failurePolicy.maxRestarts), for free when every pod that ended had stopped after
+    checkpointing (exit 4: nothing was lost). None when nothing failed."""
     pods = gang.pods or []
     failed = [p for p in pods if _pod_phase(p) == "Failed" or terminated_containers(p)]
     exits = [(p, t.get("exitCode")) for p in failed for _, t in terminated_containers(p)]
@@ -226,21 +229,45 @@ def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
     job_failed = job_condition(gang.job, "Failed")
     if not (job_failed or failed or lost):
         return None
+    stopping = [p for p in lost if _stopping(p)]
+    if stopping:
+        # Its trainer is checkpointing on SIGTERM: its exit code says whether a restart is spent.
+        msg = f"pod {stopping[0]['metadata']['name']} is stopping (checkpointing the step it reached)"
+        return draft.phase(Phase.SCHEDULING, msg).outcome(SHORT_POLL)
     if failed:
         why = pod_failure(failed[0])[1]
     elif lost:
         why = f"pod {lost[0]['metadata']['name']} was deleted (node or pod lost)"
     else:
         why = f"Job {gang.job_name} failed: {job_failed.get('message', '')}"
+    first_line = why.split("\n", 1)[0]
     restarts = int(draft.get("restarts") or 0)
-    if restarts >= gang.spec.failure_policy.max_restarts:
+    stopped = _stopped_after_checkpoint(failed, lost)
+    if not stopped and restarts >= gang.spec.failure_policy.max_restarts:
         return _fail(draft, "RestartsExhausted", f"{restarts} gang restarts used up; last failure: {why}")
     kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
-    first_line = why.split("\n", 1)[0]
-    draft.set(restarts=restarts + 1)
-    draft.event("Warning", "GangRestart", f"restart {restarts + 1}: {why}")
+    if stopped:
+        draft.event(
+            "Normal", "GangRecreated", f"pods stopped after checkpointing, not counted as a restart: {why}"
+        )
+    else:
+        draft.set(restarts=restarts + 1)
+        draft.event("Warning", "GangRestart", f"restart {restarts + 1}: {why}")
     draft.condition(st.GANG_SCHEDULED, "Unknown", "Restarting", first_line)
     return draft.phase(Phase.SCHEDULING, f"recreating the gang after: {first_line}").outcome(SHORT_POLL)
+
+
+def _stopping(pod: dict) -> bool:
+    """Deleted, still running and within its grace period (plus slack for the status update)."""
+    ended = _pod_phase(pod) in ("Failed", "Succeeded") or terminated_containers(pod)
+    return not ended and seconds_since(pod["metadata"]["deletionTimestamp"]) < STOP_SLACK_S
+
+
+def _stopped_after_checkpoint(failed: list[dict], lost: list[dict]) -> bool:
+    """Every pod that failed or was lost exited STOPPED, and at least one did."""
+    ended = {p["metadata"]["name"]: p for p in failed + lost}.values()
+    codes = [[t.get("exitCode") for _, t in terminated_containers(p)] for p in ended]
+    return bool(codes) and all(c == [exitcodes.STOPPED] for c in codes)
 
 
 def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome | None:

@@ -7,7 +7,8 @@ The -f file is a TrainingRun resource as the user wrote it or as the operator re
 operator replaces each `datasets[i].datasetRef` by `datasets[i].uri` (that Dataset's manifest URI)
 and `init.fromTrainingRun` by `init.checkpointUri`, and fills in `checkpoint.uri`; an unresolved
 reference is a config error here. Exit codes are in `exitcodes`: 0 done (also early-stopped);
-3 invalid config (permanent); anything else is retryable. `--validate-only` checks the file, the
+3 invalid config (permanent); 4 stopped after checkpointing on SIGTERM (the pod's `launch`
+reports it; torchrun would say 1); anything else is retryable. `--validate-only` checks the file, the
 data and the storage, then exits (0 or 3) without starting any process group: run it before
 torchrun so a bad spec never burns restarts. Running without torchrun works too (a one-process
 group on loopback). Metrics go to stdout as JSON lines and to `progress.json` (see `metrics`).
@@ -34,7 +35,7 @@ from capstan_api.resource import load_resource
 from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer import checkpoint, storage
-from capstan_trainer.train import fault_hook, loader, metrics, parallel, resume, stopping
+from capstan_trainer.train import fault_hook, launch, loader, metrics, parallel, resume, stopping
 from capstan_trainer.train.config import ConfigError, TrainConfig, resolve
 from capstan_trainer.train.step import build_model, build_optimizer, evaluate, lr_at, state_for, train_step
 
@@ -356,7 +357,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.file}: valid; {cfg.model.num_params() / 1e6:.2f}M parameters, {len(cfg.sources)} source(s)"
             )
             return exitcodes.OK
-        return run(cfg)
+        code = run(cfg)
+        if code == exitcodes.STOPPED:
+            launch.mark_stopped()  # after the commit: the pod's launcher then exits STOPPED too
+        return code
     except (InvalidResource, ConfigError) as exc:
         print(f"invalid TrainingRun: {exc}", file=sys.stderr)
         return exitcodes.INVALID_CONFIG

@@ -69,7 +69,7 @@ def test_indexed_job_one_pod_per_node_running_torchrun():
     assert pod["restartPolicy"] == "Never"
     (c,) = pod["containers"]
     assert c["command"] == [
-        "python", "-m", "torch.distributed.run",
+        "python", "-m", "capstan_trainer.train.launch",
         "--nnodes=1:2", "--nproc-per-node=2", "--rdzv-backend=c10d",
         "--rdzv-endpoint=llm-train-0.llm-train.team-a.svc:29400", "--rdzv-id=llm-train", "--max-restarts=3",
         "-m", "capstan_trainer.train", "-f", "/etc/capstan/resource.yaml",

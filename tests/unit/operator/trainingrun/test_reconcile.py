@@ -32,15 +32,25 @@ def job(age_s: float = 1, **status) -> dict:
     }
 
 
-def pod(index: int, phase: str = "Running", deleting: bool = False, init_exit: int | None = None) -> dict:
+def pod(
+    index: int,
+    phase: str = "Running",
+    deleting: float | None = None,
+    init_exit: int | None = None,
+    exit: int | None = None,
+) -> dict:
+    """A gang pod; `deleting`: seconds since its deletionTimestamp (the end of its grace period)."""
     labels = children.pod_labels(run(), build.COMPONENT)
     meta = {"name": f"llm-train-{index}-x", "namespace": "team-a", "labels": labels}
-    if deleting:
-        meta["deletionTimestamp"] = ago(0)
+    if deleting is not None:
+        meta["deletionTimestamp"] = ago(deleting)
     status: dict = {"phase": phase}
     if init_exit is not None:
         term = {"exitCode": init_exit, "reason": "Error"}
         status["initContainerStatuses"] = [{"name": "validate", "state": {"terminated": term}}]
+    if exit is not None:
+        term = {"exitCode": exit, "reason": "Error"}
+        status["containerStatuses"] = [{"name": "trainer", "state": {"terminated": term}}]
     return {"kind": "Pod", "metadata": meta, "status": status}
 
 
@@ -97,7 +107,7 @@ def test_a_ready_gang_by_the_jobs_counters_is_not_listed(fake_kube: FakeKube):
     assert cond(out, "GangScheduled")["reason"] == "AllPodsRunning"
     # A pod being deleted shows in the counters, so the pods are listed and the loss is seen.
     fake_kube.add(job(active=1, ready=2, terminating=1))
-    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=True))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=60))
     out = reconcile(run({"phase": "Running"}), CFG)
     assert fake_kube.lists == 1 and out.status["restarts"] == 1
 
@@ -125,12 +135,37 @@ def test_a_partial_gang_waits_then_times_out_and_backs_off(fake_kube: FakeKube):
 
 def test_a_lost_pod_recreates_the_gang_and_counts_a_restart(fake_kube: FakeKube):
     fake_kube.add(job())
-    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=True))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=60))
     out = reconcile(run({"phase": "Running", "restarts": 0}), CFG)
     assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
     assert out.status["restarts"] == 1
     [(kind, reason, message)] = [e for e in out.events if e[1] == "GangRestart"]
     assert kind == "Warning" and message == "restart 1: pod llm-train-1-x was deleted (node or pod lost)"
+
+
+def test_a_deleted_pod_still_checkpointing_is_waited_for(fake_kube: FakeKube):
+    fake_kube.add(job(active=1, ready=1, terminating=1))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=-20))  # 20 s of grace left
+    out = reconcile(run({"phase": "Running", "restarts": 0}), CFG)
+    assert fake_kube.calls == [] and "restarts" not in out.status
+    assert out.status["message"] == "pod llm-train-1-x is stopping (checkpointing the step it reached)"
+
+
+def test_pods_stopped_after_a_checkpoint_recreate_the_gang_without_a_restart(fake_kube: FakeKube):
+    """Exit 4 (SIGTERM, checkpoint committed) costs nothing: even with no restarts left."""
+    fake_kube.add(job(failed=2, conditions=[{"type": "Failed", "status": "True", "message": "BackoffLimit"}]))
+    fake_kube.add(pod(0, phase="Failed", exit=4)), fake_kube.add(pod(1, phase="Failed", deleting=-5, exit=4))
+    out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    assert "restarts" not in out.status and out.status["phase"] == "Scheduling"
+    [(kind, reason, _)] = [e for e in out.events if e[1] in ("GangRecreated", "GangRestart")]
+    assert (kind, reason) == ("Normal", "GangRecreated")
+
+    # One pod that crashed among them spends a restart (here the last one: the run fails).
+    fake_kube.add(job(failed=2, conditions=[{"type": "Failed", "status": "True", "message": "BackoffLimit"}]))
+    fake_kube.add(pod(0, phase="Failed", exit=4)), fake_kube.add(pod(1, phase="Failed", exit=1))
+    out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
+    assert out.status["phase"] == "Failed" and cond(out, "Failed")["reason"] == "RestartsExhausted"
 
 
 def test_restarts_used_up_fail_the_run(fake_kube: FakeKube):

@@ -22,7 +22,7 @@ from capstan_operator.config import OperatorConfig
 from capstan_operator.jobs import job_condition, pod_failure, terminated_containers
 from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
 from capstan_operator.trainingrun import build
-from capstan_operator.trainingrun.resolve import resolve
+from capstan_operator.trainingrun.resolve import checkpoint_taken, resolve
 
 DONE = (Phase.SUCCEEDED, Phase.EARLY_STOPPED, Phase.FAILED)
 SHORT_POLL = 1.0
@@ -315,6 +315,10 @@ def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> 
         if left > 0:
             return draft.outcome(left)
     spec, job_name, nodes = gang.spec, gang.job_name, gang.nodes
+    # Only here, before pods exist: one listing per gang, not per progress poll.
+    taken = checkpoint_taken(body, spec.checkpoint.uri, kube.list_custom("trainingruns", gang.namespace))
+    if taken:
+        return _fail(draft, "CheckpointUriInUse", taken)
     for child in build.build(body, spec, cfg):
         if child["kind"] == "PodGroup":
             kube.apply_custom(child)

@@ -11,6 +11,7 @@ from capstan_operator.config import OperatorConfig
 from capstan_operator.status import StatusDraft
 from capstan_operator.trainingrun import build
 from capstan_operator.trainingrun.reconcile import _report_unreadable, progress_fields, reconcile
+from capstan_operator.trainingrun.resolve import checkpoint_taken
 from tests.unit.operator.fake_kube import FakeKube, fake_kube
 from tests.unit.operator.resources import trainingrun
 
@@ -243,3 +244,31 @@ def test_an_unreadable_checkpoint_is_one_warning_event_and_stays_in_status():
     again = StatusDraft({"metadata": {"generation": 1}, "status": {"unreadableCheckpoints": [bad]}})
     _report_unreadable(again, {"unreadableCheckpoints": [bad]})
     assert again.events == [] and "unreadableCheckpoints" not in again.fields
+
+
+def test_a_second_live_run_on_one_checkpoint_uri_is_refused_naming_the_other(fake_kube: FakeKube):
+    first = trainingrun("first")
+    first["status"] = {"phase": "Running", "startTime": ago(60), "outputUri": "s3://bucket/ckpt"}
+    fake_kube.custom[("trainingruns", "first")] = first
+    out = reconcile(run(), CFG)
+    assert out.status["phase"] == "Failed" and fake_kube.calls == []
+    failed = cond(out, "Failed")
+    assert failed["reason"] == "CheckpointUriInUse"
+    assert failed["message"].startswith(
+        "spec.checkpoint.uri s3://bucket/ckpt is already written by TrainingRun first"
+    )
+
+    # Once the other has finished (or uses another location) the run goes ahead.
+    first["status"]["phase"] = "Succeeded"
+    assert reconcile(run(), CFG).status["phase"] == "Scheduling"
+
+
+def test_of_two_runs_created_together_on_one_uri_exactly_one_goes_ahead():
+    a, b = trainingrun("a"), trainingrun("b")
+    for body in (a, b):
+        body["metadata"]["creationTimestamp"] = ago(5)
+    taken = [checkpoint_taken(me, "s3://bucket/ckpt/", [a, b]) for me in (a, b)]
+    assert taken[0] == "" and "TrainingRun a (Pending)" in taken[1]
+    # A run that has started keeps its location against an older one that has not.
+    b["status"] = {"startTime": ago(1), "outputUri": "s3://bucket/ckpt"}
+    assert checkpoint_taken(b, "s3://bucket/ckpt", [a, b]) == ""

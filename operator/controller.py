@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from capstan_api import KINDS
@@ -21,12 +22,23 @@ Reconcile = Callable[[dict, OperatorConfig], Outcome]
 Key = tuple[str, str, str]  # (kind, namespace, name)
 COMPONENT = "capstan-operator"
 MAX_BACKOFF_S = 60.0
+STALL_S = 300.0
+"""STALL_S: a reconcile running longer than this means its worker is stuck (every API call times
+out well before: kube.REQUEST_TIMEOUT), and liveness fails so the pod is restarted."""
 log = logging.getLogger("capstan.controller")
 
 
 class Controller:
-    def __init__(self, reconcilers: dict[str, Reconcile], config: OperatorConfig, workers: int = 4):
+    def __init__(
+        self,
+        reconcilers: dict[str, Reconcile],
+        config: OperatorConfig,
+        workers: int = 4,
+        clock=time.monotonic,
+    ):
         self.reconcilers = reconcilers
+        self._clock = clock
+        self._busy: dict[str, tuple[Key, float]] = {}  # worker thread -> (key, since)
         self.config = config
         self.queue = WorkQueue()
         self.workers = workers
@@ -79,11 +91,28 @@ class Controller:
             t.join(timeout)
 
     def _work(self) -> None:
+        me = threading.current_thread().name
         while (key := self.queue.get()) is not None:
+            self._busy[me] = (key, self._clock())
             try:
                 self.process(key)
             finally:
+                self._busy.pop(me, None)
                 self.queue.done(key)
+
+    def health(self) -> dict:
+        """Liveness (kopf's /healthz probe): raises when a worker thread died or one reconcile has
+        run for more than STALL_S, so the kubelet restarts a wedged operator."""
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        now = self._clock()
+        stuck = [
+            f"{k[0]} {k[1]}/{k[2]} for {now - t0:.0f} s"
+            for k, t0 in list(self._busy.values())
+            if now - t0 > STALL_S
+        ]
+        if dead or stuck:
+            raise RuntimeError(f"workers not making progress: dead {dead}, stuck {stuck}")
+        return {"queued": len(self.queue), "busy": len(self._busy), "workers": len(self._threads)}
 
     def process(self, key: Key) -> None:
         kind, namespace, name = key

@@ -31,6 +31,24 @@ _APIS: dict[tuple[str, str], tuple[type, str]] = {
 }
 _client_lock = threading.Lock()
 _api_client: client.ApiClient | None = None
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""REQUEST_TIMEOUT: (connect, read) seconds of every call, so a hung API server or a dropped
+connection costs a worker one failed reconcile (retried with back-off), never the thread."""
+
+
+class TimedApiClient(client.ApiClient):
+    """An ApiClient whose calls all get REQUEST_TIMEOUT unless the caller passes its own
+    `_request_timeout`: every call site is covered, including ones added later."""
+
+    def call_api(self, method, url, header_params=None, body=None, post_params=None, _request_timeout=None):
+        return super().call_api(
+            method,
+            url,
+            header_params,
+            body,
+            post_params,
+            _request_timeout=_request_timeout or REQUEST_TIMEOUT,
+        )
 
 
 def api_client() -> client.ApiClient:
@@ -44,7 +62,7 @@ def api_client() -> client.ApiClient:
             except config.ConfigException:
                 config.load_kube_config(client_configuration=cfg)
             cfg.connection_pool_maxsize = 64
-            _api_client = client.ApiClient(cfg)
+            _api_client = TimedApiClient(cfg)
         return _api_client
 
 

@@ -91,6 +91,10 @@ def run(config: OperatorConfig | None = None) -> int:
     handlers.register(registry, controller)
     kopf.on.startup(registry=registry)(lambda **_: controller.start())
     kopf.on.cleanup(registry=registry)(lambda **_: controller.stop())
+    # /healthz answers 500 when a probe raises; PERMANENT so kopf does not retry it with back-off.
+    kopf.on.probe(id="workers", errors=kopf.ErrorsMode.PERMANENT, registry=registry)(
+        lambda **_: controller.health()
+    )
     server, _ = metrics.serve(config.bind_address, config.metrics_port)
     log.info(
         "capstan operator starting",

@@ -11,6 +11,7 @@ from typing import Any
 from torchx import specs
 from torchx.specs import macros
 
+from capstan_api import exitcodes
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator import children
 from capstan_operator.config import OperatorConfig
@@ -23,6 +24,14 @@ LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 ANNOTATION_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 VOLCANO_API = "scheduling.volcano.sh/v1beta1"
 SHM_VOLUME = "dshm"
+STOPPED_RULE = {
+    "action": "FailJob",
+    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [exitcodes.STOPPED]},
+}
+"""STOPPED_RULE: a trainer that stopped after checkpointing fails the Job with reason
+PodFailurePolicy, so the Job says why even once its pods are gone (the operator then recreates
+the gang without counting a restart); with a pod failure policy a deleted pod also counts as
+failed only once it has exited, so its exit code is seen."""
 
 
 def job_name(name: str) -> str:
@@ -188,6 +197,7 @@ def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any
             # A lost pod fails the whole Job at once; the operator recreates the gang (torchrun
             # handles worker crashes inside a pod on its own).
             "backoffLimit": 0,
+            "podFailurePolicy": {"rules": [STOPPED_RULE]},
             # Kueue admits the Job by unsuspending it.
             "suspend": s.scheduler == "kueue",
             "template": {"metadata": template_meta, "spec": pod_spec(body, spec, cfg)},

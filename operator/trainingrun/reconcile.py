@@ -242,7 +242,7 @@ def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
         why = f"Job {gang.job_name} failed: {job_failed.get('message', '')}"
     first_line = why.split("\n", 1)[0]
     restarts = int(draft.get("restarts") or 0)
-    stopped = _stopped_after_checkpoint(failed, lost)
+    stopped = _stopped_after_checkpoint(failed, lost, job_failed)
     if not stopped and restarts >= gang.spec.failure_policy.max_restarts:
         return _fail(draft, "RestartsExhausted", f"{restarts} gang restarts used up; last failure: {why}")
     kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
@@ -263,11 +263,13 @@ def _stopping(pod: dict) -> bool:
     return not ended and seconds_since(pod["metadata"]["deletionTimestamp"]) < STOP_SLACK_S
 
 
-def _stopped_after_checkpoint(failed: list[dict], lost: list[dict]) -> bool:
-    """Every pod that failed or was lost exited STOPPED, and at least one did."""
+def _stopped_after_checkpoint(failed: list[dict], lost: list[dict], job_failed: dict | None) -> bool:
+    """Every pod seen failed or lost exited STOPPED, and one did, or the Job itself failed by its
+    STOPPED rule (build.STOPPED_RULE): its pods may be gone before a reconcile lists them."""
     ended = {p["metadata"]["name"]: p for p in failed + lost}.values()
     codes = [[t.get("exitCode") for _, t in terminated_containers(p)] for p in ended]
-    return bool(codes) and all(c == [exitcodes.STOPPED] for c in codes)
+    by_rule = (job_failed or {}).get("reason") == "PodFailurePolicy"
+    return all(c == [exitcodes.STOPPED] for c in codes) and (bool(codes) or by_rule)
 
 
 def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome | None:

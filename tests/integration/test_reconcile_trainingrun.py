@@ -74,8 +74,8 @@ def test_two_nodes_survive_a_deleted_pod_without_spending_a_restart(
     )
     st = status(driver, "pair")
     assert st["phase"] == "Succeeded", st
-    assert st.get("restarts", 0) == 0 and st["step"] == 60, st
     assert not [e for e in driver.events if e[2] == "GangRestart"], driver.events
+    assert st.get("restarts", 0) == 0 and st["step"] == 60, st
     recreated = [e for e in driver.events if e[2] == "GangRecreated"]
     assert len(recreated) == 1 and "exited with code 4" in recreated[0][3], recreated
 

@@ -63,6 +63,11 @@ def test_indexed_job_one_pod_per_node_running_torchrun():
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
     assert spec["backoffLimit"] == 0
+    [rule] = spec["podFailurePolicy"]["rules"]  # exit 4 (stopped) fails the Job, saying so
+    assert rule == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [4]},
+    }
     assert spec["suspend"] is False
     pod = spec["template"]["spec"]
     assert pod["subdomain"] == "llm-train"

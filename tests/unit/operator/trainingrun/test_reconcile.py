@@ -162,6 +162,14 @@ def test_pods_stopped_after_a_checkpoint_recreate_the_gang_without_a_restart(fak
     [(kind, reason, _)] = [e for e in out.events if e[1] in ("GangRecreated", "GangRestart")]
     assert (kind, reason) == ("Normal", "GangRecreated")
 
+    # The Job failed by its exit-4 rule and its pods are already gone: the same.
+    fake_kube.objects.clear()
+    fake_kube.calls.clear()
+    by_rule = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "exit code 4"}
+    fake_kube.add(job(failed=1, conditions=[by_rule]))
+    out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")] and "restarts" not in out.status
+
     # One pod that crashed among them spends a restart (here the last one: the run fails).
     fake_kube.add(job(failed=2, conditions=[{"type": "Failed", "status": "True", "message": "BackoffLimit"}]))
     fake_kube.add(pod(0, phase="Failed", exit=4)), fake_kube.add(pod(1, phase="Failed", exit=1))

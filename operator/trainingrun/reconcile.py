@@ -100,7 +100,9 @@ def _report_unreadable(draft: StatusDraft, progress: dict) -> None:
 
 
 def _read_progress(spec: TrainingRunSpec, cfg: OperatorConfig) -> dict | None:
-    return objectstore.read_json(files.join(spec.checkpoint.uri, files.PROGRESS_FILE), cfg)
+    return objectstore.read_json(
+        files.join(spec.checkpoint.uri, files.PROGRESS_FILE), cfg, "spec.checkpoint.uri"
+    )
 
 
 def _read_dependencies(ns: str, spec: TrainingRunSpec) -> tuple[dict, dict]:

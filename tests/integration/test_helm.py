@@ -86,7 +86,7 @@ def test_rbac_is_least_privilege():
     assert by_resource[("capstan.dev", "datasets/status")] == {"get", "patch"}
     assert "delete" not in by_resource[("capstan.dev", "trainingruns")]
     assert by_resource[("batch", "jobs")] >= {"create", "patch", "delete"}
-    assert ("kopf.dev", "clusterkopfpeerings") not in by_resource  # only with leader election
+    assert ("coordination.k8s.io", "leases") not in by_resource  # only with leader election
     assert ("", "namespaces") not in by_resource
 
 
@@ -123,10 +123,15 @@ def test_non_default_values_render_namespaced_peering_operators():
     assert env["CAPSTAN_WORKERS"] == "2"
     assert not any(k == "ServiceAccount" for k, _, _ in objs)
     for ns in ("team-a", "team-b"):
-        role = objs[("Role", ns, "capstan")]
-        assert any("kopfpeerings" in r["resources"] for r in role["rules"])
+        assert ("Role", ns, "capstan") in objs
         assert objs[("RoleBinding", ns, "capstan")]["subjects"][0]["name"] == "ops"
-        assert ("KopfPeering", ns, "capstan") in objs
+    # The leader-election Lease lives in the release's namespace, whatever is watched.
+    lease_rules = objs[("Role", "capstan-system", "capstan-leader-election")]["rules"]
+    assert lease_rules == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
+    assert objs[("RoleBinding", "capstan-system", "capstan-leader-election")]["subjects"][0]["name"] == "ops"
+    assert not any(k in ("KopfPeering", "ClusterKopfPeering") for k, _, _ in objs)
     cluster_rules = objs[("ClusterRole", "", "capstan")]["rules"]
     cluster_resources = {r for rule in cluster_rules for r in rule["resources"]}
     assert cluster_resources == {"customresourcedefinitions", "namespaces"}

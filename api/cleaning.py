@@ -36,10 +36,16 @@ class Cleaning(ApiModel):
 class LengthFilter(ApiModel):
     enabled: bool = Field(default=True, description="enabled turns the length filter on.")
     min_chars: int = Field(
-        default=1, ge=0, description="minChars is the fewest characters a document may have."
+        default=1,
+        ge=0,
+        le=1_000_000_000,
+        description="minChars is the fewest characters a document may have.",
     )
     max_chars: int = Field(
-        default=1_000_000, ge=1, description="maxChars is the most characters a document may have."
+        default=1_000_000,
+        ge=1,
+        le=1_000_000_000,
+        description="maxChars is the most characters a document may have.",
     )
 
     model_config = ConfigDict(
@@ -57,14 +63,20 @@ class GopherQuality(ApiModel):
     """Gopher quality rules (Rae et al. 2021, appendix A)."""
 
     enabled: bool = Field(default=True, description="enabled turns the Gopher quality rules on.")
-    min_words: int = Field(default=50, ge=0, description="minWords is the fewest words a document may have.")
-    max_words: int = Field(
-        default=100_000, ge=1, description="maxWords is the most words a document may have."
+    min_words: int = Field(
+        default=50, ge=0, le=100_000_000, description="minWords is the fewest words a document may have."
     )
-    min_mean_word_length: float = Field(default=3.0, ge=0, description="minMeanWordLength in characters.")
-    max_mean_word_length: float = Field(default=10.0, ge=0, description="maxMeanWordLength in characters.")
+    max_words: int = Field(
+        default=100_000, ge=1, le=100_000_000, description="maxWords is the most words a document may have."
+    )
+    min_mean_word_length: float = Field(
+        default=3.0, ge=0, le=1000, description="minMeanWordLength in characters."
+    )
+    max_mean_word_length: float = Field(
+        default=10.0, ge=0, le=1000, description="maxMeanWordLength in characters."
+    )
     max_symbol_word_ratio: float = Field(
-        default=0.1, ge=0, description="maxSymbolWordRatio bounds ('#' + '...' occurrences) / words."
+        default=0.1, ge=0, le=1000, description="maxSymbolWordRatio bounds ('#' + '...' occurrences) / words."
     )
     max_bullet_lines_ratio: float = Field(
         default=0.9,
@@ -85,7 +97,10 @@ class GopherQuality(ApiModel):
         description="minAlphaWordsRatio is the least fraction of words with a letter.",
     )
     min_stop_words: int = Field(
-        default=2, ge=0, description="minStopWords is the fewest of the, be, to, of, and, that, have, with."
+        default=2,
+        ge=0,
+        le=1_000_000,
+        description="minStopWords is the fewest of the, be, to, of, and, that, have, with.",
     )
 
     model_config = ConfigDict(
@@ -155,11 +170,13 @@ class C4Filter(ApiModel):
 
     enabled: bool = Field(default=True, description="enabled turns the C4 rules on.")
     min_words_per_line: int = Field(
-        default=3, ge=0, description="minWordsPerLine: shorter lines are removed."
+        default=3, ge=0, le=1_000_000, description="minWordsPerLine: shorter lines are removed."
     )
-    min_sentences: int = Field(default=5, ge=0, description="minSentences: documents with fewer are dropped.")
+    min_sentences: int = Field(
+        default=5, ge=0, le=1_000_000, description="minSentences: documents with fewer are dropped."
+    )
     max_word_length: int = Field(
-        default=1000, ge=1, description="maxWordLength: lines with a longer word are removed."
+        default=1000, ge=1, le=1_000_000, description="maxWordLength: lines with a longer word are removed."
     )
     require_terminal_punctuation: bool = Field(
         default=False,
@@ -190,7 +207,7 @@ class FineWebFilter(ApiModel):
         description="minPunctuatedLineRatio: fewer lines ending in punctuation drops it.",
     )
     short_line_chars: int = Field(
-        default=30, ge=1, description="shortLineChars: a line this long or shorter is short."
+        default=30, ge=1, le=1_000_000, description="shortLineChars: a line this long or shorter is short."
     )
     max_short_line_ratio: float = Field(
         default=0.67,
@@ -202,7 +219,10 @@ class FineWebFilter(ApiModel):
         default=0.01, ge=0, le=1, description="maxDuplicateLineCharRatio: characters in repeated lines / all."
     )
     max_newline_word_ratio: float = Field(
-        default=0.3, ge=0, description="maxNewlineWordRatio: more newlines per word than this drops it."
+        default=0.3,
+        ge=0,
+        le=1000,
+        description="maxNewlineWordRatio: more newlines per word than this drops it.",
     )
 
 

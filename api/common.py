@@ -20,6 +20,20 @@ GROUP = "capstan.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
+# Patterns the API server and the models both apply (Go RE2 and pydantic agree on these).
+# A DNS-1123 subdomain, what Kubernetes allows as the name of a custom resource.
+DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+NAME_PATTERN = f"^{DNS_SUBDOMAIN}$"
+OPTIONAL_NAME_PATTERN = f"^({DNS_SUBDOMAIN})?$"
+# A URI with a scheme (s3://, file://, gs://): a bare path would quietly mean the pod's own disk.
+_URI = r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+"
+URI_PATTERN = f"^{_URI}$"
+OPTIONAL_URI_PATTERN = f"^({_URI})?$"
+# SPDX licence ids (and LicenseRef-... for custom ones): letters, digits, '.', '-', '+'.
+_SPDX = r"[A-Za-z0-9][A-Za-z0-9.+-]*"
+SPDX_PATTERN = f"^{_SPDX}$"
+OPTIONAL_SPDX_PATTERN = f"^({_SPDX})?$"
+
 
 class ApiModel(BaseModel):
     """Base of every API object: camelCase on the wire, unknown keys rejected."""
@@ -73,8 +87,8 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(min_length=1, max_length=63)
-    namespace: str = "default"
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    namespace: str = Field(default="default", max_length=63, pattern=NAME_PATTERN)
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 

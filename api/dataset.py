@@ -7,16 +7,15 @@ The cleaning stages' models are in `cleaning`, the tokenizer's in `tokenizer`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
 from capstan_api.cleaning import Cleaning, Dedup, Filters, Pii
-from capstan_api.common import ApiModel, cel, immutable
+from capstan_api.common import SPDX_PATTERN, URI_PATTERN, ApiModel, cel, immutable
 from capstan_api.tokenizer import Tokenizer
 
-# SPDX licence ids (and LicenseRef-... for custom ones): letters, digits, '.', '-', '+'.
-SPDX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.+-]*$"
+SpdxId = Annotated[str, Field(min_length=1, max_length=128, pattern=SPDX_PATTERN)]
 
 DEFAULT_ALLOWED_LICENCES = [
     "CC0-1.0",
@@ -51,6 +50,7 @@ class Source(ApiModel):
     uri: str = Field(
         min_length=1,
         max_length=2000,
+        pattern=URI_PATTERN,
         description="uri is an fsspec URI (s3://, file://, gs://, ...) of a file, folder or glob (*, **, ?).",
     )
     format: Literal["jsonl", "text", "parquet"] = Field(
@@ -88,12 +88,14 @@ class Output(ApiModel):
     uri: str = Field(
         min_length=1,
         max_length=2000,
+        pattern=URI_PATTERN,
         description="uri of the output folder (fsspec URI); fixed once created, so shards never mix.",
         json_schema_extra=immutable("output.uri"),
     )
     shard_tokens: int = Field(
         default=100_000_000,
         ge=1,
+        le=1 << 32,
         description="shardTokens is the number of tokens per shard file (the last is shorter).",
     )
     validation_fraction: float = Field(
@@ -108,7 +110,7 @@ class DatasetSpec(ApiModel):
     """Dataset desired state: where the text is, how to clean it, and where the shards go."""
 
     sources: list[Source] = Field(min_length=1, max_length=256, description="sources of raw text.")
-    allowed_licences: list[str] = Field(
+    allowed_licences: list[SpdxId] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED_LICENCES),
         max_length=256,
         description="allowedLicences are the SPDX ids that may enter the dataset; the operator's policy can narrow them.",
@@ -126,7 +128,10 @@ class DatasetSpec(ApiModel):
         description="maxErrorRate is the share of malformed records (bad JSON, missing text) tolerated before the run fails.",
     )
     seed: int = Field(
-        default=0, ge=0, description="seed of MinHash permutations and the validation split hash."
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="seed of MinHash permutations and the validation split hash.",
     )
 
     model_config = ConfigDict(

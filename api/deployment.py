@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from capstan_api.common import ApiModel, cel
+from capstan_api.common import NAME_PATTERN, OPTIONAL_URI_PATTERN, ApiModel, cel
 from capstan_api.workload import LocalRef, PodResources
 
 
@@ -42,6 +42,7 @@ class DeploymentModel(ApiModel):
     uri: str = Field(
         default="",
         max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
         description="uri is a checkpoint step folder or root, or a Hugging Face export directory.",
     )
     follow_passing_evaluations: bool = Field(
@@ -65,6 +66,19 @@ class DeploymentModel(ApiModel):
         return self
 
 
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN, description="name of the Secret.")
+    key: str = Field(
+        default="api-key",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="key of the Secret's data that holds the value.",
+    )
+
+
 class ServerOptions(ApiModel):
     """Options of the inference server (built-in or vLLM)."""
 
@@ -80,7 +94,25 @@ class ServerOptions(ApiModel):
     max_model_len: int = Field(
         default=0,
         ge=0,
+        le=1 << 20,
         description="maxModelLen is the longest prompt plus completion in tokens; 0 means the model's.",
+    )
+    max_prompts_per_request: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="maxPromptsPerRequest bounds the prompts of one completions request.",
+    )
+    request_timeout_seconds: int = Field(
+        default=600,
+        ge=1,
+        le=24 * 3600,
+        description="requestTimeoutSeconds is the longest a request may run before it is ended with 504.",
+    )
+    api_key_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="apiKeySecret names the Secret key holding an API key; requests then need "
+        "`Authorization: Bearer <key>` (vLLM's --api-key). Unset: no key.",
     )
 
 
@@ -96,10 +128,13 @@ class Autoscaling(ApiModel):
     enabled: bool = Field(
         default=False, description="enabled creates the autoscaler (replicas is then ignored)."
     )
-    min_replicas: int = Field(default=1, ge=1, description="minReplicas is the fewest serving pods.")
-    max_replicas: int = Field(default=4, ge=1, description="maxReplicas is the most serving pods.")
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="minReplicas is the fewest serving pods.")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="maxReplicas is the most serving pods.")
     target_running_requests: int = Field(
-        default=8, ge=1, description="targetRunningRequests is the running requests per pod to aim for."
+        default=8,
+        ge=1,
+        le=100_000,
+        description="targetRunningRequests is the running requests per pod to aim for.",
     )
 
     @model_validator(mode="after")
@@ -114,7 +149,10 @@ class Autoscaling(ApiModel):
 class RolloutStep(ApiModel):
     weight: int = Field(ge=1, le=100, description="weight is the canary's share of replicas, 1-100 percent.")
     pause_seconds: int = Field(
-        default=60, ge=0, description="pauseSeconds is how long to hold and analyse before the next step."
+        default=60,
+        ge=0,
+        le=24 * 3600,
+        description="pauseSeconds is how long to hold and analyse before the next step.",
     )
 
 
@@ -125,11 +163,12 @@ class Analysis(ApiModel):
         default=0.01, ge=0, le=1, description="maxErrorRate is the highest share of 5xx responses."
     )
     max_p99_latency_seconds: float = Field(
-        default=10.0, gt=0, description="maxP99LatencySeconds is the highest p99 end-to-end latency."
+        default=10.0, gt=0, le=3600, description="maxP99LatencySeconds is the highest p99 end-to-end latency."
     )
     min_requests: int = Field(
         default=10,
         ge=0,
+        le=1_000_000,
         description="minRequests is how many canary requests a step needs before it can be judged; "
         "fewer keeps the step paused.",
     )

@@ -12,7 +12,14 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from capstan_api.common import ApiModel, cel, cel_set
+from capstan_api.common import (
+    OPTIONAL_SPDX_PATTERN,
+    OPTIONAL_URI_PATTERN,
+    URI_PATTERN,
+    ApiModel,
+    cel,
+    cel_set,
+)
 from capstan_api.workload import Device, LocalRef, PodResources
 
 # Metric names are dotted words: "perplexity.word_perplexity", "task.arc.acc_norm", "bias.pct_stereotype".
@@ -40,12 +47,14 @@ class EvaluationModel(ApiModel):
     uri: str = Field(
         default="",
         max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
         description="uri is a checkpoint step folder, a checkpoint root (newest committed step) or a "
         "Hugging Face export directory (config.json + safetensors).",
     )
     tokenizer_uri: str = Field(
         default="",
         max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
         description="tokenizerUri overrides the tokenizer.json stored with the model.",
     )
 
@@ -74,9 +83,14 @@ class Task(ApiModel):
     type: Literal["multipleChoice", "exactMatch"] = Field(
         description="type is multipleChoice (log-likelihood ranking) or exactMatch (greedy generation)."
     )
-    uri: str = Field(min_length=1, max_length=2000, description="uri of the JSONL file (fsspec URI).")
+    uri: str = Field(
+        min_length=1, max_length=2000, pattern=URI_PATTERN, description="uri of the JSONL file (fsspec URI)."
+    )
     limit: int = Field(
-        default=0, ge=0, description="limit is the number of examples used, from the top; 0 means all."
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="limit is the number of examples used, from the top; 0 means all.",
     )
     stop: list[str] = Field(
         default_factory=lambda: ["\n"],
@@ -101,7 +115,10 @@ class BiasProbes(ApiModel):
         "age, nationality).",
     )
     uri: str = Field(
-        default="", max_length=2000, description="uri of an extra probe JSONL file; empty for none."
+        default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
+        description="uri of an extra probe JSONL file; empty for none.",
     )
 
 
@@ -158,6 +175,7 @@ class EvaluationSpec(ApiModel):
     validation_uri: str = Field(
         default="",
         max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
         description="validationUri is a shard manifest (its validation split is used), a JSONL file "
         "with a text field, or a plain text file, for perplexity. Neither this nor datasetRef: no "
         "perplexity.",
@@ -165,11 +183,15 @@ class EvaluationSpec(ApiModel):
     context_length: int = Field(
         default=0,
         ge=0,
+        le=1 << 20,
         description="contextLength is the rolling-window length for perplexity and the longest "
         "task context, in tokens; 0 means the model's maxSeqLen.",
     )
     max_validation_documents: int = Field(
-        default=0, ge=0, description="maxValidationDocuments caps the perplexity documents; 0 means all."
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="maxValidationDocuments caps the perplexity documents; 0 means all.",
     )
     batch_size: int = Field(
         default=16, ge=1, le=4096, description="batchSize is the sequences per forward pass."
@@ -184,13 +206,14 @@ class EvaluationSpec(ApiModel):
     output_uri: str = Field(
         default="",
         max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
         description="outputUri is the folder for results.json, README.md (the model card) and "
         "status.json; empty: the operator fills in its default artifact location.",
     )
     license: str = Field(
         default="",
         max_length=128,
-        pattern=r"^([A-Za-z0-9][A-Za-z0-9.+-]*)?$",
+        pattern=OPTIONAL_SPDX_PATTERN,
         description="license is the SPDX id written to the model card; empty takes the training data's.",
     )
     device: Device = Field(default="auto", description="device: auto (cuda when present), cpu or cuda.")

@@ -13,4 +13,6 @@ INVALID_CONFIG = 3
 """INVALID_CONFIG: the spec, its data or its storage is wrong; retrying cannot help."""
 STOPPED = 4
 """STOPPED: SIGTERM (suspend, preemption, pod deletion) stopped the run after it checkpointed the
-step it had reached; not finished, so never 0 (a Job whose pods all exit 0 is Complete)."""
+step it had reached; not finished, so never 0 (a Job whose pods all exit 0 is Complete). A gang
+pod reports it through `capstan_trainer.train.launch` (torchrun alone would exit 1); the operator
+recreates such a gang without counting a restart."""

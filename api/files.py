@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from capstan_api.status import CheckpointRef, Phase
+from capstan_api.status import CheckpointRef, Phase, UnreadableCheckpoint
 
 PROGRESS_FILE = "progress.json"
 EVALUATION_STATUS_FILE = "status.json"
@@ -75,6 +75,8 @@ class TrainingProgress(FileModel):
     """mfu: model FLOPs utilisation per GPU, 0..1; None on CPU, in fp32, or on an unknown GPU."""
     last_checkpoint: CheckpointRef | None = None
     """last_checkpoint: the newest committed checkpoint; None before the first."""
+    unreadable_checkpoints: list[UnreadableCheckpoint] = Field(default_factory=list)
+    """unreadable_checkpoints: committed ones that failed to load at this start; an older one was used."""
     world_size: int | None = None
     """world_size: trainer processes in this attempt."""
     restarts: int = 0

@@ -95,6 +95,10 @@ class CheckpointRef(ApiModel):
     step: int = Field(description="step the checkpoint was taken at.")
 
 
+class UnreadableCheckpoint(CheckpointRef):
+    reason: str = Field(default="", description="reason the checkpoint could not be loaded.")
+
+
 class TrainingRunStatus(StatusBase):
     phase: Literal[
         "Pending", "Waiting", "Scheduling", "Running", "Suspended", "Succeeded", "EarlyStopped", "Failed"
@@ -116,6 +120,11 @@ class TrainingRunStatus(StatusBase):
     )
     last_checkpoint: CheckpointRef | None = Field(
         default=None, description="lastCheckpoint is the newest committed checkpoint."
+    )
+    unreadable_checkpoints: list[UnreadableCheckpoint] = Field(
+        default_factory=list,
+        description="unreadableCheckpoints are committed checkpoints that failed to load; the run "
+        "resumed from an older one.",
     )
     restarts: int = Field(default=0, description="restarts counts gang recreations after failures.")
     world_size: int | None = Field(default=None, description="worldSize is the number of trainer processes.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, model_validator
 
-from capstan_api.common import ApiModel, cel
+from capstan_api.common import OPTIONAL_URI_PATTERN, ApiModel, cel
 
 
 class SpecialTokens(ApiModel):
@@ -59,6 +59,7 @@ class Tokenizer(ApiModel):
     uri: str = Field(
         default="",
         max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
         description="uri of an existing tokenizer.json; empty means train a byte-level BPE.",
     )
     vocab_size: int = Field(
@@ -67,10 +68,13 @@ class Tokenizer(ApiModel):
         le=1_000_000,
         description="vocabSize of the trained tokenizer, special tokens included.",
     )
-    min_frequency: int = Field(default=2, ge=1, description="minFrequency a pair needs to be merged.")
+    min_frequency: int = Field(
+        default=2, ge=1, le=1_000_000_000, description="minFrequency a pair needs to be merged."
+    )
     sample_bytes: int = Field(
         default=500_000_000,
         ge=1,
+        le=10**13,
         description="sampleBytes is how much training-split text to train on, at most.",
     )
     special_tokens: SpecialTokens = Field(

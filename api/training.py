@@ -13,6 +13,10 @@ from pydantic import ConfigDict, Field, model_validator
 
 from capstan_api.common import ApiModel, cel
 
+# Far above any model or batch built today, far below a typo: 1e12 is refused before it reaches a pod.
+MAX_CONTEXT = 1 << 20
+MAX_STEPS = 100_000_000
+
 
 class ModelSpec(ApiModel):
     """A preset shape with optional explicit overrides; 0 means "the preset's value"."""
@@ -21,30 +25,41 @@ class ModelSpec(ApiModel):
         default="125m",
         description="preset is the base shape: test (~1M parameters, for CPU tests), 125m, 350m, 1b, 8b.",
     )
-    dim: int = Field(default=0, ge=0, description="dim is the residual width; 0 keeps the preset's.")
-    n_layers: int = Field(
-        default=0, ge=0, description="nLayers is the number of blocks; 0 keeps the preset's."
+    dim: int = Field(
+        default=0, ge=0, le=65536, description="dim is the residual width; 0 keeps the preset's."
     )
-    n_heads: int = Field(default=0, ge=0, description="nHeads is the query head count; 0 keeps the preset's.")
+    n_layers: int = Field(
+        default=0, ge=0, le=1024, description="nLayers is the number of blocks; 0 keeps the preset's."
+    )
+    n_heads: int = Field(
+        default=0, ge=0, le=1024, description="nHeads is the query head count; 0 keeps the preset's."
+    )
     n_kv_heads: int = Field(
         default=0,
         ge=0,
+        le=1024,
         description="nKvHeads is the key/value head count (divides nHeads); 0 keeps the preset's.",
     )
     ffn_dim: int = Field(
-        default=0, ge=0, description="ffnDim is the SwiGLU hidden width; 0 keeps the preset's."
+        default=0, ge=0, le=1 << 18, description="ffnDim is the SwiGLU hidden width; 0 keeps the preset's."
     )
     max_seq_len: int = Field(
-        default=0, ge=0, description="maxSeqLen is the longest context in tokens; 0 keeps the preset's."
+        default=0,
+        ge=0,
+        le=MAX_CONTEXT,
+        description="maxSeqLen is the longest context in tokens; 0 keeps the preset's.",
     )
     vocab_size: int = Field(
-        default=0, ge=0, description="vocabSize is the embedding rows; 0 takes the dataset tokenizer's size."
+        default=0,
+        ge=0,
+        le=1 << 21,
+        description="vocabSize is the embedding rows; 0 takes the dataset tokenizer's size.",
     )
     rope_theta: float = Field(
-        default=0.0, ge=0, description="ropeTheta is the RoPE base; 0 keeps the preset's."
+        default=0.0, ge=0, le=1e9, description="ropeTheta is the RoPE base; 0 keeps the preset's."
     )
     norm_eps: float = Field(
-        default=0.0, ge=0, description="normEps is the RMSNorm epsilon; 0 keeps the preset's."
+        default=0.0, ge=0, le=0.1, description="normEps is the RMSNorm epsilon; 0 keeps the preset's."
     )
     tie_embeddings: Literal["preset", "tied", "untied"] = Field(
         default="preset", description="tieEmbeddings shares the output projection with the embedding, or not."
@@ -68,25 +83,30 @@ class OptimizerSpec(ApiModel):
     global_batch_tokens: int = Field(
         default=524288,
         gt=0,
+        le=1 << 30,
         description="globalBatchTokens is the tokens per optimizer step over all processes; a multiple "
         "of microBatch x seqLen x world size (gradient accumulation makes up the rest).",
     )
     micro_batch: int = Field(
-        default=8, gt=0, description="microBatch is the sequences per process per forward pass."
+        default=8, gt=0, le=4096, description="microBatch is the sequences per process per forward pass."
     )
-    seq_len: int = Field(default=2048, gt=0, description="seqLen is the training sequence length in tokens.")
-    lr: float = Field(default=3e-4, gt=0, description="lr is the peak learning rate, reached after warmup.")
+    seq_len: int = Field(
+        default=2048, gt=0, le=MAX_CONTEXT, description="seqLen is the training sequence length in tokens."
+    )
+    lr: float = Field(
+        default=3e-4, gt=0, le=1, description="lr is the peak learning rate, reached after warmup."
+    )
     min_lr: float = Field(
-        default=3e-5, ge=0, description="minLr is the learning rate at the end of the cosine decay."
+        default=3e-5, ge=0, le=1, description="minLr is the learning rate at the end of the cosine decay."
     )
     warmup_steps: int = Field(
-        default=100, ge=0, description="warmupSteps is the linear warmup length in steps."
+        default=100, ge=0, le=MAX_STEPS, description="warmupSteps is the linear warmup length in steps."
     )
     total_steps: int = Field(
-        default=1000, gt=0, description="totalSteps is the number of optimizer steps to run."
+        default=1000, gt=0, le=MAX_STEPS, description="totalSteps is the number of optimizer steps to run."
     )
     weight_decay: float = Field(
-        default=0.1, ge=0, description="weightDecay is AdamW's decoupled decay on matrices (not norms)."
+        default=0.1, ge=0, le=1, description="weightDecay is AdamW's decoupled decay on matrices (not norms)."
     )
     betas: list[float] = Field(
         default_factory=lambda: [0.9, 0.95],
@@ -95,11 +115,15 @@ class OptimizerSpec(ApiModel):
         description="betas are AdamW's (beta1, beta2), each in [0, 1).",
     )
     grad_clip: float = Field(
-        default=1.0, ge=0, description="gradClip is the max global gradient norm; 0 disables clipping."
+        default=1.0,
+        ge=0,
+        le=1e4,
+        description="gradClip is the max global gradient norm; 0 disables clipping.",
     )
     seed: int = Field(
         default=1234,
         ge=0,
+        le=2**32 - 1,
         description="seed fixes the initialisation and the data order (a pure function of seed, "
         "manifest and sequence index, whatever the world size).",
     )

@@ -12,8 +12,19 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from capstan_api.common import ApiModel, cel, cel_set, immutable
-from capstan_api.training import FsdpSpec, ModelSpec, OptimizerSpec
+from capstan_api.common import (
+    OPTIONAL_NAME_PATTERN,
+    OPTIONAL_URI_PATTERN,
+    ApiModel,
+    cel,
+    cel_set,
+    immutable,
+)
+from capstan_api.training import MAX_STEPS, FsdpSpec, ModelSpec, OptimizerSpec
+from capstan_api.workload import LabelValue, Quantity
+
+# More nodes than any cluster gives one job, fewer than a typo asks for.
+MAX_NODES = 4096
 
 
 class DatasetSource(ApiModel):
@@ -27,17 +38,22 @@ class DatasetSource(ApiModel):
 
     dataset_ref: str = Field(
         default="",
+        max_length=253,
+        pattern=OPTIONAL_NAME_PATTERN,
         description="datasetRef is the name of a Dataset in the same namespace; the operator "
         "resolves it to that Dataset's manifest URI once it is Ready.",
     )
     uri: str = Field(
         default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
         description="uri is a token-shard manifest (manifest.json or its folder) on any fsspec "
         "storage (s3://, file://); lets the trainer run without a cluster.",
     )
     weight: float = Field(
         default=1.0,
         gt=0,
+        le=1e6,
         description="weight is this source's share of training sequences, relative to the "
         "other entries' weights (normalised; resolution 1/1024).",
     )
@@ -63,11 +79,15 @@ class InitSpec(ApiModel):
 
     checkpoint_uri: str = Field(
         default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
         description="checkpointUri is a checkpoint step folder or root to start from (weights only; "
         "the architecture comes from its capstan.json and spec.model is ignored).",
     )
     from_training_run: str = Field(
         default="",
+        max_length=253,
+        pattern=OPTIONAL_NAME_PATTERN,
         description="fromTrainingRun names a TrainingRun in the same namespace whose last checkpoint "
         "is the start (fine-tuning, continued training); the operator resolves it to checkpointUri.",
     )
@@ -82,9 +102,14 @@ class InitSpec(ApiModel):
 class Toleration(ApiModel):
     """A pod toleration (core/v1 Toleration)."""
 
-    key: str = Field(default="", description="key is the taint key; empty with Exists matches every taint.")
+    key: str = Field(
+        default="",
+        max_length=317,
+        pattern=r"^(([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$",
+        description="key is the taint key; empty with Exists matches every taint.",
+    )
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="operator is Exists or Equal.")
-    value: str = Field(default="", description="value is the taint value for Equal.")
+    value: LabelValue = Field(default="", description="value is the taint value for Equal.")
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
         default="", description="effect to match; empty matches all effects."
     )
@@ -101,31 +126,41 @@ class ResourcesSpec(ApiModel):
     )
 
     min_nodes: int = Field(
-        default=1, ge=1, description="minNodes is the fewest nodes (pods) training continues with."
+        default=1,
+        ge=1,
+        le=MAX_NODES,
+        description="minNodes is the fewest nodes (pods) training continues with.",
     )
     max_nodes: int = Field(
-        default=1, ge=1, description="maxNodes is the most nodes the elastic job scales to."
+        default=1, ge=1, le=MAX_NODES, description="maxNodes is the most nodes the elastic job scales to."
     )
     nproc_per_node: int = Field(
         default=1,
         ge=1,
+        le=64,
         description="nprocPerNode is the trainer processes per node (one per GPU on GPU nodes).",
     )
     gpus_per_node: int = Field(
-        default=0, ge=0, description="gpusPerNode is the nvidia.com/gpu count each pod requests; 0 for CPU."
+        default=0,
+        ge=0,
+        le=16,
+        description="gpusPerNode is the nvidia.com/gpu count each pod requests; 0 for CPU.",
     )
-    requests: dict[str, str] = Field(
+    requests: dict[str, Quantity] = Field(
         default_factory=dict,
         description="requests are extra pod resource requests, e.g. {cpu: '8', memory: 64Gi}.",
     )
-    node_selector: dict[str, str] = Field(
+    node_selector: dict[str, LabelValue] = Field(
         default_factory=dict, description="nodeSelector constrains pod placement."
     )
     tolerations: list[Toleration] = Field(
-        default_factory=list, description="tolerations for the trainer pods."
+        default_factory=list, max_length=64, description="tolerations for the trainer pods."
     )
     priority_class_name: str = Field(
-        default="", description="priorityClassName for the trainer pods; empty uses the cluster default."
+        default="",
+        max_length=253,
+        pattern=OPTIONAL_NAME_PATTERN,
+        description="priorityClassName for the trainer pods; empty uses the cluster default.",
     )
 
     @model_validator(mode="after")
@@ -140,14 +175,16 @@ class CheckpointSpec(ApiModel):
 
     uri: str = Field(
         default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
         description="uri is the checkpoint root (s3://bucket/prefix or file://); step folders and "
         "progress.json go under it. Empty: the operator fills in its default artifact location.",
     )
     interval_steps: int = Field(
-        default=500, ge=1, description="intervalSteps between checkpoints (and at the end)."
+        default=500, ge=1, le=MAX_STEPS, description="intervalSteps between checkpoints (and at the end)."
     )
     keep_last: int = Field(
-        default=3, ge=1, description="keepLast is how many committed checkpoints are kept."
+        default=3, ge=1, le=1000, description="keepLast is how many committed checkpoints are kept."
     )
 
 
@@ -157,20 +194,24 @@ class EarlyStoppingSpec(ApiModel):
     patience: int = Field(
         default=0,
         ge=0,
+        le=100_000,
         description="patience is evaluations without improvement before stopping; 0 disables it.",
     )
-    min_delta: float = Field(default=0.0, ge=0, description="minDelta is the smallest decrease that counts.")
+    min_delta: float = Field(
+        default=0.0, ge=0, le=100, description="minDelta is the smallest decrease that counts."
+    )
 
 
 class EvalSpec(ApiModel):
     """Periodic validation loss on each source's held-out split."""
 
     interval_steps: int = Field(
-        default=0, ge=0, description="intervalSteps between evaluations; 0 disables them."
+        default=0, ge=0, le=MAX_STEPS, description="intervalSteps between evaluations; 0 disables them."
     )
     batches: int = Field(
         default=4,
         ge=1,
+        le=100_000,
         description="batches is how many global batches of validation sequences each evaluation uses.",
     )
     early_stopping: EarlyStoppingSpec = Field(
@@ -184,6 +225,7 @@ class FailurePolicySpec(ApiModel):
     max_restarts: int = Field(
         default=3,
         ge=0,
+        le=1000,
         description="maxRestarts is torchrun's --max-restarts: whole-gang restarts (resuming from the "
         "newest checkpoint) before the run fails.",
     )
@@ -206,10 +248,16 @@ class SchedulingSpec(ApiModel):
         description="scheduler: native (the operator's gang timeout guard), kueue (queue label on a "
         "suspended Job) or volcano (PodGroup).",
     )
-    queue_name: str = Field(default="", description="queueName is the Kueue LocalQueue (or Volcano queue).")
+    queue_name: str = Field(
+        default="",
+        max_length=253,
+        pattern=OPTIONAL_NAME_PATTERN,
+        description="queueName is the Kueue LocalQueue (or Volcano queue).",
+    )
     gang_timeout_seconds: int = Field(
         default=600,
         ge=1,
+        le=7 * 24 * 3600,
         description="gangTimeoutSeconds is how long all pods may take to be running before the "
         "operator tears the gang down and retries.",
     )
@@ -227,6 +275,7 @@ class MetricsSpec(ApiModel):
     interval_steps: int = Field(
         default=10,
         ge=1,
+        le=MAX_STEPS,
         description="intervalSteps between metrics lines on stdout and progress.json updates.",
     )
 
@@ -251,7 +300,9 @@ class TrainingRunSpec(ApiModel):
     )
 
     datasets: list[DatasetSource] = Field(
-        min_length=1, description="datasets is the training mixture: one or more sources with weights."
+        min_length=1,
+        max_length=64,
+        description="datasets is the training mixture: one or more sources with weights.",
     )
     # A run's checkpoints only load into the shape they were saved from, and from the start they
     # were made from: both are fixed once the run exists.

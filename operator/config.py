@@ -6,6 +6,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _own_namespace() -> str:
+    """The pod's namespace, from its service-account mount; empty outside a pod."""
+    try:
+        with open(SA_NAMESPACE_FILE) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+DEFAULT_URI_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs")
 DEFAULT_LICENCES = (
     "CC0-1.0",
     "CC-BY-4.0",
@@ -35,11 +48,20 @@ class OperatorConfig:
     artifact_uri: str = ""
     """artifact_uri is where TrainingRuns without spec.checkpoint.uri keep their checkpoints:
     <artifact_uri>/<namespace>/<name>/checkpoints. Empty: such runs fail with a clear condition."""
+    allowed_uri_schemes: tuple[str, ...] = DEFAULT_URI_SCHEMES
+    """allowed_uri_schemes the operator reads status files (manifest.json, progress.json,
+    status.json) from, with its own credentials; http(s) and file are off unless listed."""
+    allowed_uri_prefixes: tuple[str, ...] = ()
+    """allowed_uri_prefixes (e.g. s3://team-bucket/runs): when set, only URIs under one of them
+    are read; empty means any bucket of an allowed scheme."""
     allowed_licences: tuple[str, ...] = DEFAULT_LICENCES
     """allowed_licences are the SPDX ids a Dataset may declare."""
     log_level: str = "INFO"
     leader_election: bool = False
-    """leader_election: kopf peering between replicas (True) or standalone (False)."""
+    """leader_election: replicas elect a leader on a Lease and only it reconciles (True), or every
+    replica reconciles (False: run one)."""
+    lease_namespace: str = "default"
+    """lease_namespace holds the leader-election Lease: the operator's own namespace in a pod."""
     bind_address: str = "0.0.0.0"
     """bind_address for the liveness and metrics endpoints (the chart passes the pod IP)."""
     liveness_port: int = 8080
@@ -70,8 +92,11 @@ class OperatorConfig:
             s3_secret=e.get("CAPSTAN_S3_SECRET", ""),
             artifact_uri=e.get("CAPSTAN_ARTIFACT_URI", ""),
             allowed_licences=words("CAPSTAN_ALLOWED_LICENCES", DEFAULT_LICENCES),
+            allowed_uri_schemes=words("CAPSTAN_ALLOWED_URI_SCHEMES", DEFAULT_URI_SCHEMES),
+            allowed_uri_prefixes=words("CAPSTAN_ALLOWED_URI_PREFIXES", ()),
             log_level=e.get("CAPSTAN_LOG_LEVEL", "INFO").upper(),
             leader_election=e.get("CAPSTAN_LEADER_ELECTION", "false").lower() in ("1", "true", "yes"),
+            lease_namespace=e.get("CAPSTAN_LEASE_NAMESPACE") or _own_namespace() or "default",
             bind_address=e.get("CAPSTAN_BIND_ADDRESS", "0.0.0.0"),
             liveness_port=int(e.get("CAPSTAN_LIVENESS_PORT", "8080")),
             metrics_port=int(e.get("CAPSTAN_METRICS_PORT", "9090")),

@@ -3,7 +3,7 @@ pod's exit code, reason and last log lines for status messages."""
 
 from __future__ import annotations
 
-from capstan_operator import kube
+from capstan_operator import kube, redact
 
 LOG_TAIL_LINES = 20
 
@@ -39,7 +39,7 @@ def pod_failure(pod: dict, with_logs: bool = True) -> tuple[int | None, str]:
     if with_logs:
         tail = kube.pod_log(pod["metadata"]["namespace"], name, container, LOG_TAIL_LINES).strip()
         if tail:
-            msg += ": ...\n" + tail
+            msg += ": ...\n" + redact.scrub(tail)
     return code, msg
 
 

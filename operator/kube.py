@@ -1,7 +1,7 @@
 """Kubernetes access for the reconcilers, and the only module that talks to the API server:
-create-or-patch of the child kinds, reads that return plain dicts, status writes, Events, pod
-logs. Idempotent by construction: deterministic names, a 409 on create means "already there"
-(then patched to the desired state)."""
+server-side apply of the child kinds, reads that return plain dicts, status writes, Events, pod
+logs. Idempotent by construction: deterministic names, and an apply makes the live object match
+the desired one whether or not it existed."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ _APIS: dict[tuple[str, str], tuple[type, str]] = {
     ("v1", "Event"): (client.CoreV1Api, "namespaced_event"),
     ("batch/v1", "Job"): (client.BatchV1Api, "namespaced_job"),
     ("apps/v1", "Deployment"): (client.AppsV1Api, "namespaced_deployment"),
+    ("coordination.k8s.io/v1", "Lease"): (client.CoordinationV1Api, "namespaced_lease"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): (
         client.AutoscalingV2Api,
         "namespaced_horizontal_pod_autoscaler",
@@ -32,6 +33,24 @@ _APIS: dict[tuple[str, str], tuple[type, str]] = {
 }
 _client_lock = threading.Lock()
 _api_client: client.ApiClient | None = None
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""REQUEST_TIMEOUT: (connect, read) seconds of every call, so a hung API server or a dropped
+connection costs a worker one failed reconcile (retried with back-off), never the thread."""
+
+
+class TimedApiClient(client.ApiClient):
+    """An ApiClient whose calls all get REQUEST_TIMEOUT unless the caller passes its own
+    `_request_timeout`: every call site is covered, including ones added later."""
+
+    def call_api(self, method, url, header_params=None, body=None, post_params=None, _request_timeout=None):
+        return super().call_api(
+            method,
+            url,
+            header_params,
+            body,
+            post_params,
+            _request_timeout=_request_timeout or REQUEST_TIMEOUT,
+        )
 
 
 def api_client() -> client.ApiClient:
@@ -45,7 +64,7 @@ def api_client() -> client.ApiClient:
             except config.ConfigException:
                 config.load_kube_config(client_configuration=cfg)
             cfg.connection_pool_maxsize = 64
-            _api_client = client.ApiClient(cfg)
+            _api_client = TimedApiClient(cfg)
         return _api_client
 
 
@@ -85,23 +104,44 @@ def list_(
     )["items"]
 
 
+FIELD_MANAGER = "capstan-operator"
+"""FIELD_MANAGER owns every field of the children the operator applies (server-side apply)."""
+APPLY = "application/apply-patch+yaml"  # JSON is YAML: the client sends the dict as JSON
+
+
 def apply(obj: dict[str, Any]) -> dict:
-    """Create `obj`, or patch the existing one to it (merge patch of labels, spec and data)."""
+    """Server-side apply of `obj` as FIELD_MANAGER: created when missing, else made to match, and
+    a field this manager set before and `obj` no longer has is removed from the live object.
+    `force` takes over fields another manager set (e.g. `kubectl edit`): the operator's desired
+    state wins, as with a controller. A Job's pod template is immutable: reconcilers apply a Job
+    only when there is none (or the same one again, after a lost status write)."""
     api, suffix = _api(obj["apiVersion"], obj["kind"])
     meta = obj["metadata"]
-    try:
-        return _raw(getattr(api, f"create_{suffix}")(meta["namespace"], obj, _preload_content=False))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    patch = {k: v for k, v in obj.items() if k in ("spec", "data", "stringData")}
-    patch["metadata"] = {k: v for k, v in meta.items() if k in ("labels", "annotations", "ownerReferences")}
-    if obj["kind"] == "Job":
-        patch.pop("spec", None)  # a Job's pod template is immutable; only suspend/parallelism change
-        if "suspend" in obj.get("spec", {}):
-            patch["spec"] = {"suspend": obj["spec"]["suspend"]}
     return _raw(
-        getattr(api, f"patch_{suffix}")(meta["name"], meta["namespace"], patch, _preload_content=False)
+        getattr(api, f"patch_{suffix}")(
+            meta["name"],
+            meta["namespace"],
+            obj,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+            _preload_content=False,
+        )
+    )
+
+
+def create(obj: dict[str, Any]) -> dict:
+    """Create `obj`; a 409 (already there) is the caller's to handle (the leader election's race)."""
+    api, suffix = _api(obj["apiVersion"], obj["kind"])
+    return _raw(getattr(api, f"create_{suffix}")(obj["metadata"]["namespace"], obj, _preload_content=False))
+
+
+def replace(obj: dict[str, Any]) -> dict:
+    """Replace `obj` at its metadata.resourceVersion: a 409 when someone wrote it meanwhile."""
+    api, suffix = _api(obj["apiVersion"], obj["kind"])
+    meta = obj["metadata"]
+    return _raw(
+        getattr(api, f"replace_{suffix}")(meta["name"], meta["namespace"], obj, _preload_content=False)
     )
 
 
@@ -158,23 +198,23 @@ def pod_log(namespace: str, name: str, container: str, tail_lines: int) -> str:
 
 
 def apply_custom(obj: dict[str, Any]) -> dict:
-    """Create a custom object of any group (e.g. a Volcano PodGroup); 409 means already there."""
+    """Server-side apply of a custom object of any group (e.g. a Volcano PodGroup), as `apply`."""
     api = client.CustomObjectsApi(api_client())
     group, version = obj["apiVersion"].split("/")
     plural = obj["kind"].lower() + "s"
     meta = obj["metadata"]
-    try:
-        return _raw(
-            api.create_namespaced_custom_object(
-                group, version, meta["namespace"], plural, obj, _preload_content=False
-            )
-        )
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
     return _raw(
-        api.get_namespaced_custom_object(
-            group, version, meta["namespace"], plural, meta["name"], _preload_content=False
+        api.patch_namespaced_custom_object(
+            group,
+            version,
+            meta["namespace"],
+            plural,
+            meta["name"],
+            obj,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+            _preload_content=False,
         )
     )
 

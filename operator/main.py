@@ -2,17 +2,18 @@
 
     python -m capstan_operator        (configuration from CAPSTAN_* variables; see config.py)
 
-Standalone by default. With leader election on, replicas peer through kopf's peering objects
-(named `capstan`): each takes a distinct priority from its identity, the highest one serves and
-the others stay paused until its peering record expires. kopf stops gracefully on SIGTERM/SIGINT
+Standalone by default. With leader election on, replicas elect a leader on a Lease (leader.py)
+and only the leader's workers reconcile; the others watch and wait to take over. kopf stops gracefully on SIGTERM/SIGINT
 (running handlers finish, watches close), then the metrics server is shut down.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
-import zlib
+import uuid
 
 import kopf
 
@@ -23,9 +24,9 @@ from capstan_operator.controller import Controller, Reconcile
 from capstan_operator.dataset import reconcile as reconcile_dataset
 from capstan_operator.deployment import reconcile as reconcile_deployment
 from capstan_operator.evaluation import reconcile as reconcile_evaluation
+from capstan_operator.leader import LeaderElector
 from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
 
-PEERING_NAME = "capstan"
 COMPONENT = "capstan-operator"
 log = logging.getLogger("capstan.operator")
 
@@ -44,21 +45,15 @@ def build_settings(config: OperatorConfig, identity: str) -> kopf.OperatorSettin
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.peering.name = PEERING_NAME
-    settings.peering.standalone = not config.leader_election
-    settings.peering.mandatory = config.leader_election
-    settings.peering.clusterwide = not config.namespaces
-    settings.peering.priority = peering_priority(identity) if config.leader_election else 0
+    # Standalone even with leader election: kopf's peering pauses only its own watches, not our
+    # worker threads; leader.py's Lease gates the workers, and every replica keeps watching.
+    settings.peering.standalone = True
+    settings.peering.mandatory = False
     # Watches reconnect every few minutes so a silently dropped connection cannot stall the operator.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     return settings
-
-
-def peering_priority(identity: str) -> int:
-    """A stable priority per replica; kopf freezes every peer when two share one."""
-    return 1 + zlib.crc32(identity.encode()) % 1_000_000
 
 
 def configure_logging(level: str) -> None:
@@ -83,14 +78,27 @@ def reconcilers() -> dict[str, Reconcile]:
 def run(config: OperatorConfig | None = None) -> int:
     config = config or OperatorConfig.from_env()
     configure_logging(config.log_level)
-    identity = f"{socket.gethostname()}"
+    # Unique per process (two replicas on one host, or a restarted container, never share one).
+    identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     registry = kopf.OperatorRegistry()
     # A registry of our own does not get kopf's default login: in-cluster token or kubeconfig.
     kopf.on.login(registry=registry)(kopf.login_via_client)
     controller = Controller(reconcilers(), config, workers=config.workers)
     handlers.register(registry, controller)
+    elector = None
+    if config.leader_election:
+        # Lost the lease: exit (kopf stops on SIGTERM) so this replica restarts as a standby.
+        elector = LeaderElector(
+            config.lease_namespace, identity, controller.leading, lambda: os.kill(os.getpid(), signal.SIGTERM)
+        )
+        kopf.on.startup(registry=registry)(lambda **_: elector.start())
+        kopf.on.cleanup(registry=registry)(lambda **_: elector.stop())
     kopf.on.startup(registry=registry)(lambda **_: controller.start())
     kopf.on.cleanup(registry=registry)(lambda **_: controller.stop())
+    # /healthz answers 500 when a probe raises; PERMANENT so kopf does not retry it with back-off.
+    kopf.on.probe(id="workers", errors=kopf.ErrorsMode.PERMANENT, registry=registry)(
+        lambda **_: controller.health()
+    )
     server, _ = metrics.serve(config.bind_address, config.metrics_port)
     log.info(
         "capstan operator starting",
@@ -106,8 +114,7 @@ def run(config: OperatorConfig | None = None) -> int:
         kopf.run(
             registry=registry,
             settings=settings,
-            # standalone/priority/peering_name are left to `settings`: passing peering_name
-            # here would make peering mandatory even when standalone.
+            # peering is left to `settings`: passing peering_name here would make it mandatory.
             liveness_endpoint=f"http://{config.bind_address}:{config.liveness_port}/healthz",
             clusterwide=not config.namespaces,
             namespaces=list(config.namespaces),

@@ -169,6 +169,11 @@ class Checkpointer:
         self.wait()  # at most one save in flight
         t0 = time.perf_counter()
         uri = step_uri(self.root, step)
+        if self.rank == 0 and storage.exists(storage.join(uri, COMMITTED)):
+            # A folder of the same step from before (another run's, continued via init, or one
+            # found unreadable): un-commit it first, so a crash mid-save cannot leave it "committed".
+            fs, path = storage.filesystem(uri)
+            fs.rm(f"{path.rstrip('/')}/{COMMITTED}")
         fut = dcp.async_save(
             state, storage_writer=_writer(uri), process_group=self.pg, no_dist=not dist.is_initialized()
         )

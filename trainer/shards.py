@@ -106,5 +106,24 @@ def encode_shard(tokens: np.ndarray, dtype: str) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+def verify_checksums(manifest_uri: str, manifest: Manifest) -> None:
+    """Every shard's sha256 is the manifest's; raises ValueError naming the first that differs.
+    Reads every byte, so it is the start-up check (`--validate-only`), not the loader's."""
+    base = manifest_uri.rsplit("/", 1)[0] if manifest_uri.endswith(".json") else manifest_uri
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            uri = storage.join(base, shard.path)
+            digest = hashlib.sha256()
+            fs, path = storage.filesystem(uri)
+            with fs.open(path, "rb") as f:
+                while chunk := f.read(8 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != shard.sha256:
+                raise ValueError(
+                    f"{uri}: sha256 {digest.hexdigest()} differs from the manifest's {shard.sha256} "
+                    "(the shard changed or was corrupted after preparation)"
+                )
+
+
 def decode_shard(data: bytes, dtype: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))

@@ -58,6 +58,10 @@ def revision_selector(body: dict, revision: int | None = None) -> str:
     return sel if revision is None else f"{sel},{LABEL_REVISION}={revision}"
 
 
+# Where each runtime reads its API key from (vLLM: the default of --api-key).
+API_KEY_ENV = {"builtin": "CAPSTAN_API_KEY", "vllm": "VLLM_API_KEY"}
+
+
 def _server_command(body: dict, spec: DeploymentSpec, model_uri: str) -> list[str]:
     s = spec.server
     if spec.runtime == "vllm":
@@ -73,6 +77,8 @@ def _server_command(body: dict, spec: DeploymentSpec, model_uri: str) -> list[st
         "--served-model-name", model_name(body, spec), "--port", str(PORT),
         "--max-batch-size", str(s.max_batch_size), "--max-queue", str(s.max_queue),
         "--max-model-len", str(s.max_model_len),
+        "--max-prompts-per-request", str(s.max_prompts_per_request),
+        "--request-timeout-seconds", str(s.request_timeout_seconds),
     ]  # fmt: skip
 
 
@@ -111,6 +117,11 @@ def deployment(
     env = children.workload_env(body, cfg)
     # The built-in server binds the pod IP (every local pod has its own loopback address).
     env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    key = spec.server.api_key_secret
+    if key is not None:
+        # The kubelet reads the Secret into the environment; the operator never sees the key.
+        ref = {"secretKeyRef": {"name": key.name, "key": key.key}}
+        env.append({"name": API_KEY_ENV[spec.runtime], "valueFrom": ref})
     container = {
         "name": CONTAINER,
         "image": spec.image or cfg.workload_image,

@@ -99,7 +99,7 @@ def _complete(draft: StatusDraft, job: dict, cfg: OperatorConfig) -> Outcome:
     """Read the workload's status.json (the output URI is in the ConfigMap the Job ran with)."""
     spec = _workload_spec(job["metadata"]["namespace"], job["metadata"]["name"])
     output_uri = spec.get("outputUri", "")
-    doc = objectstore.read_json(files.join(output_uri, files.EVALUATION_STATUS_FILE), cfg)
+    doc = objectstore.read_json(files.join(output_uri, files.EVALUATION_STATUS_FILE), cfg, "spec.outputUri")
     if doc is None:
         return _fail(
             draft,

@@ -11,6 +11,7 @@ from typing import Any
 from torchx import specs
 from torchx.specs import macros
 
+from capstan_api import exitcodes
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator import children
 from capstan_operator.config import OperatorConfig
@@ -23,6 +24,14 @@ LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 ANNOTATION_VOLCANO_GROUP = "scheduling.k8s.io/group-name"
 VOLCANO_API = "scheduling.volcano.sh/v1beta1"
 SHM_VOLUME = "dshm"
+STOPPED_RULE = {
+    "action": "FailJob",
+    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [exitcodes.STOPPED]},
+}
+"""STOPPED_RULE: a trainer that stopped after checkpointing fails the Job with reason
+PodFailurePolicy, so the Job says why even once its pods are gone (the operator then recreates
+the gang without counting a restart); with a pod failure policy a deleted pod also counts as
+failed only once it has exited, so its exit code is seen."""
 
 
 def job_name(name: str) -> str:
@@ -42,7 +51,9 @@ def rendezvous_host(name: str, namespace: str) -> str:
 def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: OperatorConfig) -> specs.Role:
     """The torchrun role with macros substituted for pod `$(JOB_COMPLETION_INDEX)` of the gang.
 
-    `python -m torch.distributed.run` is torchrun itself; it needs no console script on PATH."""
+    `python -m capstan_trainer.train.launch ARGS` runs `python -m torch.distributed.run ARGS`
+    (torchrun, no console script needed) and exits 4 when the workers stopped after a checkpoint,
+    which torchrun itself reports as 1."""
     r, fp = spec.resources, spec.failure_policy
     role = specs.Role(
         name=CONTAINER,
@@ -50,7 +61,7 @@ def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: Operator
         entrypoint="python",
         args=[
             "-m",
-            "torch.distributed.run",
+            "capstan_trainer.train.launch",
             f"--nnodes={r.min_nodes}:{r.max_nodes}",
             f"--nproc-per-node={r.nproc_per_node}",
             "--rdzv-backend=c10d",
@@ -186,6 +197,7 @@ def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any
             # A lost pod fails the whole Job at once; the operator recreates the gang (torchrun
             # handles worker crashes inside a pod on its own).
             "backoffLimit": 0,
+            "podFailurePolicy": {"rules": [STOPPED_RULE]},
             # Kueue admits the Job by unsuspending it.
             "suspend": s.scheduler == "kueue",
             "template": {"metadata": template_meta, "spec": pod_spec(body, spec, cfg)},
@@ -214,6 +226,10 @@ def build(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> list[dict[s
     URIs, initial checkpoint and checkpoint root filled in), in creation order."""
     name = body["metadata"]["name"]
     resource = children.resolved_resource(body, spec.to_wire())
+    if body["metadata"].get("uid"):
+        # The trainer records it as each checkpoint's owner: a run recreated under the same name
+        # must not resume the old one's checkpoints.
+        resource["metadata"]["uid"] = body["metadata"]["uid"]
     out = [children.config_map(body, job_name(name), COMPONENT, resource), service(body)]
     if spec.scheduling.scheduler == "volcano":
         out.append(pod_group(body, spec))

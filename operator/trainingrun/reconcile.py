@@ -2,7 +2,8 @@
 
 finished -> stop; resolve dependencies (Waiting / fail with theirs); suspend -> delete the gang;
 a gang being torn down -> wait; Job complete -> Succeeded; permanent error (exit 3) -> Failed;
-a lost pod or failed Job -> recreate the gang (restarts += 1, up to failurePolicy.maxRestarts);
+a lost pod or failed Job -> recreate the gang (restarts += 1, up to failurePolicy.maxRestarts;
+not counted when the pods stopped after checkpointing, exit 4);
 not all pods Running within gangTimeoutSeconds -> tear down, back off, retry;
 all Running -> progress from progress.json; nothing there -> create the children.
 """
@@ -21,12 +22,13 @@ from capstan_operator.config import OperatorConfig
 from capstan_operator.jobs import blocked, job_condition, pod_failure, terminated_containers
 from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
 from capstan_operator.trainingrun import build
-from capstan_operator.trainingrun.resolve import resolve
+from capstan_operator.trainingrun.resolve import checkpoint_taken, resolve
 
 DONE = (Phase.SUCCEEDED, Phase.EARLY_STOPPED, Phase.FAILED)
 SHORT_POLL = 1.0
 WAIT_POLL = 5.0
 MAX_PROGRESS_POLL = 30.0  # the issue asks for progress at least every 30 s
+STOP_SLACK_S = 10.0  # after a deleted pod's grace period, before its exit code is given up on
 
 
 @dataclass
@@ -82,8 +84,25 @@ def progress_fields(doc: dict, running_pods: int | None) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _report_unreadable(draft: StatusDraft, progress: dict) -> None:
+    """A Warning Event for each checkpoint the trainers newly found unreadable (kept in status)."""
+    known = {c["uri"] for c in draft.get("unreadableCheckpoints") or []}
+    found = files.TrainingProgress.model_validate(progress).unreadable_checkpoints
+    new = [c for c in found if c.uri not in known]
+    for c in new:
+        draft.event(
+            "Warning", "CheckpointUnreadable", f"{c.uri} (step {c.step}) could not be loaded: {c.reason}"
+        )
+    if new:
+        draft.set(
+            unreadableCheckpoints=[*(draft.get("unreadableCheckpoints") or []), *(c.to_wire() for c in new)]
+        )
+
+
 def _read_progress(spec: TrainingRunSpec, cfg: OperatorConfig) -> dict | None:
-    return objectstore.read_json(files.join(spec.checkpoint.uri, files.PROGRESS_FILE), cfg)
+    return objectstore.read_json(
+        files.join(spec.checkpoint.uri, files.PROGRESS_FILE), cfg, "spec.checkpoint.uri"
+    )
 
 
 def _read_dependencies(ns: str, spec: TrainingRunSpec) -> tuple[dict, dict]:
@@ -200,7 +219,8 @@ def _complete(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome:
 
 def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
     """A permanent error fails the run at once; a lost pod or a failed Job recreates the gang
-    (up to failurePolicy.maxRestarts). None when nothing failed."""
+    (up to failurePolicy.maxRestarts), for free when every pod that ended had stopped after
+    checkpointing (exit 4: nothing was lost). None when nothing failed."""
     pods = gang.pods or []
     failed = [p for p in pods if _pod_phase(p) == "Failed" or terminated_containers(p)]
     exits = [(p, t.get("exitCode")) for p in failed for _, t in terminated_containers(p)]
@@ -211,21 +231,47 @@ def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
     job_failed = job_condition(gang.job, "Failed")
     if not (job_failed or failed or lost):
         return None
+    stopping = [p for p in lost if _stopping(p)]
+    if stopping:
+        # Its trainer is checkpointing on SIGTERM: its exit code says whether a restart is spent.
+        msg = f"pod {stopping[0]['metadata']['name']} is stopping (checkpointing the step it reached)"
+        return draft.phase(Phase.SCHEDULING, msg).outcome(SHORT_POLL)
     if failed:
         why = pod_failure(failed[0])[1]
     elif lost:
         why = f"pod {lost[0]['metadata']['name']} was deleted (node or pod lost)"
     else:
         why = f"Job {gang.job_name} failed: {job_failed.get('message', '')}"
+    first_line = why.split("\n", 1)[0]
     restarts = int(draft.get("restarts") or 0)
-    if restarts >= gang.spec.failure_policy.max_restarts:
+    stopped = _stopped_after_checkpoint(failed, lost, job_failed)
+    if not stopped and restarts >= gang.spec.failure_policy.max_restarts:
         return _fail(draft, "RestartsExhausted", f"{restarts} gang restarts used up; last failure: {why}")
     kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
-    first_line = why.split("\n", 1)[0]
-    draft.set(restarts=restarts + 1)
-    draft.event("Warning", "GangRestart", f"restart {restarts + 1}: {why}")
+    if stopped:
+        draft.event(
+            "Normal", "GangRecreated", f"pods stopped after checkpointing, not counted as a restart: {why}"
+        )
+    else:
+        draft.set(restarts=restarts + 1)
+        draft.event("Warning", "GangRestart", f"restart {restarts + 1}: {why}")
     draft.condition(st.GANG_SCHEDULED, "Unknown", "Restarting", first_line)
     return draft.phase(Phase.SCHEDULING, f"recreating the gang after: {first_line}").outcome(SHORT_POLL)
+
+
+def _stopping(pod: dict) -> bool:
+    """Deleted, still running and within its grace period (plus slack for the status update)."""
+    ended = _pod_phase(pod) in ("Failed", "Succeeded") or terminated_containers(pod)
+    return not ended and seconds_since(pod["metadata"]["deletionTimestamp"]) < STOP_SLACK_S
+
+
+def _stopped_after_checkpoint(failed: list[dict], lost: list[dict], job_failed: dict | None) -> bool:
+    """Every pod seen failed or lost exited STOPPED, and one did, or the Job itself failed by its
+    STOPPED rule (build.STOPPED_RULE): its pods may be gone before a reconcile lists them."""
+    ended = {p["metadata"]["name"]: p for p in failed + lost}.values()
+    codes = [[t.get("exitCode") for _, t in terminated_containers(p)] for p in ended]
+    by_rule = (job_failed or {}).get("reason") == "PodFailurePolicy"
+    return all(c == [exitcodes.STOPPED] for c in codes) and (bool(codes) or by_rule)
 
 
 def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome | None:
@@ -261,6 +307,7 @@ def _running(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome:
     progress = _read_progress(gang.spec, cfg)
     if progress:
         draft.set(**progress_fields(progress, gang.running))
+    _report_unreadable(draft, progress or {})
     msg = f"training, step {draft.get('step', 0)}/{total}"
     draft.condition(st.PROGRESSING, "True", "Training", msg)
     return draft.phase(Phase.RUNNING, msg, "Running").outcome(
@@ -276,6 +323,10 @@ def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> 
         if left > 0:
             return draft.outcome(left)
     spec, job_name, nodes = gang.spec, gang.job_name, gang.nodes
+    # Only here, before pods exist: one listing per gang, not per progress poll.
+    taken = checkpoint_taken(body, spec.checkpoint.uri, kube.list_custom("trainingruns", gang.namespace))
+    if taken:
+        return _fail(draft, "CheckpointUriInUse", taken)
     for child in build.build(body, spec, cfg):
         if child["kind"] == "PodGroup":
             kube.apply_custom(child)

@@ -4,10 +4,13 @@ caller passes the referenced objects (None when missing)."""
 
 from __future__ import annotations
 
+from capstan_api.status import RUN_DONE, Phase
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator import refs
 from capstan_operator.config import OperatorConfig
 from capstan_operator.refs import Resolution
+
+FINISHED = (*RUN_DONE, Phase.FAILED)
 
 
 def resolve(
@@ -43,3 +46,26 @@ def resolve(
         return blocked
     resolved = spec.model_copy(update={"datasets": entries, "init": init, "checkpoint": ckpt})
     return Resolution(spec=TrainingRunSpec.model_validate(resolved.model_dump()))
+
+
+def checkpoint_taken(body: dict, uri: str, others: list[dict]) -> str:
+    """Why this run may not write checkpoints to `uri`, or "" when it may: another live run of
+    the namespace writes there and came first (it has started, or was created earlier; names
+    break a tie, so of two runs created together exactly one goes ahead)."""
+    me = body["metadata"]
+
+    def rank(o: dict) -> tuple[bool, str, str]:
+        m = o["metadata"]
+        return (not (o.get("status") or {}).get("startTime"), m.get("creationTimestamp", ""), m["name"])
+
+    for other in others:
+        m, status = other["metadata"], other.get("status") or {}
+        if m["name"] == me["name"] or m.get("deletionTimestamp") or status.get("phase") in FINISHED:
+            continue
+        theirs = status.get("outputUri") or ((other.get("spec") or {}).get("checkpoint") or {}).get("uri")
+        if theirs and theirs.rstrip("/") == uri.rstrip("/") and rank(other) < rank(body):
+            return (
+                f"spec.checkpoint.uri {uri} is already written by TrainingRun {m['name']} "
+                f"({status.get('phase') or 'Pending'}); two live runs cannot share a checkpoint location"
+            )
+    return ""

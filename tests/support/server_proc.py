@@ -74,9 +74,9 @@ def get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
-def post(url: str, body: dict | bytes, timeout: float = 60) -> tuple[int, dict]:
+def post(url: str, body: dict | bytes, timeout: float = 60, headers: dict | None = None) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers=JSON_HEADERS)
+    req = urllib.request.Request(url, data=data, headers={**JSON_HEADERS, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
@@ -84,10 +84,10 @@ def post(url: str, body: dict | bytes, timeout: float = 60) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def stream(url: str, body: dict, timeout: float = 60) -> list[dict | str]:
+def stream(url: str, body: dict, timeout: float = 60, headers: dict | None = None) -> list[dict | str]:
     """POST with stream=true; the parsed `data:` payloads in order ("[DONE]" kept as a string)."""
     req = urllib.request.Request(
-        url, data=json.dumps({**body, "stream": True}).encode(), headers=JSON_HEADERS
+        url, data=json.dumps({**body, "stream": True}).encode(), headers={**JSON_HEADERS, **(headers or {})}
     )
     out: list[dict | str] = []
     with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -98,3 +98,12 @@ def stream(url: str, body: dict, timeout: float = 60) -> list[dict | str]:
                 data = line[len("data: ") :]
                 out.append(data if data == "[DONE]" else json.loads(data))
     return out
+
+
+def get_json(url: str, headers: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

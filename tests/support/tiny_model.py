@@ -149,7 +149,7 @@ def build(root: Path, seed: int = 0) -> TinyModel:
     out = f"{root}/export"
     export(step, out)
     texts = [" ".join(f"w{t}" for t in d) for d in validation]
-    return TinyModel(dataset, step, out, texts)
+    return TinyModel(dataset, step, f"file://{out}", texts)
 
 
 _built: dict[str, TinyModel] = {}

@@ -4,6 +4,8 @@ OpenAI's shape, and each finished /v1/ request is counted by status."""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
 
 from aiohttp import web
@@ -12,7 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from capstan_trainer.serve.chat import chat
 from capstan_trainer.serve.completions import completions
 from capstan_trainer.serve.protocol import ApiError
-from capstan_trainer.serve.state import STATE, ServerState
+from capstan_trainer.serve.relay import close_stream, sse
+from capstan_trainer.serve.state import STATE, STREAM, ServerState
 
 log = logging.getLogger("capstan.serve")
 
@@ -22,7 +25,7 @@ async def errors(request: web.Request, handler):
     st = request.app[STATE]
     counted = request.path.startswith("/v1/")
     try:
-        resp = await handler(request)
+        resp = await _guarded(request, handler, st)
     except ApiError as exc:
         resp = web.json_response(exc.body(), status=exc.status)
     except web.HTTPException as exc:  # routing (404/405) and body size (413) errors
@@ -35,6 +38,30 @@ async def errors(request: web.Request, handler):
     if counted:
         st.metrics.requests.labels(str(resp.status)).inc()
     return resp
+
+
+async def _guarded(request: web.Request, handler, st: ServerState) -> web.StreamResponse:
+    """The API key (on /v1/ only: probes and metrics stay open, as with vLLM's --api-key) and the
+    request deadline, after which the generation is cancelled."""
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    key = st.limits.api_key
+    if key:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+            raise ApiError(
+                401, "a valid API key is required (Authorization: Bearer ...)", code="invalid_api_key"
+            )
+    try:
+        async with asyncio.timeout(st.limits.request_timeout_s):
+            return await handler(request)
+    except TimeoutError:
+        err = ApiError(504, f"request exceeded {st.limits.request_timeout_s:g} s", "timeout", code="timeout")
+        stream = request.get(STREAM)
+        if stream is None:
+            raise err from None
+        await stream.write(sse(err.body()))  # headers are sent: the error is the last event
+        return await close_stream(stream)
 
 
 async def models(request: web.Request) -> web.Response:

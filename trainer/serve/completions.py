@@ -30,7 +30,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     st, eng, body = await read_request(request, CompletionRequest)
     if body.best_of not in (None, body.n):
         raise ApiError(400, "best_of: only best_of == n is supported", param="best_of")
-    prompts = completion_prompts(eng, body.prompt)
+    prompts = completion_prompts(eng, body.prompt, st.limits.max_prompts)
     validate_lengths(eng, prompts, body.max_tokens)
     reply = _Reply(st.model_name, eng, body)
     with st.in_flight():

@@ -24,6 +24,11 @@ async def read_request(request: web.Request, cls: type[Body]) -> tuple[ServerSta
     st = request.app[STATE]
     eng = st.accepting()
     body = parse(cls, await _json(request))
+    if body.n > eng.max_batch_size:
+        # The n choices of a prompt decode together, so they must fit in one batch.
+        raise ApiError(
+            400, f"n: {body.n} exceeds the server's max batch size {eng.max_batch_size}", param="n"
+        )
     if body.model is not None and body.model != st.model_name:
         raise ApiError(
             404,
@@ -41,7 +46,7 @@ async def _json(request: web.Request) -> object:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
 
 
-def completion_prompts(eng: Engine, prompt) -> list[list[int]]:
+def completion_prompts(eng: Engine, prompt, max_prompts: int) -> list[list[int]]:
     """The token ids of each prompt of a completions request (a string, ids, or a list of either)."""
     tok, eos = eng.loaded.tokenizer, eng.loaded.eos_id
     if isinstance(prompt, str) or prompt and all(isinstance(x, int) for x in prompt):
@@ -50,6 +55,10 @@ def completion_prompts(eng: Engine, prompt) -> list[list[int]]:
         items = list(prompt)
     if not items:
         raise ApiError(400, "prompt: must not be empty", param="prompt")
+    if len(items) > max_prompts:
+        raise ApiError(
+            400, f"prompt: {len(items)} prompts, at most {max_prompts} per request", param="prompt"
+        )
     out = []
     for item in items:
         ids = tok.encode(item, add_special_tokens=False).ids if isinstance(item, str) else list(item)

@@ -15,7 +15,7 @@ from aiohttp import web
 from capstan_trainer.generation.engine import Engine, Event, QueueFull, Request, TokenLogprob
 from capstan_trainer.generation.sampling import SamplingParams
 from capstan_trainer.serve.protocol import ApiError
-from capstan_trainer.serve.state import ServerState
+from capstan_trainer.serve.state import STREAM, ServerState
 
 
 async def events(st: ServerState, prompt: list[int], params: SamplingParams, n: int) -> AsyncIterator[Event]:
@@ -97,6 +97,7 @@ def sse(payload: dict | str) -> bytes:
 async def open_stream(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
+    request[STREAM] = resp  # so a deadline that passes mid-stream can still end it properly
     return resp
 
 

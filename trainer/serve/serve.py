@@ -2,6 +2,10 @@
 
     python -m capstan_trainer.serve --model URI [--host H --port P] [--max-batch-size 16]
         [--max-queue 64] [--max-model-len 0] [--served-model-name NAME] [--device auto]
+        [--max-prompts-per-request 16] [--request-timeout-seconds 600] [--max-body-bytes 8388608]
+
+With $CAPSTAN_API_KEY set (from a Secret; or --api-key), /v1/ requests need
+`Authorization: Bearer <key>`, as with vLLM's --api-key; /healthz, /readyz and /metrics stay open.
 
 URI is a checkpoint (step folder or root) or a Hugging Face export directory. The HTTP server
 starts first (/healthz answers, /readyz says 503 until the model is loaded and a one-token
@@ -25,7 +29,7 @@ from capstan_trainer import model_load
 from capstan_trainer.generation.engine import Engine
 from capstan_trainer.generation.sampling import SamplingParams
 from capstan_trainer.serve.app import make_app
-from capstan_trainer.serve.state import ServerState
+from capstan_trainer.serve.state import Limits, ServerState
 
 log = logging.getLogger("capstan.serve")
 
@@ -49,12 +53,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dtype", choices=sorted(DTYPES), default="auto", help="auto: bfloat16 on GPU, float32 on CPU"
     )
     p.add_argument("--drain-seconds", type=float, default=30.0, help="how long SIGTERM waits for requests")
+    p.add_argument(
+        "--max-prompts-per-request", type=int, default=16, help="prompts in one completions request"
+    )
+    p.add_argument(
+        "--request-timeout-seconds", type=float, default=600.0, help="longest a request may run; then 504"
+    )
+    p.add_argument("--max-body-bytes", type=int, default=8 << 20, help="larger request bodies get 413")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("CAPSTAN_API_KEY", ""),
+        help="default $CAPSTAN_API_KEY; empty: none",
+    )
     a = p.parse_args(argv)
-    for name in ("max_batch_size", "port"):
+    for name in ("max_batch_size", "port", "max_prompts_per_request", "max_body_bytes"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.max_queue < 0 or a.max_model_len < 0:
         p.error("--max-queue and --max-model-len must not be negative")
+    if a.request_timeout_seconds <= 0:
+        p.error("--request-timeout-seconds must be above 0")
     return a
 
 
@@ -70,8 +88,10 @@ def load_engine(a: argparse.Namespace) -> Engine:
 
 async def serve(a: argparse.Namespace) -> int:
     name = a.served_model_name or a.model.rstrip("/").rsplit("/", 1)[-1]
-    state = ServerState(model_name=name)
-    runner = web.AppRunner(make_app(state), handler_cancellation=True, access_log=None)
+    limits = Limits(a.max_prompts_per_request, a.request_timeout_seconds, a.api_key)
+    state = ServerState(model_name=name, limits=limits)
+    app = make_app(state, max_body_bytes=a.max_body_bytes)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, a.host, a.port)
     await site.start()

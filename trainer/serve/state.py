@@ -15,9 +15,22 @@ from capstan_trainer.serve.metrics import ServerMetrics
 from capstan_trainer.serve.protocol import ApiError
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server; beyond them it gets a 4xx, never a 500."""
+
+    max_prompts: int = 16
+    """max_prompts: prompts in one completions request."""
+    request_timeout_s: float = 600.0
+    """request_timeout_s: longest a generation request may run; after it, 504 (or the stream ends)."""
+    api_key: str = ""
+    """api_key: when set, /v1/ requests need `Authorization: Bearer <api_key>`."""
+
+
 @dataclass
 class ServerState:
     model_name: str
+    limits: Limits = field(default_factory=Limits)
     engine: Engine | None = None
     ready: bool = False
     draining: bool = False
@@ -48,3 +61,5 @@ class ServerState:
 
 
 STATE = web.AppKey("state", ServerState)
+STREAM = "capstan.stream"
+"""STREAM: the request key of a server-sent-events response once its headers are sent."""

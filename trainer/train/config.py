@@ -5,6 +5,7 @@ batch arithmetic. Everything here runs before any process group exists, and ever
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from capstan_api.common import InvalidResource
@@ -65,6 +66,22 @@ class TrainConfig:
     """init_checkpoint: a committed step folder to take the initial weights from ("" = scratch)."""
     tokenizer_uri: str = ""
     """tokenizer_uri: the first source's tokenizer.json, copied into each checkpoint."""
+    uid: str = ""
+    """uid: the TrainingRun's metadata.uid ("" without a cluster), recorded as each checkpoint's owner."""
+
+    @property
+    def fingerprint(self) -> str:
+        """The settings that shape training (not its length, schedule or cadence): checkpoints
+        made with other ones are another run's."""
+        o = self.optimizer
+        shape = {
+            "model": self.model.to_dict(),
+            "data": self.dataset_meta(),
+            "batch": [o.global_batch_tokens, o.seq_len],
+            "seed": o.seed,
+            "init": self.init_checkpoint,
+        }
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def batch_seqs(self) -> int:
@@ -112,7 +129,9 @@ def model_config(spec: TrainingRunSpec, vocab_size: int) -> ModelConfig:
         raise ConfigError(f"spec.model: {exc}") from exc
 
 
-def _open_source(i: int, entry, need_validation: bool, check_storage: bool) -> Source:
+def _open_source(
+    i: int, entry, need_validation: bool, check_storage: bool, checksums: bool = False
+) -> Source:
     where = f"spec.datasets[{i}]"
     if entry.dataset_ref and not entry.uri:
         raise ConfigError(
@@ -134,6 +153,11 @@ def _open_source(i: int, entry, need_validation: bool, check_storage: bool) -> S
                 loader.check_shards(split)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"{where}.uri: {exc}") from exc
+    if checksums:
+        try:
+            shards.verify_checksums(uri, manifest)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{where}.uri: {exc}") from exc
     return Source(uri, entry.weight, manifest, train, validation)
 
 
@@ -150,8 +174,15 @@ def _check_writable(uri: str) -> None:
         raise ConfigError(f"spec.checkpoint.uri: cannot reach {uri}: {exc}") from exc
 
 
-def resolve(spec: TrainingRunSpec, name: str = "trainingrun", check_storage: bool = True) -> TrainConfig:
-    """Everything the trainer needs, checked; raises ConfigError naming the field."""
+def resolve(
+    spec: TrainingRunSpec,
+    name: str = "trainingrun",
+    check_storage: bool = True,
+    checksums: bool = False,
+    uid: str = "",
+) -> TrainConfig:
+    """Everything the trainer needs, checked; raises ConfigError naming the field. `checksums`
+    also reads every shard against the manifest's sha256 (`--validate-only` does)."""
     if not spec.checkpoint.uri:
         raise ConfigError(
             "spec.checkpoint.uri: required to run the trainer (checkpoints and progress.json go there)"
@@ -162,7 +193,7 @@ def resolve(spec: TrainingRunSpec, name: str = "trainingrun", check_storage: boo
             "the operator does that, or set init.checkpointUri"
         )
     need_val = spec.eval.interval_steps > 0
-    sources = [_open_source(i, e, need_val, check_storage) for i, e in enumerate(spec.datasets)]
+    sources = [_open_source(i, e, need_val, check_storage, checksums) for i, e in enumerate(spec.datasets)]
     toks = {s.manifest.tokenizer.get("sha256", "") for s in sources}
     if len(toks) > 1:
         raise ConfigError(
@@ -214,4 +245,5 @@ def resolve(spec: TrainingRunSpec, name: str = "trainingrun", check_storage: boo
         sources=sources,
         init_checkpoint=init,
         tokenizer_uri=tok_uri,
+        uid=uid,
     )

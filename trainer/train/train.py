@@ -7,7 +7,8 @@ The -f file is a TrainingRun resource as the user wrote it or as the operator re
 operator replaces each `datasets[i].datasetRef` by `datasets[i].uri` (that Dataset's manifest URI)
 and `init.fromTrainingRun` by `init.checkpointUri`, and fills in `checkpoint.uri`; an unresolved
 reference is a config error here. Exit codes are in `exitcodes`: 0 done (also early-stopped);
-3 invalid config (permanent); anything else is retryable. `--validate-only` checks the file, the
+3 invalid config (permanent); 4 stopped after checkpointing on SIGTERM (the pod's `launch`
+reports it; torchrun would say 1); anything else is retryable. `--validate-only` checks the file, the
 data and the storage, then exits (0 or 3) without starting any process group: run it before
 torchrun so a bad spec never burns restarts. Running without torchrun works too (a one-process
 group on loopback). Metrics go to stdout as JSON lines and to `progress.json` (see `metrics`).
@@ -25,11 +26,6 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (
-    get_model_state_dict,
-    set_model_state_dict,
-    set_state_dict,
-)
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -39,7 +35,7 @@ from capstan_api.resource import load_resource
 from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer import checkpoint, storage
-from capstan_trainer.train import fault_hook, loader, metrics, parallel, stopping
+from capstan_trainer.train import fault_hook, launch, loader, metrics, parallel, resume, stopping
 from capstan_trainer.train.config import ConfigError, TrainConfig, resolve
 from capstan_trainer.train.step import build_model, build_optimizer, evaluate, lr_at, state_for, train_step
 
@@ -71,13 +67,14 @@ def run(cfg: TrainConfig) -> int:
 
     # ---- resume, or start from an initial checkpoint ---------------------------------------
     ckpt = checkpoint.Checkpointer(cfg.checkpoint.uri, cfg.checkpoint.keep_last, rank, ckpt_group)
-    step, cursor, latest = resume(cfg, ckpt, model, optimizer, watch, rank)
+    step, cursor, latest, skipped = resume.resume(cfg, ckpt, model, optimizer, watch, rank)
     if rank == 0:
         metrics.emit(
             {
                 "event": "start",
                 "step": step,
                 "resumedFrom": latest.uri if latest else None,
+                "skippedUnreadable": [s["uri"] for s in skipped],
                 "init": cfg.init_checkpoint or None,
                 "worldSize": world,
                 "accumulation": accum,
@@ -100,7 +97,7 @@ def run(cfg: TrainConfig) -> int:
         tokenizer=storage.read_bytes(cfg.tokenizer_uri) if rank == 0 else None,
         meta=checkpoint_meta(cfg),
         throughput=metrics.Throughput.start(cfg.model, o.seq_len, device, param_dtype, world),
-        progress=open_progress(cfg, world, step, cursor, latest) if rank == 0 else None,
+        progress=open_progress(cfg, world, step, cursor, latest, skipped) if rank == 0 else None,
     )
     phase = train_loop(s)
 
@@ -150,36 +147,6 @@ class Session:
             self.progress.update(force=True, last_checkpoint={"uri": folder.uri, "step": folder.step})
 
 
-def resume(
-    cfg: TrainConfig,
-    ckpt: checkpoint.Checkpointer,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    watch: stopping.ValidationWatch,
-    rank: int,
-) -> tuple[int, int, checkpoint.StepFolder | None]:
-    """Load this run's newest committed checkpoint (a restart), else the initial weights when
-    init.checkpointUri is set. Returns (step, sequences consumed, the folder resumed from)."""
-    if rank == 0:
-        ckpt.remove_uncommitted()
-    dist.barrier()
-    latest = checkpoint.latest_committed(cfg.checkpoint.uri)
-    if latest is not None:
-        state = state_for(model, optimizer, 0, 0, watch)
-        checkpoint.load_state(latest.uri, state)
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        step, cursor = int(state["scheduler"]["step"]), int(state["loader"]["sequences_consumed"])
-        torch.set_rng_state(state["rng"]["torch"])
-        watch.load_json(state["validation"]["watch"])
-        ckpt.last_committed = latest
-        return step, cursor, latest
-    if cfg.init_checkpoint:
-        msd = get_model_state_dict(model)
-        checkpoint.load_state(cfg.init_checkpoint, {"model": msd})
-        set_model_state_dict(model, msd)
-    return 0, 0, None
-
-
 def open_loader(cfg: TrainConfig, rank: int, world: int, cursor: int) -> loader.TrainLoader:
     """This rank's batches from `cursor` sequences on, in the order the seed fixes."""
     o, sources = cfg.optimizer, cfg.sources
@@ -203,13 +170,19 @@ def checkpoint_meta(cfg: TrainConfig) -> dict:
         "seqLen": cfg.optimizer.seq_len,
         "eosId": cfg.sources[0].manifest.eos_id,
         "init": cfg.init_checkpoint or None,
+        "owner": resume.owner(cfg),
     }
 
 
 def open_progress(
-    cfg: TrainConfig, world: int, step: int, cursor: int, latest: checkpoint.StepFolder | None
+    cfg: TrainConfig,
+    world: int,
+    step: int,
+    cursor: int,
+    latest: checkpoint.StepFolder | None,
+    skipped: list[dict],
 ) -> metrics.Progress:
-    """progress.json, saying Running from the step reached (rank 0)."""
+    """progress.json, saying Running from the step reached and which checkpoints were unreadable (rank 0)."""
     progress = metrics.Progress(cfg.checkpoint.uri, cfg.optimizer.total_steps, world)
     resumed = {"uri": latest.uri, "step": latest.step} if latest else None
     progress.update(
@@ -218,6 +191,7 @@ def open_progress(
         step=step,
         tokens_seen=cursor * cfg.optimizer.seq_len,
         last_checkpoint=resumed,
+        unreadable_checkpoints=skipped,
     )
     return progress
 
@@ -372,13 +346,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         raw, spec = load_resource(args.file, TrainingRunSpec, "TrainingRun")
-        cfg = resolve(spec, name=(raw.get("metadata") or {}).get("name", "trainingrun"))
+        meta = raw.get("metadata") or {}
+        # The init container runs --validate-only once per gang: it pays for reading every shard.
+        cfg = resolve(
+            spec, name=meta.get("name", "trainingrun"), checksums=args.validate_only, uid=meta.get("uid", "")
+        )
         if args.validate_only:
+            resume.own_checkpoints(cfg)  # another run's checkpoints at the root: exit 3 naming them
             print(
                 f"{args.file}: valid; {cfg.model.num_params() / 1e6:.2f}M parameters, {len(cfg.sources)} source(s)"
             )
             return exitcodes.OK
-        return run(cfg)
+        code = run(cfg)
+        if code == exitcodes.STOPPED:
+            launch.mark_stopped()  # after the commit: the pod's launcher then exits STOPPED too
+        return code
     except (InvalidResource, ConfigError) as exc:
         print(f"invalid TrainingRun: {exc}", file=sys.stderr)
         return exitcodes.INVALID_CONFIG

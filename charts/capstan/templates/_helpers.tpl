@@ -33,50 +33,48 @@ app.kubernetes.io/component: operator
 
 {{/* Rules the operator needs in every namespace it watches (Role or ClusterRole). */}}
 {{- define "capstan.namespacedRules" -}}
-# The four kinds: watched by kopf, annotated (progress, diff-base), status written.
+# The four kinds: watched by kopf, read by reconcilers (references, checkpoint owners); the
+# operator writes only their status.
 - apiGroups: ["capstan.dev"]
   resources: ["datasets", "trainingruns", "evaluations", "deployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["capstan.dev"]
   resources: ["datasets/status", "trainingruns/status", "evaluations/status", "deployments/status"]
-  verbs: ["get", "patch"]
-# Children the reconcilers create-or-patch and clean up.
+  verbs: ["patch"]
+# Children carry owner references with blockOwnerDeletion, which clusters that enforce it
+# (OwnerReferencesPermissionEnforcement) allow only with update on the owner's finalizers.
+- apiGroups: ["capstan.dev"]
+  resources: ["datasets/finalizers", "trainingruns/finalizers", "evaluations/finalizers", "deployments/finalizers"]
+  verbs: ["update"]
+# Children, applied server-side (patch creates them too). ConfigMaps and Services are read
+# before a rollout, never listed or deleted (owner references clean them up).
 - apiGroups: [""]
   resources: ["configmaps", "services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "patch"]
+# Jobs and Deployments are watched (kopf) and torn down by the reconcilers.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["patch", "delete"]
 # Volcano PodGroups for TrainingRuns with scheduling.scheduler: volcano.
 - apiGroups: ["scheduling.volcano.sh"]
   resources: ["podgroups"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["patch"]
 # Trainer and serving pods: listed when a Job's counters say a gang is not whole, and for the
 # serving pods' metrics; never watched (their Jobs and Deployments are) and never deleted.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["pods/log"]
-  verbs: ["get"]
-# The object-storage credentials Secret is only read (to check it exists).
-- apiGroups: [""]
-  resources: ["secrets"]
   verbs: ["get"]
 # Events for every transition; listed to find a Job's FailedCreate (a pod admission refused).
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch", "list"]
-{{- if .Values.leaderElection }}
-# kopf peering between replicas (namespaced peering objects).
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
-{{- end }}
 {{- end -}}

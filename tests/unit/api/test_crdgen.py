@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from capstan_api import KINDS, crdgen
+from capstan_api.workload import QUANTITY_PATTERN
 
 CRDS = {info.kind: crdgen.build_crd(info) for info in KINDS.values()}
 # Short names of built-in kinds a user's muscle memory would hit (kubectl api-resources on v1.37).
@@ -114,7 +115,9 @@ def test_bounds_enums_and_patterns_survive():
     assert src["items"]["properties"]["licence"]["pattern"].startswith("^")
     assert src["minItems"] == 1
     requests = props["resources"]["properties"]["requests"]
-    assert requests["additionalProperties"] == {"type": "string"}
+    # A map's values keep their pattern: a request that is not a quantity is refused.
+    assert requests["additionalProperties"]["type"] == "string"
+    assert requests["additionalProperties"]["pattern"] == QUANTITY_PATTERN
 
 
 def test_optional_status_fields_become_their_inner_type():

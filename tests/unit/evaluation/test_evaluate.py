@@ -130,7 +130,7 @@ def evaluated(tiny, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ref(tiny) -> Reference:
-    return Reference(tiny.export_uri)
+    return Reference(tiny.export_uri.removeprefix("file://"))
 
 
 def test_perplexity_matches_transformers(tiny, evaluated, ref):
@@ -226,7 +226,7 @@ def test_checkpoint_and_export_give_the_same_perplexity(tiny, tmp_path, evaluate
 
 def test_invalid_file_exits_3_naming_the_field(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text(_evaluation_yaml("x", {"model": {"uri": "u"}, "gates": [{"metric": "m"}]}))
+    path.write_text(_evaluation_yaml("x", {"model": {"uri": "s3://models/u"}, "gates": [{"metric": "m"}]}))
     assert evaluate.main(["-f", str(path)]) == 3
     assert "spec.gates[0]" in capsys.readouterr().err
     path.write_text(
@@ -253,7 +253,7 @@ def test_export_keeps_lineage_so_a_fine_tuned_model_card_names_its_base(tiny, tm
         _evaluation_yaml(
             "ft-eval",
             {
-                "model": {"uri": str(out)},
+                "model": {"uri": f"file://{out}"},
                 "biasProbes": {"builtin": False},
                 "outputUri": f"file://{tmp_path}/o",
             },

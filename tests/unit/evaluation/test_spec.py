@@ -31,26 +31,26 @@ def test_model_needs_exactly_one_source():
 
 
 def test_perplexity_source_is_one_or_none():
-    spec = {"model": {"uri": "u"}, "datasetRef": {"name": "d"}, "validationUri": "s3://v"}
+    spec = {"model": {"uri": "s3://models/u"}, "datasetRef": {"name": "d"}, "validationUri": "s3://v"}
     assert "at most one of datasetRef or validationUri" in rejected(EvaluationSpec, KIND, spec)
 
 
 def test_gate_needs_a_bound_and_ordered_bounds():
-    no_bound = {"model": {"uri": "u"}, "gates": [{"metric": "perplexity.token_perplexity"}]}
+    no_bound = {"model": {"uri": "s3://models/u"}, "gates": [{"metric": "perplexity.token_perplexity"}]}
     msg = rejected(EvaluationSpec, KIND, no_bound)
     assert "spec.gates[0]" in msg and "a gate needs min, max or both" in msg
-    crossed = {"model": {"uri": "u"}, "gates": [{"metric": "m", "min": 2, "max": 1}]}
+    crossed = {"model": {"uri": "s3://models/u"}, "gates": [{"metric": "m", "min": 2, "max": 1}]}
     assert "gate min must not exceed max" in rejected(EvaluationSpec, KIND, crossed)
 
 
 def test_tasks_are_typed_and_uniquely_named():
     task = {"name": "arith", "type": "exactMatch", "uri": "file:///t.jsonl"}
-    dup = {"model": {"uri": "u"}, "tasks": [task, task]}
+    dup = {"model": {"uri": "s3://models/u"}, "tasks": [task, task]}
     assert "task names must be unique (repeated: arith)" in rejected(EvaluationSpec, KIND, dup)
-    bad_type = {"model": {"uri": "u"}, "tasks": [{**task, "type": "freeform"}]}
+    bad_type = {"model": {"uri": "s3://models/u"}, "tasks": [{**task, "type": "freeform"}]}
     assert "spec.tasks[0].type" in rejected(EvaluationSpec, KIND, bad_type)
 
 
 def test_unknown_field_is_named():
-    msg = rejected(EvaluationSpec, KIND, {"model": {"uri": "u"}, "batchsize": 4})
+    msg = rejected(EvaluationSpec, KIND, {"model": {"uri": "s3://models/u"}, "batchsize": 4})
     assert "spec.batchsize: unknown field" in msg

@@ -6,6 +6,7 @@ recorded in `calls` and every list counted in `lists`."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -29,11 +30,12 @@ class FakeKube:
         monkeypatch.setattr(kube, "apply_custom", self.apply)
         real_read_json = objectstore.read_json
 
-        def read_json(uri: str, cfg) -> dict | None:
+        def read_json(uri: str, cfg, field: str = "uri") -> dict | None:
             if uri in self.files:
                 return copy.deepcopy(self.files[uri])
             # Never reach for a network store from a unit test; local files are real files.
-            return real_read_json(uri, cfg) if uri.startswith("file://") else None
+            local = dataclasses.replace(cfg, allowed_uri_schemes=("file",))
+            return real_read_json(uri, local, field) if uri.startswith("file://") else None
 
         monkeypatch.setattr(objectstore, "read_json", read_json)
 

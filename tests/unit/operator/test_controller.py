@@ -66,3 +66,40 @@ def test_without_a_cached_body_it_gets_and_forgets_a_deleted_resource(monkeypatc
     c.forget(*KEY)  # DELETED
     c.process(KEY)
     assert gets == ["r", "r"] and seen == []
+
+
+def test_liveness_fails_while_a_reconcile_is_stuck_and_recovers(monkeypatch):
+    import threading
+    import time
+
+    import pytest
+
+    from capstan_operator import controller as ctl
+
+    now = [1000.0]
+    release, entered = threading.Event(), threading.Event()
+
+    def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
+        entered.set()
+        assert release.wait(60), "the test never released the reconcile"
+        return Outcome()
+
+    c = Controller({"TrainingRun": reconcile}, OperatorConfig(), workers=1, clock=lambda: now[0])
+    c.observe(KEY, run_body(1))
+    c.start()
+    try:
+        c.enqueue(*KEY)
+        assert entered.wait(30), "the worker never started the reconcile"
+        assert c.health()["busy"] == 1
+        now[0] += ctl.STALL_S + 1
+        with pytest.raises(RuntimeError, match="stuck \\['TrainingRun ns/r for 301 s'\\]"):
+            c.health()
+        release.set()
+        deadline = time.monotonic() + 30
+        while c._busy:
+            assert time.monotonic() < deadline, "the worker did not finish the released reconcile"
+            time.sleep(0.01)
+        assert c.health() == {"queued": 0, "busy": 0, "workers": 1}
+    finally:
+        release.set()
+        c.stop()

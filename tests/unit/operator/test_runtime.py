@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import kopf
-import pytest
 from prometheus_client import generate_latest
 
 from capstan_api import KINDS
 from capstan_operator import handlers, metrics
 from capstan_operator.config import OperatorConfig
 from capstan_operator.controller import Controller
-from capstan_operator.main import build_settings, peering_priority, reconcilers
+from capstan_operator.main import build_settings, reconcilers
 
 
 def test_standalone_by_default_with_annotation_storage():
@@ -23,13 +22,12 @@ def test_standalone_by_default_with_annotation_storage():
     assert s.posting.reporting_instance == "pod-a"
 
 
-def test_leader_election_peers_with_distinct_priorities():
+def test_with_leader_election_kopf_stays_standalone_and_the_workers_wait_for_the_lease():
     cfg = OperatorConfig(leader_election=True, namespaces=("a", "b"))
     s = build_settings(cfg, "pod-a")
-    assert not s.peering.standalone and s.peering.mandatory
-    assert s.peering.name == "capstan" and not s.peering.clusterwide
-    assert s.peering.priority == peering_priority("pod-a") > 0
-    assert peering_priority("pod-a") != peering_priority("pod-b")
+    assert s.peering.standalone and not s.peering.mandatory  # every replica watches
+    assert not Controller({}, cfg).leading.is_set()
+    assert Controller({}, OperatorConfig()).leading.is_set()
 
 
 def test_every_kind_has_a_reconciler():
@@ -69,16 +67,31 @@ def test_own_events_enqueue_only_new_objects_and_new_generations():
     assert len(controller.queue) == 0, "each key was queued once"
 
 
-def test_metrics_count_outcomes_and_durations_per_kind():
-    with metrics.observe("Unit"):
-        pass
-    with pytest.raises(kopf.TemporaryError), metrics.observe("Unit"):
-        raise kopf.TemporaryError("later")
-    with pytest.raises(ValueError), metrics.observe("Unit"):
-        raise ValueError("boom")
+def test_metrics_count_each_outcome_and_the_work_queue_as_controller_runtime_names_it(monkeypatch):
+    from capstan_operator import kube
+    from capstan_operator.status import Outcome
+
+    answers = iter([Outcome(), Outcome(requeue_after=5.0), ValueError("boom")])
+
+    def reconcile(body, cfg):
+        a = next(answers)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    monkeypatch.setattr(kube, "get_custom", lambda *a: {"metadata": {"name": "r", "resourceVersion": "1"}})
+    c = Controller({"Evaluation": reconcile}, OperatorConfig())
+    sample = metrics.REGISTRY.get_sample_value
+
+    def count(outcome):
+        return sample("capstan_reconciles_total", {"kind": "Evaluation", "outcome": outcome}) or 0
+
+    before = {o: count(o) for o in ("ok", "requeue", "error")}
+    retries = sample("workqueue_retries_total", {"name": "capstan"}) or 0
+    for _ in range(3):
+        c.process(("Evaluation", "ns", "r"))
+    assert {o: count(o) - before[o] for o in before} == {"ok": 1, "requeue": 1, "error": 1}
+    assert sample("workqueue_retries_total", {"name": "capstan"}) == retries + 1
+    assert sample("workqueue_depth", {"name": "capstan"}) == 1  # the failed key, queued again
     text = generate_latest(metrics.REGISTRY).decode()
-    assert 'capstan_reconciles_total{kind="Unit",outcome="ok"} 1.0' in text
-    assert 'capstan_reconciles_total{kind="Unit",outcome="retry"} 1.0' in text
-    assert 'capstan_reconciles_total{kind="Unit",outcome="error"} 1.0' in text
-    assert 'capstan_reconcile_errors_total{kind="Unit"} 2.0' in text
-    assert 'capstan_reconcile_duration_seconds_count{kind="Unit"} 3.0' in text
+    assert "retry" not in text.replace("workqueue_retries", "") and "invalid" not in text

@@ -263,7 +263,9 @@ def write(c: Corpus, root) -> None:
 
 
 def spec(source_root: str, output: str, **overrides) -> dict:
-    """A Dataset resource over a corpus written by `write`: main/ under CC-BY-4.0, restricted/ not allowed."""
+    """A Dataset resource over a corpus written by `write`: main/ under CC-BY-4.0, restricted/ not allowed.
+    Local paths become file:// URIs (the spec requires a scheme)."""
+    source_root, output = (u if "://" in u else f"file://{u}" for u in (source_root, output))
     s = {
         "sources": [
             {

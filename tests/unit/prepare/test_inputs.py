@@ -27,9 +27,14 @@ PLAIN = {  # filters and dedup off: every record that parses reaches the output
 }
 
 
+def local(path: Path) -> str:
+    """A local file as the file:// URI the spec requires."""
+    return f"file://{path}"
+
+
 def resource(sources: list[dict], out: Path, **spec) -> dict:
     s = {"sources": sources, **json.loads(json.dumps(PLAIN)), **spec}
-    s["output"] = {**s["output"], "uri": str(out)}
+    s["output"] = {**s["output"], "uri": local(out)}
     return {"apiVersion": "capstan.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": "t"}, "spec": s}
 
 
@@ -53,15 +58,15 @@ def test_every_format_and_compression(tmp_path, capsys):
     for i, t in enumerate(texts[4:]):
         (tmp_path / "txt" / f"{i}.txt").write_text(t)
     sources = [
-        {"uri": str(tmp_path / "a.jsonl.gz"), "licence": "CC-BY-4.0"},
+        {"uri": local(tmp_path / "a.jsonl.gz"), "licence": "CC-BY-4.0"},
         {"uri": f"file://{tmp_path}/*.zst", "licence": "CC-BY-4.0"},
         {
-            "uri": str(tmp_path / "c.parquet"),
+            "uri": local(tmp_path / "c.parquet"),
             "format": "parquet",
             "textField": "content",
             "licence": "CC-BY-4.0",
         },
-        {"uri": str(tmp_path / "txt"), "format": "text", "licence": "CC-BY-4.0"},
+        {"uri": local(tmp_path / "txt"), "format": "text", "licence": "CC-BY-4.0"},
     ]
     code, out = run(tmp_path, resource(sources, tmp_path / "out"), capsys)
     assert code == 0, out
@@ -87,16 +92,16 @@ def test_every_format_and_compression(tmp_path, capsys):
 def test_bad_input_exits_3_naming_the_problem(case, expect, tmp_path, capsys, monkeypatch):
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps({"text": "A fine document about the river and the town."}) + "\n")
-    src = {"uri": str(good), "licence": "CC-BY-4.0"}
+    src = {"uri": local(good), "licence": "CC-BY-4.0"}
     res = resource([src], tmp_path / "out")
     if case == "missing":
-        src["uri"] = str(tmp_path / "nothing-here" / "*.jsonl")
+        src["uri"] = local(tmp_path / "nothing-here" / "*.jsonl")
     elif case == "corrupt-gzip":
         (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip at all")
-        src["uri"] = str(tmp_path / "bad.jsonl.gz")
+        src["uri"] = local(tmp_path / "bad.jsonl.gz")
     elif case == "corrupt-parquet":
         (tmp_path / "bad.parquet").write_bytes(b"PAR1 but not really")
-        src.update(uri=str(tmp_path / "bad.parquet"), format="parquet")
+        src.update(uri=local(tmp_path / "bad.parquet"), format="parquet")
     elif case == "no-licence":
         del src["licence"]
     elif case == "malformed":
@@ -117,7 +122,7 @@ def test_bad_input_exits_3_naming_the_problem(case, expect, tmp_path, capsys, mo
         monkeypatch.setenv("CAPSTAN_ALLOWED_LICENCES", "CC0-1.0")
         res["spec"]["allowedLicences"] = ["CC-BY-4.0"]
     elif case == "tokenizer":
-        res["spec"]["tokenizer"] = {"uri": str(tmp_path / "missing-tokenizer.json")}
+        res["spec"]["tokenizer"] = {"uri": local(tmp_path / "missing-tokenizer.json")}
     elif case == "bad-field":
         res["spec"]["filters"]["c4"] = {"minSentence": 3}
     code, err = run(tmp_path, res, capsys)
@@ -128,7 +133,9 @@ def test_bad_input_exits_3_naming_the_problem(case, expect, tmp_path, capsys, mo
 def test_malformed_lines_under_the_cap_are_counted_and_skipped(tmp_path, capsys):
     lines = [json.dumps({"text": f"Line {i} of a good document."}) for i in range(9)] + ["{broken"]
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
-    res = resource([{"uri": str(tmp_path / "d.jsonl"), "licence": "MIT"}], tmp_path / "out", maxErrorRate=0.1)
+    res = resource(
+        [{"uri": local(tmp_path / "d.jsonl"), "licence": "MIT"}], tmp_path / "out", maxErrorRate=0.1
+    )
     code, out = run(tmp_path, res, capsys)
     assert code == 0, out
     s = json.loads(out)
@@ -139,10 +146,10 @@ def test_given_tokenizer_is_used_and_copied(tmp_path, capsys):
     (tmp_path / "d.jsonl").write_text(
         "".join(json.dumps({"text": f"Text {i} here."}) + "\n" for i in range(5))
     )
-    src = [{"uri": str(tmp_path / "d.jsonl"), "licence": "MIT"}]
+    src = [{"uri": local(tmp_path / "d.jsonl"), "licence": "MIT"}]
     assert run(tmp_path, resource(src, tmp_path / "a"), capsys)[0] == 0
     res = resource(src, tmp_path / "b")
-    res["spec"]["tokenizer"] = {"uri": str(tmp_path / "a" / "tokenizer.json")}
+    res["spec"]["tokenizer"] = {"uri": local(tmp_path / "a" / "tokenizer.json")}
     code, out = run(tmp_path, res, capsys)
     assert code == 0, out
     assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (
@@ -188,7 +195,9 @@ def test_spec_defaults_and_cross_field_rules():
     assert "extra pattern names must be unique" in spec_error(
         {"pii": {"extra": [{"name": "ID", "pattern": "a"}, {"name": "ID", "pattern": "b"}]}}
     )
-    assert "spec.output.validationFraction" in spec_error({"output": {"uri": "x", "validationFraction": 1}})
+    assert "spec.output.validationFraction" in spec_error(
+        {"output": {"uri": "s3://b/x", "validationFraction": 1}}
+    )
     assert "spec.sources: List should have at least 1 item" in spec_error({"sources": []})
     schema = json.dumps(DatasetSpec.model_json_schema(by_alias=True))
     assert "self.minChars <= self.maxChars" in schema and "x-kubernetes-validations" in schema

@@ -16,7 +16,13 @@ def _spec(**extra) -> dict:
 def test_minimal_spec_gets_documented_defaults():
     wire = parse_spec(DeploymentSpec, resource(KIND, _spec()), KIND).to_wire()
     assert wire["runtime"] == "builtin" and wire["replicas"] == 1
-    assert wire["server"] == {"maxBatchSize": 16, "maxQueue": 64, "maxModelLen": 0}
+    assert wire["server"] == {
+        "maxBatchSize": 16,
+        "maxQueue": 64,
+        "maxModelLen": 0,
+        "maxPromptsPerRequest": 16,
+        "requestTimeoutSeconds": 600,
+    }
     assert [s["weight"] for s in wire["rollout"]["steps"]] == [10, 50, 100]
     assert wire["autoscaling"]["enabled"] is False
 
@@ -28,7 +34,7 @@ def test_every_field_description_starts_with_its_wire_name():
 def test_model_needs_exactly_one_source():
     msg = "exactly one of evaluationRef, trainingRunRef or uri"
     assert msg in rejected(DeploymentSpec, KIND, {"model": {}})
-    two = {"model": {"uri": "u", "evaluationRef": {"name": "ev"}}}
+    two = {"model": {"uri": "s3://models/u", "evaluationRef": {"name": "ev"}}}
     assert msg in rejected(DeploymentSpec, KIND, two)
     follow = {"model": {"evaluationRef": {"name": "ev"}, "followPassingEvaluations": True}}
     assert "followPassingEvaluations needs trainingRunRef" in rejected(DeploymentSpec, KIND, follow)

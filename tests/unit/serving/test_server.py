@@ -13,7 +13,8 @@ import time
 import aiohttp
 
 from tests.support import tiny_model
-from tests.support.server_proc import get, post, stream
+from tests.support.server_proc import get, get_json, post, stream
+from tests.unit.serving.conftest import LOCKED_KEY
 
 
 def _words(text: str) -> list[int]:
@@ -147,6 +148,47 @@ def test_bad_requests_get_openai_errors_and_serving_continues(server):
     assert get(server.url + "/v1/nothing")[0] == 404
     status, body = post(url, {"prompt": "w1", "max_tokens": 2, "temperature": 0})
     assert status == 200 and _words(body["choices"][0]["text"]) == [2, 3]
+
+
+def test_requests_beyond_the_limits_get_4xx_and_serving_continues(server):
+    url = server.url + "/v1/completions"
+    # n choices decode together: more than the batch (8) is the client's error, not a 500.
+    status, err = post(url, {"prompt": "w1", "max_tokens": 2, "n": 9})
+    assert status == 400 and err["error"]["param"] == "n" and "max batch size 8" in err["error"]["message"]
+    status, err = post(
+        server.url + "/v1/chat/completions", {"messages": [{"role": "user", "content": "w1"}], "n": 9}
+    )
+    assert status == 400 and err["error"]["param"] == "n"
+    status, err = post(url, {"prompt": ["w1"] * 17, "max_tokens": 2})
+    assert status == 400 and err["error"]["param"] == "prompt" and "at most 16" in err["error"]["message"]
+    # A body over the 8 MiB default is refused before it is parsed.
+    status, err = post(url, json.dumps({"prompt": "w" * (9 << 20)}).encode())
+    assert status == 413 and err["error"]["code"] == "request_too_large"
+    status, body = post(url, {"prompt": ["w1"] * 16, "max_tokens": 2, "temperature": 0})
+    assert status == 200 and len(body["choices"]) == 16
+
+
+def test_api_key_is_required_on_the_api_but_not_on_probes(locked_server):
+    url = locked_server.url + "/v1/completions"
+    body = {"prompt": "w1", "max_tokens": 2}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": LOCKED_KEY}):
+        status, err = post(url, body, headers=headers)
+        assert status == 401 and err["error"]["code"] == "invalid_api_key", headers
+    assert get(locked_server.url + "/v1/models")[0] == 401
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert get(locked_server.url + path)[0] == 200, path
+    status, models = get_json(locked_server.url + "/v1/models", {"Authorization": f"Bearer {LOCKED_KEY}"})
+    assert status == 200 and models["data"][0]["object"] == "model"
+
+
+def test_a_request_past_its_deadline_is_ended_with_504(locked_server):
+    auth = {"Authorization": f"Bearer {LOCKED_KEY}"}
+    long = {"prompt": "w1", "max_tokens": 120, "ignore_eos": True}
+    status, err = post(locked_server.url + "/v1/completions", long, headers=auth)
+    assert status == 504 and err["error"]["code"] == "timeout"
+    # Mid-stream the headers are gone: the error is the last event before [DONE].
+    events = stream(locked_server.url + "/v1/completions", long, headers=auth)
+    assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "timeout"
 
 
 def test_32_concurrent_clients_all_answered_correctly(server, tiny):

@@ -40,30 +40,36 @@ def test_minimal_spec_gets_defaults():
             "spec.datasets[0]: Value error, exactly one of",
         ),
         ({"datasets": [{}]}, "spec.datasets[0]: Value error, exactly one of"),
-        ({"datasets": [{"uri": "x", "weight": 0}]}, "spec.datasets[0].weight"),
-        ({"datasets": [{"uri": "x"}], "model": {"preset": "9b"}}, "spec.model.preset"),
+        ({"datasets": [{"uri": "s3://data/x", "weight": 0}]}, "spec.datasets[0].weight"),
+        ({"datasets": [{"uri": "s3://data/x"}], "model": {"preset": "9b"}}, "spec.model.preset"),
         (
-            {"datasets": [{"uri": "x"}], "optimizer": {"globalBatchTokens": 1000}},
+            {"datasets": [{"uri": "s3://data/x"}], "optimizer": {"globalBatchTokens": 1000}},
             "spec.optimizer: Value error, globalBatchTokens must be divisible",
         ),
-        ({"datasets": [{"uri": "x"}], "optimizer": {"minLr": 1}}, "minLr must not exceed lr"),
+        ({"datasets": [{"uri": "s3://data/x"}], "optimizer": {"minLr": 1}}, "minLr must not exceed lr"),
         (
-            {"datasets": [{"uri": "x"}], "optimizer": {"warmupSteps": 10, "totalSteps": 10}},
+            {"datasets": [{"uri": "s3://data/x"}], "optimizer": {"warmupSteps": 10, "totalSteps": 10}},
             "warmupSteps must be less",
         ),
         (
-            {"datasets": [{"uri": "x"}], "resources": {"minNodes": 3, "maxNodes": 2}},
+            {"datasets": [{"uri": "s3://data/x"}], "resources": {"minNodes": 3, "maxNodes": 2}},
             "spec.resources: Value error, minNodes must not exceed maxNodes",
         ),
-        ({"datasets": [{"uri": "x"}], "scheduling": {"scheduler": "kueue"}}, "queueName is required"),
         (
-            {"datasets": [{"uri": "x"}], "init": {"checkpointUri": "a", "fromTrainingRun": "b"}},
-            "at most one of",
+            {"datasets": [{"uri": "s3://data/x"}], "scheduling": {"scheduler": "kueue"}},
+            "queueName is required",
         ),
-        ({"datasets": [{"uri": "x"}], "optimizr": {}}, "spec.optimizr: unknown field"),
         (
             {
-                "datasets": [{"uri": "x"}],
+                "datasets": [{"uri": "s3://data/x"}],
+                "init": {"checkpointUri": "s3://ckpt/a", "fromTrainingRun": "b"},
+            },
+            "at most one of",
+        ),
+        ({"datasets": [{"uri": "s3://data/x"}], "optimizr": {}}, "spec.optimizr: unknown field"),
+        (
+            {
+                "datasets": [{"uri": "s3://data/x"}],
                 "optimizer": {"globalBatchTokens": 8 * 2048 * 6},
                 "resources": {"minNodes": 1, "maxNodes": 4, "nprocPerNode": 1},
             },
@@ -142,8 +148,19 @@ def test_truncated_shard_is_caught(tmp_path, capsys):
     synthetic.write_dataset(str(tmp_path / "d"), train_tokens=5_000, validation_tokens=1_000)
     shard = tmp_path / "d" / "train-00000.bin"
     shard.write_bytes(shard.read_bytes()[:100])
-    code, err = validate(tmp_path, run_resource(str(tmp_path / "d"), f"file://{tmp_path}/ck"), capsys)
+    code, err = validate(tmp_path, run_resource(f"file://{tmp_path}/d", f"file://{tmp_path}/ck"), capsys)
     assert code == 3 and "spec.datasets[0].uri:" in err and "expected 10000 bytes" in err
+
+
+def test_changed_shard_fails_its_checksum_naming_the_shard(tmp_path, capsys):
+    synthetic.write_dataset(str(tmp_path / "d"), train_tokens=5_000, validation_tokens=1_000)
+    shard = tmp_path / "d" / "validation-00000.bin"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0xFF  # same size: only the checksum can tell
+    shard.write_bytes(bytes(data))
+    code, err = validate(tmp_path, run_resource(f"file://{tmp_path}/d", f"file://{tmp_path}/ck"), capsys)
+    assert code == 3
+    assert f"spec.datasets[0].uri: file://{shard}: sha256" in err and "differs from the manifest" in err
 
 
 def test_unreachable_storage(tmp_path, local_data, capsys, s3_server):

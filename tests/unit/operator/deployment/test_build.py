@@ -31,12 +31,26 @@ def test_one_deployment_per_revision_serving_its_model():
     assert c["command"] == [
         "python", "-m", "capstan_trainer.serve", "--model", "s3://bucket/export",
         "--served-model-name", "tiny-chat", "--port", "8000", "--max-batch-size", "8",
-        "--max-queue", "64", "--max-model-len", "0",
+        "--max-queue", "64", "--max-model-len", "0", "--max-prompts-per-request", "16",
+        "--request-timeout-seconds", "600",
     ]  # fmt: skip
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+
+
+def test_api_key_comes_from_the_secret_into_the_runtimes_variable():
+    assert "CAPSTAN_API_KEY" not in {e["name"] for e in _container(deployment("chat"))["env"]}
+    secret = {"apiKeySecret": {"name": "chat-key"}}
+    for runtime, var, extra in (("builtin", "CAPSTAN_API_KEY", {}), ("vllm", "VLLM_API_KEY", {"gpus": 1})):
+        body = deployment("chat", runtime=runtime, server=secret, resources=extra)
+        env = {e["name"]: e for e in _container(body)["env"]}
+        assert env[var]["valueFrom"] == {"secretKeyRef": {"name": "chat-key", "key": "api-key"}}
+
+
+def _container(body) -> dict:
+    return build(body)["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_probes_readiness_on_readyz_liveness_on_healthz_and_room_to_load():

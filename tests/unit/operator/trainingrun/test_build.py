@@ -63,13 +63,18 @@ def test_indexed_job_one_pod_per_node_running_torchrun():
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
     assert spec["backoffLimit"] == 0
+    [rule] = spec["podFailurePolicy"]["rules"]  # exit 4 (stopped) fails the Job, saying so
+    assert rule == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [4]},
+    }
     assert spec["suspend"] is False
     pod = spec["template"]["spec"]
     assert pod["subdomain"] == "llm-train"
     assert pod["restartPolicy"] == "Never"
     (c,) = pod["containers"]
     assert c["command"] == [
-        "python", "-m", "torch.distributed.run",
+        "python", "-m", "capstan_trainer.train.launch",
         "--nnodes=1:2", "--nproc-per-node=2", "--rdzv-backend=c10d",
         "--rdzv-endpoint=llm-train-0.llm-train.team-a.svc:29400", "--rdzv-id=llm-train", "--max-restarts=3",
         "-m", "capstan_trainer.train", "-f", "/etc/capstan/resource.yaml",

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from capstan_operator import children
 from capstan_operator.config import OperatorConfig
+from capstan_operator.status import StatusDraft
 from capstan_operator.trainingrun import build
-from capstan_operator.trainingrun.reconcile import progress_fields, reconcile
+from capstan_operator.trainingrun.reconcile import _report_unreadable, progress_fields, reconcile
+from capstan_operator.trainingrun.resolve import checkpoint_taken
 from tests.unit.operator.fake_kube import FakeKube, fake_kube
 from tests.unit.operator.resources import trainingrun
 
@@ -31,15 +33,25 @@ def job(age_s: float = 1, **status) -> dict:
     }
 
 
-def pod(index: int, phase: str = "Running", deleting: bool = False, init_exit: int | None = None) -> dict:
+def pod(
+    index: int,
+    phase: str = "Running",
+    deleting: float | None = None,
+    init_exit: int | None = None,
+    exit: int | None = None,
+) -> dict:
+    """A gang pod; `deleting`: seconds since its deletionTimestamp (the end of its grace period)."""
     labels = children.pod_labels(run(), build.COMPONENT)
     meta = {"name": f"llm-train-{index}-x", "namespace": "team-a", "labels": labels}
-    if deleting:
-        meta["deletionTimestamp"] = ago(0)
+    if deleting is not None:
+        meta["deletionTimestamp"] = ago(deleting)
     status: dict = {"phase": phase}
     if init_exit is not None:
         term = {"exitCode": init_exit, "reason": "Error"}
         status["initContainerStatuses"] = [{"name": "validate", "state": {"terminated": term}}]
+    if exit is not None:
+        term = {"exitCode": exit, "reason": "Error"}
+        status["containerStatuses"] = [{"name": "trainer", "state": {"terminated": term}}]
     return {"kind": "Pod", "metadata": meta, "status": status}
 
 
@@ -96,7 +108,7 @@ def test_a_ready_gang_by_the_jobs_counters_is_not_listed(fake_kube: FakeKube):
     assert cond(out, "GangScheduled")["reason"] == "AllPodsRunning"
     # A pod being deleted shows in the counters, so the pods are listed and the loss is seen.
     fake_kube.add(job(active=1, ready=2, terminating=1))
-    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=True))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=60))
     out = reconcile(run({"phase": "Running"}), CFG)
     assert fake_kube.lists == 1 and out.status["restarts"] == 1
 
@@ -124,12 +136,45 @@ def test_a_partial_gang_waits_then_times_out_and_backs_off(fake_kube: FakeKube):
 
 def test_a_lost_pod_recreates_the_gang_and_counts_a_restart(fake_kube: FakeKube):
     fake_kube.add(job())
-    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=True))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=60))
     out = reconcile(run({"phase": "Running", "restarts": 0}), CFG)
     assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
     assert out.status["restarts"] == 1
     [(kind, reason, message)] = [e for e in out.events if e[1] == "GangRestart"]
     assert kind == "Warning" and message == "restart 1: pod llm-train-1-x was deleted (node or pod lost)"
+
+
+def test_a_deleted_pod_still_checkpointing_is_waited_for(fake_kube: FakeKube):
+    fake_kube.add(job(active=1, ready=1, terminating=1))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=-20))  # 20 s of grace left
+    out = reconcile(run({"phase": "Running", "restarts": 0}), CFG)
+    assert fake_kube.calls == [] and "restarts" not in out.status
+    assert out.status["message"] == "pod llm-train-1-x is stopping (checkpointing the step it reached)"
+
+
+def test_pods_stopped_after_a_checkpoint_recreate_the_gang_without_a_restart(fake_kube: FakeKube):
+    """Exit 4 (SIGTERM, checkpoint committed) costs nothing: even with no restarts left."""
+    fake_kube.add(job(failed=2, conditions=[{"type": "Failed", "status": "True", "message": "BackoffLimit"}]))
+    fake_kube.add(pod(0, phase="Failed", exit=4)), fake_kube.add(pod(1, phase="Failed", deleting=-5, exit=4))
+    out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    assert "restarts" not in out.status and out.status["phase"] == "Scheduling"
+    [(kind, reason, _)] = [e for e in out.events if e[1] in ("GangRecreated", "GangRestart")]
+    assert (kind, reason) == ("Normal", "GangRecreated")
+
+    # The Job failed by its exit-4 rule and its pods are already gone: the same.
+    fake_kube.objects.clear()
+    fake_kube.calls.clear()
+    by_rule = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "exit code 4"}
+    fake_kube.add(job(failed=1, conditions=[by_rule]))
+    out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")] and "restarts" not in out.status
+
+    # One pod that crashed among them spends a restart (here the last one: the run fails).
+    fake_kube.add(job(failed=2, conditions=[{"type": "Failed", "status": "True", "message": "BackoffLimit"}]))
+    fake_kube.add(pod(0, phase="Failed", exit=4)), fake_kube.add(pod(1, phase="Failed", exit=1))
+    out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
+    assert out.status["phase"] == "Failed" and cond(out, "Failed")["reason"] == "RestartsExhausted"
 
 
 def test_restarts_used_up_fail_the_run(fake_kube: FakeKube):
@@ -193,3 +238,45 @@ def test_progress_fields_drop_what_the_trainer_has_not_reported():
 def test_progress_fields_round_what_kubectl_get_shows():
     out = progress_fields({"step": 5, "totalSteps": 10, "loss": 3.2974588871002197, "mfu": 0.451234567}, 2)
     assert (out["loss"], out["mfu"], out["progress"], out["nodes"]) == (3.2975, 0.4512, "5/10", 2)
+
+
+def test_an_unreadable_checkpoint_is_one_warning_event_and_stays_in_status():
+    bad = {"uri": "s3://ck/run/step-00000300", "step": 300, "reason": "EOFError: Ran out of input"}
+    draft = StatusDraft({"metadata": {"generation": 1}})
+    _report_unreadable(draft, {"unreadableCheckpoints": [bad]})
+    assert draft.events == [
+        ("Warning", "CheckpointUnreadable", f"{bad['uri']} (step 300) could not be loaded: {bad['reason']}")
+    ]
+    assert draft.get("unreadableCheckpoints") == [bad]
+    # The next reconcile reads the same progress.json: nothing new to say.
+    again = StatusDraft({"metadata": {"generation": 1}, "status": {"unreadableCheckpoints": [bad]}})
+    _report_unreadable(again, {"unreadableCheckpoints": [bad]})
+    assert again.events == [] and "unreadableCheckpoints" not in again.fields
+
+
+def test_a_second_live_run_on_one_checkpoint_uri_is_refused_naming_the_other(fake_kube: FakeKube):
+    first = trainingrun("first")
+    first["status"] = {"phase": "Running", "startTime": ago(60), "outputUri": "s3://bucket/ckpt"}
+    fake_kube.custom[("trainingruns", "first")] = first
+    out = reconcile(run(), CFG)
+    assert out.status["phase"] == "Failed" and fake_kube.calls == []
+    failed = cond(out, "Failed")
+    assert failed["reason"] == "CheckpointUriInUse"
+    assert failed["message"].startswith(
+        "spec.checkpoint.uri s3://bucket/ckpt is already written by TrainingRun first"
+    )
+
+    # Once the other has finished (or uses another location) the run goes ahead.
+    first["status"]["phase"] = "Succeeded"
+    assert reconcile(run(), CFG).status["phase"] == "Scheduling"
+
+
+def test_of_two_runs_created_together_on_one_uri_exactly_one_goes_ahead():
+    a, b = trainingrun("a"), trainingrun("b")
+    for body in (a, b):
+        body["metadata"]["creationTimestamp"] = ago(5)
+    taken = [checkpoint_taken(me, "s3://bucket/ckpt/", [a, b]) for me in (a, b)]
+    assert taken[0] == "" and "TrainingRun a (Pending)" in taken[1]
+    # A run that has started keeps its location against an older one that has not.
+    b["status"] = {"startTime": ago(1), "outputUri": "s3://bucket/ckpt"}
+    assert checkpoint_taken(b, "s3://bucket/ckpt", [a, b]) == ""

@@ -101,7 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     (STATE / "images").mkdir(parents=True, exist_ok=True)
     (STATE / "images" / "pushed.json").write_text(
         json.dumps(
-            {name: {"tag": item.ref.rsplit(":", 1)[1], "digest": d} for name, item, d in rows}, indent=2
+            {
+                name: {"tag": item.ref.rsplit(":", 1)[1], "digest": d, "image_id": item.image_id}
+                for name, item, d in rows
+            },
+            indent=2,
         )
     )
     print(f"make images: {time.monotonic() - start:.0f} s")

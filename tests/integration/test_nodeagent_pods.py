@@ -44,7 +44,7 @@ def test_env_volumes_and_in_cluster_client(cluster, namespace):
           restartPolicy: Never
           containers:
           - name: main
-            image: capstan/trainer:0.1.0
+            image: capstan/operator:0.1.0  # the in-cluster client: kubernetes is in this image
             command: [python, -u, -c, {script!r}]
             env:
             - {{name: NS, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}

@@ -22,10 +22,10 @@ def pod_yaml(
     mount = ""
     if host_dir is not None:
         host_dir.chmod(0o777)
-        mount = f"""\
-            volumeMounts: [{{name: shared, mountPath: {SHARED}}}]
-          volumes: [{{name: shared, hostPath: {{path: {str(host_dir)!r}}}}}]
-        """
+        mount = (
+            f"    volumeMounts: [{{name: shared, mountPath: {SHARED}}}]\n"
+            f"  volumes: [{{name: shared, hostPath: {{path: {str(host_dir)!r}}}}}]\n"
+        )
     return (
         textwrap.dedent(f"""\
         apiVersion: v1
@@ -39,6 +39,6 @@ def pod_yaml(
             image: capstan/trainer:0.1.0
             command: [python, -u, -c, {script!r}]
         """)
-        + textwrap.dedent(mount)
+        + mount
         + extra
     )

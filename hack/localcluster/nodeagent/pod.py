@@ -391,6 +391,17 @@ class PodWorker(threading.Thread):
         for t in self.tracks.values():
             if t.instance:
                 self._advance(t, policy, time.monotonic())
+            elif not t.last_state:  # never started (image not pulled, config error): as the kubelet says
+                t.last_state = {
+                    "terminated": {
+                        "exitCode": 137,
+                        "reason": "ContainerStatusUnknown",
+                        "message": "The container could not be located when the pod was deleted",
+                        "startedAt": None,
+                        "finishedAt": rfc3339(),
+                        "containerID": self._cid(t),
+                    }
+                }
             t.done = True
         mains = [t for t in self.tracks.values() if not t.init]
         if self.phase not in ("Succeeded", "Failed"):

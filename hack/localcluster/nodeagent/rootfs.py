@@ -22,6 +22,28 @@ class Rootfs:
     workdir: str
 
 
+def in_root(image: Path, target: str) -> str:
+    """`target` as a path relative to the root filesystem, symbolic links resolved inside it
+    (as runc's securejoin does): Debian's /var/run -> /run must not lead to the node's /run."""
+    parts, out, hops = [p for p in target.split("/") if p not in ("", ".")], [], 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if out:
+                out.pop()
+            continue
+        link = image.joinpath(*out, part)
+        if link.is_symlink() and hops < 40:
+            hops += 1
+            dest = str(link.readlink())
+            if dest.startswith("/"):
+                out = []
+            parts = [p for p in dest.split("/") if p not in ("", ".")] + parts
+            continue
+        out.append(part)
+    return "./" + "/".join(out)
+
+
 def script(fs: Rootfs, mounts: list, hosts_file: Path) -> list[str]:
     q = shlex.quote
     up, work, merged = fs.dir / "upper", fs.dir / "work", fs.dir / "merged"
@@ -39,14 +61,14 @@ def script(fs: Rootfs, mounts: list, hosts_file: Path) -> list[str]:
         # An image's /etc/resolv.conf may be a dangling link; the bind needs a plain file.
         lines.append(f"rm -f etc/{name} && touch etc/{name} && mount --bind {q(str(source))} etc/{name}")
     for m in mounts:
-        target = q("." + m.target if m.target.startswith("/") else "./" + m.target)
+        target = q(in_root(fs.image, m.target))
         make = (
             f"mkdir -p {target}" if m.source.is_dir() else f"mkdir -p $(dirname {target}) && touch {target}"
         )
         lines.append(f"{make} && mount --bind {q(str(m.source))} {target}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {target}")
-    lines.append(f"mkdir -p {q('.' + fs.workdir)}")
+    lines.append(f"mkdir -p {q(in_root(fs.image, fs.workdir))}")
     if fs.read_only:
         lines.append(f"mount -o remount,ro {q(str(merged))}")
     return lines

@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := .capstan/bin
 PYTEST_ARGS ?=
+# IMAGES_FLAGS: extra flags of `python -m hack.images` (--prune drops buildah's copy after the push).
+IMAGES_FLAGS ?=
 
 .PHONY: install control-plane image-tools images test demo cluster-up cluster-down lint unit clean crds
 
@@ -39,7 +41,7 @@ image-tools:
 # The operator and trainer images, built from images/*/Containerfile and pushed to the
 # registry storage every local cluster serves; cached by content.
 images: install
-	$(PY) -m hack.images
+	$(PY) -m hack.images $(IMAGES_FLAGS)
 
 # Regenerate manifests/crds/ and charts/capstan/crds/ from the API models.
 crds: $(VENV)/.installed

@@ -1,9 +1,26 @@
-"""Print the requirements of pyproject.toml's base and the given extras, one per line, with the
-project's own `capstan[...]` references expanded: an image installs its dependencies in a layer
-of their own, before the sources, so a source change does not reinstall torch."""
+"""What an image installs, in two steps of its build.
 
+`requirements.py PYPROJECT EXTRA...` prints the requirements of pyproject.toml's base and the
+given extras, one per line, with the project's own `capstan[...]` references expanded: an image
+installs its dependencies before its sources, so a source change does not reinstall torch.
+
+`requirements.py --layers REPORT OUTDIR` splits what pip resolved (`pip install --dry-run
+--report REPORT`) into pinned lists, one per image layer (LAYERS, then `rest.txt`), installed
+with `--no-deps` one RUN each. A 6 GB layer is committed by holding it twice on the builder's
+disk, and pulled as one stream; three layers of 3, 2 and 1 GB are neither."""
+
+import json
+import re
 import sys
 import tomllib
+from pathlib import Path
+
+LAYERS = {
+    "cuda": ("nvidia-", "cuda-"),  # NVIDIA's libraries as PyPI ships them for torch
+    "torch": ("torch", "triton"),
+}
+"""LAYERS maps a layer to the distributions it holds: a name, or a prefix when it ends in '-'.
+Distributions in no layer go in the last one, `rest`."""
 
 
 def requirements(pyproject: str, extras: list[str]) -> list[str]:
@@ -24,5 +41,33 @@ def requirements(pyproject: str, extras: list[str]) -> list[str]:
     return out
 
 
+def layer_of(name: str) -> str:
+    """The layer a distribution goes in, by its normalized name (PEP 503)."""
+    norm = re.sub(r"[-_.]+", "-", name).lower()
+    for layer, prefixes in LAYERS.items():
+        if any(norm == p or (p.endswith("-") and norm.startswith(p)) for p in prefixes):
+            return layer
+    return "rest"
+
+
+def split(report: dict) -> dict[str, list[str]]:
+    """`name==version` pins per layer (every layer present, maybe empty), from pip's report."""
+    out: dict[str, list[str]] = {layer: [] for layer in [*LAYERS, "rest"]}
+    for item in report["install"]:
+        meta = item["metadata"]
+        out[layer_of(meta["name"])].append(f"{meta['name']}=={meta['version']}")
+    return {layer: sorted(pins) for layer, pins in out.items()}
+
+
+def write_layers(report_path: str, outdir: str) -> None:
+    folder = Path(outdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for layer, pins in split(json.loads(Path(report_path).read_text())).items():
+        (folder / f"{layer}.txt").write_text("".join(p + "\n" for p in pins))
+
+
 if __name__ == "__main__":
-    print("\n".join(requirements(sys.argv[1], sys.argv[2:])))
+    if sys.argv[1] == "--layers":
+        write_layers(sys.argv[2], sys.argv[3])
+    else:
+        print("\n".join(requirements(sys.argv[1], sys.argv[2:])))

@@ -1,6 +1,6 @@
 """Build the operator and trainer images from images/*/Containerfile, cached by content: the key
-is a hash of the Containerfile, every file the build context sends and the base image's ID, so a
-warm `make images` with nothing changed builds nothing."""
+is a hash of the Containerfile, every file the build context sends and the base image's recipe,
+so a warm `make images` with nothing changed builds nothing."""
 
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ def context_files() -> list[Path]:
     return sorted({REPO / p for p in r.stdout.split() if (REPO / p).is_file()})
 
 
-def content_key(name: str, base_id: str) -> str:
+def content_key(name: str, base: str) -> str:
+    """`base` is the base image's reference, which names its recipe (hack/images/base.py)."""
     h = hashlib.sha256()
-    h.update(f"{name}\n{base_id}\n{version()}\n".encode())
+    h.update(f"{name}\n{base}\n{version()}\n".encode())
     for path in [REPO / "images" / name / "Containerfile", *context_files()]:
         h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
@@ -58,18 +59,22 @@ class Built:
     image_id: str
     size: int
     rebuilt: bool
+    key: str = ""
+
+
+def image_ref(name: str) -> str:
+    return f"localhost/capstan/{name}:{version()}"
 
 
 def build_image(b: Buildah, name: str, base: str, cache: Path) -> Built:
-    """Build (or find up to date) localhost/capstan/<name>:<version>."""
-    ref = f"localhost/capstan/{name}:{version()}"
-    base_id = b.image_id(base) or base
-    key = content_key(name, base_id)
+    """Build (or find up to date in buildah's storage) localhost/capstan/<name>:<version>."""
+    ref = image_ref(name)
+    key = content_key(name, base)
     stamp = cache / f"{name}.json"
     have = json.loads(stamp.read_text()) if stamp.exists() else {}
     current = b.image_id(ref)
     if have.get("key") == key and current and current == have.get("image_id"):
-        return Built(name, ref, current, _size(b, ref), rebuilt=False)
+        return Built(name, ref, current, _size(b, ref), rebuilt=False, key=key)
     start = time.monotonic()
     wheels = ensure_wheels(name)
     args = [
@@ -108,7 +113,7 @@ def build_image(b: Buildah, name: str, base: str, cache: Path) -> Built:
     cache.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"key": key, "image_id": image_id}))
     print(f"built {ref} in {time.monotonic() - start:.0f} s")
-    return Built(name, ref, image_id, _size(b, ref), rebuilt=True)
+    return Built(name, ref, image_id, _size(b, ref), rebuilt=True, key=key)
 
 
 def _size(b: Buildah, ref: str) -> int:

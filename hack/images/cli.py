@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from hack.images.base import ensure_base
-from hack.images.build import NAMES, REPO, Built, build_image
+from hack.images.build import NAMES, REPO, Built, build_image, content_key, image_ref
 from hack.images.buildah import Buildah, BuildError
 from hack.localcluster import registry
 from hack.localcluster.cluster import free_port
@@ -19,6 +20,10 @@ from hack.localcluster.cluster import free_port
 STATE = REPO / ".capstan"
 REGISTRY_STORAGE = STATE / "registry"
 """REGISTRY_STORAGE is the folder every local registry serves (make images, cluster-up, tests)."""
+RECORD = STATE / "images" / "pushed.json"
+"""RECORD: per image, the tag, digest, image ID, content key and size `make images` pushed."""
+# Building the trainer image holds its layers (6 GB) and, while committing one, that layer again.
+TRAINER_BUILD_GB = 10
 
 
 def pushed_digest(name: str, tag: str) -> str:
@@ -35,6 +40,13 @@ def pushed_digest(name: str, tag: str) -> str:
     return link.read_text().strip() if link.exists() else ""
 
 
+def in_registry(name: str, key: str, last: dict) -> bool:
+    """The registry holds what these sources build: the last push was of this content key and
+    the registry still has that digest. Buildah's storage is not needed (--prune drops it)."""
+    tag = image_ref(name).rsplit(":", 1)[1]
+    return bool(last.get("digest")) and last.get("key") == key and pushed_digest(name, tag) == last["digest"]
+
+
 def push(b: Buildah, built: Built, dest_registry: str, name: str, last: dict) -> str:
     """Push to <registry>/capstan/<name>:<tag>; returns the manifest digest the registry holds.
     Skipped when this image ID was pushed before and the registry still has that digest (a push
@@ -47,12 +59,11 @@ def push(b: Buildah, built: Built, dest_registry: str, name: str, last: dict) ->
     ):
         return last["digest"]
     with tempfile.NamedTemporaryFile("r", suffix=".digest") as digest:
-        # Layers go uncompressed: the registry is on loopback, and gzip of torch costs minutes.
+        # buildah gzips the layers (the trainer's 6.2 GB are 3.3 GB in the registry).
         b.run(
             "push",
             "--quiet",
             "--tls-verify=false",
-            "--disable-compression",
             "--format",
             "oci",
             "--digestfile",
@@ -63,33 +74,90 @@ def push(b: Buildah, built: Built, dest_registry: str, name: str, last: dict) ->
         return Path(digest.name).read_text().strip()
 
 
+def prune(b: Buildah, built: dict[str, Built]) -> None:
+    """Drop the built images and their cached layers from buildah's storage, keeping the base:
+    the registry has them, and a warm run finds them there."""
+    b.run("rm", "--all", quiet=True)
+    for name in NAMES:
+        if b.image_id(built[name].ref):
+            b.run("rmi", "--force", built[name].ref, quiet=True)
+    b.run("rmi", "--prune", quiet=True)
+
+
+def report_disk(todo: list[str]) -> None:
+    free = shutil.disk_usage(STATE).free / 1e9
+    print(f"make images: {free:.1f} GB free under {STATE}")
+    if "trainer" in todo and free < TRAINER_BUILD_GB:
+        print(
+            f"make images: warning: building the trainer image needs about {TRAINER_BUILD_GB} GB "
+            f"free under {STATE}; the build may stop with 'no space left on device'"
+        )
+
+
+def build_and_push(b: Buildah, prune_after: bool) -> list[tuple[str, Built, str]]:
+    base = ensure_base(b)
+    last = json.loads(RECORD.read_text()) if RECORD.exists() else {}
+    keys = {name: content_key(name, base) for name in NAMES}
+    fresh = {name: in_registry(name, keys[name], last.get(name, {})) for name in NAMES}
+    report_disk([name for name in NAMES if not fresh[name]])
+    built: dict[str, Built] = {"base": Built("base", base, b.image_id(base), 0, rebuilt=False)}
+    for name in NAMES:
+        if fresh[name]:
+            item = last[name]
+            built[name] = Built(name, image_ref(name), item["image_id"], item["size"], False, keys[name])
+        else:
+            built[name] = build_image(b, name, base, STATE / "images")
+    rows = []
+    port = free_port()
+    log = STATE / "logs" / "images-registry.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = registry.start(str(STATE / "bin" / "registry"), REGISTRY_STORAGE, port, log)
+    try:
+        # The base (root user) is pushed too: tests show runAsNonRoot refusing a root image.
+        for name, item in built.items():
+            rows.append((name, item, push(b, item, f"127.0.0.1:{port}", name, last.get(name, {}))))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    RECORD.write_text(
+        json.dumps(
+            {
+                name: {
+                    "tag": item.ref.rsplit(":", 1)[1],
+                    "digest": d,
+                    "image_id": item.image_id,
+                    "key": item.key,
+                    "size": item.size,
+                }
+                for name, item, d in rows
+            },
+            indent=2,
+        )
+    )
+    if prune_after:
+        prune(b, built)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m hack.images", description=__doc__)
     p.add_argument("--no-push", action="store_true", help="build only")
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="after pushing, drop the images from buildah's storage (CI: 6 GB of disk; a later "
+        "source change then rebuilds the trainer's dependency layers)",
+    )
     args = p.parse_args(argv)
     b = Buildah(STATE / "containers")
     start = time.monotonic()
+    (STATE / "images").mkdir(parents=True, exist_ok=True)
     try:
-        base = ensure_base(b)
-        built = {name: build_image(b, name, base, STATE / "images") for name in NAMES}
-        # The base (root user) is pushed too: tests show runAsNonRoot refusing a root image.
-        built["base"] = Built("base", base, b.image_id(base), 0, rebuilt=False)
-        rows = []
-        record = STATE / "images" / "pushed.json"
-        last = json.loads(record.read_text()) if record.exists() else {}
-        if not args.no_push:
-            port = free_port()
-            log = STATE / "logs" / "images-registry.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            proc = registry.start(str(STATE / "bin" / "registry"), REGISTRY_STORAGE, port, log)
-            try:
-                for name, item in built.items():
-                    rows.append((name, item, push(b, item, f"127.0.0.1:{port}", name, last.get(name, {}))))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+        if args.no_push:
+            base = ensure_base(b)
+            rows = [(name, build_image(b, name, base, STATE / "images"), "") for name in NAMES]
         else:
-            rows = [(name, item, "") for name, item in built.items()]
+            rows = build_and_push(b, args.prune)
     except BuildError as exc:
         sys.exit(f"make images: {exc}")
     for name, item, digest in rows:
@@ -98,14 +166,4 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"capstan/{name}:{item.ref.rsplit(':', 1)[1]}  {digest or item.image_id[:19]}  {size}  ({state})"
         )
-    (STATE / "images").mkdir(parents=True, exist_ok=True)
-    (STATE / "images" / "pushed.json").write_text(
-        json.dumps(
-            {
-                name: {"tag": item.ref.rsplit(":", 1)[1], "digest": d, "image_id": item.image_id}
-                for name, item, d in rows
-            },
-            indent=2,
-        )
-    )
     print(f"make images: {time.monotonic() - start:.0f} s")

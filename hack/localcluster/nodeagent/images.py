@@ -1,10 +1,8 @@
-"""The node's images: pulled by reference from a registry with skopeo into one shared OCI layout
-(blobs are shared between images and kept across runs), unpacked once per manifest digest with
-umoci, and described by their OCI config (Entrypoint, Cmd, Env, WorkingDir, User)."""
+"""The node's images: pulled by reference from a registry with skopeo, unpacked once per manifest
+digest with umoci, and described by their OCI config (Entrypoint, Cmd, Env, WorkingDir, User)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -56,44 +54,39 @@ def docker_hub_path(ref: str) -> str | None:
     return ref
 
 
-def _insecure(ref: str) -> bool:
-    """A loopback registry speaks plain HTTP, as Docker and containerd allow by default."""
-    host = ref.split("/", 1)[0]
-    return host.split(":")[0] in ("127.0.0.1", "localhost")
-
-
 class ImageStore:
     """`mirror` (host:port) serves Docker Hub references, as a containerd registry mirror
-    for docker.io does: pods name `capstan/trainer:0.1.0` and the node pulls it from there."""
+    for docker.io does: pods name `capstan/trainer:0.1.0` and the node pulls it from there.
+
+    A pull resolves the reference to its manifest digest first (a small request), and copies
+    the image only when no image of that digest is unpacked: the blobs go to a layout of their
+    own, are unpacked, and are deleted (the unpacked tree is all a container needs; keeping the
+    blobs too would hold the trainer image twice on the node's disk). Pulls run one at a time,
+    as the kubelet's serializeImagePulls does by default."""
 
     def __init__(self, root: Path, mirror: str = ""):
         self.root = root
         self.mirror = mirror
-        self.layout = root / "oci"
         self.unpacked = root / "rootfs"
         self.unpacked.mkdir(parents=True, exist_ok=True)
+        self.staging = root / "staging"
         self.refs_file = root / "refs.json"
         self.refs: dict[str, str] = json.loads(self.refs_file.read_text()) if self.refs_file.exists() else {}
         self.lock = threading.Lock()
-        self.digest_locks: dict[str, threading.Lock] = {}
-        # One skopeo at a time: copies into one layout rewrite its index.json.
         self.pull_lock = threading.Lock()
 
     def get(self, ref: str, policy: str) -> Image:
         """The image for `ref`, pulled first as `policy` (Always, IfNotPresent, Never) says."""
         with self.lock:
             known = self.refs.get(ref)
-        present = bool(known) and (self.unpacked / _hex(known)).exists()
-        if present and policy in ("Never", "IfNotPresent"):
+        if known and self._present(known) and policy in ("Never", "IfNotPresent"):
             return self._image(ref, known)
         if policy == "Never":
             raise NeverPullError(f'Container image "{ref}" is not present with pull policy of Never')
-        digest = self._pull(ref)
-        lock = self._digest_lock(digest)
-        with lock:
-            target = self.unpacked / _hex(digest)
-            if not target.exists():
-                self._unpack(ref, target)
+        with self.pull_lock:
+            digest = self._resolve(ref)
+            if not self._present(digest):
+                self._pull(ref, digest)
         with self.lock:
             self.refs[ref] = digest
             tmp = self.refs_file.with_suffix(".tmp")
@@ -101,65 +94,92 @@ class ImageStore:
             os.replace(tmp, self.refs_file)
         return self._image(ref, digest)
 
-    def _digest_lock(self, digest: str) -> threading.Lock:
-        with self.lock:
-            return self.digest_locks.setdefault(digest, threading.Lock())
-
-    def _pull(self, ref: str) -> str:
-        """skopeo copy into the shared layout (blobs it already has are not fetched again)."""
-        source = self.source(ref)
-        tls = ["--src-tls-verify=false"] if _insecure(source) else []
-        with self.pull_lock:
-            r = _run(
-                ["skopeo", "copy", "--quiet", *tls, f"docker://{source}", f"oci:{self.layout}:{_tag(ref)}"]
-            )
-            if r.returncode != 0:
-                via = f" (from {source})" if source != ref else ""
-                raise PullError(f'failed to pull image "{ref}"{via}: {_last_line(r.stderr)}')
-            return self._manifest_digest(ref)
-
     def source(self, ref: str) -> str:
         hub = docker_hub_path(ref)
         return f"{self.mirror}/{hub}" if self.mirror and hub else ref
+
+    def _resolve(self, ref: str) -> str:
+        """The manifest digest the registry holds for `ref` (skopeo inspect: no layer is fetched)."""
+        source = self.source(ref)
+        r = _run(["skopeo", "inspect", *_tls(source), "--format", "{{.Digest}}", f"docker://{source}"])
+        if r.returncode != 0 or not r.stdout.strip().startswith("sha256:"):
+            raise PullError(f'failed to pull image "{ref}"{_via(ref, source)}: {_last_line(r.stderr)}')
+        return r.stdout.strip()
+
+    def _pull(self, ref: str, digest: str) -> None:
+        """Copy `digest` into a staging layout, unpack it with umoci, keep its config, drop the blobs."""
+        source = self.source(ref)
+        layout = self.staging / _hex(digest)
+        shutil.rmtree(layout, ignore_errors=True)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        target = self.unpacked / _hex(digest)
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            # By digest: what is unpacked is what _resolve named, even if the tag moves meanwhile.
+            pinned = f"docker://{_repository(source)}@{digest}"
+            r = _run(["skopeo", "copy", "--quiet", *_tls(source), pinned, f"oci:{layout}:image"])
+            if r.returncode != 0:
+                raise PullError(f'failed to pull image "{ref}"{_via(ref, source)}: {_last_line(r.stderr)}')
+            config = _layout_config(layout)
+            r = _run(["umoci", "raw", "unpack", "--image", f"{layout}:image", str(tmp)])
+            if r.returncode != 0:
+                raise PullError(f'failed to unpack image "{ref}": {_last_line(r.stderr)}')
+            _config_path(target).write_text(json.dumps(config))
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(layout, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def collect(self) -> list[str]:
         """Remove unpacked images no reference points at any more (run before any pod starts)."""
         with self.lock:
             keep = {_hex(d) for d in self.refs.values()}
-        gone = [p for p in self.unpacked.iterdir() if p.name not in keep]
+        gone = [p for p in self.unpacked.iterdir() if p.is_dir() and p.name not in keep]
         for p in gone:
             shutil.rmtree(p, ignore_errors=True)
+            _config_path(p).unlink(missing_ok=True)
         return [p.name for p in gone]
 
-    def _unpack(self, ref: str, target: Path) -> None:
-        tmp = target.with_name(target.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        r = _run(["umoci", "raw", "unpack", "--image", f"{self.layout}:{_tag(ref)}", str(tmp)])
-        if r.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise PullError(f'failed to unpack image "{ref}": {_last_line(r.stderr)}')
-        os.replace(tmp, target)
-
-    def _manifest_digest(self, ref: str) -> str:
-        index = json.loads((self.layout / "index.json").read_text())
-        for m in index.get("manifests", []):
-            if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == _tag(ref):
-                return m["digest"]
-        raise PullError(f'image "{ref}" was copied but its manifest is not in {self.layout}/index.json')
+    def _present(self, digest: str) -> bool:
+        target = self.unpacked / _hex(digest)
+        return target.is_dir() and _config_path(target).exists()
 
     def _image(self, ref: str, digest: str) -> Image:
-        manifest = json.loads(self._blob(digest))
-        config = json.loads(self._blob(manifest["config"]["digest"]))
-        return Image(ref, digest, self.unpacked / _hex(digest), config.get("config") or {})
+        target = self.unpacked / _hex(digest)
+        return Image(ref, digest, target, json.loads(_config_path(target).read_text()))
 
-    def _blob(self, digest: str) -> bytes:
+
+def _layout_config(layout: Path) -> dict:
+    """The OCI config's `config` object of the one image in `layout`."""
+
+    def blob(digest: str) -> dict:
         algo, _, hexd = digest.partition(":")
-        return (self.layout / "blobs" / algo / hexd).read_bytes()
+        return json.loads((layout / "blobs" / algo / hexd).read_bytes())
+
+    index = json.loads((layout / "index.json").read_text())
+    manifest = blob(index["manifests"][0]["digest"])
+    return blob(manifest["config"]["digest"]).get("config") or {}
 
 
-def _tag(ref: str) -> str:
-    """One tag in the shared layout per reference (OCI tags cannot hold '/' or ':')."""
-    return "r-" + hashlib.sha256(ref.encode()).hexdigest()[:24]
+def _config_path(target: Path) -> Path:
+    return target.with_name(target.name + ".config.json")
+
+
+def _repository(ref: str) -> str:
+    """`ref` without its tag or digest (`host:5000/a/b:1` -> `host:5000/a/b`)."""
+    name = ref.split("@")[0]
+    return name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+
+
+def _tls(source: str) -> list[str]:
+    """A loopback registry speaks plain HTTP, as Docker and containerd allow by default."""
+    host = source.split("/", 1)[0]
+    return ["--tls-verify=false"] if host.split(":")[0] in ("127.0.0.1", "localhost") else []
+
+
+def _via(ref: str, source: str) -> str:
+    return f" (from {source})" if source != ref else ""
 
 
 def _hex(digest: str) -> str:

@@ -12,6 +12,10 @@ HELM=.capstan/bin/helm
 NS=${CAPSTAN_DEMO_NAMESPACE:-default}
 PIPELINE=${CAPSTAN_DEMO_PIPELINE:-manifests/examples/pipeline.yaml}   # same names, other settings
 DEADLINE_S=${CAPSTAN_DEMO_DEADLINE_S:-900}   # the pipeline takes about 5 min on two cores
+# CAPSTAN_DEMO_FROM_VENV=1: pods run from the project's virtualenv, not their images (to compare;
+# a cluster already up keeps its mode: make cluster-down first).
+UP_FLAGS=()
+if [ "${CAPSTAN_DEMO_FROM_VENV:-}" = 1 ]; then UP_FLAGS=(--from-venv); fi
 INTERVAL_S=15
 SECRET=capstan-s3
 CORPUS_URI=s3://capstan-demo/corpus
@@ -22,7 +26,7 @@ show() { printf '$ %s\n' "$*"; "$@"; }
 elapsed() { echo $(($(date +%s) - START)); }
 
 say "Local control plane and S3"
-$PY -m hack.localcluster up
+$PY -m hack.localcluster up "${UP_FLAGS[@]}"
 export KUBECONFIG=$PWD/.capstan/kubeconfig
 set -a
 # shellcheck disable=SC1091

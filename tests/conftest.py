@@ -28,6 +28,16 @@ def s3_server():
 @pytest.fixture
 def s3_bucket(s3_server) -> str:
     """A fresh, empty bucket; returns its `s3://name` URI."""
+    return _new_bucket(s3_server)
+
+
+@pytest.fixture(scope="session")
+def s3_session_bucket(s3_server) -> str:
+    """One bucket for the session, for what many tests read and none writes (the tiny model)."""
+    return _new_bucket(s3_server)
+
+
+def _new_bucket(s3_server) -> str:
     import boto3
 
     name = f"t-{uuid.uuid4().hex[:12]}"

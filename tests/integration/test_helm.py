@@ -76,7 +76,8 @@ def test_default_values_render_a_cluster_wide_standalone_operator():
 def code_permissions() -> dict[tuple[str, str], set[str]]:
     """(API group, resource) -> verbs, derived from the operator's code: every literal
     `kube.<fn>("<apiVersion>", "<Kind>"` call site, the kinds the builders apply (server-side
-    apply is a patch), the custom-object and status calls, and what kopf watches."""
+    apply is a patch, authorized as create too when the object is new), the custom-object and
+    status calls, and what kopf watches."""
     import re
 
     from capstan_api import KINDS
@@ -97,9 +98,9 @@ def code_permissions() -> dict[tuple[str, str], set[str]]:
         for fn, api_version, kind in call.findall(path.read_text()):
             grant(api_version.rpartition("/")[0], plural[kind], verb[fn])
     for group, kind in (("", "ConfigMap"), ("", "Service"), ("batch", "Job"), ("apps", "Deployment")):
-        grant(group, plural[kind], "patch")  # kube.apply of what the builders return
-    grant("autoscaling", "horizontalpodautoscalers", "patch")
-    grant("scheduling.volcano.sh", "podgroups", "patch")  # kube.apply_custom
+        grant(group, plural[kind], "create", "patch")  # kube.apply of what the builders return
+    grant("autoscaling", "horizontalpodautoscalers", "create", "patch")
+    grant("scheduling.volcano.sh", "podgroups", "create", "patch")  # kube.apply_custom
     for info in KINDS.values():
         grant("capstan.dev", info.plural, "get", "list", "watch")  # get_custom, list_custom, kopf
         grant("capstan.dev", f"{info.plural}/status", "patch")  # patch_custom_status

@@ -13,17 +13,12 @@ import yaml
 
 from capstan_api.common import GROUP, VERSION
 from capstan_operator.deployment import reconcile
-from tests.support import server_proc, tiny_model
+from tests.support import server_proc
 from tests.support.operator_env import driver, op_cfg, operator_cluster
 
 pytestmark = pytest.mark.cluster
 __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
 PROMPT = {"prompt": "w5 w6 w7", "max_tokens": 3, "temperature": 0}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tiny_model.TinyModel:
-    return tiny_model.session_model(tmp_path_factory)
 
 
 @pytest.fixture

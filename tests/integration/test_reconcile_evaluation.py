@@ -14,17 +14,12 @@ from capstan_api.common import GROUP, VERSION
 from capstan_operator import kube
 from capstan_operator.deployment import reconcile as reconcile_deployment
 from capstan_operator.evaluation import reconcile as reconcile_evaluation
-from tests.support import tiny_model
+from capstan_trainer import storage
 from tests.support.operator_env import driver, op_cfg, operator_cluster
 from tests.unit.operator import resources
 
 pytestmark = pytest.mark.cluster
 __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tiny_model.TinyModel:
-    return tiny_model.session_model(tmp_path_factory)
 
 
 def evaluation_yaml(name: str, out: str, gates: list[dict], **spec) -> str:
@@ -69,7 +64,7 @@ def status(driver, plural: str, name: str) -> dict:
 
 
 def test_waits_for_its_training_run_then_passes_its_gates(
-    operator_cluster, namespace, driver, tiny, tmp_path
+    operator_cluster, namespace, driver, tiny, s3_bucket
 ):
     cluster = operator_cluster
     apply_with_status(cluster, namespace, resources.trainingrun("tiny"), "trainingruns", {"phase": "Running"})
@@ -86,7 +81,7 @@ def test_waits_for_its_training_run_then_passes_its_gates(
         {"metric": "perplexity.documents", "min": 1},
     ]
     spec = {"model": {"trainingRunRef": {"name": "tiny"}}, "datasetRef": {"name": "counting"}}
-    cluster.apply(evaluation_yaml("ev", f"file://{tmp_path}/ev", gates, **spec), namespace)
+    cluster.apply(evaluation_yaml("ev", f"{s3_bucket}/ev", gates, **spec), namespace)
     driver.add("evaluations", "ev", reconcile_evaluation.reconcile)
     driver.run_until(
         "Evaluation ev to wait", lambda: status(driver, "evaluations", "ev").get("phase") == "Waiting", 30
@@ -115,9 +110,9 @@ def test_waits_for_its_training_run_then_passes_its_gates(
         ("perplexity.token_perplexity", True),
         ("perplexity.documents", True),
     ]
-    assert st["resultsUri"] == f"file://{tmp_path}/ev/results.json"
-    assert st["modelCardUri"] == f"file://{tmp_path}/ev/README.md"
-    assert (tmp_path / "ev" / "README.md").read_text().startswith("---")
+    assert st["resultsUri"] == f"{s3_bucket}/ev/results.json"
+    assert st["modelCardUri"] == f"{s3_bucket}/ev/README.md"
+    assert storage.read_bytes(f"{s3_bucket}/ev/README.md").startswith(b"---")
     assert driver.condition("evaluations", "ev", "Waiting") is None
     assert driver.condition("evaluations", "ev", "Passed")["status"] == "True"
     # The Job ran the resolved file: references replaced by URIs.
@@ -143,11 +138,11 @@ def test_waits_for_its_training_run_then_passes_its_gates(
     assert "SpecChanged" in [e[2] for e in driver.events]
 
 
-def test_a_failed_gate_blocks_the_deployment(operator_cluster, namespace, driver, tiny, tmp_path):
+def test_a_failed_gate_blocks_the_deployment(operator_cluster, namespace, driver, tiny, s3_bucket):
     cluster = operator_cluster
     gates = [{"metric": "perplexity.token_perplexity", "max": 1.0}]  # no model is that sure
     spec = {"model": {"uri": tiny.checkpoint_uri}, "validationUri": tiny.dataset_uri}
-    cluster.apply(evaluation_yaml("strict", f"file://{tmp_path}/strict", gates, **spec), namespace)
+    cluster.apply(evaluation_yaml("strict", f"{s3_bucket}/strict", gates, **spec), namespace)
     cluster.apply(
         yaml.safe_dump(
             {
@@ -183,12 +178,10 @@ def test_a_failed_gate_blocks_the_deployment(operator_cluster, namespace, driver
     assert cluster.list("deployments.apps", namespace) == []
 
 
-def test_a_crashing_evaluation_fails_with_exit_code_and_log(operator_cluster, namespace, driver, tmp_path):
+def test_a_crashing_evaluation_fails_with_exit_code_and_log(operator_cluster, namespace, driver, s3_bucket):
     cluster = operator_cluster
-    missing = f"file://{tmp_path}/no-such-model"
-    cluster.apply(
-        evaluation_yaml("broken", f"file://{tmp_path}/broken", [], model={"uri": missing}), namespace
-    )
+    missing = f"{s3_bucket}/no-such-model"
+    cluster.apply(evaluation_yaml("broken", f"{s3_bucket}/broken", [], model={"uri": missing}), namespace)
     driver.add("evaluations", "broken", reconcile_evaluation.reconcile)
     driver.run_until(
         "Evaluation broken to fail",

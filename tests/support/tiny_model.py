@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -125,15 +124,17 @@ def _train_steps(train: list[list[int]], seed: int) -> Transformer:
     return model.eval()
 
 
-def build(root: Path, seed: int = 0) -> TinyModel:
+def build(root: str, seed: int = 0) -> TinyModel:
+    """The model, its dataset and export under the folder URI `root` (file:// or s3://)."""
     rng = np.random.default_rng(seed)
     train, validation = documents(600, rng), documents(24, rng)
     tok = tokenizer_json().encode()
-    dataset = f"file://{root}/dataset"
+    dataset = f"{root}/dataset"
     _write_dataset(dataset, train, validation, tok)
     model = _train(train, seed)
-    step = f"file://{root}/checkpoints/step-{STEPS:08d}"
-    dcp.save({"model": model.state_dict()}, storage_writer=FsspecWriter(step), no_dist=True)
+    step = f"{root}/checkpoints/step-{STEPS:08d}"
+    writer = FsspecWriter(step, **storage.storage_options(step))
+    dcp.save({"model": model.state_dict()}, storage_writer=writer, no_dist=True)
     meta = {
         "step": STEPS,
         "model": model.cfg.to_dict(),
@@ -149,17 +150,25 @@ def build(root: Path, seed: int = 0) -> TinyModel:
     out = f"{root}/export"
     export(step, out)
     texts = [" ".join(f"w{t}" for t in d) for d in validation]
-    return TinyModel(dataset, step, f"file://{out}", texts)
+    return TinyModel(dataset, step, out, texts)
 
 
 _built: dict[str, TinyModel] = {}
 
 
 def session_model(tmp_path_factory) -> TinyModel:
-    """One TinyModel per test session, shared by every test folder that asks."""
-    if "model" not in _built:
-        _built["model"] = build(tmp_path_factory.mktemp("tiny-model"))
-    return _built["model"]
+    """One TinyModel per test session in a local folder, shared by every test folder that asks."""
+    if "file" not in _built:
+        _built["file"] = build(f"file://{tmp_path_factory.mktemp('tiny-model')}")
+    return _built["file"]
+
+
+def session_model_s3(bucket: str) -> TinyModel:
+    """One TinyModel per test session under the S3 bucket URI `bucket`: what pods on the local
+    cluster read, since they run from their images and see none of the node's folders."""
+    if "s3" not in _built:
+        _built["s3"] = build(f"{bucket}/tiny-model")
+    return _built["s3"]
 
 
 @functools.cache

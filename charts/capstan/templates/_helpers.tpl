@@ -46,25 +46,26 @@ app.kubernetes.io/component: operator
 - apiGroups: ["capstan.dev"]
   resources: ["datasets/finalizers", "trainingruns/finalizers", "evaluations/finalizers", "deployments/finalizers"]
   verbs: ["update"]
-# Children, applied server-side (patch creates them too). ConfigMaps and Services are read
-# before a rollout, never listed or deleted (owner references clean them up).
+# Children, applied server-side: a PATCH, which the API server authorizes as create too when
+# the object does not exist yet. ConfigMaps and Services are read before a rollout, never
+# listed or deleted (owner references clean them up).
 - apiGroups: [""]
   resources: ["configmaps", "services"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "create", "patch"]
 # Jobs and Deployments are watched (kopf) and torn down by the reconcilers.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["patch", "delete"]
+  verbs: ["create", "patch", "delete"]
 # Volcano PodGroups for TrainingRuns with scheduling.scheduler: volcano.
 - apiGroups: ["scheduling.volcano.sh"]
   resources: ["podgroups"]
-  verbs: ["patch"]
+  verbs: ["create", "patch"]
 # Trainer and serving pods: listed when a Job's counters say a gang is not whole, and for the
 # serving pods' metrics; never watched (their Jobs and Deployments are) and never deleted.
 - apiGroups: [""]

@@ -70,6 +70,8 @@ class ImageStore:
         self.unpacked = root / "rootfs"
         self.unpacked.mkdir(parents=True, exist_ok=True)
         self.staging = root / "staging"
+        # The shared layout an earlier version kept beside the unpacked trees (gigabytes).
+        shutil.rmtree(root / "oci", ignore_errors=True)
         self.refs_file = root / "refs.json"
         self.refs: dict[str, str] = json.loads(self.refs_file.read_text()) if self.refs_file.exists() else {}
         self.lock = threading.Lock()
@@ -125,6 +127,7 @@ class ImageStore:
             r = _run(["umoci", "raw", "unpack", "--image", f"{layout}:image", str(tmp)])
             if r.returncode != 0:
                 raise PullError(f'failed to unpack image "{ref}": {_last_line(r.stderr)}')
+            shutil.rmtree(target, ignore_errors=True)  # unpacked by an earlier version, no config
             _config_path(target).write_text(json.dumps(config))
             os.replace(tmp, target)
         finally:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import re
 import signal
 import socket
-import threading
 import time
 
 import aiohttp
@@ -271,35 +271,29 @@ def test_full_queue_gets_429(narrow_server):
     assert rejected["error"]["code"] == "queue_full"
 
 
-def test_sigterm_drains_in_flight_requests(narrow_server):
-    """Runs last in this file: it stops the narrow server."""
-    s = narrow_server
-    result: dict = {}
-    long = 120  # near the tiny model's 128-token context, so the drain outlasts the checks below
-
-    def long_request():
-        result["events"] = stream(
-            s.url + "/v1/completions",
-            {"prompt": "w1", "max_tokens": long, "ignore_eos": True, "temperature": 0},
-        )
-
-    t = threading.Thread(target=long_request)
-    t.start()
-    deadline = time.monotonic() + 20
-    while (
-        time.monotonic() < deadline and "capstan_serve_requests_running 1.0" not in get(s.url + "/metrics")[1]
-    ):
-        time.sleep(0.05)
+def test_sigterm_drains_in_flight_requests(server):
+    """Runs last in this file: it stops the main server. The request in flight has a client that
+    reads nothing until the drain has been checked: 8 choices of 120 tokens with their top-20
+    logprobs are hundreds of kilobytes of events, more than the socket buffers hold, so the
+    server's handler waits on the client however fast the tiny model generates."""
+    s = server
+    host, port = s.url.removeprefix("http://").split(":")
+    body = {"prompt": "w1", "n": 8, "max_tokens": 120, "logprobs": 20, "ignore_eos": True, "stream": True}
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()  # the headers: the stream has begun; its events are left unread
+    assert resp.status == 200
     s.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and t.is_alive() and get(s.url + "/readyz")[0] != 503:
-        time.sleep(0.01)
-    assert t.is_alive(), "the request finished before the server was seen draining; make it longer"
+    while time.monotonic() < deadline and get(s.url + "/readyz")[0] != 503:
+        time.sleep(0.05)
     status, err = post(s.url + "/v1/completions", {"prompt": "w1"})
     assert status == 503 and err["error"]["code"] == "shutting_down", (status, err)
-    t.join(timeout=60)
-    assert not t.is_alive(), "the in-flight request did not finish"
-    events = result["events"]
-    assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "length"
-    assert sum(len(e["choices"][0]["text"].split()) for e in events[:-1]) == long
+    lines = resp.read().decode().splitlines()
+    conn.close()
+    events = [ln[len("data: ") :] for ln in lines if ln.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    finished = [c for e in events[:-1] for c in json.loads(e)["choices"] if c.get("finish_reason")]
+    assert sorted((c["index"], c["finish_reason"]) for c in finished) == [(i, "length") for i in range(8)]
     assert s.proc.wait(timeout=30) == 0
+    assert "draining 1 in-flight requests" in s.log(), s.log()[-2000:]

@@ -5,10 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := .capstan/bin
 PYTEST_ARGS ?=
-# IMAGES_FLAGS: extra flags of `python -m hack.images` (--prune drops buildah's copy after the push).
+# IMAGES_FLAGS: extra flags of `python -m hack.images` (--prune: drop buildah's copy and the wheelhouse after the push).
 IMAGES_FLAGS ?=
 
-.PHONY: install control-plane image-tools images test demo cluster-up cluster-down lint unit clean crds
+.PHONY: install control-plane image-tools registry images test demo cluster-up cluster-down lint unit clean crds
 
 install: $(VENV)/.installed control-plane
 
@@ -19,15 +19,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-control-plane: image-tools
+control-plane: image-tools registry
 	@command -v go >/dev/null || { echo "Go >= 1.26 is required to build the control plane (https://go.dev/dl/)"; exit 1; }
 	bash hack/localcluster/build.sh
 	bash hack/build-helm.sh
+
+registry:
 	bash hack/build-registry.sh
 
 # Debian packages: mmdebstrap builds the base root filesystem, buildah the images (no daemon),
-# skopeo and umoci pull and unpack them on the local node.
-IMAGE_TOOLS := buildah mmdebstrap skopeo umoci
+# skopeo pulls them on the local node.
+IMAGE_TOOLS := buildah mmdebstrap skopeo
 image-tools:
 	@missing=$$(for t in $(IMAGE_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
 	if [ -n "$$missing" ]; then \
@@ -39,15 +41,18 @@ image-tools:
 	fi
 
 # The operator and trainer images, built from images/*/Containerfile and pushed to the
-# registry storage every local cluster serves; cached by content.
-images: install
-	$(PY) -m hack.images $(IMAGES_FLAGS)
+# registry storage every local cluster serves; cached by content. The node's Python runs it
+# (standard library only), so `make test` builds the images before the 6 GB virtualenv exists:
+# a disk's peak is the build's or the tests', never both.
+images: image-tools registry
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
+	$(PYTHON) -m hack.images $(IMAGES_FLAGS)
 
 # Regenerate manifests/crds/ and charts/capstan/crds/ from the API models.
 crds: $(VENV)/.installed
 	$(PY) -m capstan_api.crdgen
 
-test: install images
+test: images install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed

@@ -32,7 +32,7 @@ def ensure_base(b: Buildah) -> str:
         print(f"base {ref} is up to date")
         return ref
     if shutil.which("mmdebstrap") is None:
-        raise BuildError("mmdebstrap is not installed (apt-get install mmdebstrap buildah skopeo umoci)")
+        raise BuildError("mmdebstrap is not installed (apt-get install mmdebstrap buildah skopeo)")
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="capstan-base-") as tmp:
         tar = Path(tmp) / "rootfs.tar"

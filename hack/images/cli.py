@@ -14,8 +14,9 @@ from pathlib import Path
 from hack.images.base import ensure_base
 from hack.images.build import NAMES, REPO, Built, build_image, content_key, image_ref
 from hack.images.buildah import Buildah, BuildError
+from hack.images.wheels import wheelhouse
 from hack.localcluster import registry
-from hack.localcluster.cluster import free_port
+from hack.localcluster.ports import free_port
 
 STATE = REPO / ".capstan"
 REGISTRY_STORAGE = STATE / "registry"
@@ -75,13 +76,14 @@ def push(b: Buildah, built: Built, dest_registry: str, name: str, last: dict) ->
 
 
 def prune(b: Buildah, built: dict[str, Built]) -> None:
-    """Drop the built images and their cached layers from buildah's storage, keeping the base:
-    the registry has them, and a warm run finds them there."""
+    """Drop the built images and their cached layers from buildah's storage, keeping the base,
+    and the wheelhouse (3 GB): the registry has the images, and a warm run finds them there."""
     b.run("rm", "--all", quiet=True)
     for name in NAMES:
         if b.image_id(built[name].ref):
             b.run("rmi", "--force", built[name].ref, quiet=True)
     b.run("rmi", "--prune", quiet=True)
+    shutil.rmtree(wheelhouse(), ignore_errors=True)
 
 
 def report_disk(todo: list[str]) -> None:
@@ -145,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--prune",
         action="store_true",
-        help="after pushing, drop the images from buildah's storage (CI: 6 GB of disk; a later "
-        "source change then rebuilds the trainer's dependency layers)",
+        help="after pushing, drop the images from buildah's storage and the wheelhouse (CI: 9 GB "
+        "of disk; a later source change then downloads and rebuilds the trainer's dependencies)",
     )
     args = p.parse_args(argv)
     b = Buildah(STATE / "containers")

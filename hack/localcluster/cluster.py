@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from hack.localcluster import commands, registry
 from hack.localcluster.kubeconfig import write_kubeconfig
 from hack.localcluster.pki import PKI
+from hack.localcluster.ports import free_port
 
 MARKER = "CAPSTAN_LOCALCLUSTER"
 PREPULL_DEADLINE_S = 900.0
@@ -46,12 +46,6 @@ class ClusterOptions:
     registry serves their Docker Hub names (`capstan/trainer:0.1.0`) as a mirror would."""
     prepull: tuple[str, ...] = ()
     """prepull: images the node agent pulls before its nodes are Ready."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(

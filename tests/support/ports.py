@@ -1,12 +1,6 @@
 """A free loopback port for a process the tests start (the S3 server, the inference server, the
-operator's endpoints)."""
+operator's endpoints): the harness's own."""
 
-from __future__ import annotations
+from hack.localcluster.ports import free_port
 
-import socket
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port"]

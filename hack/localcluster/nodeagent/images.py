@@ -1,5 +1,5 @@
 """The node's images: pulled by reference from a registry with skopeo, unpacked once per manifest
-digest with umoci, and described by their OCI config (Entrypoint, Cmd, Env, WorkingDir, User)."""
+digest (unpack.py), and described by their OCI config (Entrypoint, Cmd, Env, WorkingDir, User)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from hack.localcluster.nodeagent import unpack
 
 PULL_TIMEOUT_S = 900  # torch with CUDA is gigabytes; a pull that takes longer has failed
 
@@ -60,9 +62,9 @@ class ImageStore:
 
     A pull resolves the reference to its manifest digest first (a small request), and copies
     the image only when no image of that digest is unpacked: the blobs go to a layout of their
-    own, are unpacked, and are deleted (the unpacked tree is all a container needs; keeping the
-    blobs too would hold the trainer image twice on the node's disk). Pulls run one at a time,
-    as the kubelet's serializeImagePulls does by default."""
+    own and are deleted as their layers are applied (the unpacked tree is all a container needs;
+    keeping the blobs too would hold the trainer image twice on the node's disk). Pulls run one
+    at a time, as the kubelet's serializeImagePulls does by default."""
 
     def __init__(self, root: Path, mirror: str = ""):
         self.root = root
@@ -109,7 +111,7 @@ class ImageStore:
         return r.stdout.strip()
 
     def _pull(self, ref: str, digest: str) -> None:
-        """Copy `digest` into a staging layout, unpack it with umoci, keep its config, drop the blobs."""
+        """Copy `digest` into a staging layout and apply its layers (each blob deleted once applied)."""
         source = self.source(ref)
         layout = self.staging / _hex(digest)
         shutil.rmtree(layout, ignore_errors=True)
@@ -123,10 +125,10 @@ class ImageStore:
             r = _run(["skopeo", "copy", "--quiet", *_tls(source), pinned, f"oci:{layout}:image"])
             if r.returncode != 0:
                 raise PullError(f'failed to pull image "{ref}"{_via(ref, source)}: {_last_line(r.stderr)}')
-            config = _layout_config(layout)
-            r = _run(["umoci", "raw", "unpack", "--image", f"{layout}:image", str(tmp)])
-            if r.returncode != 0:
-                raise PullError(f'failed to unpack image "{ref}": {_last_line(r.stderr)}')
+            try:
+                config = unpack.unpack(layout, tmp)
+            except unpack.UnpackError as exc:
+                raise PullError(f'failed to unpack image "{ref}": {exc}') from exc
             shutil.rmtree(target, ignore_errors=True)  # unpacked by an earlier version, no config
             _config_path(target).write_text(json.dumps(config))
             os.replace(tmp, target)
@@ -151,18 +153,6 @@ class ImageStore:
     def _image(self, ref: str, digest: str) -> Image:
         target = self.unpacked / _hex(digest)
         return Image(ref, digest, target, json.loads(_config_path(target).read_text()))
-
-
-def _layout_config(layout: Path) -> dict:
-    """The OCI config's `config` object of the one image in `layout`."""
-
-    def blob(digest: str) -> dict:
-        algo, _, hexd = digest.partition(":")
-        return json.loads((layout / "blobs" / algo / hexd).read_bytes())
-
-    index = json.loads((layout / "index.json").read_text())
-    manifest = blob(index["manifests"][0]["digest"])
-    return blob(manifest["config"]["digest"]).get("config") or {}
 
 
 def _config_path(target: Path) -> Path:

@@ -14,7 +14,9 @@ from tests.support.trainingruns import data, run_yaml, trainer_start_record
 pytestmark = pytest.mark.cluster
 __all__ = ["data", "op_cfg", "operator_cluster"]  # fixtures
 
-STEPS = 40
+# Long enough that the operator is killed mid-run: 40 steps were over before the first status
+# with a checkpoint on a quiet machine.
+STEPS, EVERY = 200, 10
 
 
 def run_status(cluster, namespace: str, name: str) -> dict:
@@ -41,13 +43,16 @@ def test_operator_killed_mid_run_picks_up_where_it_was(
     )
     op.start()
     try:
-        cluster.apply(run_yaml("steady", f"{s3_bucket}/ckpt/steady", {"uri": data}, steps=STEPS), namespace)
+        cluster.apply(
+            run_yaml("steady", f"{s3_bucket}/ckpt/steady", {"uri": data}, steps=STEPS, every=EVERY), namespace
+        )
         before = cluster.wait_for(
             "TrainingRun steady to report a committed checkpoint",
             lambda: (st := run_status(cluster, namespace, "steady")).get("lastCheckpoint") and st,
             timeout=240,
         )
         assert before["phase"] == "Running" and before["restarts"] == 0, before
+        assert before["step"] < STEPS, f"the run was over before the operator was killed: {before}"
         children = {k: uids(cluster, namespace, k) for k in ("jobs", "services", "configmaps", "pods")}
         assert all(len(v) == 1 for v in children.values()), children
 

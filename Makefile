@@ -7,13 +7,14 @@ BIN := .capstan/bin
 PYTEST_ARGS ?=
 # IMAGES_FLAGS: extra flags of `python -m hack.images` (--prune: drop buildah's copy and the wheelhouse after the push).
 IMAGES_FLAGS ?=
+CHECK_PYTHON = $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
 
 .PHONY: install control-plane image-tools registry images test demo cluster-up cluster-down lint unit clean crds
 
 install: $(VENV)/.installed control-plane
 
 $(VENV)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
+	@$(CHECK_PYTHON)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -45,7 +46,7 @@ image-tools:
 # (standard library only), so `make test` builds the images before the 6 GB virtualenv exists:
 # a disk's peak is the build's or the tests', never both.
 images: image-tools registry
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
+	@$(CHECK_PYTHON)
 	$(PYTHON) -m hack.images $(IMAGES_FLAGS)
 
 # Regenerate manifests/crds/ and charts/capstan/crds/ from the API models.

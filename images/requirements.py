@@ -8,8 +8,8 @@ installs its dependencies before its sources, so a source change does not reinst
 --report REPORT`) into pinned lists, one per image layer (LAYERS, then `rest.txt`), installed
 with `--no-deps` one RUN each. buildah commits a layer by writing it again (the diff as a blob,
 then the new layer) while the container's copy still exists, and a registry serves a layer as
-one stream: one 6 GB layer of torch with CUDA held about 18 GB during the build; layers of at most
-1.5 GB keep the whole build's peak near 13 GB, 6.2 of it the image itself."""
+one stream: CI ran out of disk committing torch with CUDA as one 6 GB layer; with layers of at most
+1.5 GB the whole build peaked 13.1 GB above its start here, 6.2 of it the image itself."""
 
 import json
 import re

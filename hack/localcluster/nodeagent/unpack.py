@@ -88,7 +88,8 @@ def _empty(rootfs: Path, folder: str, keep: set[str]) -> None:
 
 
 def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file() or (path.exists() and not path.is_dir()):
-        path.unlink()
-    elif path.is_dir():
+    """A file, link or folder tree; nothing when there is none (a whiteout of a missing name)."""
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

@@ -31,10 +31,10 @@ from capstan_operator import kube
 from capstan_operator.config import OperatorConfig
 from capstan_operator.trainingrun import build
 from hack.localcluster.cluster import Cluster, ClusterOptions
+from hack.localcluster.ports import free_port
 from tests.support.cluster import ClusterHandle
 from tests.support.driver import use_kubeconfig
 from tests.support.operator_proc import http_get
-from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SA_FLOW = "service-accounts"  # APF flow schema of ServiceAccounts outside kube-system

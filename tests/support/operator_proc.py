@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.ports import free_port
+from hack.localcluster.ports import free_port
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -8,7 +8,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
-from tests.support.ports import free_port
+from hack.localcluster.ports import free_port
 
 
 @dataclass

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from tests.support.ports import free_port
+from hack.localcluster.ports import free_port
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 

@@ -25,6 +25,7 @@ from hack.localcluster.ports import free_port
 
 MARKER = "CAPSTAN_LOCALCLUSTER"
 PREPULL_DEADLINE_S = 900.0
+UNSCHEDULABLE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 
 
 @dataclass
@@ -268,13 +269,17 @@ class Cluster:
         )
 
     def _ready_nodes(self) -> int:
-        r = self._kubectl(
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
+        """Nodes the scheduler can use: Ready, and without the not-ready taint a node is registered
+        with (the node lifecycle controller removes it some seconds after Ready; pods created
+        before that all land on the other nodes)."""
+        r = self._kubectl("get", "nodes", "-o", "json")
+        if r.returncode != 0:
+            return 0
+        return sum(
+            any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])
+            and not any(t["key"] in UNSCHEDULABLE_TAINTS for t in n["spec"].get("taints") or [])
+            for n in json.loads(r.stdout)["items"]
         )
-        return r.stdout.split().count("True") if r.returncode == 0 else 0
 
     def healthy(self) -> bool:
         state = self._state()

@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 from capstan_api.cleaning import Cleaning, Dedup, Filters, Pii
 from capstan_api.common import SPDX_PATTERN, URI_PATTERN, ApiModel, cel, immutable
 from capstan_api.tokenizer import Tokenizer
+from capstan_api.workload import PodResources
 
 SpdxId = Annotated[str, Field(min_length=1, max_length=128, pattern=SPDX_PATTERN)]
 
@@ -126,6 +127,16 @@ class DatasetSpec(ApiModel):
         ge=0,
         le=1,
         description="maxErrorRate is the share of malformed records (bad JSON, missing text) tolerated before the run fails.",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description="workers is how many pods run each parallel stage (map, dedup, tokenize, shard); the output is the same for any count.",
+    )
+    resources: PodResources = Field(
+        default_factory=lambda: PodResources(cpu="1", memory="3Gi"),
+        description="resources of each preparation pod (requests; memory is also the limit) and where it may run.",
     )
     seed: int = Field(
         default=0,

@@ -8,7 +8,9 @@ sets from its configuration and the local cluster writes to `.capstan/s3.env`.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
 import fsspec
 
@@ -46,7 +48,7 @@ def read_bytes(uri: str) -> bytes:
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole object; on S3 a PUT is atomic, locally write-then-rename."""
     fs, path = filesystem(uri)
-    if fs.protocol in ("file", "local") or "file" in fs.protocol:
+    if _is_local(fs):
         parent = path.rsplit("/", 1)[0]
         fs.makedirs(parent, exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
@@ -61,3 +63,49 @@ def write_bytes(uri: str, data: bytes) -> None:
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     return fs.exists(path)
+
+
+@contextmanager
+def open_write(uri: str) -> Iterator[IO[bytes]]:
+    """A binary file written as it goes that appears whole or not at all: locally written beside
+    and renamed, on S3 a multipart upload that is completed only when the block exits cleanly."""
+    fs, path = filesystem(uri)
+    if _is_local(fs):
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    f = fs.open(path, "wb")
+    try:
+        yield f
+    except BaseException:
+        f.discard()  # s3fs aborts the multipart upload: nothing appears
+        f.closed = True  # so that garbage collection does not commit what was written
+        raise
+    f.close()
+
+
+def read_range(uri: str, start: int, length: int) -> bytes:
+    """`length` bytes from `start` (one ranged GET on S3)."""
+    if length <= 0:
+        return b""
+    fs, path = filesystem(uri)
+    return fs.cat_file(path, start=start, end=start + length)
+
+
+def remove(uri: str) -> None:
+    """Removes a file or a folder with everything under it; absent is fine."""
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    proto = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in proto or "local" in proto

@@ -105,29 +105,46 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def near_duplicates(keys: np.ndarray, sig: np.ndarray | None = None, threshold: float = 0.0) -> np.ndarray:
-    """Indices of documents to drop. Rows are in document-id order; documents sharing a band key
-    are joined (union-find) and each cluster keeps its lowest index. With threshold > 0 a pair is
-    joined only when the share of equal signature values reaches it."""
-    d = keys.shape[0]
-    parent = np.arange(d)
+class Clusters:
+    """Union-find over document ids joined by duplicate pairs; each cluster keeps its lowest id.
+    Only ids in a pair are stored, so memory grows with the duplicates."""
 
-    def find(x: int) -> int:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
         root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while self.parent.get(x, x) != root:
+            self.parent[x], x = root, self.parent[x]
         return root
 
+    def join(self, pairs: np.ndarray) -> None:
+        """pairs: (P, >=2) rows whose first two columns are ids."""
+        for a, b in pairs[:, :2].tolist():
+            ra, rb = self.find(a), self.find(b)
+            if ra != rb:
+                self.parent[max(ra, rb)] = min(ra, rb)
+
+    def dropped(self) -> np.ndarray:
+        """Sorted ids that are not their cluster's lowest (only non-roots are ever stored)."""
+        return np.array(sorted(self.parent), dtype=np.uint64)
+
+
+def near_duplicates(keys: np.ndarray, sig: np.ndarray | None = None, threshold: float = 0.0) -> np.ndarray:
+    """Indices to drop among D documents in id order with band keys (D, bands), in memory: the
+    same pairs and clusters as the staged pipeline (runs.duplicate_pairs, Clusters). With
+    threshold > 0 a pair is joined only when the share of equal signature values reaches it."""
+    from capstan_trainer.prepare import runs
+
+    ids = np.arange(keys.shape[0], dtype=np.uint64)
+    clusters = Clusters()
     for band in range(keys.shape[1]):
-        _, first, inverse = np.unique(keys[:, band], return_index=True, return_inverse=True)
-        head = first[inverse]  # lowest index sharing this bucket
-        for i in np.flatnonzero(head != np.arange(d)).tolist():
-            j = int(head[i])
-            if threshold > 0 and sig is not None and float(np.mean(sig[i] == sig[j])) < threshold:
-                continue
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
-    return np.array([i for i in range(d) if find(i) != i], dtype=np.int64)
+        rec = np.zeros(len(ids), dtype=runs.RECORD)
+        rec["k0"], rec["id"], rec["loc"] = keys[:, band], ids, ids
+        pairs = runs.duplicate_pairs(runs.sort_records(rec))
+        if threshold > 0 and sig is not None:
+            pairs = pairs[[float(np.mean(sig[a] == sig[b])) >= threshold for a, b in pairs[:, 2:].tolist()]]
+        clusters.join(pairs)
+    return clusters.dropped().astype(np.int64)

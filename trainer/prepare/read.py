@@ -10,8 +10,13 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import IO
+
+import zstandard
 
 from capstan_api.dataset import Source
 from capstan_trainer import storage
@@ -49,6 +54,8 @@ class ReadStats:
     malformed: int = 0
     bytes: int = 0
     malformed_by_file: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    """files: input URI -> sha256 of its bytes, for the fingerprint."""
 
 
 def _with_protocol(fs, uri: str, path: str) -> str:
@@ -87,69 +94,111 @@ def list_files(sources: list[Source]) -> list[InputFile]:
     return out
 
 
-def _decompress(data: bytes, uri: str, compression: str) -> bytes:
-    if compression == "infer":
-        compression = "gzip" if uri.endswith(".gz") else "zstd" if uri.endswith((".zst", ".zstd")) else "none"
+class HashingReader(io.RawIOBase):
+    """A raw stream over a storage file that hashes and counts the bytes read through it."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.sha.update(data)
+        self.bytes += n
+        return n
+
+    def drain(self) -> None:
+        """Reads what a decompressor left (trailing bytes) so the hash covers the whole file."""
+        while self.readinto(bytearray(CHUNK)):
+            pass
+
+
+CHUNK = 1 << 20  # bytes read from storage at a time
+_CORRUPT = (gzip.BadGzipFile, EOFError, zlib.error, zstandard.ZstdError)
+
+
+def _compression(f: InputFile, src: Source) -> str:
+    if src.compression != "infer":
+        return src.compression
+    return "gzip" if f.uri.endswith(".gz") else "zstd" if f.uri.endswith((".zst", ".zstd")) else "none"
+
+
+def _decompressed(raw: HashingReader, compression: str) -> IO[bytes]:
+    """A buffered, line-iterable stream of the decompressed bytes."""
     if compression == "gzip":
-        return gzip.decompress(data)
+        return gzip.GzipFile(fileobj=io.BufferedReader(raw, CHUNK), mode="rb")
     if compression == "zstd":
-        import zstandard
-
-        # Streaming reader: frames written without a content size are common (zstd CLI from a pipe).
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as r:
-            return r.read()
-    return data
+        # Streaming reader: frames without a content size are common (zstd CLI from a pipe).
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return io.BufferedReader(reader, CHUNK)
+    return io.BufferedReader(raw, CHUNK)
 
 
-def read_raw(f: InputFile) -> bytes:
+@contextmanager
+def _opened(f: InputFile) -> Iterator[IO[bytes]]:
+    where = f"spec.sources[{f.source_index}]: cannot read {f.uri}"
     try:
-        return storage.read_bytes(f.uri)
-    except (FileNotFoundError, PermissionError, IsADirectoryError, OSError) as exc:
-        raise InputError(f"spec.sources[{f.source_index}]: cannot read {f.uri}: {exc}") from exc
+        fs, path = storage.filesystem(f.uri)
+        handle = fs.open(path, "rb", block_size=CHUNK)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise InputError(f"{where}: {exc}") from exc
+    with handle:
+        yield handle
 
 
-def read_file(f: InputFile, src: Source, data: bytes, stats: ReadStats) -> Iterator[Doc]:
-    """Documents of one file. Malformed records are counted in `stats` and skipped."""
+def read_documents(f: InputFile, src: Source, stats: ReadStats) -> Iterator[Doc]:
+    """Documents of one file, streamed: JSONL line by line, Parquet by row group, never the whole
+    file in memory. Malformed records are counted in `stats` and skipped; a file that cannot be
+    decompressed or decoded is an InputError naming it. The file's sha256 lands in stats.files."""
+    if src.format == "parquet":
+        yield from _read_parquet(f, src, stats)
+        return
     where = f"spec.sources[{f.source_index}]: {f.uri}"
     base = f.index << RECORD_BITS
-    if src.format == "parquet":
-        yield from _read_parquet(f, src, data, stats, where)
-        return
-    try:
-        raw = _decompress(data, f.uri, src.compression)
-    except (OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{where}: cannot decompress: {exc}") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if src.format == "text":
-            raise InputError(f"{where}: not UTF-8 text: {exc}") from exc
-        text = None  # jsonl: decode line by line so one bad line is one malformed record
-    if src.format == "text":
-        stats.records += 1
-        yield Doc(base, text, f.source_index, f.uri, 0, src.licence)
-        return
-    lines = text.split("\n") if text is not None else raw.split(b"\n")
-    for i, line in enumerate(lines):
-        if isinstance(line, bytes):
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError:
-                _bad(stats, f.uri)
-                continue
-        if not line.strip():
-            continue
-        stats.records += 1
+    with _opened(f) as handle:
+        raw = HashingReader(handle)
+        stream = _decompressed(raw, _compression(f, src))
         try:
-            obj = json.loads(line)
-        except ValueError:
-            _bad(stats, f.uri)
-            continue
-        doc = _from_object(obj, src, f, i, base)
-        if doc is None:
-            _bad(stats, f.uri)
-            continue
-        yield doc
+            if src.format == "text":
+                data = stream.read()  # one document per file: the document is the file
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"{where}: not UTF-8 text: {exc}") from exc
+                stats.records += 1
+                yield Doc(base, text, f.source_index, f.uri, 0, src.licence)
+            else:
+                for i, line in enumerate(stream):
+                    yield from _jsonl_record(line, src, f, i, base, stats)
+            raw.drain()
+        except _CORRUPT as exc:
+            raise InputError(f"{where}: cannot decompress: {exc}") from exc
+    stats.bytes += raw.bytes
+    stats.files[f.uri] = raw.sha.hexdigest()
+
+
+def _jsonl_record(
+    line: bytes, src: Source, f: InputFile, i: int, base: int, stats: ReadStats
+) -> Iterator[Doc]:
+    if not line.strip():
+        return
+    stats.records += 1
+    try:
+        obj = json.loads(line)  # bytes in: UTF-8 decoding errors surface as ValueError here
+    except ValueError:
+        _bad(stats, f.uri)
+        return
+    doc = _from_object(obj, src, f, i, base)
+    if doc is None:
+        _bad(stats, f.uri)
+        return
+    yield doc
 
 
 def _bad(stats: ReadStats, uri: str) -> None:
@@ -176,29 +225,37 @@ def _from_object(obj, src: Source, f: InputFile, record: int, base: int) -> Doc 
     )
 
 
-def _read_parquet(f: InputFile, src: Source, data: bytes, stats: ReadStats, where: str) -> Iterator[Doc]:
+def _read_parquet(f: InputFile, src: Source, stats: ReadStats) -> Iterator[Doc]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{where}: not a readable Parquet file: {exc}") from exc
-    if src.text_field not in table.column_names:
-        raise InputError(
-            f"{where}: textField {src.text_field!r} is not a column (found {table.column_names})"
-        )
-    cols = [c for c in (src.text_field, src.licence_field, src.url_field) if c and c in table.column_names]
-    rows = table.select(cols).to_pylist()
+    where = f"spec.sources[{f.source_index}]: {f.uri}"
     base = f.index << RECORD_BITS
-    for i, row in enumerate(rows):
-        stats.records += 1
-        doc = _from_object(row, src, f, i, base)
-        if doc is None:
-            _bad(stats, f.uri)
-            continue
-        yield doc
-
-
-def file_digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    with _opened(f) as handle:
+        try:
+            pf = pq.ParquetFile(handle)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{where}: not a readable Parquet file: {exc}") from exc
+        names = pf.schema_arrow.names
+        if src.text_field not in names:
+            raise InputError(f"{where}: textField {src.text_field!r} is not a column (found {names})")
+        cols = [c for c in (src.text_field, src.licence_field, src.url_field) if c and c in names]
+        i = 0
+        try:
+            for rg in range(pf.num_row_groups):  # one row group in memory at a time
+                for row in pf.read_row_group(rg, columns=cols).to_pylist():
+                    stats.records += 1
+                    doc = _from_object(row, src, f, i, base)
+                    i += 1
+                    if doc is None:
+                        _bad(stats, f.uri)
+                        continue
+                    yield doc
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{where}: not a readable Parquet file: {exc}") from exc
+    # Parquet is read by row group, out of order: its hash is a second, sequential pass.
+    with _opened(f) as handle:
+        raw = HashingReader(handle)
+        raw.drain()
+    stats.bytes += raw.bytes
+    stats.files[f.uri] = raw.sha.hexdigest()

@@ -1,31 +1,33 @@
-"""The run's statistics, kept in the manifest and shown in the datasheet: counts per stage, per
-licence, per filter rule and per PII type."""
+"""The run's statistics, kept in the manifest and shown in the datasheet: counts per cleaning
+step, per licence, per filter rule and per PII type, summed over the stages' markers."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from capstan_trainer import shards
-from capstan_trainer.prepare.mapper import Part
 
 
 def manifest_stats(
-    part: Part, n: int, exact: int, near: int, kept: list[int], splits: dict[str, shards.SplitInfo]
+    counts: Counter,
+    n: int,
+    exact: int,
+    near: int,
+    pii: Counter,
+    licences: Counter,
+    splits: dict[str, shards.SplitInfo],
 ) -> dict:
-    """`n` documents reached deduplication, `exact` and `near` of them were removed there and
-    `kept` (ids) are in the output."""
-    c = part.counts
+    """`counts` are the map workers' summed counters; `n` documents reached deduplication, `exact`
+    and `near` of them were removed there; `pii` and `licences` count the output's documents."""
+    c = counts
     records, parsed = c["records"], c["records"] - c["malformed"]
-    excluded = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("licence:") and v}
+    excluded = {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("licence:") and v}
     after_licence = parsed - sum(excluded.values())
-    by_rule = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("rule:") and v}
+    by_rule = {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("rule:") and v}
     by_filter: Counter = Counter()
     for rule, v in by_rule.items():
         by_filter[rule.split(".", 1)[0]] += v
-    pii: Counter = Counter()
-    for i in kept:
-        pii.update(part.pii[i])
-    licences = Counter(part.licences[i] for i in kept)
+    kept = n - exact - near
     return {
         "files": c["files"],
         "bytes": c["bytes"],
@@ -33,7 +35,11 @@ def manifest_stats(
         "malformed": c["malformed"],
         "normalised": c["normalised"],
         "licence": {"excludedByLicence": excluded, "keptByLicence": dict(sorted(licences.items()))},
-        "filters": {"removed": after_licence - n, "byFilter": dict(by_filter), "byRule": by_rule},
+        "filters": {
+            "removed": after_licence - n,
+            "byFilter": dict(sorted(by_filter.items())),
+            "byRule": by_rule,
+        },
         "exactDuplicates": exact,
         "nearDuplicates": near,
         "pii": dict(sorted(pii.items())),
@@ -42,7 +48,7 @@ def manifest_stats(
             {"stage": "licence", "in": parsed, "out": after_licence},
             {"stage": "filters", "in": after_licence, "out": n},
             {"stage": "exactDedup", "in": n, "out": n - exact},
-            {"stage": "nearDedup", "in": n - exact, "out": len(kept)},
+            {"stage": "nearDedup", "in": n - exact, "out": kept},
         ],
         "documents": {"train": splits["train"].documents, "validation": splits["validation"].documents},
         "tokens": {name: sp.tokens for name, sp in splits.items()},

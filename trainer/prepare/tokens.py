@@ -15,7 +15,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from capstan_api.tokenizer import Tokenizer as TokenizerSpec
-from capstan_trainer import shards, storage
+from capstan_trainer import storage
 from capstan_trainer.prepare.read import InputError
 
 ENCODE_BATCH = 2048  # documents per encode_batch call: big enough to keep every core busy
@@ -78,34 +78,3 @@ def token_stream(
             chain.from_iterable(chain(x, (eos,)) for x in ids), dtype=np.dtype(dtype), count=sum(lengths)
         )
         yield flat, lengths
-
-
-class ShardWriter:
-    """Cuts a token stream into `size`-token files `<split>-NNNNN.bin` under `folder`."""
-
-    def __init__(self, folder: str, split: str, size: int, dtype: str) -> None:
-        self.folder, self.split, self.size, self.dtype = folder, split, size, dtype
-        self.buffer: list[np.ndarray] = []
-        self.buffered = 0
-        self.shards: list[shards.ShardInfo] = []
-
-    def add(self, tokens: np.ndarray) -> None:
-        self.buffer.append(tokens)
-        self.buffered += len(tokens)
-        while self.buffered >= self.size:
-            data = np.concatenate(self.buffer)
-            self._write(data[: self.size])
-            rest = data[self.size :]
-            self.buffer, self.buffered = ([rest] if len(rest) else []), len(rest)
-
-    def close(self) -> list[shards.ShardInfo]:
-        if self.buffered:
-            self._write(np.concatenate(self.buffer))
-        self.buffer, self.buffered = [], 0
-        return self.shards
-
-    def _write(self, tokens: np.ndarray) -> None:
-        name = f"{self.split}-{len(self.shards):05d}.bin"
-        data, digest = shards.encode_shard(tokens, self.dtype)
-        storage.write_bytes(storage.join(self.folder, name), data)
-        self.shards.append(shards.ShardInfo(path=name, tokens=len(tokens), sha256=digest))

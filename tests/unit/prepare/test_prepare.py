@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +16,8 @@ import pytest
 import yaml
 from tokenizers import Tokenizer
 
+from capstan_api import preparation
+from capstan_api.dataset import DatasetSpec
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare.prepare import main
 from tests.unit.prepare import corpus
@@ -133,39 +140,105 @@ def test_shards_read_back_and_hold_no_pii(prepared, generated):
     assert sum(d["tokens"] for d in docs if d["split"] == "train") == s["tokens"]["train"]
 
 
-def test_byte_identical_across_runs_and_shard_counts(prepared, tmp_path, capsys):
+def output_files(out: Path) -> dict[str, bytes]:
+    """Every file of an output folder but the intermediate _work/ folder."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def assert_same_output(a: Path, b: Path) -> None:
+    fa, fb = output_files(a), output_files(b)
+    assert sorted(fb) == sorted(fa)
+    for name in fa:
+        assert fb[name] == fa[name], f"{b.name}/{name} differs from {a.name}/{name}"
+
+
+def run_stages(path: str, workers: int) -> None:
+    """What the operator's Indexed Jobs do: every index of every stage, one call each."""
+    res = yaml.safe_load(Path(path).read_text())
+    spec = DatasetSpec.model_validate({**res["spec"], "workers": workers})
+    for stage in preparation.plan(spec):
+        for i in range(stage.workers):
+            assert (
+                main(["-f", path, "--stage", stage.name, "--workers", str(workers), "--index", str(i)]) == 0
+            )
+
+
+def test_byte_identical_for_1_2_and_3_workers(prepared, tmp_path, capsys):
     first, _ = prepared
     a = first / "out"
     src = str(first / "in")
-    outputs = [a]
-    # the same spec again, and map shards (3 and 2) followed by a merge
-    for count in (1, 3, 2):
-        out = tmp_path / f"out-{count}"
-        path = _write(tmp_path, corpus.spec(src, str(out)), f"ds-{count}.yaml")
-        if count == 1:
+    names = sorted(output_files(a))
+    assert "manifest.json" in names and "train-00000.bin" in names and "documents.jsonl" in names
+    # the same spec again in one process, 3 worker processes, and 2 workers stage by stage
+    for how in ("again", "processes-3", "stages-2"):
+        out = tmp_path / f"out-{how}"
+        path = _write(tmp_path, corpus.spec(src, str(out)), f"ds-{how}.yaml")
+        if how == "again":
             assert main(["-f", path]) == 0
+        elif how == "processes-3":
+            assert main(["-f", path, "--workers", "3"]) == 0
         else:
-            for i in range(count):
-                assert main(["-f", path, "--shard-index", str(i), "--shard-count", str(count)]) == 0
-            assert (out / "_parts").is_dir()
-            assert main(["-f", path, "--merge", "--shard-count", str(count)]) == 0
-            assert not (out / "_parts").exists()
-        outputs.append(out)
+            run_stages(path, 2)
+        assert_same_output(a, out)
+        # the bulky intermediates are gone; the markers stay
+        work = sorted(p.name for p in (out / "_work").rglob("*") if p.is_file())
+        assert work and all(n.startswith(("done-", "progress-")) for n in work), work
     capsys.readouterr()
-    names = sorted(p.name for p in a.iterdir())
-    assert "manifest.json" in names and "train-00000.bin" in names
-    for out in outputs[1:]:
-        assert sorted(p.name for p in out.iterdir()) == names
-        for n in names:
-            assert (out / n).read_bytes() == (a / n).read_bytes(), f"{out.name}/{n} differs"
 
 
-def test_merge_refuses_missing_part(prepared, tmp_path, capsys):
+def test_a_stage_before_its_input_exits_1_naming_it(prepared, tmp_path, capsys):
     first, _ = prepared
     path = _write(tmp_path, corpus.spec(str(first / "in"), str(tmp_path / "out")))
-    assert main(["-f", path, "--shard-index", "0", "--shard-count", "2"]) == 0
-    assert main(["-f", path, "--merge", "--shard-count", "2"]) == 1
-    assert "part 1 of 2 is missing" in capsys.readouterr().err
+    assert main(["-f", path, "--stage", "map", "--workers", "2", "--index", "0"]) == 0
+    assert main(["-f", path, "--stage", "dedup", "--workers", "2", "--index", "0"]) == 1
+    assert "stage map index 1 has not committed" in capsys.readouterr().err
+    assert main(["-f", path, "--stage", "map", "--workers", "2", "--index", "2"]) == 3
+    assert "--index 2 must be in [0, 2) for stage map" in capsys.readouterr().err
+
+
+def test_a_map_worker_killed_mid_stage_is_retried_to_the_same_output(tmp_path, capsys):
+    from bench.prepare_common import write_corpus
+
+    write_corpus(tmp_path / "in", megabytes=6)
+    res = corpus.spec(str(tmp_path / "in"), "")
+    res["spec"]["sources"] = [{"uri": f"file://{tmp_path}/in/*.jsonl", "licence": "CC-BY-4.0"}]
+    ref = tmp_path / "ref"
+    assert (
+        main(
+            [
+                "-f",
+                _write(
+                    tmp_path,
+                    {
+                        **res,
+                        "spec": {**res["spec"], "output": {**res["spec"]["output"], "uri": f"file://{ref}"}},
+                    },
+                    "ref.yaml",
+                ),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "out"
+    path = _write(
+        tmp_path,
+        {**res, "spec": {**res["spec"], "output": {**res["spec"]["output"], "uri": f"file://{out}"}}},
+    )
+    cmd = [sys.executable, "-m", "capstan_trainer.prepare", "-f", path, "--stage", "map", "--workers", "2"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "JOB_COMPLETION_INDEX": "0"}, stderr=subprocess.PIPE)
+    progress = out / "_work" / "map" / "progress-00000.json"
+    deadline = time.monotonic() + 60
+    while not progress.exists():  # the worker has started on its files
+        assert proc.poll() is None, f"map worker 0 ended before it could be killed: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "map worker 0 wrote no progress file within 60 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert not (out / "_work" / "map" / "done-00000.json").exists(), "killed before its commit"
+    assert not (out / "_work" / "map" / "docs-00000.jsonl.zst").exists(), "no half-written part"
+    run_stages(path, 2)  # the retry of index 0, then everything else
+    capsys.readouterr()
+    assert_same_output(ref, out)
 
 
 def test_s3_in_and_out(s3_bucket, generated, tmp_path, capsys):

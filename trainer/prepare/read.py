@@ -97,8 +97,8 @@ def list_files(sources: list[Source]) -> list[InputFile]:
 class HashingReader(io.RawIOBase):
     """A raw stream over a storage file that hashes and counts the bytes read through it."""
 
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
+    def __init__(self, f: IO[bytes], stats: ReadStats | None = None) -> None:
+        self.f, self.stats = f, stats
         self.sha = hashlib.sha256()
         self.bytes = 0
 
@@ -111,6 +111,8 @@ class HashingReader(io.RawIOBase):
         b[:n] = data
         self.sha.update(data)
         self.bytes += n
+        if self.stats is not None:  # live, for the progress line
+            self.stats.bytes += n
         return n
 
     def drain(self) -> None:
@@ -162,7 +164,7 @@ def read_documents(f: InputFile, src: Source, stats: ReadStats) -> Iterator[Doc]
     where = f"spec.sources[{f.source_index}]: {f.uri}"
     base = f.index << RECORD_BITS
     with _opened(f) as handle:
-        raw = HashingReader(handle)
+        raw = HashingReader(handle, stats)
         stream = _decompressed(raw, _compression(f, src))
         try:
             if src.format == "text":
@@ -179,7 +181,6 @@ def read_documents(f: InputFile, src: Source, stats: ReadStats) -> Iterator[Doc]
             raw.drain()
         except _CORRUPT as exc:
             raise InputError(f"{where}: cannot decompress: {exc}") from exc
-    stats.bytes += raw.bytes
     stats.files[f.uri] = raw.sha.hexdigest()
 
 

@@ -82,6 +82,10 @@ def test_every_format_and_compression(tmp_path, capsys):
         ("missing", "spec.sources[0].uri: no files match"),
         ("corrupt-gzip", "cannot decompress"),
         ("corrupt-parquet", "not a readable Parquet file"),
+        ("corrupt-zstd", "bad.jsonl.zst: cannot decompress"),
+        ("truncated-gzip", "cut.jsonl.gz: cannot decompress"),
+        ("latin-1-text", "latin.txt: not UTF-8 text"),
+        ("parquet-no-text", "textField 'text' is not a column (found ['body'])"),
         ("no-licence", "spec.sources[0].licence: Field required"),
         ("malformed", "spec.maxErrorRate: 3 of 5 records are malformed"),
         ("policy", "spec.allowedLicences: no licence is allowed by the operator's policy"),
@@ -102,6 +106,19 @@ def test_bad_input_exits_3_naming_the_problem(case, expect, tmp_path, capsys, mo
     elif case == "corrupt-parquet":
         (tmp_path / "bad.parquet").write_bytes(b"PAR1 but not really")
         src.update(uri=local(tmp_path / "bad.parquet"), format="parquet")
+    elif case == "corrupt-zstd":
+        data = zstandard.ZstdCompressor().compress(good.read_bytes() * 50)
+        (tmp_path / "bad.jsonl.zst").write_bytes(data[:20] + b"\x00garbage" + data[20:])
+        src["uri"] = local(tmp_path / "bad.jsonl.zst")
+    elif case == "truncated-gzip":
+        (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(good.read_bytes() * 50)[:-12])
+        src["uri"] = local(tmp_path / "cut.jsonl.gz")
+    elif case == "latin-1-text":
+        (tmp_path / "latin.txt").write_bytes("Un caf\u00e9 tr\u00e8s fran\u00e7ais.".encode("latin-1"))
+        src.update(uri=local(tmp_path / "latin.txt"), format="text")
+    elif case == "parquet-no-text":
+        pq.write_table(pa.table({"body": ["some text"]}), tmp_path / "nt.parquet")
+        src.update(uri=local(tmp_path / "nt.parquet"), format="parquet")
     elif case == "no-licence":
         del src["licence"]
     elif case == "malformed":

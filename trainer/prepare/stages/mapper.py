@@ -137,7 +137,7 @@ def run(ctx: Context) -> dict:
             for doc in read.read_documents(f, src, stats):
                 t1 = clock()
                 seconds["read"] += t1 - t0
-                progress.documents_in = stats.records
+                progress.documents_in, progress.bytes_in = stats.records, stats.bytes
                 if doc.licence not in allowed:
                     counts[f"licence:{doc.licence}"] += 1
                     t0 = clock()
@@ -171,7 +171,6 @@ def run(ctx: Context) -> dict:
                 progress.documents_out = kept
                 t0 = clock()
                 seconds["write"] += t0 - t5
-            progress.bytes_in = stats.bytes
         t0 = clock()
         run_sizes = keys.close()
         seconds["dedupKeys"] += clock() - t0

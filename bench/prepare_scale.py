@@ -1,0 +1,139 @@
+"""Staged preparation at three corpus sizes: throughput per core and peak memory per worker.
+
+    .venv/bin/python bench/prepare_scale.py [--sizes 16 64 256] [--workers 2]
+
+For each size (MB of generated JSONL) runs every stage's indexes as separate processes, as the
+Indexed Jobs do (`--stage S --index I`), and reads each process's CPU time and peak RSS from
+wait4(). Baseline in the same run: the floor, reading, decompressing and parsing the same corpus
+and nothing else. Prints JSON: per stage docs/s and MB/s per core, share of CPU, peak RSS per
+worker; end to end MB/s per core and its ratio to the floor; the scale-out cost (CPU of N
+workers against one, same input, smallest size); the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.prepare_common import resource, write_corpus  # noqa: E402
+from capstan_api import preparation  # noqa: E402
+from capstan_api.dataset import DatasetSpec  # noqa: E402
+
+FLOOR = """
+import sys
+from capstan_api.dataset import Source
+from capstan_trainer.prepare import read
+src = Source(uri=sys.argv[1], licence="CC-BY-4.0")
+stats = read.ReadStats()
+for f in read.list_files([src]):
+    for _ in read.read_documents(f, src, stats):
+        pass
+"""
+
+
+def waited(procs: list[subprocess.Popen]) -> tuple[float, int]:
+    """(CPU seconds of all, the largest peak RSS in bytes) of finished children."""
+    cpu, peak = 0.0, 0
+    for p in procs:
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            raise SystemExit(f"{p.args} exited {p.returncode}")
+        cpu += ru.ru_utime + ru.ru_stime
+        peak = max(peak, ru.ru_maxrss * 1024)
+    return cpu, peak
+
+
+def floor(src: str) -> float:
+    cpu, _ = waited([subprocess.Popen([sys.executable, "-c", FLOOR, src])])
+    return cpu
+
+
+def prepare(path: Path, workers: int) -> dict[str, dict]:
+    spec = DatasetSpec.model_validate({**yaml.safe_load(path.read_text())["spec"], "workers": workers})
+    out = {}
+    for stage in preparation.plan(spec):
+        cmd = [sys.executable, "-m", "capstan_trainer.prepare", "-f", str(path), "--workers", str(workers)]
+        t0 = time.perf_counter()
+        procs = [
+            subprocess.Popen([*cmd, "--stage", stage.name, "--index", str(i)], stdout=subprocess.DEVNULL)
+            for i in range(stage.workers)
+        ]
+        cpu, peak = waited(procs)
+        out[stage.name] = {
+            "workers": stage.workers,
+            "cpu": cpu,
+            "wall": time.perf_counter() - t0,
+            "peakRss": peak,
+        }
+    return out
+
+
+def summarise(stages: dict[str, dict], docs: int, size: int, floor_cpu: float) -> dict:
+    total = sum(s["cpu"] for s in stages.values())
+    return {
+        "stages": {
+            name: {
+                "workers": s["workers"],
+                "docsPerSecPerCore": round(docs / s["cpu"], 1),
+                "mbPerSecPerCore": round(size / 1e6 / s["cpu"], 3),
+                "cpuShare": round(s["cpu"] / total, 3),
+                "peakRssMbPerWorker": round(s["peakRss"] / 2**20, 1),
+                "wallSeconds": round(s["wall"], 2),
+            }
+            for name, s in stages.items()
+        },
+        "endToEnd": {
+            "cpuSeconds": round(total, 2),
+            "wallSeconds": round(sum(s["wall"] for s in stages.values()), 2),
+            "mbPerSecPerCore": round(size / 1e6 / total, 3),
+            "docsPerSecPerCore": round(docs / total, 1),
+            "floorMbPerSecPerCore": round(size / 1e6 / floor_cpu, 3),
+            "ratioToFloor": round(total / floor_cpu, 2),
+            "peakRssMbPerWorker": round(max(s["peakRss"] for s in stages.values()) / 2**20, 1),
+        },
+    }
+
+
+def main(sizes: list[float], workers: int) -> None:
+    report: dict = {"workers": workers, "loadAverage": os.getloadavg(), "cpus": os.cpu_count(), "sizes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, mb in enumerate(sizes):
+            root = Path(tmp) / f"{mb}"
+            docs, size = write_corpus(root / "in", mb)
+            src = f"file://{root}/in/*.jsonl"
+            floor_cpu = floor(src)
+            path = root / "ds.yaml"
+            path.write_text(yaml.safe_dump(resource(src, f"file://{root}/out")))
+            result = summarise(prepare(path, workers), docs, size, floor_cpu)
+            result.update(documents=docs, megabytes=round(size / 1e6, 1))
+            if i == 0 and workers > 1:  # the scale-out's cost: the same input in one process
+                path.write_text(yaml.safe_dump(resource(src, f"file://{root}/out-1")))
+                one = summarise(prepare(path, 1), docs, size, floor_cpu)
+                result["scaleOutCpuRatio"] = round(
+                    result["endToEnd"]["cpuSeconds"] / one["endToEnd"]["cpuSeconds"], 3
+                )
+            report["sizes"][str(mb)] = result
+            print(f"{mb} MB done: {json.dumps(result['endToEnd'])}", file=sys.stderr, flush=True)
+    peaks = [r["endToEnd"]["peakRssMbPerWorker"] for r in report["sizes"].values()]
+    report["peakRssGrowth"] = round(peaks[-1] / peaks[0], 3)
+    report["loadAverageAfter"] = os.getloadavg()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=float, nargs="+", default=[16, 64, 256], help="corpus sizes in MB")
+    ap.add_argument("--workers", type=int, default=2, help="workers per parallel stage")
+    a = ap.parse_args()
+    main(a.sizes, a.workers)

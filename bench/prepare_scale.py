@@ -7,7 +7,7 @@ Indexed Jobs do (`--stage S --index I`), and reads each process's CPU time and p
 wait4(). Baseline in the same run: the floor, reading, decompressing and parsing the same corpus
 and nothing else. Prints JSON: per stage docs/s and MB/s per core, share of CPU, peak RSS per
 worker; end to end MB/s per core and its ratio to the floor; the scale-out cost (CPU of N
-workers against one, same input, smallest size); the load average.
+workers against one, same input, the second size); storage traffic per stage; the load average.
 """
 
 from __future__ import annotations
@@ -59,9 +59,33 @@ def floor(src: str) -> float:
     return cpu
 
 
-def prepare(path: Path, workers: int) -> dict[str, dict]:
-    spec = DatasetSpec.model_validate({**yaml.safe_load(path.read_text())["spec"], "workers": workers})
+# What each stage reads, by the files of earlier stages it consumes (besides markers).
+READS = {
+    "dedup": ("map/runs-", "map/sample-", "map/hist-"),
+    "cluster": ("dedup/pairs-", "dedup/sample-"),
+    "tokenize": ("map/docs-",),
+    "shard": ("tokenize/tokens-",),
+    "finish": ("tokenize/meta-",),
+}
+
+
+def sizes(folder: Path) -> dict[str, int]:
+    """Files under the output folder by path relative to it (markers and progress left out)."""
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)).removeprefix("_work/"): p.stat().st_size
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(("done-", "progress-"))
+    }
+
+
+def prepare(path: Path, workers: int, input_bytes: int) -> dict[str, dict]:
+    res = yaml.safe_load(path.read_text())
+    spec = DatasetSpec.model_validate({**res["spec"], "workers": workers})
+    folder = Path(spec.output.uri.removeprefix("file://"))
     out = {}
+    before = sizes(folder)
     for stage in preparation.plan(spec):
         cmd = [sys.executable, "-m", "capstan_trainer.prepare", "-f", str(path), "--workers", str(workers)]
         t0 = time.perf_counter()
@@ -70,12 +94,22 @@ def prepare(path: Path, workers: int) -> dict[str, dict]:
             for i in range(stage.workers)
         ]
         cpu, peak = waited(procs)
+        after = sizes(folder)
+        written = sum(n for p, n in after.items() if p not in before)
+        read = (
+            input_bytes
+            if stage.name == "map"
+            else sum(n for p, n in before.items() if p.startswith(READS[stage.name]))
+        )
         out[stage.name] = {
             "workers": stage.workers,
             "cpu": cpu,
             "wall": time.perf_counter() - t0,
             "peakRss": peak,
+            "read": read,
+            "written": written,
         }
+        before = {**before, **after}
     return out
 
 
@@ -90,6 +124,8 @@ def summarise(stages: dict[str, dict], docs: int, size: int, floor_cpu: float) -
                 "cpuShare": round(s["cpu"] / total, 3),
                 "peakRssMbPerWorker": round(s["peakRss"] / 2**20, 1),
                 "wallSeconds": round(s["wall"], 2),
+                "storageReadPerInputByte": round(s["read"] / size, 4),
+                "storageWrittenPerInputByte": round(s["written"] / size, 4),
             }
             for name, s in stages.items()
         },
@@ -115,11 +151,13 @@ def main(sizes: list[float], workers: int) -> None:
             floor_cpu = floor(src)
             path = root / "ds.yaml"
             path.write_text(yaml.safe_dump(resource(src, f"file://{root}/out")))
-            result = summarise(prepare(path, workers), docs, size, floor_cpu)
+            result = summarise(prepare(path, workers, size), docs, size, floor_cpu)
             result.update(documents=docs, megabytes=round(size / 1e6, 1))
-            if i == 0 and workers > 1:  # the scale-out's cost: the same input in one process
+            if (
+                i == min(1, len(sizes) - 1) and workers > 1
+            ):  # the scale-out's cost: the same input in one process
                 path.write_text(yaml.safe_dump(resource(src, f"file://{root}/out-1")))
-                one = summarise(prepare(path, 1), docs, size, floor_cpu)
+                one = summarise(prepare(path, 1, size), docs, size, floor_cpu)
                 result["scaleOutCpuRatio"] = round(
                     result["endToEnd"]["cpuSeconds"] / one["endToEnd"]["cpuSeconds"], 3
                 )

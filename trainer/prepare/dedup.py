@@ -19,6 +19,7 @@ _P = np.uint64(0x100000001B3)  # multiplier combining word hashes into an n-gram
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)
+CACHE_WORDS = 1 << 18  # word hashes kept (~30 MB): the frequent words, whatever the corpus size
 CHUNK_SHINGLES = 16384  # rows of the (shingles x permutations) matrix computed at once: ~14 MB at 112
 
 
@@ -60,7 +61,7 @@ class Shingler:
         h = self._cache.get(w)
         if h is None:
             h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little")
-            if len(self._cache) < 2_000_000:
+            if len(self._cache) < CACHE_WORDS:
                 self._cache[w] = h
         return h
 

@@ -17,7 +17,7 @@ import numpy as np
 from capstan_trainer import storage
 
 RECORD = np.dtype([("k0", "<u8"), ("k1", "<u8"), ("id", "<u8"), ("loc", "<u8")])
-RUN_DOCS = 65536  # documents per run file: 15 tasks x 64Ki x 32 B = 30 MB buffered at most
+RUN_DOCS = 16384  # documents per run file: 15 tasks x 16Ki x 32 B = 8 MB buffered at most
 CHUNK_RECORDS = 65536  # records read from one run at a time in the merge (2 MB)
 LOC_PART_SHIFT = 40
 

@@ -6,6 +6,7 @@ splits goes to the worker g % workers. Each shard is read with ranged reads from
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 from capstan_trainer import storage
 from capstan_trainer.prepare.read import InputError
@@ -36,23 +37,30 @@ def run(ctx: Context) -> dict:
             for k in range(-(-total // size)):
                 if g % ctx.workers == ctx.index:
                     a, b = k * size, min((k + 1) * size, total)
-                    data = read_tokens(ctx, segments, split, a, b, itemsize)
-                    storage.write_bytes(storage.join(ctx.out, shard_name(split, k)), data)
-                    written.append([split, k, b - a, hashlib.sha256(data).hexdigest()])
+                    sha = hashlib.sha256()
+                    with storage.open_write(storage.join(ctx.out, shard_name(split, k))) as f:
+                        for piece in read_tokens(ctx, segments, split, a, b, itemsize):
+                            f.write(piece)
+                            sha.update(piece)
+                            progress.bytes_in += len(piece)
+                    written.append([split, k, b - a, sha.hexdigest()])
                     progress.documents_out += 1
-                    progress.bytes_in += len(data)
                 g += 1
     body = {"shards": written}
     write_marker(ctx, body)
     return body
 
 
-def read_tokens(ctx: Context, segments: list[Segment], split: str, a: int, b: int, itemsize: int) -> bytes:
-    """Tokens [a, b) of the split's global stream."""
-    out = []
+PIECE_TOKENS = 4 << 20  # tokens read at a time: a shard is streamed, not held
+
+
+def read_tokens(
+    ctx: Context, segments: list[Segment], split: str, a: int, b: int, itemsize: int
+) -> Iterator[bytes]:
+    """Tokens [a, b) of the split's global stream, in pieces."""
     for s in segments:
         lo, hi = max(a, s.start), min(b, s.start + s.tokens)
-        if lo < hi:
-            uri = ctx.path("tokenize", tokenize.tokens_name(s.part, split))
-            out.append(storage.read_range(uri, (s.offset + lo - s.start) * itemsize, (hi - lo) * itemsize))
-    return b"".join(out)
+        uri = ctx.path("tokenize", tokenize.tokens_name(s.part, split))
+        for start in range(lo, hi, PIECE_TOKENS):
+            n = min(PIECE_TOKENS, hi - start)
+            yield storage.read_range(uri, (s.offset + start - s.start) * itemsize, n * itemsize)

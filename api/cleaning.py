@@ -29,7 +29,10 @@ class Cleaning(ApiModel):
     )
     mojibake: bool = Field(
         default=True,
-        description="mojibake repairs UTF-8 text that was decoded as cp1252 (e.g. 'â€™' -> '’').",
+        description=(
+            "mojibake repairs text decoded with the wrong encoding (e.g. 'â€™' -> '’', UTF-8 read as "
+            "cp1252 or latin-1) with ftfy, and nothing else ftfy could change."
+        ),
     )
 
 

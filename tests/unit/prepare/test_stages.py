@@ -64,7 +64,13 @@ def test_normalisation():
     c = Cleaning()
     assert normalize("Cafe\u0301  au\tlait\u200b \r\n\n\n\nnext\x07 line ", c) == "Café au lait\n\nnext line"
     assert normalize("donâ€™t and naÃ¯ve", c) == "don’t and naïve"
-    assert normalize("already fine’s naïve", c) == "already fine’s naïve"
+    good = "The über café’s naïve — 10 €"
+    assert normalize(good.encode().decode("cp1252"), c) == good
+    assert normalize("it\x92s", c) == "it’s"  # a cp1252 character read as a C1 control
+    # only the encoding is repaired: quotes, ligatures, full-width letters and entities stay
+    kept = "already fine’s naïve “quoted” ﬁne ＡＢＣ &amp; — ok"
+    assert normalize(kept, c) == kept
+    assert normalize("donâ€™t", Cleaning(mojibake=False)) == "donâ€™t"
 
 
 def test_pii_types_and_non_pii():

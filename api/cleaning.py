@@ -8,7 +8,7 @@ in datatrove).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -289,6 +289,10 @@ class PiiPattern(ApiModel):
         return self
 
 
+# An ISO 3166-1 alpha-2 region code, as libphonenumber names numbering plans.
+RegionCode = Annotated[str, Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$")]
+
+
 class Pii(ApiModel):
     """PII redaction with typed placeholders, counted per type."""
 
@@ -296,7 +300,22 @@ class Pii(ApiModel):
     ip_address: bool = Field(
         default=True, description="ipAddress replaces public IPv4/IPv6 addresses with <IP_ADDRESS>."
     )
-    phone: bool = Field(default=True, description="phone replaces phone numbers with <PHONE>.")
+    phone: bool = Field(
+        default=True,
+        description=(
+            "phone replaces phone numbers with <PHONE>: digit groups with separators, or +digits, "
+            "that libphonenumber finds valid for their country."
+        ),
+    )
+    phone_regions: list[RegionCode] = Field(
+        default_factory=lambda: ["US", "GB", "DE", "FR", "IN", "JP", "BR"],
+        max_length=32,
+        description=(
+            "phoneRegions are the ISO 3166 alpha-2 regions whose national layouts (no +country code, "
+            "e.g. '030 1234 5678' in DE) count as phone numbers; US covers all of +1. Numbers written "
+            "with +country code are found whatever this lists; an empty list finds only those."
+        ),
+    )
     credit_card: bool = Field(
         default=True, description="creditCard replaces Luhn-valid card numbers with <CREDIT_CARD>."
     )

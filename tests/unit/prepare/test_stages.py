@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 from datasketch import MinHash
 
 from capstan_api.cleaning import Cleaning, Filters, Pii
@@ -82,4 +83,72 @@ def test_pii_types_and_non_pii():
     out, counts = pii.redact(text, rules)
     assert counts == {"EMAIL": 1, "PHONE": 1, "CREDIT_CARD": 1, "IP_ADDRESS": 2, "EMPLOYEE_ID": 1}
     assert "10.0.0.1" in out and "4111 1111 1111 1112" in out and "3.14159" in out and "::1" in out
+    assert pii.luhn_ok("79927398713") and not pii.luhn_ok("79927398710")
+
+
+# Numbers in other countries' layouts (phoneRegions' defaults), with and without +country code.
+PHONES = [
+    "030 12345678",  # DE, Berlin
+    "+49 30 1234567",
+    "+49 (0)30 1234567",
+    "01 23 45 67 89",  # FR
+    "+33 1 23 45 67 89",
+    "+91 98765 43210",  # IN, mobile
+    "03-1234-5678",  # JP, Tokyo
+    "+81 3-1234-5678",
+    "(11) 91234-5678",  # BR, São Paulo mobile
+    "+55 11 91234-5678",
+    "+44 (0) 20 7946 0958",  # GB
+    "212.555.0199",  # US
+]
+# Digits with separators that are not phone numbers.
+LOOK_ALIKES = [
+    "1.2.3",
+    "10.0.19041",
+    "v10.0.19041.1234",
+    "2026-11-28",
+    "28.11.2026",
+    "2026-11-28T10:15:30Z",
+    "2026-11-28 10:15:30",
+    "11-28-2026",
+    "192.168.1.1",
+    "10.0.0.1",
+    "12345678",
+    "4829301756",
+    "1999 2000 2001",
+    "ISBN 978-3-16-148410-0",
+    "1,000,000",
+    "4111 1111 1111 1112",
+]
+
+
+@pytest.mark.parametrize("number", PHONES)
+def test_pii_international_phone_numbers(number):
+    rules = pii.build_rules(Pii())
+    out, counts = pii.redact(f"Ring the desk on {number}. Ask for Sam.", rules)
+    assert (out, counts) == ("Ring the desk on <PHONE>. Ask for Sam.", {"PHONE": 1})
+
+
+def test_pii_phone_look_alikes_survive():
+    rules = pii.build_rules(Pii())
+    text = "Logged: " + "; ".join(LOOK_ALIKES) + "."
+    assert pii.redact(text, rules) == (text, {})
+    # a number glued to a neighbouring group is still found, without it
+    assert pii.redact("see page 2 030 1234 5678", rules) == ("see page 2 <PHONE>", {"PHONE": 1})
+    # a card is still a card, not a phone number
+    assert pii.redact("pay with 4111-1111-1111-1111 today", rules) == (
+        "pay with <CREDIT_CARD> today",
+        {"CREDIT_CARD": 1},
+    )
+
+
+def test_pii_phone_regions():
+    # without DE among the regions a German national number is not recognised; with + it still is
+    rules = pii.build_rules(Pii(phone_regions=["US"]))
+    assert pii.redact("call 030 12345678 or +49 30 1234567", rules) == (
+        "call 030 12345678 or <PHONE>",
+        {"PHONE": 1},
+    )
+    with pytest.raises(ValueError, match="phoneRegions"):
+        pii.build_rules(Pii(phone_regions=["XX"]))
     assert pii.luhn_ok("79927398713") and not pii.luhn_ok("79927398710")

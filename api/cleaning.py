@@ -103,7 +103,11 @@ class GopherQuality(ApiModel):
         default=2,
         ge=0,
         le=1_000_000,
-        description="minStopWords is the fewest of the, be, to, of, and, that, have, with.",
+        description=(
+            "minStopWords is the fewest of the, be, to, of, and, that, have, with. English stop words: "
+            "the rule applies only to documents the language filter identifies as English, or to "
+            "every document when the language filter is off (it then assumes English text)."
+        ),
     )
 
     model_config = ConfigDict(
@@ -229,10 +233,42 @@ class FineWebFilter(ApiModel):
     )
 
 
+# An ISO 639 code as py3langid names its languages: mostly 639-1 ("en"), a few 639-3 ("ace").
+LanguageCode = Annotated[str, Field(min_length=2, max_length=3, pattern=r"^[a-z]{2,3}$")]
+
+
+class LanguageFilter(ApiModel):
+    """Language identification with py3langid (langid.py's naive Bayes model), as FineWeb's
+    LanguageFilter does with fastText: keep documents whose most likely language is listed."""
+
+    enabled: bool = Field(default=True, description="enabled turns language identification on.")
+    languages: list[LanguageCode] = Field(
+        default_factory=lambda: ["en"],
+        min_length=1,
+        max_length=200,
+        description=(
+            "languages are the ISO 639 codes to keep (py3langid's labels, e.g. en, de, fr, ja); "
+            "a document whose most likely language is another is dropped as language.<code>."
+        ),
+    )
+    min_score: float = Field(
+        default=0.65,
+        ge=0,
+        le=1,
+        description=(
+            "minScore is the least probability (0-1) of the most likely language; a document below "
+            "it is dropped as language.lowScore (0.65 as in FineWeb)."
+        ),
+    )
+
+
 class Filters(ApiModel):
     """Quality filters, applied in this order; each one is counted in the statistics."""
 
     length: LengthFilter = Field(default_factory=LengthFilter, description="length bounds in characters.")
+    language: LanguageFilter = Field(
+        default_factory=LanguageFilter, description="language keeps documents in the listed languages."
+    )
     gopher_repetition: GopherRepetition = Field(
         default_factory=GopherRepetition, description="gopherRepetition rules."
     )

@@ -8,7 +8,7 @@ in datatrove).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -29,7 +29,10 @@ class Cleaning(ApiModel):
     )
     mojibake: bool = Field(
         default=True,
-        description="mojibake repairs UTF-8 text that was decoded as cp1252 (e.g. 'â€™' -> '’').",
+        description=(
+            "mojibake repairs text decoded with the wrong encoding (e.g. 'â€™' -> '’', UTF-8 read as "
+            "cp1252 or latin-1) with ftfy, and nothing else ftfy could change."
+        ),
     )
 
 
@@ -100,7 +103,11 @@ class GopherQuality(ApiModel):
         default=2,
         ge=0,
         le=1_000_000,
-        description="minStopWords is the fewest of the, be, to, of, and, that, have, with.",
+        description=(
+            "minStopWords is the fewest of the, be, to, of, and, that, have, with. English stop words: "
+            "the rule applies only to documents the language filter identifies as English, or to "
+            "every document when the language filter is off (it then assumes English text)."
+        ),
     )
 
     model_config = ConfigDict(
@@ -226,10 +233,42 @@ class FineWebFilter(ApiModel):
     )
 
 
+# An ISO 639 code as py3langid names its languages: mostly 639-1 ("en"), a few 639-3 ("ace").
+LanguageCode = Annotated[str, Field(min_length=2, max_length=3, pattern=r"^[a-z]{2,3}$")]
+
+
+class LanguageFilter(ApiModel):
+    """Language identification with py3langid (langid.py's naive Bayes model), as FineWeb's
+    LanguageFilter does with fastText: keep documents whose most likely language is listed."""
+
+    enabled: bool = Field(default=True, description="enabled turns language identification on.")
+    languages: list[LanguageCode] = Field(
+        default_factory=lambda: ["en"],
+        min_length=1,
+        max_length=200,
+        description=(
+            "languages are the ISO 639 codes to keep (py3langid's labels, e.g. en, de, fr, ja); "
+            "a document whose most likely language is another is dropped as language.<code>."
+        ),
+    )
+    min_score: float = Field(
+        default=0.65,
+        ge=0,
+        le=1,
+        description=(
+            "minScore is the least probability (0-1) of the most likely language; a document below "
+            "it is dropped as language.lowScore (0.65 as in FineWeb)."
+        ),
+    )
+
+
 class Filters(ApiModel):
     """Quality filters, applied in this order; each one is counted in the statistics."""
 
     length: LengthFilter = Field(default_factory=LengthFilter, description="length bounds in characters.")
+    language: LanguageFilter = Field(
+        default_factory=LanguageFilter, description="language keeps documents in the listed languages."
+    )
     gopher_repetition: GopherRepetition = Field(
         default_factory=GopherRepetition, description="gopherRepetition rules."
     )
@@ -286,6 +325,10 @@ class PiiPattern(ApiModel):
         return self
 
 
+# An ISO 3166-1 alpha-2 region code, as libphonenumber names numbering plans.
+RegionCode = Annotated[str, Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$")]
+
+
 class Pii(ApiModel):
     """PII redaction with typed placeholders, counted per type."""
 
@@ -293,7 +336,22 @@ class Pii(ApiModel):
     ip_address: bool = Field(
         default=True, description="ipAddress replaces public IPv4/IPv6 addresses with <IP_ADDRESS>."
     )
-    phone: bool = Field(default=True, description="phone replaces phone numbers with <PHONE>.")
+    phone: bool = Field(
+        default=True,
+        description=(
+            "phone replaces phone numbers with <PHONE>: digit groups with separators, or +digits, "
+            "that libphonenumber finds valid for their country."
+        ),
+    )
+    phone_regions: list[RegionCode] = Field(
+        default_factory=lambda: ["US", "GB", "DE", "FR", "IN", "JP", "BR"],
+        max_length=32,
+        description=(
+            "phoneRegions are the ISO 3166 alpha-2 regions whose national layouts (no +country code, "
+            "e.g. '030 1234 5678' in DE) count as phone numbers; US covers all of +1. Numbers written "
+            "with +country code are found whatever this lists; an empty list finds only those."
+        ),
+    )
     credit_card: bool = Field(
         default=True, description="creditCard replaces Luhn-valid card numbers with <CREDIT_CARD>."
     )

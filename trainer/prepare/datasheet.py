@@ -130,6 +130,7 @@ def _filters_on(spec: DatasetSpec) -> list[str]:
     f = spec.filters
     named = (
         ("length", f.length),
+        (f"language ({', '.join(f.language.languages)})", f.language),
         ("Gopher repetition", f.gopher_repetition),
         ("Gopher quality", f.gopher_quality),
         ("C4", f.c4),

@@ -10,8 +10,17 @@ import re
 
 import numpy as np
 
-from capstan_api.cleaning import C4Filter, Filters, FineWebFilter, GopherQuality, GopherRepetition
+from capstan_api.cleaning import (
+    C4Filter,
+    Filters,
+    FineWebFilter,
+    GopherQuality,
+    GopherRepetition,
+    LanguageFilter,
+)
+from capstan_trainer.prepare import language as lid
 
+# English only: the Gopher stop-word rule applies to documents identified as English.
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 BULLETS = ("•", "-", "*", "●", "‣", "◦", "▪", "–")
 ELLIPSES = ("...", "…")
@@ -28,9 +37,15 @@ def apply_filters(text: str, f: Filters) -> tuple[str, str | None]:
     """Run the enabled filters in order; (possibly line-trimmed text, reason or None)."""
     if f.length.enabled and not (f.length.min_chars <= len(text) <= f.length.max_chars):
         return text, "length.minChars" if len(text) < f.length.min_chars else "length.maxChars"
+    english = True  # with the language filter off, text is assumed English (as Gopher's rules do)
+    if f.language.enabled:
+        code, r = language(text, f.language)
+        if r:
+            return text, r
+        english = code == "en"
     if f.gopher_repetition.enabled and (r := gopher_repetition(text, f.gopher_repetition)):
         return text, r
-    if f.gopher_quality.enabled and (r := gopher_quality(text, f.gopher_quality)):
+    if f.gopher_quality.enabled and (r := gopher_quality(text, f.gopher_quality, english)):
         return text, r
     if f.c4.enabled:
         text, r = c4(text, f.c4)
@@ -39,6 +54,17 @@ def apply_filters(text: str, f: Filters) -> tuple[str, str | None]:
     if f.fineweb.enabled and (r := fineweb(text, f.fineweb)):
         return text, r
     return text, None
+
+
+def language(text: str, lf: LanguageFilter) -> tuple[str, str | None]:
+    """(most likely language, reason or None): unsure first, then a language not listed."""
+    lid.check_codes(tuple(lf.languages))
+    code, score = lid.identify(text)
+    if score < lf.min_score:
+        return code, "language.lowScore"
+    if code not in lf.languages:
+        return code, f"language.{code}"
+    return code, None
 
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
@@ -102,7 +128,7 @@ def gopher_repetition(text: str, g: GopherRepetition) -> str | None:
     return None
 
 
-def gopher_quality(text: str, g: GopherQuality) -> str | None:
+def gopher_quality(text: str, g: GopherQuality, english: bool = True) -> str | None:
     words = text.split()
     n = len(words)
     if n < g.min_words:
@@ -127,7 +153,7 @@ def gopher_quality(text: str, g: GopherQuality) -> str | None:
         return "gopherQuality.ellipsisLines"
     if sum(any(c.isalpha() for c in w) for w in words) / n < g.min_alpha_words_ratio:
         return "gopherQuality.alphaWords"
-    if sum(w.lower() in STOP_WORDS for w in words) < g.min_stop_words:
+    if english and sum(w.lower() in STOP_WORDS for w in words) < g.min_stop_words:
         return "gopherQuality.stopWords"
     return None
 

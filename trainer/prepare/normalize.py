@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import ftfy
+
 from capstan_api.cleaning import Cleaning
 
 # Control (Cc) and format (Cf) characters other than \n and \t; zero-width joiners and BOMs included.
@@ -13,26 +15,34 @@ _CONTROL = re.compile(
 )
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANKS = re.compile(r"\n{3,}")
-# UTF-8 bytes of U+0080..U+FFFF read as cp1252: a lead byte (Ã, Â, â, ...) then one or two
-# continuation characters. Only runs that round-trip through cp1252 -> UTF-8 are replaced.
-_MOJIBAKE = re.compile(
-    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013-\u203a\u20ac\u2122]{1,3}"
+# ftfy's encoding repair only: undo text decoded with the wrong codec (UTF-8 read as cp1252 or
+# latin-1, C1 controls that stand for cp1252 characters, surrogate pairs). Its other fixes stay off
+# because Cleaning's own options own them (unicode form, control characters, line breaks) or because
+# they change correct text (curly quotes, ligatures, full-width letters, HTML entities).
+_ENCODING_ONLY = ftfy.TextFixerConfig(
+    unescape_html=False,
+    remove_terminal_escapes=False,
+    fix_encoding=True,
+    restore_byte_a0=True,
+    replace_lossy_sequences=True,
+    decode_inconsistent_utf8=True,
+    fix_c1_controls=True,
+    fix_latin_ligatures=False,
+    fix_character_width=False,
+    uncurl_quotes=False,
+    fix_line_breaks=False,
+    fix_surrogates=True,
+    remove_control_chars=False,
+    normalization=None,
+    explain=False,
 )
-_MOJIBAKE_HINT = re.compile("[\u00c2-\u00f4]")
-
-
-def _fix_run(m: re.Match) -> str:
-    s = m.group(0)
-    try:
-        return s.encode("cp1252").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return s
 
 
 def fix_mojibake(text: str) -> str:
-    if not _MOJIBAKE_HINT.search(text):
+    # ASCII text cannot hold mojibake; most documents stop here (isascii is a C scan, GB/s).
+    if text.isascii():
         return text
-    return _MOJIBAKE.sub(_fix_run, text)
+    return ftfy.fix_text(text, _ENCODING_ONLY)
 
 
 def normalize(text: str, opts: Cleaning) -> str:

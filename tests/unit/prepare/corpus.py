@@ -217,7 +217,8 @@ def _low_quality(d: _Draft) -> None:
         d.add(" ".join(sentence(rng) for _ in range(3)))  # < 40 words
         d.rule("gopherQuality.minWords")
     for _ in range(2):
-        d.add(" ".join(" ".join(words(rng, 6)) + " ##" for _ in range(12)))
+        # English frames (pure pseudo-words would be dropped earlier, as an unknown language)
+        d.add(" ".join(sentence(rng) + " ##" for _ in range(12)))
         d.rule("gopherQuality.symbolWordRatio")
     d.add(good_doc(rng) + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.")
     d.rule("c4.loremIpsum")

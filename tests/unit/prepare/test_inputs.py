@@ -19,7 +19,8 @@ from capstan_trainer.prepare.prepare import main
 
 PLAIN = {  # filters and dedup off: every record that parses reaches the output
     "filters": {
-        k: {"enabled": False} for k in ("length", "gopherRepetition", "gopherQuality", "c4", "fineweb")
+        k: {"enabled": False}
+        for k in ("length", "language", "gopherRepetition", "gopherQuality", "c4", "fineweb")
     },
     "dedup": {"exact": False, "near": {"enabled": False}},
     "tokenizer": {"vocabSize": 300},

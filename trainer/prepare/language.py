@@ -8,6 +8,8 @@ import functools
 
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
+from capstan_trainer.prepare.read import InputError
+
 # Only the text's start is classified: py3langid walks every byte in pure Python (~10 MB/s), and a
 # few hundred words already settle the posterior, so longer documents (up to maxChars) would cost
 # more without changing the answer.
@@ -27,7 +29,9 @@ def check_codes(codes: tuple[str, ...]) -> None:
     unknown = sorted(set(codes) - set(_identifier().labels))
     if unknown:
         known = ", ".join(sorted(_identifier().labels))
-        raise ValueError(f"filters.language.languages: unknown code(s) {', '.join(unknown)}; known: {known}")
+        raise InputError(
+            f"spec.filters.language.languages: unknown code(s) {', '.join(unknown)}; known: {known}"
+        )
 
 
 def identify(text: str) -> tuple[str, float]:

@@ -87,6 +87,7 @@ def test_every_format_and_compression(tmp_path, capsys):
         ("truncated-gzip", "cut.jsonl.gz: cannot decompress"),
         ("latin-1-text", "latin.txt: not UTF-8 text"),
         ("parquet-no-text", "textField 'text' is not a column (found ['body'])"),
+        ("unknown-language", "spec.filters.language.languages: unknown code(s) xq"),
         ("no-licence", "spec.sources[0].licence: Field required"),
         ("malformed", "spec.maxErrorRate: 3 of 5 records are malformed"),
         ("policy", "spec.allowedLicences: no licence is allowed by the operator's policy"),
@@ -120,6 +121,8 @@ def test_bad_input_exits_3_naming_the_problem(case, expect, tmp_path, capsys, mo
     elif case == "parquet-no-text":
         pq.write_table(pa.table({"body": ["some text"]}), tmp_path / "nt.parquet")
         src.update(uri=local(tmp_path / "nt.parquet"), format="parquet")
+    elif case == "unknown-language":
+        res["spec"]["filters"]["language"] = {"enabled": True, "languages": ["en", "xq"]}
     elif case == "no-licence":
         del src["licence"]
     elif case == "malformed":

@@ -68,6 +68,12 @@ _MESSAGE = _col("Message", "string", ".status.message", priority=1)
 PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
     "Dataset": [
         _PHASE,
+        _col(
+            "Stage",
+            "string",
+            '.status.stages[?(@.phase=="Running")].name',
+            description="the preparation stage in flight",
+        ),
         _col("Tokens", "integer", ".status.tokens", description="training tokens written"),
         _age(),
         _col("Shards", "integer", ".status.shards", priority=1),

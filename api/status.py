@@ -64,18 +64,41 @@ class StatusBase(ApiModel):
     )
 
 
-class StageCount(ApiModel):
-    name: str = Field(description="name of the preparation stage (read, licence, filter, dedup, ...).")
-    documents_in: int = Field(default=0, description="documentsIn is how many documents entered the stage.")
-    documents_out: int = Field(default=0, description="documentsOut is how many documents left the stage.")
+class StepCount(ApiModel):
+    name: str = Field(
+        description="name of the cleaning step (read, licence, filters, exactDedup, nearDedup)."
+    )
+    documents_in: int = Field(default=0, description="documentsIn is how many documents entered the step.")
+    documents_out: int = Field(default=0, description="documentsOut is how many documents left the step.")
+
+
+class StageStatus(ApiModel):
+    name: str = Field(
+        description="name of the preparation stage (map, dedup, cluster, tokenize, shard, finish), one Job each."
+    )
+    workers: int = Field(description="workers is the stage's pod count (its Job's completions).")
+    workers_done: int = Field(default=0, description="workersDone is how many of its pods succeeded.")
+    documents_in: int = Field(
+        default=0, description="documentsIn is the documents its workers read so far (their progress files)."
+    )
+    documents_out: int = Field(
+        default=0, description="documentsOut is the documents its workers kept or wrote so far."
+    )
+    phase: Literal["Pending", "Running", "Complete", "Failed"] = Field(
+        default="Pending", description="phase is Pending (no Job yet), Running, Complete or Failed."
+    )
 
 
 class DatasetStatus(StatusBase):
     phase: Literal["Pending", "Waiting", "Running", "Ready", "Failed"] = Field(
         default="Pending", description="phase is Pending, Waiting, Running, Ready or Failed."
     )
-    stages: list[StageCount] = Field(
-        default_factory=list, description="stages are the document counts in and out of each stage."
+    stages: list[StageStatus] = Field(
+        default_factory=list, description="stages are the preparation stages in order, each a Job."
+    )
+    steps: list[StepCount] = Field(
+        default_factory=list,
+        description="steps are the document counts in and out of each cleaning step, once Ready.",
     )
     documents: int | None = Field(default=None, description="documents is how many documents were kept.")
     tokens: int | None = Field(default=None, description="tokens is the number of training tokens written.")

@@ -1,7 +1,8 @@
 """What every child of a Capstan resource shares: deterministic names, labels and the owner
 reference, the ConfigMap holding the resolved resource as the workload's `-f` file, the
 workload's environment (object storage from the operator's configuration, credentials from a
-Secret), requests and placement of a workload pod, and a one-pod workload Job.
+Secret), requests and placement of a workload pod, and the workload Jobs: one pod, or one pod per
+index.
 
 Pure functions, no I/O: the kinds' builders import this and never `kube`."""
 
@@ -164,14 +165,56 @@ def workload_job(
     cfg: OperatorConfig,
     pod_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A one-pod Job running `container` with the resource file mounted. A container exit code of
-    `exitcodes.INVALID_CONFIG` means the spec or the input is wrong: the Job fails at once, no retries."""
+    """A one-pod Job running `container` with the resource file (ConfigMap `name`) mounted. A
+    container exit code of `exitcodes.INVALID_CONFIG` means the spec or the input is wrong: the Job
+    fails at once, no retries."""
+    return _job(body, name, component, container, cfg, {"backoffLimit": backoff_limit}, name, pod_extra)
+
+
+def indexed_job(
+    body: dict,
+    name: str,
+    component: str,
+    container: dict[str, Any],
+    workers: int,
+    backoff_limit_per_index: int,
+    cfg: OperatorConfig,
+    config_map: str,
+    pod_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An Indexed Job of `workers` pods at once, one per index (JOB_COMPLETION_INDEX in the pod),
+    with the resource file (ConfigMap `config_map`) mounted. A failed index is retried
+    `backoff_limit_per_index` times; one index out of retries fails the Job (maxFailedIndexes 0),
+    and exit code `exitcodes.INVALID_CONFIG` fails it at once, as in `workload_job`."""
+    # backoffLimit stays unset: beside backoffLimitPerIndex the API server defaults it to MaxInt32,
+    # while a value would cap the failures of all indexes together.
+    indexed = {
+        "completionMode": "Indexed",
+        "completions": workers,
+        "parallelism": workers,
+        "backoffLimitPerIndex": backoff_limit_per_index,
+        "maxFailedIndexes": 0,
+    }
+    return _job(body, name, component, container, cfg, indexed, config_map, pod_extra)
+
+
+def _job(
+    body: dict,
+    name: str,
+    component: str,
+    container: dict[str, Any],
+    cfg: OperatorConfig,
+    retries: dict[str, Any],
+    config_map: str,
+    pod_extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What every workload Job shares: the exit-code policy, the pod labels, the hardened pod."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": child_meta(body, name, component),
         "spec": {
-            "backoffLimit": backoff_limit,
+            **retries,
             "podFailurePolicy": {
                 "rules": [
                     {
@@ -190,7 +233,7 @@ def workload_job(
                     {
                         "restartPolicy": "Never",
                         "containers": [container],
-                        "volumes": [config_volume(name)],
+                        "volumes": [config_volume(config_map)],
                         **(pod_extra or {}),
                     },
                     cfg,

@@ -1,1 +1,2 @@
-"""Dataset: licence policy (resolve), the preparation Job (build), its reconcile."""
+"""Dataset: licence policy (resolve), the ConfigMap and stage Jobs (build), the workers' progress
+in status (progress), the reconcile walking the stages (reconcile)."""

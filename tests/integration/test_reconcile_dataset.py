@@ -1,10 +1,14 @@
-"""Dataset reconciled on the real API server with a real prepare pod run by the node agent."""
+"""Dataset reconciled on the real API server, its stages run as Indexed Jobs whose pods the node
+agent runs from the trainer image."""
 
 from __future__ import annotations
 
 import pytest
 
+from capstan_api.dataset import DatasetSpec
+from capstan_api.preparation import STAGES, WORK_DIR, plan
 from capstan_operator.dataset import reconcile
+from capstan_trainer import storage
 from tests.support.operator_env import dataset_yaml, driver, op_cfg, operator_cluster, upload_corpus
 
 pytestmark = pytest.mark.cluster
@@ -18,25 +22,91 @@ def test_dataset_prepares_the_bundled_corpus_and_goes_ready(operator_cluster, na
     driver.run_until(
         "Dataset stories to be Ready",
         lambda: driver.phase("datasets", "stories") in ("Ready", "Failed"),
-        timeout=240,
+        timeout=360,
     )
     status = driver.get("datasets", "stories")["status"]
     assert status["phase"] == "Ready", status
     assert status["manifestUri"] == f"{s3_bucket}/out/stories/manifest.json"
-    stages = {s["name"]: s for s in status["stages"]}
-    assert stages["read"]["documentsIn"] == 340
-    assert stages["licence"]["documentsOut"] < stages["licence"]["documentsIn"]  # CC-BY-NC documents
+    assert [(s["name"], s["workers"], s["workersDone"], s["phase"]) for s in status["stages"]] == [
+        (name, 1, 1, "Complete") for name in STAGES
+    ]
+    assert status["stages"][0]["documentsIn"] == 340, "map reads every record"
+    steps = {s["name"]: s for s in status["steps"]}
+    assert steps["read"]["documentsIn"] == 340
+    assert steps["licence"]["documentsOut"] < steps["licence"]["documentsIn"]  # CC-BY-NC documents
     assert status["documents"] > 200 and status["tokens"] > 10_000 and status["shards"] >= 2
     assert len(status["fingerprint"]) == 64
     ready = driver.condition("datasets", "stories", "Ready")
     assert (ready["status"], ready["observedGeneration"]) == ("True", 1)
     reasons = [e[2] for e in driver.events]
-    assert reasons[:1] == ["Created"] and "Prepared" in reasons
+    assert reasons[:1] == ["Created"] and reasons.count("Created") == len(STAGES) and "Prepared" in reasons
     # The children carry owner references to the Dataset (deleting it deletes them).
-    job = operator_cluster.get("job", "stories-prepare", namespace)
-    assert job["metadata"]["ownerReferences"][0]["name"] == "stories"
+    for name in ("stories-prepare-map", "stories-prepare-finish"):
+        job = operator_cluster.get("job", name, namespace)
+        assert job["metadata"]["ownerReferences"][0]["name"] == "stories", name
     # Level-based: another pass changes nothing and creates nothing.
     assert reconcile.reconcile(driver.get("datasets", "stories"), driver.cfg).status == {}
+
+
+@pytest.mark.timeout(900)
+def test_three_workers_run_staged_indexed_jobs_and_match_one_worker(
+    operator_cluster, namespace, driver, s3_bucket
+):
+    source = upload_corpus(s3_bucket)
+    outputs = {"three": f"{s3_bucket}/out/three", "one": f"{s3_bucket}/out/one"}
+    for name, workers in (("three", 3), ("one", 1)):
+        operator_cluster.apply(dataset_yaml(name, source, outputs[name], workers=workers), namespace)
+        driver.add("datasets", name, reconcile.reconcile)
+    driver.run_until(
+        "Datasets three and one to finish",
+        lambda: all(driver.phase("datasets", n) in ("Ready", "Failed") for n in outputs),
+        timeout=720,
+    )
+    for name in outputs:
+        body = driver.get("datasets", name)
+        status = body["status"]
+        assert status["phase"] == "Ready", (name, status)
+        expected = plan(DatasetSpec.model_validate(body["spec"]))
+        assert [(s["name"], s["workers"], s["workersDone"], s["phase"]) for s in status["stages"]] == [
+            (s.name, s.workers, s.workers, "Complete") for s in expected
+        ], name
+        for stage in expected:
+            job = operator_cluster.get("job", f"{name}-prepare-{stage.name}", namespace)
+            assert job is not None, f"Job {name}-prepare-{stage.name}"
+            spec = job["spec"]
+            assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == (
+                "Indexed",
+                stage.workers,
+                stage.workers,
+            ), job["metadata"]["name"]
+            assert spec["backoffLimitPerIndex"] == 2 and spec["maxFailedIndexes"] == 0
+            assert job["status"]["succeeded"] == stage.workers
+    three = {
+        s.name: s.workers for s in plan(DatasetSpec.model_validate(driver.get("datasets", "three")["spec"]))
+    }
+    assert three["map"] == 3 and three["tokenize"] == 3 and three["shard"] == 3
+    pods = operator_cluster.list("pods", namespace, "job-name=three-prepare-map")
+    indexes = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods}
+    assert indexes == {"0", "1", "2"}
+    # The output does not depend on the worker count: shards and manifest byte for byte.
+    a, b = (_output_files(uri) for uri in outputs.values())
+    shards = sorted(p for p in a if p.endswith(".bin"))
+    assert shards and shards == sorted(p for p in b if p.endswith(".bin"))
+    for rel in [*shards, "manifest.json"]:
+        assert a[rel] == b[rel], f"{rel} differs between 3 workers and 1"
+    fingerprints = {driver.get("datasets", n)["status"]["fingerprint"] for n in outputs}
+    assert len(fingerprints) == 1
+
+
+def _output_files(uri: str) -> dict[str, bytes]:
+    """Files under `uri` by relative path, without the workers' _work/ folder."""
+    fs, root = storage.filesystem(uri)
+    out = {}
+    for path in fs.find(root):
+        rel = path[len(root) :].lstrip("/")
+        if not rel.startswith(f"{WORK_DIR}/"):
+            out[rel] = fs.cat_file(path)
+    return out
 
 
 def test_licence_outside_the_policy_fails_without_a_pod(operator_cluster, namespace, driver, s3_bucket):
@@ -50,4 +120,4 @@ def test_licence_outside_the_policy_fails_without_a_pod(operator_cluster, namesp
     assert cond["status"] == "True"
     assert "spec.sources[0].licence: CC-BY-NC-4.0 is not allowed" in cond["message"]
     assert operator_cluster.list("pods", namespace) == []
-    assert operator_cluster.get("job", "nc-prepare", namespace) is None
+    assert operator_cluster.list("jobs", namespace) == []

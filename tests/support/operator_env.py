@@ -41,7 +41,7 @@ def upload_corpus(bucket: str) -> str:
     return f"{bucket}/corpus/*.jsonl"
 
 
-def dataset_yaml(name: str, source: str, output: str, licence: str = "CC0-1.0") -> str:
+def dataset_yaml(name: str, source: str, output: str, licence: str = "CC0-1.0", workers: int = 1) -> str:
     return f"""\
 apiVersion: capstan.dev/v1alpha1
 kind: Dataset
@@ -53,4 +53,5 @@ spec:
   filters: {{gopherQuality: {{minWords: 50}}}}
   tokenizer: {{vocabSize: 512}}
   output: {{uri: "{output}", shardTokens: 1000000, validationFraction: 0.05}}
+  workers: {workers}
 """

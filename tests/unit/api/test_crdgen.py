@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +141,14 @@ def test_names_columns_and_subresources(kind: str):
     columns = version["additionalPrinterColumns"]
     assert [c["name"] for c in columns if not c.get("priority")][0] == "Phase"
     for col in columns:
-        if col["jsonPath"].startswith(".status."):
-            field = status[col["jsonPath"].removeprefix(".status.")]
+        path = col["jsonPath"]
+        filtered = re.fullmatch(r'\.status\.(\w+)\[\?\(@\.(\w+)=="\w+"\)\]\.(\w+)', path)
+        if filtered:  # a field of the list items that match: .status.<list>[?(@.<key>=="v")].<field>
+            listed, key, leaf = filtered.groups()
+            item = status[listed]["items"]["properties"]
+            assert key in item and item[leaf]["type"] == col["type"], col
+        elif path.startswith(".status."):
+            field = status[path.removeprefix(".status.")]
             assert field["type"] == col["type"], col
 
 

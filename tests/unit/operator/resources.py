@@ -17,7 +17,11 @@ def _meta(name: str, namespace: str) -> dict[str, Any]:
 
 
 def dataset(
-    name: str, namespace: str = "team-a", licence: str = "CC0-1.0", allowed: list[str] | None = None
+    name: str,
+    namespace: str = "team-a",
+    licence: str = "CC0-1.0",
+    allowed: list[str] | None = None,
+    **spec_overrides,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "sources": [{"uri": "s3://bucket/raw/*.jsonl", "licence": licence}],
@@ -25,6 +29,7 @@ def dataset(
     }
     if allowed is not None:
         spec["allowedLicences"] = allowed
+    spec |= spec_overrides
     return {
         "apiVersion": "capstan.dev/v1alpha1",
         "kind": "Dataset",

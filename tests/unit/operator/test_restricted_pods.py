@@ -8,6 +8,7 @@ import pytest
 from capstan_api.dataset import DatasetSpec
 from capstan_api.deployment import DeploymentSpec
 from capstan_api.evaluation import EvaluationSpec
+from capstan_api.preparation import plan
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator.config import OperatorConfig
 from capstan_operator.dataset import build as dataset_build
@@ -30,12 +31,13 @@ ALLOWED_VOLUMES = {
 
 def pods(cfg: OperatorConfig) -> dict[str, dict]:
     ds, tr, dp = dataset("d"), trainingrun("t"), deployment("s")
+    ds_spec = DatasetSpec.model_validate(ds["spec"])
     # A resolved Evaluation: a model URI, no dataset reference left to look up.
     ev = evaluation("e", model={"uri": "s3://m/ckpt"}, datasetRef=None, outputUri="s3://m/eval")
     return {
-        "Dataset": dataset_build.build(ds, DatasetSpec.model_validate(ds["spec"]), cfg)[1]["spec"][
-            "template"
-        ]["spec"],
+        "Dataset": dataset_build.build_stage_job(ds, ds_spec, cfg, plan(ds_spec)[0])["spec"]["template"][
+            "spec"
+        ],
         "Evaluation": evaluation_build.build(ev, EvaluationSpec.model_validate(ev["spec"]), cfg)[1]["spec"][
             "template"
         ]["spec"],

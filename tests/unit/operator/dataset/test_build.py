@@ -1,10 +1,11 @@
-"""Dataset children: plain dict assertions on the ConfigMap and the prepare Job."""
+"""Dataset children: plain dict assertions on the ConfigMap and the stage Jobs."""
 
 from __future__ import annotations
 
 import yaml
 
 from capstan_api.dataset import DatasetSpec
+from capstan_api.preparation import STAGES, plan
 from capstan_operator.config import OperatorConfig
 from capstan_operator.dataset import build as build_dataset
 from capstan_operator.dataset.resolve import licence_refusals
@@ -18,13 +19,19 @@ CFG = OperatorConfig(
 )
 
 
-def build(body):
-    return build_dataset.build(body, DatasetSpec.model_validate(body["spec"]), CFG)
+def spec_of(body) -> DatasetSpec:
+    return DatasetSpec.model_validate(body["spec"])
+
+
+def stage_job(body, stage: str = "map", cfg: OperatorConfig = CFG) -> dict:
+    spec = spec_of(body)
+    (s,) = [s for s in plan(spec) if s.name == stage]
+    return build_dataset.build_stage_job(body, spec, cfg, s)
 
 
 def test_configmap_holds_the_resource_as_the_workload_file():
     body = dataset("stories")
-    cm, _ = build(body)
+    cm = build_dataset.build_config_map(body, spec_of(body), CFG)
     assert cm["metadata"]["name"] == "stories-prepare"
     assert cm["metadata"]["namespace"] == "team-a"
     assert cm["metadata"]["ownerReferences"] == [
@@ -42,23 +49,66 @@ def test_configmap_holds_the_resource_as_the_workload_file():
     assert doc["metadata"] == {"name": "stories", "namespace": "team-a"}
     assert doc["spec"]["output"]["uri"] == "s3://bucket/out"
     assert doc["spec"]["sources"][0]["licence"] == "CC0-1.0"
+    assert doc["spec"]["workers"] == 1
     assert "status" not in doc
     # The file validates with the same model the workload uses.
     DatasetSpec.model_validate(doc["spec"])
 
 
-def test_job_runs_prepare_with_storage_and_policy_env():
-    _, job = build(dataset("stories"))
-    assert (job["apiVersion"], job["kind"], job["metadata"]["name"]) == ("batch/v1", "Job", "stories-prepare")
+def test_stage_job_is_indexed_with_one_pod_per_worker_and_retries_per_index():
+    body = dataset("stories", workers=3)
+    job = stage_job(body, "tokenize")
+    assert (job["apiVersion"], job["kind"], job["metadata"]["name"]) == (
+        "batch/v1",
+        "Job",
+        "stories-prepare-tokenize",
+    )
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "prepare"
     spec = job["spec"]
-    assert spec["backoffLimit"] == 2
+    assert {k: v for k, v in spec.items() if k not in ("template", "podFailurePolicy")} == {
+        "completionMode": "Indexed",
+        "completions": 3,
+        "parallelism": 3,
+        "backoffLimitPerIndex": 2,
+        "maxFailedIndexes": 0,
+    }, "backoffLimit stays unset: the API server makes it MaxInt32 beside backoffLimitPerIndex"
     assert spec["podFailurePolicy"]["rules"] == [
         {
             "action": "FailJob",
             "onExitCodes": {"containerName": "prepare", "operator": "In", "values": [3]},
         }
     ]
-    pod = spec["template"]["spec"]
+    (c,) = spec["template"]["spec"]["containers"]
+    assert c["command"] == [
+        "python",
+        "-m",
+        "capstan_trainer.prepare",
+        "-f",
+        "/etc/capstan/resource.yaml",
+        "--stage",
+        "tokenize",
+        "--workers",
+        "3",
+    ]
+
+
+def test_stage_jobs_take_the_plans_worker_counts():
+    body = dataset("stories", workers=40)
+    spec = spec_of(body)
+    counts = {
+        s.name: build_dataset.build_stage_job(body, spec, CFG, s)["spec"]["completions"] for s in plan(spec)
+    }
+    # dedup: 14 LSH bands + 1 exact task (the defaults) < 40 workers; cluster and finish: one.
+    assert counts == {"map": 40, "dedup": 15, "cluster": 1, "tokenize": 40, "shard": 40, "finish": 1}
+    # Every stage says the spec's worker count: the layout of _work/ depends on it.
+    for s in plan(spec):
+        pod = build_dataset.build_stage_job(body, spec, CFG, s)["spec"]["template"]["spec"]
+        assert pod["containers"][0]["command"][-2:] == ["--workers", "40"], s.name
+
+
+def test_stage_job_runs_prepare_with_storage_and_policy_env():
+    job = stage_job(dataset("stories"))
+    pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["volumes"] == [
         {"name": "capstan-resource", "configMap": {"name": "stories-prepare"}},
@@ -66,7 +116,6 @@ def test_job_runs_prepare_with_storage_and_policy_env():
     ]
     (c,) = pod["containers"]
     assert c["image"] == "registry.example/capstan:1"
-    assert c["command"] == ["python", "-m", "capstan_trainer.prepare", "-f", "/etc/capstan/resource.yaml"]
     assert c["volumeMounts"] == [
         {"name": "capstan-resource", "mountPath": "/etc/capstan", "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
@@ -78,24 +127,48 @@ def test_job_runs_prepare_with_storage_and_policy_env():
     }
     assert env["AWS_REGION"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert env["CAPSTAN_ALLOWED_LICENCES"]["value"] == "CC0-1.0,MIT"
-    labels = spec["template"]["metadata"]["labels"]
+    assert "JOB_COMPLETION_INDEX" not in env, "the Job controller sets the index"
+    labels = job["spec"]["template"]["metadata"]["labels"]
     assert labels["capstan.dev/kind"] == "dataset"
     assert labels["capstan.dev/owner"] == "stories"
     assert labels["app.kubernetes.io/component"] == "prepare"
 
 
+def test_stage_job_requests_the_specs_resources_and_placement():
+    default = stage_job(dataset("stories"))["spec"]["template"]["spec"]
+    assert default["containers"][0]["resources"] == {
+        "requests": {"cpu": "1", "memory": "3Gi"},
+        "limits": {"memory": "3Gi"},
+    }
+    assert "nodeSelector" not in default and "tolerations" not in default
+    body = dataset(
+        "stories",
+        resources={"cpu": "4", "memory": "16Gi", "gpus": 1, "nodeSelector": {"pool": "prep"}},
+    )
+    pod = stage_job(body, "tokenize")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 1},
+        "limits": {"memory": "16Gi", "nvidia.com/gpu": 1},
+    }
+    assert pod["nodeSelector"] == {"pool": "prep"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
 def test_no_secret_or_endpoint_means_no_storage_env():
-    body = dataset("stories")
-    _, job = build_dataset.build(body, DatasetSpec.model_validate(body["spec"]), OperatorConfig())
+    job = stage_job(dataset("stories"), cfg=OperatorConfig())
     names = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert not names & {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
 def test_long_names_are_shortened_deterministically():
     long = "d" * 63
-    a, b = build_dataset.job_name(long), build_dataset.job_name(long)
-    assert a == b and len(a) <= 52 and a.endswith("-prepare")
-    assert build_dataset.job_name("d" * 62) != a
+    for stage in STAGES:
+        a, b = build_dataset.stage_job_name(long, stage), build_dataset.stage_job_name(long, stage)
+        # An Indexed Job's pods are `<job>-<index>-<5 chars>`: 52 + 5 + 6 = 63, a DNS label.
+        assert a == b and len(a) <= 52 and a.endswith(f"-prepare-{stage}")
+        assert build_dataset.stage_job_name("d" * 62, stage) != a
+    assert len({build_dataset.stage_job_name(long, s) for s in STAGES}) == len(STAGES)
+    assert build_dataset.config_map_name(long).endswith("-prepare")
 
 
 def test_licence_policy_refusals_name_the_field():

@@ -96,3 +96,17 @@ def test_builders_and_resolvers_do_no_io():
                 if names & io_modules:
                     found[str(path.relative_to(REPO))] = sorted(names & io_modules)
     assert len(pure) >= 12 and found == {}
+
+
+def test_every_package_folder_is_in_the_distribution():
+    """A package folder missing from [tool.setuptools] packages works from the checkout but is
+    absent from the images (seen: capstan_trainer.prepare.stages, ModuleNotFoundError in a pod)."""
+    import tomllib
+
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    for name, folder in tool["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(REPO / folder)
+            package = ".".join([name, *rel.parts])
+            assert package in listed, f"{init.parent} is not in pyproject.toml [tool.setuptools] packages"

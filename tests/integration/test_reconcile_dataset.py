@@ -98,6 +98,51 @@ def test_three_workers_run_staged_indexed_jobs_and_match_one_worker(
     assert len(fingerprints) == 1
 
 
+def test_a_map_worker_deleted_mid_stage_is_retried_to_the_same_output(
+    operator_cluster, namespace, driver, s3_bucket, tmp_path
+):
+    import contextlib
+    import io
+
+    from bench.prepare_common import write_corpus
+    from capstan_api.preparation import marker_uri, progress_uri
+    from capstan_trainer.prepare.prepare import main
+
+    write_corpus(tmp_path / "big", megabytes=8)
+    for f in sorted((tmp_path / "big").iterdir()):
+        storage.write_bytes(f"{s3_bucket}/big/{f.name}", f.read_bytes())
+    source, out, ref = f"{s3_bucket}/big/*.jsonl", f"{s3_bucket}/out/killed", f"{s3_bucket}/out/killed-ref"
+    body = dataset_yaml("killed", source, out, licence="CC-BY-4.0", workers=2)
+    (tmp_path / "ref.yaml").write_text(dataset_yaml("killed", source, ref, licence="CC-BY-4.0"))
+    with contextlib.redirect_stdout(io.StringIO()):  # the reference: one worker, in this process
+        assert main(["-f", str(tmp_path / "ref.yaml")]) == 0
+    operator_cluster.apply(body, namespace)
+    driver.add("datasets", "killed", reconcile.reconcile)
+    driver.run_until(
+        "map worker 0 of Dataset killed to report progress",
+        lambda: storage.exists(progress_uri(out, "map", 0)),
+        timeout=240,
+    )
+    assert not storage.exists(marker_uri(out, "map", 0)), "worker 0 committed before it could be deleted"
+    [pod] = operator_cluster.list(
+        "pods", namespace, "job-name=killed-prepare-map,batch.kubernetes.io/job-completion-index=0"
+    )
+    operator_cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", namespace, "--wait=false")
+    driver.run_until(
+        "Dataset killed to finish",
+        lambda: driver.phase("datasets", "killed") in ("Ready", "Failed"),
+        timeout=600,
+    )
+    status = driver.get("datasets", "killed")["status"]
+    assert status["phase"] == "Ready", status
+    job = operator_cluster.get("job", "killed-prepare-map", namespace)
+    assert job["status"].get("failed", 0) >= 1 and job["status"]["succeeded"] == 2, job["status"]
+    a, b = _output_files(ref), _output_files(out)
+    assert sorted(a) == sorted(b)
+    for rel in a:
+        assert a[rel] == b[rel], f"{rel} differs from the uninterrupted one-worker output"
+
+
 def _output_files(uri: str) -> dict[str, bytes]:
     """Files under `uri` by relative path, without the workers' _work/ folder."""
     fs, root = storage.filesystem(uri)

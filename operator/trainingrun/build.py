@@ -34,6 +34,22 @@ the gang without counting a restart); with a pod failure policy a deleted pod al
 failed only once it has exited, so its exit code is seen."""
 
 
+ELASTIC_STOPPED_RULE = {
+    "action": "Ignore",
+    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [exitcodes.STOPPED]},
+}
+"""ELASTIC_STOPPED_RULE: in an elastic gang a pod that stopped after checkpointing (deleted,
+preempted) is replaced by the Job controller without counting a failure, while the others
+re-rendezvous at the smaller world size; the replacement joins them when it starts."""
+DISRUPTION_RULE = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+"""DISRUPTION_RULE: an evicted or preempted pod of an elastic gang is replaced without counting."""
+
+
+def elastic(spec: TrainingRunSpec) -> bool:
+    """minNodes < maxNodes: the gang trains on while at least minNodes pods run."""
+    return spec.resources.min_nodes < spec.resources.max_nodes
+
+
 def job_name(name: str) -> str:
     return children.child_name(name, "train")
 
@@ -186,6 +202,17 @@ def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any
     if annotations:
         template_meta["annotations"] = annotations
     meta = children.child_meta(body, job_name(name), COMPONENT, extra_labels)
+    if elastic(spec):
+        # A lost or crashed pod is replaced by the Job controller (up to maxRestarts) while the
+        # others train on; the operator recreates the gang only once the Job has failed.
+        failures: dict[str, Any] = {
+            "backoffLimit": spec.failure_policy.max_restarts,
+            "podFailurePolicy": {"rules": [ELASTIC_STOPPED_RULE, DISRUPTION_RULE]},
+        }
+    else:
+        # A lost pod fails the whole Job at once; the operator recreates the gang (torchrun
+        # handles worker crashes inside a pod on its own).
+        failures = {"backoffLimit": 0, "podFailurePolicy": {"rules": [STOPPED_RULE]}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -194,10 +221,7 @@ def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any
             "completionMode": "Indexed",
             "completions": nodes,
             "parallelism": nodes,
-            # A lost pod fails the whole Job at once; the operator recreates the gang (torchrun
-            # handles worker crashes inside a pod on its own).
-            "backoffLimit": 0,
-            "podFailurePolicy": {"rules": [STOPPED_RULE]},
+            **failures,
             # Kueue admits the Job by unsuspending it.
             "suspend": s.scheduler == "kueue",
             "template": {"metadata": template_meta, "spec": pod_spec(body, spec, cfg)},
@@ -206,13 +230,13 @@ def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any
 
 
 def pod_group(body: dict, spec: TrainingRunSpec) -> dict[str, Any]:
-    """Volcano PodGroup: the scheduler places minMember pods together or none."""
+    """Volcano PodGroup: the scheduler places minMember pods (minNodes) together or none."""
     name = body["metadata"]["name"]
     out: dict[str, Any] = {
         "apiVersion": VOLCANO_API,
         "kind": "PodGroup",
         "metadata": children.child_meta(body, job_name(name), COMPONENT),
-        "spec": {"minMember": spec.resources.max_nodes},
+        "spec": {"minMember": spec.resources.min_nodes},
     }
     if spec.scheduling.queue_name:
         out["spec"]["queue"] = spec.scheduling.queue_name

@@ -231,6 +231,10 @@ def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
     job_failed = job_condition(gang.job, "Failed")
     if not (job_failed or failed or lost):
         return None
+    if build.elastic(gang.spec) and not job_failed and _rendezvous_host(pods) is not None:
+        # Elastic: the Job controller replaces the pod while the others train on at a smaller
+        # world size (torchrun re-rendezvous); the replacement joins when it starts.
+        return None
     stopping = [p for p in lost if _stopping(p)]
     if stopping:
         # Its trainer is checkpointing on SIGTERM: its exit code says whether a restart is spent.
@@ -259,6 +263,20 @@ def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
     return draft.phase(Phase.SCHEDULING, f"recreating the gang after: {first_line}").outcome(SHORT_POLL)
 
 
+def _index(pod: dict) -> str | None:
+    return pod["metadata"].get("labels", {}).get("batch.kubernetes.io/job-completion-index")
+
+
+def _rendezvous_host(pods: list[dict]) -> dict | None:
+    """Pod 0, which holds the c10d rendezvous store, unless it is lost or failed: without it the
+    others cannot re-rendezvous, so its loss restarts the gang even in an elastic run."""
+    for p in pods:
+        healthy = not _deleting(p) and _pod_phase(p) != "Failed" and not terminated_containers(p)
+        if _index(p) == "0" and healthy:
+            return p
+    return None
+
+
 def _stopping(pod: dict) -> bool:
     """Deleted, still running and within its grace period (plus slack for the status update)."""
     ended = _pod_phase(pod) in ("Failed", "Succeeded") or terminated_containers(pod)
@@ -282,8 +300,14 @@ def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome 
         msg = f"queued in Kueue queue {spec.scheduling.queue_name}"
         draft.condition(st.GANG_SCHEDULED, "Unknown", "Queued", msg)
         return draft.phase(Phase.SCHEDULING, msg, "Queued").outcome(WAIT_POLL)
-    if gang.running >= nodes:
+    need = spec.resources.min_nodes if build.elastic(spec) else nodes
+    if gang.running >= need:
         return None
+    if gang.pods and any(_pod_phase(p) == "Succeeded" for p in gang.pods):
+        # Training ended on some pods; the Job completes once the rest exit (a replacement that
+        # arrived late finds the run finished and exits 0): not a gang to time out.
+        msg = "training finished; waiting for the Job to complete"
+        return draft.phase(Phase.RUNNING, msg, "Finishing").outcome(WAIT_POLL)
     started = (job.get("status") or {}).get("startTime") or job["metadata"]["creationTimestamp"]
     age, limit = seconds_since(started), spec.scheduling.gang_timeout_seconds
     summary = _pending_summary(gang.pods, nodes)
@@ -301,12 +325,23 @@ def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome 
 
 
 def _running(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome:
-    """The whole gang runs: progress from progress.json."""
-    nodes, total = gang.nodes, gang.spec.optimizer.total_steps
-    draft.condition(st.GANG_SCHEDULED, "True", "AllPodsRunning", f"{nodes} of {nodes} pods running")
+    """The gang runs (at least minNodes of an elastic one): progress from progress.json."""
+    nodes, total, running = gang.nodes, gang.spec.optimizer.total_steps, gang.running
+    if running >= nodes:
+        draft.condition(st.GANG_SCHEDULED, "True", "AllPodsRunning", f"{nodes} of {nodes} pods running")
+    else:
+        msg = f"{running} of {nodes} pods running (elastic, at least {gang.spec.resources.min_nodes}); the others are being replaced"
+        draft.condition(st.GANG_SCHEDULED, "True", "ElasticShrunk", msg)
     progress = _read_progress(gang.spec, cfg)
     if progress:
-        draft.set(**progress_fields(progress, gang.running))
+        before = draft.get("worldSize")
+        draft.set(**progress_fields(progress, running))
+        after = draft.get("worldSize")
+        if before and after and before != after:
+            # One Event per membership change the trainers went through (torchrun re-rendezvous).
+            draft.event(
+                "Normal", "WorldSizeChanged", f"world size {before} -> {after} at step {draft.get('step')}"
+            )
     _report_unreadable(draft, progress or {})
     msg = f"training, step {draft.get('step', 0)}/{total}"
     draft.condition(st.PROGRESSING, "True", "Training", msg)

@@ -37,8 +37,33 @@ def exit_code(torchrun_code: int, stopped: bool) -> int:
     return exitcodes.STOPPED if stopped else torchrun_code
 
 
+def finished_run(args: list[str]) -> str | None:
+    """Why there is nothing left to train, when the run's progress.json says it ended: a pod that
+    joins an elastic gang after the others finished would otherwise wait for a rendezvous that
+    never comes. None when the run is not finished (or nothing can be read)."""
+    if "-f" not in args:
+        return None
+    from capstan_api.files import PROGRESS_FILE, TrainingProgress, join
+    from capstan_api.resource import load_resource
+    from capstan_api.trainingrun import TrainingRunSpec
+    from capstan_trainer import storage
+
+    try:
+        _, spec = load_resource(args[args.index("-f") + 1], TrainingRunSpec, "TrainingRun")
+        doc = storage.read_bytes(join(spec.checkpoint.uri, PROGRESS_FILE))
+        p = TrainingProgress.model_validate_json(doc)
+    except (OSError, ValueError):
+        return None
+    done = p.phase in ("Succeeded", "EarlyStopped") and p.total_steps == spec.optimizer.total_steps
+    return f"the run already {p.phase.lower()} at step {p.step}" if done else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    done = finished_run(args)
+    if done:
+        print(f"launch: not starting torchrun: {done}", file=sys.stderr)
+        return exitcodes.OK
     shm = "/dev/shm"
     tmp = tempfile.mkdtemp(prefix="capstan-", dir=shm if os.access(shm, os.W_OK) else None)
     marker = Path(tmp) / "stopped"

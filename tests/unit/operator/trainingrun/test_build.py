@@ -57,7 +57,7 @@ def test_headless_service_publishes_unready_pods():
 
 
 def test_indexed_job_one_pod_per_node_running_torchrun():
-    kids, _ = build(trainingrun("llm", resources={"minNodes": 1, "maxNodes": 2, "nprocPerNode": 2}))
+    kids, _ = build(trainingrun("llm", resources={"minNodes": 2, "maxNodes": 2, "nprocPerNode": 2}))
     job = kids["Job"]
     assert job["metadata"]["name"] == "llm-train"
     spec = job["spec"]
@@ -75,7 +75,7 @@ def test_indexed_job_one_pod_per_node_running_torchrun():
     (c,) = pod["containers"]
     assert c["command"] == [
         "python", "-m", "capstan_trainer.train.launch",
-        "--nnodes=1:2", "--nproc-per-node=2", "--rdzv-backend=c10d",
+        "--nnodes=2:2", "--nproc-per-node=2", "--rdzv-backend=c10d",
         "--rdzv-endpoint=llm-train-0.llm-train.team-a.svc:29400", "--rdzv-id=llm-train", "--max-restarts=3",
         "-m", "capstan_trainer.train", "-f", "/etc/capstan/resource.yaml",
     ]  # fmt: skip
@@ -138,3 +138,28 @@ def test_volcano_podgroup_and_scheduler_name():
     tmpl = kids["Job"]["spec"]["template"]
     assert tmpl["spec"]["schedulerName"] == "volcano"
     assert tmpl["metadata"]["annotations"] == {"scheduling.k8s.io/group-name": "llm-train"}
+
+
+def test_an_elastic_job_has_lost_pods_replaced_instead_of_failing():
+    kids, _ = build(
+        trainingrun(
+            "llm",
+            resources={"minNodes": 1, "maxNodes": 2, "nprocPerNode": 2},
+            failurePolicy={"maxRestarts": 5},
+            scheduling={"scheduler": "volcano"},
+        )
+    )
+    spec = kids["Job"]["spec"]
+    assert (spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (2, 2, 5)
+    stopped, disrupted = spec["podFailurePolicy"]["rules"]
+    # a pod that checkpointed on SIGTERM (deleted, preempted) is replaced without counting
+    assert stopped == {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [4]},
+    }
+    assert disrupted == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+    assert "--nnodes=1:2" in spec["template"]["spec"]["containers"][0]["command"]
+    assert kids["PodGroup"]["spec"]["minMember"] == 1  # Volcano places the minimum together

@@ -41,7 +41,10 @@ def pod(
     exit: int | None = None,
 ) -> dict:
     """A gang pod; `deleting`: seconds since its deletionTimestamp (the end of its grace period)."""
-    labels = children.pod_labels(run(), build.COMPONENT)
+    labels = {
+        **children.pod_labels(run(), build.COMPONENT),
+        "batch.kubernetes.io/job-completion-index": str(index),
+    }
     meta = {"name": f"llm-train-{index}-x", "namespace": "team-a", "labels": labels}
     if deleting is not None:
         meta["deletionTimestamp"] = ago(deleting)
@@ -280,3 +283,31 @@ def test_of_two_runs_created_together_on_one_uri_exactly_one_goes_ahead():
     # A run that has started keeps its location against an older one that has not.
     b["status"] = {"startTime": ago(1), "outputUri": "s3://bucket/ckpt"}
     assert checkpoint_taken(b, "s3://bucket/ckpt", [a, b]) == ""
+
+
+ELASTIC = {"resources": {"minNodes": 1, "maxNodes": 2, "nprocPerNode": 2}}
+
+
+def test_an_elastic_gang_trains_on_when_a_pod_is_lost(fake_kube: FakeKube):
+    fake_kube.add(job(active=1, ready=1))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, phase="Failed", deleting=5, exit=4))
+    fake_kube.files[PROGRESS] = {"step": 12, "totalSteps": 40, "worldSize": 2}
+    out = reconcile(run({"phase": "Running", "restarts": 0, "worldSize": 4}, **ELASTIC), CFG)
+    assert fake_kube.calls == []  # no gang teardown: the Job controller replaces pod 1
+    s = out.status
+    assert (
+        (s["nodes"], s["worldSize"]) == (1, 2) and "restarts" not in s and "phase" not in s
+    )  # still Running
+    gang = cond(out, "GangScheduled")
+    assert (gang["status"], gang["reason"]) == ("True", "ElasticShrunk")
+    assert "1 of 2 pods running (elastic, at least 1)" in gang["message"]
+    assert ("Normal", "WorldSizeChanged", "world size 4 -> 2 at step 12") in out.events
+
+
+def test_an_elastic_gang_without_pod_0_restarts(fake_kube: FakeKube):
+    fake_kube.add(job(active=1, ready=1))
+    fake_kube.add(pod(0, deleting=60)), fake_kube.add(pod(1))
+    out = reconcile(run({"phase": "Running", "restarts": 0}, **ELASTIC), CFG)
+    # pod 0 holds the rendezvous store: the others cannot re-rendezvous without it
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    assert out.status["restarts"] == 1

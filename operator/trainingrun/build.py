@@ -89,7 +89,13 @@ def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: Operator
             "-f",
             children.CONFIG_PATH,
         ],
-        env={"CAPSTAN_NODE_RANK": macros.replica_id},
+        env={
+            "CAPSTAN_NODE_RANK": macros.replica_id,
+            # torch 2.15 builds the shared rendezvous store's bootstrap info (MASTER_ADDR) in an
+            # agent's first round only: a pod that joins a later round (an elastic replacement)
+            # waits for it forever. Unshared, rank 0 publishes it in every round.
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+        },
         # cpu/memory come from spec.resources.requests; the role carries the GPU count.
         resource=specs.Resource(cpu=0, gpu=r.gpus_per_node, memMB=0),
         port_map={"c10d": RDZV_PORT},

@@ -327,6 +327,10 @@ def _attempt_store(world: int) -> dist.Store:
         timeout=timedelta(minutes=10),
         multi_tenant=True,
     )
+    if not agent:
+        # A store of this round's own (rank 0 serves it on a fresh port): nothing stale in it, and
+        # a pod that joined later (its agent's restart count differs) must use the same keys.
+        return store
     return dist.PrefixStore(f"capstan/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 

@@ -1,13 +1,14 @@
 """Staged preparation at three corpus sizes: throughput per core and peak memory per worker.
 
-    .venv/bin/python bench/prepare_scale.py [--sizes 16 64 256] [--workers 2]
+    .venv/bin/python bench/prepare_scale.py [--sizes 16 64 256] [--workers 2] [--baseline-rev 0a40fef]
 
 For each size (MB of generated JSONL) runs every stage's indexes as separate processes, as the
 Indexed Jobs do (`--stage S --index I`), and reads each process's CPU time and peak RSS from
 wait4(). Baseline in the same run: the floor, reading, decompressing and parsing the same corpus
 and nothing else. Prints JSON: per stage docs/s and MB/s per core, share of CPU, peak RSS per
 worker; end to end MB/s per core and its ratio to the floor; the scale-out cost (CPU of N
-workers against one, same input, the second size); storage traffic per stage; the load average.
+workers against one, same input, the second size); storage traffic per stage; the load average;
+with --baseline-rev, the speed-up over that revision's preparation on the first size.
 """
 
 from __future__ import annotations
@@ -113,6 +114,30 @@ def prepare(path: Path, workers: int, input_bytes: int) -> dict[str, dict]:
     return out
 
 
+def baseline_cpu(rev: str, src: str, root: Path) -> float:
+    """CPU seconds of the whole preparation at git revision `rev` (e.g. the single-process code
+    before the stages), one process, on the same corpus: the speed-up's denominator."""
+    tree = root / "baseline-tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True, capture_output=True)
+    try:
+        pypath = root / "baseline-pypath"
+        pypath.mkdir()
+        for name, folder in (
+            ("capstan_api", "api"),
+            ("capstan_operator", "operator"),
+            ("capstan_trainer", "trainer"),
+        ):
+            (pypath / name).symlink_to(tree / folder)
+        path = root / "baseline.yaml"
+        path.write_text(yaml.safe_dump(resource(src, f"file://{root}/baseline-out")))
+        env = {**os.environ, "PYTHONPATH": str(pypath)}
+        cmd = [sys.executable, "-m", "capstan_trainer.prepare", "-f", str(path)]
+        cpu, _ = waited([subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL)])
+        return cpu
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=True, capture_output=True)
+
+
 def summarise(stages: dict[str, dict], docs: int, size: int, floor_cpu: float) -> dict:
     total = sum(s["cpu"] for s in stages.values())
     return {
@@ -141,7 +166,7 @@ def summarise(stages: dict[str, dict], docs: int, size: int, floor_cpu: float) -
     }
 
 
-def main(sizes: list[float], workers: int) -> None:
+def main(sizes: list[float], workers: int, baseline_rev: str | None) -> None:
     report: dict = {"workers": workers, "loadAverage": os.getloadavg(), "cpus": os.cpu_count(), "sizes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for i, mb in enumerate(sizes):
@@ -161,6 +186,13 @@ def main(sizes: list[float], workers: int) -> None:
                 result["scaleOutCpuRatio"] = round(
                     result["endToEnd"]["cpuSeconds"] / one["endToEnd"]["cpuSeconds"], 3
                 )
+            if i == 0 and baseline_rev:
+                base = baseline_cpu(baseline_rev, src, root)
+                result["baseline"] = {
+                    "rev": baseline_rev,
+                    "mbPerSecPerCore": round(size / 1e6 / base, 3),
+                    "speedUp": round(base / result["endToEnd"]["cpuSeconds"], 2),
+                }
             report["sizes"][str(mb)] = result
             print(f"{mb} MB done: {json.dumps(result['endToEnd'])}", file=sys.stderr, flush=True)
     peaks = [r["endToEnd"]["peakRssMbPerWorker"] for r in report["sizes"].values()]
@@ -173,5 +205,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=float, nargs="+", default=[16, 64, 256], help="corpus sizes in MB")
     ap.add_argument("--workers", type=int, default=2, help="workers per parallel stage")
+    ap.add_argument("--baseline-rev", help="git revision to time end to end on the first size (one process)")
     a = ap.parse_args()
-    main(a.sizes, a.workers)
+    main(a.sizes, a.workers, a.baseline_rev)

@@ -14,7 +14,7 @@ from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
 from capstan_trainer import storage
 from tests.support.operator_env import dataset_yaml, driver, op_cfg, operator_cluster, upload_corpus
 from tests.support.trainingruns import data, run_yaml, status, trainer_start_record
-from tests.unit.trainer.helpers import single_process
+from tests.unit.trainer.helpers import torchrun
 
 pytestmark = pytest.mark.cluster
 __all__ = ["data", "driver", "op_cfg", "operator_cluster"]  # fixtures
@@ -168,8 +168,9 @@ def test_an_elastic_gang_shrinks_and_grows_back_without_a_gang_restart(
     operator_cluster, namespace, driver, s3_bucket, data, tmp_path
 ):
     """minNodes 2, maxNodes 3: pod 2, deleted mid-run, checkpoints on SIGTERM; pods 0 and 1
-    re-rendezvous at world size 2 and train on; the Job controller's replacement joins and the
-    world grows back to 3. No gang restart, and the loss is an uninterrupted run's."""
+    re-rendezvous at world size 2 and train on while the replacement cannot be placed (the nodes
+    are tainted); once it can, it joins and the world grows back to 3. No gang restart, and the
+    loss is an uninterrupted run's."""
     steps, ckpt = 800, f"{s3_bucket}/ckpt/elastic"
     elastic = {"minNodes": 2, "maxNodes": 3, "nprocPerNode": 1}
     operator_cluster.apply(
@@ -193,8 +194,13 @@ def test_an_elastic_gang_shrinks_and_grows_back_without_a_gang_restart(
     [pod2] = operator_cluster.list(
         "pods", namespace, "capstan.dev/owner=elastic,batch.kubernetes.io/job-completion-index=2"
     )
-    operator_cluster.kubectl("delete", "pod", pod2["metadata"]["name"], "-n", namespace, "--wait=false")
-    driver.run_until("world size 2 once pod 2 left", lambda: world() == 2, timeout=240)
+    # The node is lost for a while: its replacement cannot be placed until the taint goes.
+    operator_cluster.kubectl("taint", "nodes", "--all", "capstan.dev/hold=1:NoSchedule")
+    try:
+        operator_cluster.kubectl("delete", "pod", pod2["metadata"]["name"], "-n", namespace, "--wait=false")
+        driver.run_until("world size 2 once pod 2 left", lambda: world() == 2, timeout=240)
+    finally:
+        operator_cluster.kubectl("taint", "nodes", "--all", "capstan.dev/hold-")
     shrunk = driver.condition("trainingruns", "elastic", "GangScheduled")
     assert driver.phase("trainingruns", "elastic") == "Running", status(driver, "elastic")
     driver.run_until("world size 3 again with the replacement pod", lambda: world() == 3, timeout=300)
@@ -215,15 +221,15 @@ def test_an_elastic_gang_shrinks_and_grows_back_without_a_gang_restart(
     changes = [e[3] for e in driver.events if e[2] == "WorldSizeChanged"]
     assert [c.split(" at ")[0] for c in changes] == ["world size 3 -> 2", "world size 2 -> 3"], changes
     assert shrunk["reason"] in ("ElasticShrunk", "AllPodsRunning"), shrunk  # the replacement may already run
-    # The reference: the same run uninterrupted in one process (the loader's order and the
-    # global batch do not depend on the world size).
+    # The reference: the same run uninterrupted at world size 3 (torchrun on this machine); the
+    # loader's order and the global batch do not depend on the world size.
     ref = tmp_path / "ref.yaml"
     body = yaml.safe_load(
         run_yaml("ref", f"{s3_bucket}/ckpt/elastic-ref", {"uri": data}, nodes=3, steps=steps, every=400)
     )
-    body["spec"]["resources"] = {"minNodes": 1, "maxNodes": 1, "nprocPerNode": 1}
+    body["spec"]["resources"] = {"minNodes": 1, "maxNodes": 1, "nprocPerNode": 3}
     ref.write_text(yaml.safe_dump(body))
-    result = single_process(ref, timeout_s=600)
+    result = torchrun(ref, nproc=3, timeout_s=600)
     assert result.returncode == 0, result.stderr[-3000:]
     want = result.losses()[steps]
     got = json.loads(storage.read_bytes(f"{ckpt}/progress.json"))["loss"]

@@ -75,6 +75,8 @@ class Export:
     """waiting says what is being done (the Job exporting, a pod that cannot start yet)."""
     failure: str = ""
     """failure says why it cannot be served until someone acts (and what to do)."""
+    started: bool = False
+    """started: this reconcile created the export Job."""
 
 
 def given_export(model_uri: str, config: dict | None) -> Export:

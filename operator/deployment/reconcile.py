@@ -184,6 +184,8 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         if ex.ready:
             return _start_canary(ctx, target, choice.source)
         ctx.note = f"{target} is not rolled out yet: {ex.failure or ex.waiting}"
+        if ex.started:  # the phase stays: say it in an Event (a first revision's phase change does)
+            draft.event("Normal", "Exporting", ex.waiting)
         draft.condition(
             st.PROGRESSING, *(("False", "ExportFailed") if ex.failure else ("True", "Exporting")), ctx.note
         )
@@ -217,8 +219,7 @@ def _export(ctx: Ctx, uri: str) -> export.Export:
     job = kube.get("batch/v1", "Job", ctx.ns, name)
     if job is None:
         kube.apply(export.job(ctx.body, ctx.spec, ctx.cfg, uri))
-        ctx.draft.event("Normal", "Exporting", f"Job {name} exporting {uri} to {out} for vLLM")
-        return export.Export(waiting=f"Job {name} exporting {uri} to {out} for vLLM")
+        return export.Export(waiting=f"Job {name} exporting {uri} to {out} for vLLM", started=True)
     if job_condition(job, "Failed"):
         why = job_failure(job, ctx.ns, name)
         return export.Export(failure=f"export of {uri} failed: {why}; delete Job {name} to try again")

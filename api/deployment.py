@@ -89,7 +89,7 @@ class ServerOptions(ApiModel):
         default=64,
         ge=0,
         le=100000,
-        description="maxQueue is how many requests may wait for a batch slot; more get 429.",
+        description="maxQueue is how many requests may wait for a batch slot; more get 429 (built-in server only).",
     )
     max_model_len: int = Field(
         default=0,
@@ -101,13 +101,14 @@ class ServerOptions(ApiModel):
         default=16,
         ge=1,
         le=1024,
-        description="maxPromptsPerRequest bounds the prompts of one completions request.",
+        description="maxPromptsPerRequest bounds the prompts of one completions request (built-in server only).",
     )
     request_timeout_seconds: int = Field(
         default=600,
         ge=1,
         le=24 * 3600,
-        description="requestTimeoutSeconds is the longest a request may run before it is ended with 504.",
+        description="requestTimeoutSeconds is the longest a request may run before it is ended with 504 "
+        "(built-in server only).",
     )
     api_key_secret: SecretKeyRef | None = Field(
         default=None,
@@ -222,7 +223,8 @@ class DeploymentSpec(ApiModel):
     model: DeploymentModel = Field(description="model to serve.")
     runtime: Literal["builtin", "vllm"] = Field(
         default="builtin",
-        description="runtime is builtin (the Capstan server, CPU or GPU) or vllm (GPU, from the HF export).",
+        description="runtime is builtin (the Capstan server, CPU or GPU) or vllm (GPU): vLLM serves the "
+        "model's Hugging Face export, which the operator makes once per checkpoint (<step folder>/hf).",
     )
     server: ServerOptions = Field(default_factory=ServerOptions, description="server options.")
     replicas: int = Field(default=1, ge=0, le=1000, description="replicas is the number of serving pods.")
@@ -232,7 +234,10 @@ class DeploymentSpec(ApiModel):
         default_factory=PodResources, description="resources of each serving pod."
     )
     image: str = Field(
-        default="", max_length=1000, description="image overrides the operator's workload image."
+        default="",
+        max_length=1000,
+        description="image overrides the serving image: the operator's workload image, or its vLLM image "
+        "with runtime vllm.",
     )
 
     @model_validator(mode="after")

@@ -4,6 +4,8 @@
   by the TrainingRun reconciler into status.
 - `<outputUri>/status.json` (`EvaluationOutcome`): written by the evaluation workload at the end,
   read by the Evaluation reconciler into status.
+- `<step folder>/hf/EXPORTED` (`ExportMarker`): written last by `capstan_trainer.export`, read by
+  the Deployment reconciler (runtime vllm) to know the Hugging Face export is there whole.
 
 Both sides use these models, so a field renamed on one side cannot silently vanish on the other.
 Unknown keys are ignored when reading (a newer workload may write more than this operator knows).
@@ -12,6 +14,7 @@ Unknown keys are ignored when reading (a newer workload may write more than this
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -25,6 +28,10 @@ RESULTS_FILE = "results.json"
 MODEL_CARD_FILE = "README.md"
 MANIFEST_FILE = "manifest.json"
 DATASHEET_FILE = "datasheet.md"
+EXPORT_DIR = "hf"
+EXPORT_MARKER = "EXPORTED"
+STEP_FOLDER_RE = re.compile(r"^step-(\d{8})$")
+"""STEP_FOLDER_RE matches the last segment of a checkpoint step folder (`step-00000100`)."""
 
 
 def join(base: str, *parts: str) -> str:
@@ -33,6 +40,18 @@ def join(base: str, *parts: str) -> str:
     for p in parts:
         out += "/" + p.strip("/")
     return out
+
+
+def step_of(uri: str) -> int | None:
+    """The step of a checkpoint step folder URI, None for anything else (a root, an export)."""
+    m = STEP_FOLDER_RE.match(uri.rstrip("/").rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
+def export_uri(step_folder: str) -> str:
+    """Where a step folder's Hugging Face export lives: inside it, so it is one per checkpoint,
+    found by every Deployment that serves the checkpoint, and deleted with it."""
+    return join(step_folder, EXPORT_DIR)
 
 
 class FileModel(BaseModel):
@@ -120,3 +139,16 @@ class EvaluationOutcome(FileModel):
         if not isinstance(v, dict):
             return v
         return {k: x for k, x in v.items() if isinstance(x, int | float) and not isinstance(x, bool)}
+
+
+class ExportMarker(FileModel):
+    """EXPORTED: the last file of a Hugging Face export; a folder without it is half-written."""
+
+    checkpoint: str
+    """checkpoint: the step folder exported."""
+    step: int
+    """step: that folder's optimizer step."""
+    dtype: str
+    """dtype of the exported weights (float32, bfloat16, float16)."""
+    files: list[str] = Field(default_factory=list)
+    """files: the export's files, the marker excepted."""

@@ -164,11 +164,13 @@ def workload_job(
     backoff_limit: int,
     cfg: OperatorConfig,
     pod_extra: dict[str, Any] | None = None,
+    with_config: bool = True,
 ) -> dict[str, Any]:
-    """A one-pod Job running `container` with the resource file (ConfigMap `name`) mounted. A
-    container exit code of `exitcodes.INVALID_CONFIG` means the spec or the input is wrong: the Job
-    fails at once, no retries."""
-    return _job(body, name, component, container, cfg, {"backoffLimit": backoff_limit}, name, pod_extra)
+    """A one-pod Job running `container`, with the resource file (ConfigMap `name`) mounted unless
+    `with_config` is False. A container exit code of `exitcodes.INVALID_CONFIG` means the spec or
+    the input is wrong: the Job fails at once, no retries."""
+    config_map = name if with_config else ""
+    return _job(body, name, component, container, cfg, {"backoffLimit": backoff_limit}, config_map, pod_extra)
 
 
 def indexed_job(
@@ -208,7 +210,8 @@ def _job(
     config_map: str,
     pod_extra: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """What every workload Job shares: the exit-code policy, the pod labels, the hardened pod."""
+    """What every workload Job shares: the exit-code policy, the pod labels, the hardened pod
+    (with the resource file from ConfigMap `config_map` unless it is empty)."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -233,7 +236,7 @@ def _job(
                     {
                         "restartPolicy": "Never",
                         "containers": [container],
-                        "volumes": [config_volume(config_map)],
+                        "volumes": [config_volume(config_map)] if config_map else [],
                         **(pod_extra or {}),
                     },
                     cfg,

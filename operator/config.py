@@ -36,6 +36,9 @@ class OperatorConfig:
     """namespaces to watch; empty means all."""
     workload_image: str = "capstan/trainer:0.1.0"
     """workload_image runs every Job and serving pod unless a resource overrides it."""
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    """vllm_image serves Deployments with runtime vllm unless one overrides it (pinned: vLLM's
+    flags and metric names change between releases)."""
     image_pull_policy: str = "IfNotPresent"
     run_as_user: int = 65532
     """run_as_user (and group) of every workload pod: the images' own non-root user. 0 breaks
@@ -86,6 +89,7 @@ class OperatorConfig:
         return cls(
             namespaces=words("CAPSTAN_NAMESPACES", ()),
             workload_image=e.get("CAPSTAN_WORKLOAD_IMAGE", cls.workload_image),
+            vllm_image=e.get("CAPSTAN_VLLM_IMAGE", cls.vllm_image),
             image_pull_policy=e.get("CAPSTAN_IMAGE_PULL_POLICY", cls.image_pull_policy),
             run_as_user=int(e.get("CAPSTAN_WORKLOAD_RUN_AS_USER", str(cls.run_as_user))),
             s3_endpoint=e.get("CAPSTAN_S3_ENDPOINT", ""),

@@ -110,3 +110,41 @@ def job_failure(job: dict, namespace: str, job_name: str) -> str:
     if failed:
         return pod_failure(failed[-1])[1]
     return f"Job {job_name} failed: {(job_condition(job, 'Failed') or {}).get('message', '')}"
+
+
+def _pod_wait(pod: dict) -> str:
+    """Why one pod is not Ready, in a few words: unscheduled, an init container at work, a
+    container waiting, or its phase."""
+    status = pod.get("status") or {}
+    conds = {c["type"]: c for c in status.get("conditions") or []}
+    sched = conds.get("PodScheduled") or {}
+    if sched.get("status") == "False":
+        return f"{sched.get('reason', 'Unschedulable')}: {sched.get('message', '')}".rstrip(": ")
+    for cs in status.get("initContainerStatuses") or []:
+        if not cs.get("ready"):
+            state = cs.get("state") or {}
+            doing = "running" if "running" in state else (state.get("waiting") or {}).get("reason", "waiting")
+            return f"init container {cs['name']} {doing}"
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting:
+            return f"container {cs['name']} {waiting.get('reason', 'waiting')}"
+    if conds.get("Ready", {}).get("status") != "True" and status.get("phase") == "Running":
+        return "not passing its readiness probe yet"
+    return status.get("phase") or "Pending"
+
+
+def not_ready(pods: list[dict], limit: int = 3) -> str:
+    """The pods that are not Ready, each with why (at most `limit` named), or "" when all are."""
+    waiting = [
+        p
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and not any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (p.get("status") or {}).get("conditions") or []
+        )
+    ]
+    named = [f"{p['metadata']['name']} ({_pod_wait(p)})" for p in waiting[:limit]]
+    more = f" and {len(waiting) - limit} more" if len(waiting) > limit else ""
+    return ", ".join(named) + more

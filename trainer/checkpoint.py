@@ -7,6 +7,8 @@ Layout under a run's checkpoint root (any fsspec URI: s3://, file://, or a plain
     capstan.json                  {"step", "model": ModelConfig as dict, "tokenizer", "dataset", ...}
     tokenizer.json                copied from the dataset, so the folder is self-contained
     COMMITTED                     written last; readers ignore folders without it
+    hf/                           the Hugging Face export, once a Deployment asked for one
+                                  (capstan_trainer.export; hf/EXPORTED written last)
   progress.json                   written by train.py for the operator
 
 Saving is asynchronous (DCP stages the state to CPU memory, then writes from a thread on its own
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import warnings
 from concurrent.futures import Future
@@ -29,6 +30,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.fsspec_filesystem import FsspecReader, FsspecWriter
 
+from capstan_api import files
 from capstan_trainer import storage
 from capstan_trainer.model import ModelConfig, Transformer
 
@@ -36,7 +38,7 @@ log = logging.getLogger("capstan.checkpoint")
 
 COMMITTED = "COMMITTED"
 META = "capstan.json"
-_STEP_RE = re.compile(r"^step-(\d{8})$")
+_STEP_RE = files.STEP_FOLDER_RE
 
 
 def step_name(step: int) -> str:
@@ -174,6 +176,9 @@ class Checkpointer:
             # found unreadable): un-commit it first, so a crash mid-save cannot leave it "committed".
             fs, path = storage.filesystem(uri)
             fs.rm(f"{path.rstrip('/')}/{COMMITTED}")
+            # Its export is of the old weights: drop it (marker first) so it is made again.
+            storage.remove(storage.join(files.export_uri(uri), files.EXPORT_MARKER))
+            storage.remove(files.export_uri(uri))
         fut = dcp.async_save(
             state, storage_writer=_writer(uri), process_group=self.pg, no_dist=not dist.is_initialized()
         )

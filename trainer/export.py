@@ -7,6 +7,12 @@ fsspec URI. Parameter names already match LlamaForCausalLM's (minus `model.`) an
 embeddings use the rotate-half layout, so no permutation is needed. The checkpoint's capstan.json
 travels along (with "checkpoint": the step folder exported) so the export keeps its lineage:
 datasets, TrainingRun, step and `init`, the checkpoint a fine-tuning run started from.
+
+tokenizer_config.json carries the chat template (and bos/eos/pad) of the training dataset's
+tokenizer_config.json, else the Dataset default, so `apply_chat_template` in transformers and
+vLLM renders the prompt the built-in server renders. DIR/EXPORTED (capstan_api.files.ExportMarker)
+is removed first and written last: a folder without it is half-written. The operator exports a
+step folder to `<step folder>/hf` this way before serving it with vLLM.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import sys
 import torch
 from safetensors.torch import save
 
-from capstan_api import exitcodes
+from capstan_api import exitcodes, files
+from capstan_api.tokenizer import DEFAULT_CHAT_TEMPLATE
 from capstan_trainer import storage
 from capstan_trainer.checkpoint import load_model
 from capstan_trainer.model import ModelConfig
+from capstan_trainer.model_load import dataset_tokenizer_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -58,7 +66,9 @@ def hf_config(cfg: ModelConfig, dtype: str, eos_id: int | None) -> dict:
 
 
 def export(checkpoint_uri: str, out: str, dtype: str = "float32") -> dict:
-    """Write the HF directory; returns the config written."""
+    """Write the HF directory, its EXPORTED marker last; returns the config written."""
+    marker_uri = storage.join(out, files.EXPORT_MARKER)
+    storage.remove(marker_uri)  # a rewrite must never look whole half-way
     model, meta = load_model(checkpoint_uri, dtype=DTYPES[dtype])
     cfg = model.cfg
     tensors = {}
@@ -72,29 +82,56 @@ def export(checkpoint_uri: str, out: str, dtype: str = "float32") -> dict:
     tok_text = storage.read_bytes(storage.join(meta["uri"], meta.get("tokenizer", "tokenizer.json")))
     eos_id = _eos_id(meta)
     config = hf_config(cfg, dtype, eos_id)
-    files = {
-        "config.json": json.dumps(config, indent=2) + "\n",
-        "generation_config.json": json.dumps({"eos_token_id": eos_id, "do_sample": False}, indent=2) + "\n",
-        "tokenizer_config.json": json.dumps(
-            {
-                "tokenizer_class": "PreTrainedTokenizerFast",
-                "model_max_length": cfg.max_seq_len,
-                "eos_token": _token_text(tok_text, eos_id),
-                "clean_up_tokenization_spaces": False,
-            },
-            indent=2,
-        )
-        + "\n",
-        "capstan.json": json.dumps(lineage_meta(meta), indent=2) + "\n",
+    files_out = {
+        "config.json": _json(config),
+        "generation_config.json": _json({"eos_token_id": eos_id, "do_sample": False}),
+        "tokenizer_config.json": _json(
+            tokenizer_config(tok_text, dataset_tokenizer_config(meta), eos_id, cfg.max_seq_len)
+        ),
+        "capstan.json": _json(lineage_meta(meta)),
     }
     storage.write_bytes(
         storage.join(out, "model.safetensors"),
         save(tensors, metadata={"format": "pt", "capstan_step": str(meta["step"])}),
     )
     storage.write_bytes(storage.join(out, "tokenizer.json"), tok_text)
-    for name, text in files.items():
+    for name, text in files_out.items():
         storage.write_bytes(storage.join(out, name), text.encode())
+    marker = files.ExportMarker(
+        checkpoint=meta["uri"],
+        step=meta["step"],
+        dtype=dtype,
+        files=sorted(["model.safetensors", "tokenizer.json", *files_out]),
+    )
+    storage.write_bytes(marker_uri, marker.to_json().encode())
     return config
+
+
+def tokenizer_config(tokenizer_json: bytes, dataset_config: dict, eos_id: int | None, max_len: int) -> dict:
+    """tokenizer_config.json for transformers and vLLM: the dataset's chat template and special
+    tokens (bos and pad only when in the vocabulary), eos from the checkpoint. Without a dataset
+    config, bos is `<|begin_of_text|>` when the vocabulary has it, as the built-in server renders."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_json.decode())
+
+    def known(token: str | None) -> str | None:
+        return token if token and tok.token_to_id(token) is not None else None
+
+    eos = tok.id_to_token(eos_id) if eos_id is not None else known(dataset_config.get("eos_token"))
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_len,
+        "bos_token": known(dataset_config.get("bos_token") or "<|begin_of_text|>"),
+        "eos_token": eos,
+        "pad_token": known(dataset_config.get("pad_token")),
+        "chat_template": dataset_config.get("chat_template") or DEFAULT_CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+    }
+
+
+def _json(doc: dict) -> str:
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def lineage_meta(meta: dict) -> dict:
@@ -116,14 +153,6 @@ def _eos_id(meta: dict) -> int | None:
         except (OSError, ValueError, KeyError):
             continue
     return None
-
-
-def _token_text(tokenizer_json: bytes, token_id: int | None) -> str | None:
-    if token_id is None:
-        return None
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_str(tokenizer_json.decode()).id_to_token(token_id)
 
 
 def main(argv: list[str] | None = None) -> int:

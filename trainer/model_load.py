@@ -67,7 +67,7 @@ def load(
 
         model, meta = load_model(uri, device=device, dtype=dtype)
         tok_uri = storage.join(meta["uri"], meta.get("tokenizer", "tokenizer.json"))
-        tok_config = _dataset_tokenizer_config(meta)
+        tok_config = dataset_tokenizer_config(meta)
     tok_uri = tokenizer_uri or tok_uri
     try:
         tokenizer = Tokenizer.from_str(storage.read_bytes(tok_uri).decode())
@@ -124,7 +124,7 @@ def _load_export(uri: str, device, dtype) -> tuple[Transformer, dict, str, dict]
     return model, meta, storage.join(uri, "tokenizer.json"), tok_config
 
 
-def _dataset_tokenizer_config(meta: dict) -> dict:
+def dataset_tokenizer_config(meta: dict) -> dict:
     """tokenizer_config.json of the first training dataset that has one (chat template, eos)."""
     for ds in meta.get("dataset") or []:
         base = ds.get("uri", "")

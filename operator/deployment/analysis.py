@@ -2,7 +2,11 @@
 /metrics, add the pods up, and judge error rate and p99 latency against the spec's thresholds.
 
 Counters are cumulative since each canary pod started, and every canary pod is new, so the sample
-covers the canary's whole life: a step is judged on everything the canary has served so far."""
+covers the canary's whole life: a step is judged on everything the canary has served so far.
+
+Each runtime names the same two things differently (METRICS): the built-in server counts its /v1
+responses by status code; vLLM counts every route's responses by status class (http_requests_total
+from its HTTP instrumentation, `handler` naming the route) and times requests in its engine."""
 
 from __future__ import annotations
 
@@ -15,9 +19,24 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from capstan_api.deployment import Analysis
 
-REQUESTS = "capstan_serve_requests"  # counter by HTTP status, /v1 routes only
-LATENCY = "capstan_serve_e2e_request_latency_seconds"  # histogram
 SCRAPE_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class MetricNames:
+    requests: str
+    """requests: the counter family of finished HTTP requests, labelled `status` (200 or 2xx)."""
+    latency: str
+    """latency: the histogram of end-to-end request latency in seconds."""
+    route_label: str = ""
+    """route_label: the label naming the route, where `requests` counts every route; only /v1
+    routes (the API) count. Empty: `requests` counts only those already."""
+
+
+METRICS = {
+    "builtin": MetricNames("capstan_serve_requests", "capstan_serve_e2e_request_latency_seconds"),
+    "vllm": MetricNames("http_requests", "vllm:e2e_request_latency_seconds", route_label="handler"),
+}
 
 
 @dataclass
@@ -55,15 +74,16 @@ class Sample:
         return lower
 
 
-def parse(text: str) -> Sample:
+def parse(text: str, names: MetricNames = METRICS["builtin"]) -> Sample:
     out = Sample()
     for fam in text_string_to_metric_families(text):
-        if fam.name == REQUESTS:
+        if fam.name == names.requests:
             for s in fam.samples:
-                if s.name.endswith("_total"):
+                api = not names.route_label or s.labels.get(names.route_label, "").startswith("/v1")
+                if s.name.endswith("_total") and api:
                     out.requests += s.value
                     out.errors += s.value if s.labels.get("status", "").startswith("5") else 0.0
-        elif fam.name == LATENCY:
+        elif fam.name == names.latency:
             for s in fam.samples:
                 if s.name.endswith("_bucket"):
                     le = float(s.labels["le"])
@@ -71,13 +91,13 @@ def parse(text: str) -> Sample:
     return out
 
 
-def scrape(pod_ips: list[str], port: int) -> tuple[Sample, list[str]]:
+def scrape(pod_ips: list[str], port: int, runtime: str = "builtin") -> tuple[Sample, list[str]]:
     """The canary pods' metrics added up, and the pods that could not be read (with why)."""
     total, unreadable = Sample(), []
     for ip in pod_ips:
         try:
             with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=SCRAPE_TIMEOUT_S) as resp:
-                total = total.add(parse(resp.read().decode()))
+                total = total.add(parse(resp.read().decode(), METRICS[runtime]))
         except (urllib.error.URLError, OSError, ValueError) as exc:
             unreadable.append(f"{ip}: {exc}")
     return total, unreadable

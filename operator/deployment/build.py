@@ -1,6 +1,7 @@
 """Children of a Deployment (deployments.capstan.dev): one apps/v1 Deployment per model revision,
 one Service across revisions, an optional HorizontalPodAutoscaler on the stable revision.
-Pure functions: no I/O."""
+With runtime vllm a revision's pods serve the model's Hugging Face export (export.py) with vLLM
+(vllm.py). Pure functions: no I/O."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from capstan_api.deployment import DeploymentSpec
 from capstan_operator import children
 from capstan_operator.config import OperatorConfig
+from capstan_operator.deployment import export, vllm
 
 COMPONENT = "serve"
 CONTAINER = "server"
@@ -17,6 +19,8 @@ PORT = 8000
 PORT_NAME = "http"
 LABEL_REVISION = "capstan.dev/revision"
 ANNOTATION_MODEL_URI = "capstan.dev/model-uri"
+ANNOTATION_SERVED_URI = "capstan.dev/served-uri"
+"""With runtime vllm: the Hugging Face export the pods copy and serve."""
 ANNOTATION_CANARY_STEP = "capstan.dev/canary-step"
 """On the canary's Deployment, JSON {"weight", "started", "ready"}: the step it is on, when the
 step began and when its pods were all Ready (RFC 3339 or null). The pause is timed from "ready",
@@ -24,7 +28,14 @@ so an operator restart resumes the step where it was."""
 MODEL_LOAD_SECONDS = 600  # the startup probe allows this long before liveness takes over
 VLLM_MODEL_LOAD_SECONDS = 1200
 PROBE_PERIOD = 2
-RUNNING_REQUESTS_METRIC = "capstan_serve_requests_running"
+RUNNING_REQUESTS_METRIC = {"builtin": "capstan_serve_requests_running", "vllm": vllm.RUNNING_REQUESTS_METRIC}
+"""The running-requests gauge each runtime serves on /metrics: the HPA's metric."""
+# Where Prometheus finds each serving pod's metrics (both runtimes serve /metrics on the API port).
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(PORT),
+    "prometheus.io/path": "/metrics",
+}
 
 
 def deployment_name(name: str, revision: int) -> str:
@@ -65,13 +76,7 @@ API_KEY_ENV = {"builtin": "CAPSTAN_API_KEY", "vllm": "VLLM_API_KEY"}
 def _server_command(body: dict, spec: DeploymentSpec, model_uri: str) -> list[str]:
     s = spec.server
     if spec.runtime == "vllm":
-        # vLLM serves the HF export (config.json + safetensors) unchanged.
-        return [
-            "python", "-m", "vllm.entrypoints.openai.api_server", "--model", model_uri,
-            "--served-model-name", model_name(body, spec), "--host", "0.0.0.0", "--port", str(PORT),
-            "--max-num-seqs", str(s.max_batch_size),
-            *(["--max-model-len", str(s.max_model_len)] if s.max_model_len else []),
-        ]  # fmt: skip
+        return vllm.command(spec, model_name(body, spec), PORT)
     return [
         "python", "-m", "capstan_trainer.serve", "--model", model_uri,
         "--served-model-name", model_name(body, spec), "--port", str(PORT),
@@ -111,12 +116,18 @@ def deployment(
     replicas: int,
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The apps/v1 Deployment serving `model_uri` as `revision` with `replicas` pods."""
+    """The apps/v1 Deployment serving `model_uri` as `revision` with `replicas` pods. With
+    runtime vllm the pods serve the model's Hugging Face export, which must exist (the reconciler
+    waits for it before a revision is made)."""
     name = deployment_name(body["metadata"]["name"], revision)
     labels = revision_labels(body, revision)
-    env = children.workload_env(body, cfg)
-    # The built-in server binds the pod IP (every local pod has its own loopback address).
-    env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    is_vllm = spec.runtime == "vllm"
+    if is_vllm:
+        env = vllm.env()  # vLLM reads a local copy: no storage credentials in its container
+    else:
+        env = children.workload_env(body, cfg)
+        # The built-in server binds the pod IP (every local pod has its own loopback address).
+        env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     key = spec.server.api_key_secret
     if key is not None:
         # The kubelet reads the Secret into the environment; the operator never sees the key.
@@ -124,20 +135,35 @@ def deployment(
         env.append({"name": API_KEY_ENV[spec.runtime], "valueFrom": ref})
     container = {
         "name": CONTAINER,
-        "image": spec.image or cfg.workload_image,
+        "image": spec.image or (cfg.vllm_image if is_vllm else cfg.workload_image),
         "imagePullPolicy": cfg.image_pull_policy,
         "command": _server_command(body, spec, model_uri),
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "resources": children.container_resources(spec.resources),
+        **({"volumeMounts": vllm.mounts()} if is_vllm else {}),
         **_probes(spec),
     }
+    served = export.served_uri(model_uri) if is_vllm else model_uri
+    pod_notes = {ANNOTATION_MODEL_URI: model_uri, **SCRAPE_ANNOTATIONS}
+    notes = {ANNOTATION_MODEL_URI: model_uri}
+    if is_vllm:
+        notes[ANNOTATION_SERVED_URI] = pod_notes[ANNOTATION_SERVED_URI] = served
+    pod: dict[str, Any] = {
+        "containers": [container],
+        # SIGTERM drains in-flight requests (the server's own drain is 30 s).
+        "terminationGracePeriodSeconds": 45,
+        **children.placement(spec.resources),
+    }
+    if is_vllm:
+        pod["initContainers"] = [vllm.init_container(body, cfg, served)]
+        pod["volumes"] = vllm.volumes()
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
             **children.child_meta(body, name, COMPONENT, {LABEL_REVISION: str(revision)}),
-            "annotations": {ANNOTATION_MODEL_URI: model_uri, **(annotations or {})},
+            "annotations": {**notes, **(annotations or {})},
         },
         "spec": {
             "replicas": replicas,
@@ -146,16 +172,8 @@ def deployment(
             # server options: keep every old pod until its replacement is Ready.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": labels, "annotations": {ANNOTATION_MODEL_URI: model_uri}},
-                "spec": children.restricted(
-                    {
-                        "containers": [container],
-                        # SIGTERM drains in-flight requests (the server's own drain is 30 s).
-                        "terminationGracePeriodSeconds": 45,
-                        **children.placement(spec.resources),
-                    },
-                    cfg,
-                ),
+                "metadata": {"labels": labels, "annotations": pod_notes},
+                "spec": children.restricted(pod, cfg),
             },
         },
     }
@@ -178,7 +196,7 @@ def service(body: dict) -> dict[str, Any]:
 
 def hpa(body: dict, spec: DeploymentSpec, revision: int) -> dict[str, Any]:
     """An autoscaling/v2 HPA on the stable revision, from the servers' running requests (served
-    to the HPA by a Prometheus adapter as a pods metric)."""
+    to the HPA by a Prometheus adapter as a pods metric, under the runtime's own name)."""
     a = spec.autoscaling
     return {
         "apiVersion": "autoscaling/v2",
@@ -196,7 +214,7 @@ def hpa(body: dict, spec: DeploymentSpec, revision: int) -> dict[str, Any]:
                 {
                     "type": "Pods",
                     "pods": {
-                        "metric": {"name": RUNNING_REQUESTS_METRIC},
+                        "metric": {"name": RUNNING_REQUESTS_METRIC[spec.runtime]},
                         "target": {"type": "AverageValue", "averageValue": str(a.target_running_requests)},
                     },
                 }

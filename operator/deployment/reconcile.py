@@ -1,6 +1,7 @@
 """Level-based reconcile of a Deployment (deployments.capstan.dev).
 
 Recipe: choose the model (Evaluation that passed, TrainingRun, newest passing Evaluation, URI);
+with runtime vllm, a model without its Hugging Face export -> its export Job first (export.py);
 nothing served yet -> the first revision at full size; a canary in progress -> hold its step,
 analyse it from its pods' metrics, then step up, promote or roll back; a new model -> a new
 revision as a canary; otherwise keep the stable revision at its size and remove strays.
@@ -14,20 +15,30 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from capstan_api import files
 from capstan_api import status as st
 from capstan_api.common import now_rfc3339
 from capstan_api.deployment import DeploymentSpec
 from capstan_api.status import Phase
-from capstan_operator import kube
+from capstan_operator import kube, objectstore
 from capstan_operator.config import OperatorConfig
-from capstan_operator.deployment import analysis, canary, resolve
+from capstan_operator.deployment import analysis, canary, export, resolve
 from capstan_operator.deployment import build as bd
-from capstan_operator.jobs import cannot_start, pod_failure, terminated_containers
+from capstan_operator.jobs import (
+    blocked,
+    cannot_start,
+    job_condition,
+    job_failure,
+    not_ready,
+    pod_failure,
+    terminated_containers,
+)
 from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
 
 ROLLOUT_POLL_SECONDS = 2.0
 STEADY_POLL_SECONDS = 15.0
 WAIT_SECONDS = 10.0
+EXPORT_POLL_SECONDS = 5.0
 CANARY_READY_DEADLINE_S = 600  # a canary whose pods are not Ready by then is rolled back
 HISTORY_LIMIT = 20
 
@@ -148,6 +159,13 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         kube.apply(bd.service(body))
     # ---- first revision: nothing to compare a canary with
     if stable is None:
+        ex = _export(ctx, target)
+        if ex.failure:
+            return draft.fail("ExportFailed", ex.failure, finished=False).outcome(WAIT_SECONDS)
+        if not ex.ready:
+            draft.condition(st.WAITING, "True", "Exporting", ex.waiting)
+            return draft.phase(Phase.WAITING, ex.waiting, "Exporting").outcome(EXPORT_POLL_SECONDS)
+        draft.clear(st.WAITING)
         return _first_revision(ctx, target, choice.source)
     # ---- a canary in progress
     canary_rev = draft.old.get("canaryRevision")
@@ -160,9 +178,17 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         ctx.close_record(canary_rev, "Superseded", why)
         draft.set(canaryRevision=None, canaryWeight=0)
         draft.event("Normal", "Superseded", f"canary revision {canary_rev}: {why}")
-    # ---- a new model: start a canary
+    # ---- a new model: start a canary (once vLLM has its export; the stable keeps serving)
     if target != stable_uri:
-        return _start_canary(ctx, target, choice.source)
+        ex = _export(ctx, target)
+        if ex.ready:
+            return _start_canary(ctx, target, choice.source)
+        ctx.note = f"{target} is not rolled out yet: {ex.failure or ex.waiting}"
+        if ex.started:  # the phase stays: say it in an Event (a first revision's phase change does)
+            draft.event("Normal", "Exporting", ex.waiting)
+        draft.condition(
+            st.PROGRESSING, *(("False", "ExportFailed") if ex.failure else ("True", "Exporting")), ctx.note
+        )
     return _steady(ctx)
 
 
@@ -177,6 +203,33 @@ def _choose(ns: str, spec: DeploymentSpec) -> resolve.ModelChoice:
         else:
             run = kube.get_custom("trainingruns", ns, m.training_run_ref.name)
     return resolve.choose(spec, ev, run, evaluations)
+
+
+def _export(ctx: Ctx, uri: str) -> export.Export:
+    """With runtime vllm: whether `uri`'s Hugging Face export is there, its Job created (once per
+    checkpoint in the namespace) when it is not. Always ready for the built-in server."""
+    if ctx.spec.runtime != "vllm":
+        return export.Export(ready=True)
+    if files.step_of(uri) is None:
+        config = objectstore.read_json(files.join(uri, "config.json"), ctx.cfg, "spec.model")
+        return export.given_export(uri, config)
+    if objectstore.read_json(export.marker_uri(uri), ctx.cfg, "spec.model") is not None:
+        return export.Export(ready=True)
+    name, out = export.job_name(uri), files.export_uri(uri)
+    job = kube.get("batch/v1", "Job", ctx.ns, name)
+    if job is None:
+        kube.apply(export.job(ctx.body, ctx.spec, ctx.cfg, uri))
+        return export.Export(waiting=f"Job {name} exporting {uri} to {out} for vLLM", started=True)
+    if job_condition(job, "Failed"):
+        why = job_failure(job, ctx.ns, name)
+        return export.Export(failure=f"export of {uri} failed: {why}; delete Job {name} to try again")
+    if job_condition(job, "Complete"):
+        return export.Export(
+            failure=f"Job {name} completed but {export.marker_uri(uri)} is missing (an image whose "
+            f"capstan_trainer.export writes no marker?); delete Job {name} to try again"
+        )
+    stuck = blocked(ctx.ns, name)
+    return export.Export(waiting=stuck[1] if stuck else f"Job {name} exporting {uri} to {out} for vLLM")
 
 
 def _rolled_back(history: list[dict], uri: str) -> bool:
@@ -228,8 +281,10 @@ def _steady(ctx: Ctx) -> Outcome:
             d.condition(st.PROGRESSING, "False", "Stable", msg)
         d.phase(Phase.AVAILABLE, msg, "Available")
         return ctx.finish(STEADY_POLL_SECONDS)
-    stuck = cannot_start(kube.list_("v1", "Pod", ctx.ns, bd.revision_selector(ctx.body, rev)))
-    msg = f"revision {rev}: {ready}/{total} Ready" + (f"; {stuck[1]}" if stuck else "")
+    pods = kube.list_("v1", "Pod", ctx.ns, bd.revision_selector(ctx.body, rev))
+    stuck, waiting = cannot_start(pods), not_ready(pods)
+    detail = stuck[1] if stuck else f"waiting for {waiting}" if waiting else ""
+    msg = f"revision {rev}: {ready}/{total} Ready" + (f"; {detail}" if detail else "")
     reason = stuck[0] if stuck else "NotReady"
     d.condition(st.READY, "False", reason, msg)
     starting = rec is not None and rec["outcome"] == "InProgress" and not stuck
@@ -296,11 +351,16 @@ def _progress_canary(ctx: Ctx, rev: int, rec: dict) -> Outcome:
             return _rollback(
                 ctx, rev, f"not Ready within {CANARY_READY_DEADLINE_S} s ({ready}/{split.canary} Ready)"
             )
-        return _holding(ctx, f"{where}: waiting for {ready}/{split.canary} canary pods to be Ready")
+        pending = not_ready(pods)
+        return _holding(
+            ctx,
+            f"{where}: waiting for {ready}/{split.canary} canary pods to be Ready"
+            + (f" ({pending})" if pending else ""),
+        )
     if total == 0:
         return _promote(ctx, rev, "no replicas to analyse")
     ips = [p["status"]["podIP"] for p in pods if _pod_ready(p)]
-    sample, unreadable = analysis.scrape(ips, bd.PORT)
+    sample, unreadable = analysis.scrape(ips, bd.PORT, spec.runtime)
     verdict = analysis.judge(sample, spec.rollout.analysis)
     if verdict.decided and not verdict.passed:
         return _rollback(ctx, rev, f"analysis failed at {step.weight}%: {verdict.summary}")

@@ -69,3 +69,16 @@ def test_export_of_a_missing_checkpoint_exits_3_naming_the_flag(tmp_path, capsys
     assert code == exitcodes.INVALID_CONFIG
     err = capsys.readouterr().err
     assert err.startswith("--checkpoint:") and "no committed checkpoint" in err
+
+
+def test_saving_a_step_again_drops_its_export_of_the_old_weights(tmp_path):
+    root = f"file://{tmp_path}/ck"
+    ck = checkpoint.Checkpointer(root, keep_last=3, rank=0)
+    save(ck, 10, model(1))
+    hf = tmp_path / "ck" / "step-00000010" / "hf"
+    hf.mkdir()
+    (hf / "model.safetensors").write_bytes(b"old")
+    (hf / "EXPORTED").write_text("{}")
+    save(ck, 10, model(2))  # the same step written again (a run continued from another's)
+    assert not hf.exists()
+    assert checkpoint.latest_committed(root).step == 10

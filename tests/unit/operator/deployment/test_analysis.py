@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from capstan_api.deployment import Analysis
-from capstan_operator.deployment.analysis import Sample, judge, parse
+from capstan_operator.deployment.analysis import METRICS, Sample, judge, parse
 
 
 def metrics_text(ok: int, errors: int, buckets: dict[str, int]) -> str:
@@ -60,3 +60,41 @@ def test_verdicts():
     assert "error rate 0.100" in errors.summary and "above the maximum 0.05" in errors.summary
     slow = judge(quick, Analysis(maxP99LatencySeconds=0.001))
     assert not slow.passed and "p99 latency above the maximum 0.001 s" in slow.summary
+
+
+VLLM_TEXT = """\
+# HELP http_requests_total Total number of requests by method, status and handler.
+# TYPE http_requests_total counter
+http_requests_total{handler="/v1/completions",method="POST",status="2xx"} 15.0
+http_requests_total{handler="/v1/chat/completions",method="POST",status="2xx"} 3.0
+http_requests_total{handler="/v1/chat/completions",method="POST",status="4xx"} 1.0
+http_requests_total{handler="/v1/completions",method="POST",status="5xx"} 2.0
+http_requests_total{handler="/tokenize",method="POST",status="5xx"} 7.0
+# HELP http_requests_created Total number of requests by method, status and handler.
+# TYPE http_requests_created gauge
+http_requests_created{handler="/v1/completions",method="POST",status="2xx"} 1.7e+09
+# HELP vllm:e2e_request_latency_seconds Histogram of e2e request latency in seconds.
+# TYPE vllm:e2e_request_latency_seconds histogram
+vllm:e2e_request_latency_seconds_sum{model_name="tiny"} 9.5
+vllm:e2e_request_latency_seconds_bucket{le="0.3",model_name="tiny"} 12.0
+vllm:e2e_request_latency_seconds_bucket{le="1.0",model_name="tiny"} 19.0
+vllm:e2e_request_latency_seconds_bucket{le="+Inf",model_name="tiny"} 20.0
+vllm:e2e_request_latency_seconds_count{model_name="tiny"} 20.0
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="tiny"} 0.0
+"""
+
+
+def test_parse_reads_vllms_names_counting_only_api_routes():
+    s = parse(VLLM_TEXT, METRICS["vllm"])
+    # /v1 routes only (the /tokenize errors are not the model's API), 5xx as errors.
+    assert (s.requests, s.errors) == (21, 2)
+    assert s.buckets == {0.3: 12, 1.0: 19, float("inf"): 20}
+    verdict = judge(s, Analysis(minRequests=10, maxErrorRate=0.2, maxP99LatencySeconds=5))
+    assert verdict.passed and "over 21 request(s)" in verdict.summary
+    # The built-in server's names are not vLLM's: read with the wrong ones, nothing is seen.
+    assert (
+        parse(VLLM_TEXT).requests == 0
+        and parse(metrics_text(3, 0, {"+Inf": 3}), METRICS["vllm"]).requests == 0
+    )

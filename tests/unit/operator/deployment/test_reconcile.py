@@ -10,6 +10,7 @@ import pytest
 from capstan_operator.config import OperatorConfig
 from capstan_operator.deployment import analysis as canary_analysis
 from capstan_operator.deployment import build as bd
+from capstan_operator.deployment import export
 from capstan_operator.deployment import reconcile as reconcile_deployment
 from capstan_operator.deployment.analysis import Sample
 from tests.unit.operator.fake_kube import FakeKube, write_status
@@ -29,10 +30,11 @@ def fake(monkeypatch) -> FakeKube:
 @pytest.fixture
 def metrics(monkeypatch) -> dict:
     """What the canary pods' /metrics add up to; tests set ["sample"]."""
-    box = {"sample": GOOD, "scraped": []}
+    box = {"sample": GOOD, "scraped": [], "runtimes": []}
 
-    def scrape(ips, port):
+    def scrape(ips, port, runtime):
         box["scraped"].append(list(ips))
+        box["runtimes"].append(runtime)
         return box["sample"], []
 
     monkeypatch.setattr(canary_analysis, "scrape", scrape)
@@ -242,3 +244,155 @@ def test_a_canary_not_ready_by_the_deadline_rolls_back(fake, metrics, monkeypatc
     assert (rec["revision"], rec["outcome"]) == (2, "RolledBack")
     assert rec["reason"] == "not Ready within -1 s (0/1 Ready)"
     assert ("Deployment", "chat-r2") not in fake.objects and fake.replicas("chat-r1") == 2
+
+
+# ---- runtime vllm: the export first, once per checkpoint
+STEP1 = "s3://bucket/runs/tiny/checkpoints/step-00000100"
+STEP2 = "s3://bucket/runs/tiny/checkpoints/step-00000200"
+
+
+def vllm(name: str = "chat", uri: str = STEP1, **spec) -> dict:
+    return deployment(name, runtime="vllm", model={"uri": uri}, resources={"gpus": 1}, replicas=1, **spec)
+
+
+def exported(fake: FakeKube, step: str) -> None:
+    """The export Job's work: the marker under the step folder."""
+    fake.files[f"{step}/hf/EXPORTED"] = {"checkpoint": step, "step": 100, "dtype": "float32", "files": []}
+
+
+def jobs(fake: FakeKube) -> list[str]:
+    return sorted(name for kind, name in fake.objects if kind == "Job")
+
+
+def test_vllm_exports_the_checkpoint_once_then_serves_the_export(fake, metrics):
+    body = vllm()
+    out = reconcile(body)
+    (job,) = jobs(fake)
+    assert job == export.job_name(STEP1)
+    assert (
+        fake.objects[("Job", job)]["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+        == f"{STEP1}/hf"
+    )
+    st = body["status"]
+    assert st["phase"] == "Waiting" and f"Job {job} exporting {STEP1} to {STEP1}/hf" in st["message"]
+    assert next(c for c in st["conditions"] if c["type"] == "Waiting")["reason"] == "Exporting"
+    assert [e[1] for e in out.events].count("Exporting") == 1  # the phase change's
+    assert not [k for k in fake.objects if k[0] == "Deployment"]  # nothing to serve yet
+    reconcile(body)  # still exporting: the Job is not made again
+    assert [c for c in fake.calls if c[1] == "Job"] == [("apply", "Job", job)]
+    exported(fake, STEP1)
+    reconcile(body)
+    st = body["status"]
+    assert (st["phase"], st["revision"], st["modelUri"]) == ("Progressing", 1, STEP1)
+    assert "Waiting" not in [c["type"] for c in st["conditions"]]
+    dep = fake.objects[("Deployment", "chat-r1")]
+    assert dep["metadata"]["annotations"]["capstan.dev/served-uri"] == f"{STEP1}/hf"
+    fake.make_ready("chat-r1")
+    reconcile(body)
+    assert body["status"]["phase"] == "Available"
+
+
+def test_a_second_deployment_of_the_same_checkpoint_reuses_its_export_or_its_job(fake, metrics):
+    first = vllm("chat")
+    reconcile(first)
+    second = vllm("chat-b")
+    reconcile(second)  # the first one's Job is still exporting: wait on it, make no other
+    assert jobs(fake) == [export.job_name(STEP1)]
+    assert second["status"]["phase"] == "Waiting" and export.job_name(STEP1) in second["status"]["message"]
+    exported(fake, STEP1)
+    del fake.objects[("Job", export.job_name(STEP1))]  # even with the Job gone, the marker is enough
+    third = vllm("chat-c")
+    reconcile(third)
+    assert jobs(fake) == [] and fake.replicas("chat-c-r1") == 1
+
+
+def test_a_failed_export_fails_the_deployment_with_the_pods_log(fake, metrics):
+    body = vllm()
+    reconcile(body)
+    job = export.job_name(STEP1)
+    fake.objects[("Job", job)]["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
+    fake.add(
+        {
+            "kind": "Pod",
+            "metadata": {"name": f"{job}-x", "namespace": "team-a", "labels": {"job-name": job}},
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {"name": "export", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+                ],
+            },
+        }
+    )
+    fake.logs[f"{job}-x"] = "PermissionError: s3://bucket/runs: Access Denied"
+    reconcile(body)
+    st = body["status"]
+    assert st["phase"] == "Failed"
+    failed = next(c for c in st["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "ExportFailed" and "Access Denied" in failed["message"]
+    assert f"delete Job {job} to try again" in failed["message"]
+    assert not [k for k in fake.objects if k[0] == "Deployment"]
+
+
+def test_vllm_refuses_a_checkpoint_root_and_serves_a_given_export_as_is(fake, metrics):
+    root = vllm(uri="s3://bucket/runs/tiny/checkpoints")
+    reconcile(root)
+    assert root["status"]["phase"] == "Failed" and "is neither" in root["status"]["message"]
+    given = vllm("given", uri="s3://bucket/exports/tiny")
+    fake.files["s3://bucket/exports/tiny/config.json"] = {"architectures": ["LlamaForCausalLM"]}
+    reconcile(given)
+    assert jobs(fake) == [] and given["status"]["revision"] == 1
+
+
+def test_vllm_canary_waits_for_its_export_while_the_stable_serves(fake, metrics):
+    exported(fake, STEP1)
+    body = vllm(rollout={"steps": STEPS})
+    available(fake, body)
+    body["spec"]["model"]["uri"] = STEP2
+    out = reconcile(body)
+    assert [e[1] for e in out.events] == ["Exporting"]
+    st = body["status"]
+    assert st["phase"] == "Available" and "canaryRevision" not in st
+    progressing = next(c for c in st["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "Exporting" and f"{STEP2} is not rolled out yet" in progressing["message"]
+    assert jobs(fake) == [export.job_name(STEP2)] and fake.replicas("chat-r1") == 1
+    exported(fake, STEP2)
+    reconcile(body)
+    assert body["status"]["canaryRevision"] == 2
+    fake.make_ready("chat-r2")
+    reconcile(body)
+    assert metrics["runtimes"] and set(metrics["runtimes"]) == {"vllm"}  # vLLM's metric names
+
+
+def test_pods_that_are_not_ready_are_named_with_why(fake, metrics):
+    exported(fake, STEP1)
+    body = vllm()
+    reconcile(body)
+    labels = fake.objects[("Deployment", "chat-r1")]["spec"]["template"]["metadata"]["labels"]
+    unschedulable = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    fake.add(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "chat-r1-abc", "labels": labels},
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": unschedulable,
+                    }
+                ],
+            },
+        }
+    )
+    reconcile(body)
+    st = body["status"]
+    assert st["phase"] == "Progressing"
+    assert st["message"] == f"revision 1: 0/1 Ready; waiting for chat-r1-abc (Unschedulable: {unschedulable})"
+    fake.objects[("Pod", "chat-r1-abc")]["status"] = {
+        "phase": "Pending",
+        "initContainerStatuses": [{"name": "fetch-model", "ready": False, "state": {"running": {}}}],
+    }
+    reconcile(body)
+    assert body["status"]["message"].endswith("waiting for chat-r1-abc (init container fetch-model running)")

@@ -107,30 +107,34 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 class Clusters:
-    """Union-find over document ids joined by duplicate pairs; each cluster keeps its lowest id.
-    Only ids in a pair are stored, so memory grows with the duplicates."""
+    """Documents joined by duplicate pairs; each cluster (connected component) keeps its lowest id.
+    Only the distinct pairs are kept, so memory grows with the duplicates; the components are
+    scipy's (C), not a Python loop per pair."""
 
     def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-
-    def find(self, x: int) -> int:
-        root = x
-        while self.parent.get(root, root) != root:
-            root = self.parent[root]
-        while self.parent.get(x, x) != root:
-            self.parent[x], x = root, self.parent[x]
-        return root
+        self.pairs: list[np.ndarray] = []
 
     def join(self, pairs: np.ndarray) -> None:
         """pairs: (P, >=2) rows whose first two columns are ids."""
-        for a, b in pairs[:, :2].tolist():
-            ra, rb = self.find(a), self.find(b)
-            if ra != rb:
-                self.parent[max(ra, rb)] = min(ra, rb)
+        if len(pairs):
+            self.pairs.append(np.unique(pairs[:, :2].astype(np.uint64), axis=0))
 
     def dropped(self) -> np.ndarray:
-        """Sorted ids that are not their cluster's lowest (only non-roots are ever stored)."""
-        return np.array(sorted(self.parent), dtype=np.uint64)
+        """Sorted ids that are not their cluster's lowest."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        if not self.pairs:
+            return np.zeros(0, dtype=np.uint64)
+        pairs = np.unique(np.concatenate(self.pairs), axis=0)
+        nodes, edges = np.unique(pairs, return_inverse=True)  # nodes sorted: index order = id order
+        edges = edges.reshape(-1, 2)
+        n = len(nodes)
+        graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+        _, label = connected_components(graph, directed=False)
+        first = np.full(label.max() + 1, n, dtype=np.int64)
+        np.minimum.at(first, label, np.arange(n))  # lowest node index (= lowest id) per cluster
+        return nodes[first[label] != np.arange(n)]
 
 
 def near_duplicates(keys: np.ndarray, sig: np.ndarray | None = None, threshold: float = 0.0) -> np.ndarray:

@@ -10,6 +10,11 @@ loss relative difference < 1e-5 and weights' largest difference < 1e-5), time fr
 first training step of the resumed gang, restarts spent.
 
     .venv/bin/python -m bench.chaos_trainingrun [--trials 10] [--nodes 2] [--steps 120]
+
+Not yet a measurement: its first run (2026-12-06, --trials 3) finished the baseline, then timed
+out after 600 s waiting for trial 0's gang (pod 1 deleted at step 54) to log a step again; the
+same path passes in tests/integration/test_reconcile_trainingrun.py with the in-process driver,
+so the operator process or this script's detection is the suspect. Unresolved.
 """
 
 from __future__ import annotations

@@ -21,24 +21,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import boto3
 import torch
 import yaml
 
-from bench.operator_first_step import NS, SECRET, STEP_RECORD, wait
-from capstan_trainer import checkpoint, storage, synthetic
-from hack.localcluster.cluster import Cluster, ClusterOptions
+from bench.operator_cluster import NS, operator_on_cluster, wait
+from bench.operator_first_step import STEP_RECORD
+from capstan_trainer import checkpoint, storage
 from tests.support.cluster import ClusterHandle
-from tests.support.operator_proc import OperatorProcess
-from tests.support.trainingruns import TINY_DATASET, run_yaml
+from tests.support.trainingruns import run_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "s3://chaos"
@@ -157,32 +153,8 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=600, help="seconds each wait may take")
     args = p.parse_args()
     rng = random.Random(args.seed)
-    # Not under /tmp: a pod's /tmp is an emptyDir that would hide the volumes the node agent keeps there.
-    root = Path(tempfile.mkdtemp(prefix="capstan-chaos-", dir="/var/tmp"))
-    c = Cluster(ClusterOptions(root=root, bin_dir=REPO / ".capstan" / "bin", nodes=args.nodes))
-    c.up()
-    h = ClusterHandle(c)
-    s3 = {k: v for k, v in h.env.items() if k.startswith("AWS_")}
-    os.environ.update(s3)
-    op = None
     rows = []
-    try:
-        boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name=s3["AWS_REGION"]).create_bucket(
-            Bucket="chaos"
-        )
-        synthetic.write_dataset(f"{BUCKET}/data/tiny", **TINY_DATASET)
-        h.kubectl("apply", "-f", str(REPO / "manifests" / "crds"))
-        h.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/trainingruns.capstan.dev")
-        h.namespace(NS)
-        h.create_s3_secret(SECRET, NS, s3)
-        op_env = {
-            "CAPSTAN_S3_ENDPOINT": s3["AWS_ENDPOINT_URL"],
-            "CAPSTAN_S3_SECRET": SECRET,
-            "CAPSTAN_LOG_LEVEL": "WARNING",
-        }
-        op = OperatorProcess(h, NS, root / "operator.log", env=op_env)
-        op.start()
-        wait("the operator's liveness endpoint", op.live, 60)
+    with operator_on_cluster("capstan-chaos-", args.nodes, "chaos") as (h, _):
         run(h, "baseline", args, args.timeout)
         st = wait("the uninterrupted baseline to finish", lambda: finished(h, "baseline"), args.timeout)
         if st["phase"] != "Succeeded":
@@ -192,10 +164,6 @@ def main() -> int:
             row = trial(h, i, args, rng, base_loss, base_w)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    finally:
-        if op is not None:
-            op.kill()
-        c.down(quiet=True)
     exact = sum(r["exact"] for r in rows)
     resume = [r["resumeSeconds"] for r in rows]
     print(f"trials passed (exact final loss and weights): {exact}/{len(rows)}")

@@ -18,26 +18,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import boto3
 import yaml
 
-from capstan_trainer import synthetic
-from hack.localcluster.cluster import Cluster, ClusterOptions
+from bench.operator_cluster import NS, operator_on_cluster, wait
 from tests.support.cluster import ClusterHandle
-from tests.support.operator_proc import OperatorProcess
-from tests.support.trainingruns import TINY_DATASET
 
-REPO = Path(__file__).resolve().parents[1]
-NS = "bench"
-SECRET = "capstan-s3"
 STEP_RECORD = '{"event": "step"'
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
 
@@ -64,16 +55,6 @@ def run_yaml(name: str, bucket: str) -> str:
         "spec": spec,
     }
     return yaml.safe_dump(body)
-
-
-def wait(what: str, check, timeout: float, interval: float = 0.2):
-    """check()'s first truthy value; raises naming `what` after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if last := check():
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def first_step_logged(h: ClusterHandle, name: str) -> float | None:
@@ -150,31 +131,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--timeout", type=float, default=300, help="seconds each wait may take")
     a = p.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="capstan-first-step-"))
-    c = Cluster(ClusterOptions(root=root, bin_dir=REPO / ".capstan" / "bin", nodes=1))
-    c.up()
-    h = ClusterHandle(c)
-    s3 = {k: v for k, v in h.env.items() if k.startswith("AWS_")}
-    os.environ.update(s3)  # the data upload and the direct runs use the cluster's S3
-    op = None
     rows = []
-    try:
-        boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name=s3["AWS_REGION"]).create_bucket(
-            Bucket="bench"
-        )
-        synthetic.write_dataset("s3://bench/data/tiny", **TINY_DATASET)
-        h.kubectl("apply", "-f", str(REPO / "manifests" / "crds"))
-        h.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/trainingruns.capstan.dev")
-        h.namespace(NS)
-        h.create_s3_secret(SECRET, NS, s3)
-        op_env = {
-            "CAPSTAN_S3_ENDPOINT": s3["AWS_ENDPOINT_URL"],
-            "CAPSTAN_S3_SECRET": SECRET,
-            "CAPSTAN_LOG_LEVEL": "WARNING",
-        }
-        op = OperatorProcess(h, NS, root / "operator.log", env=op_env)
-        op.start()
-        wait("the operator's liveness endpoint", op.live, 60)
+    with operator_on_cluster("capstan-first-step-", 1, "bench") as (h, root):
         for i in range(a.repeats):
             name = f"first-{i}"
             logged, seen, resolved, marks = operator_path(h, name, "s3://bench", a.timeout)
@@ -193,10 +151,6 @@ def main() -> int:
                 "operatorMilestones": marks,
             }
             print(json.dumps(row), flush=True)
-    finally:
-        if op is not None:
-            op.kill()
-        c.down(quiet=True)
     logged, seen, direct = (statistics.median(col) for col in zip(*rows, strict=True))
     print(f"apply -> first training step, one TrainingRun (1 pod x 1 process, CPU), median of {len(rows)}:")
     print(f"  operator: first step record after         {logged:6.1f} s")

@@ -76,6 +76,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         ),
         _col("Tokens", "integer", ".status.tokens", description="training tokens written"),
         _age(),
+        _col("Revision", "integer", ".status.revision", priority=1),
         _col("Shards", "integer", ".status.shards", priority=1),
         _MESSAGE,
     ],

@@ -69,6 +69,10 @@ class FileModel(BaseModel):
 ProgressPhase = Literal["Starting", "Running", "Stopped", "Succeeded", "EarlyStopped"]
 
 
+SPEC_HASH_ENV = "CAPSTAN_SPEC_HASH"
+"""SPEC_HASH_ENV: set by the operator on trainer pods, the hash of the spec the gang trains from."""
+
+
 class TrainingProgress(FileModel):
     """progress.json: where a TrainingRun's trainers are."""
 
@@ -102,6 +106,8 @@ class TrainingProgress(FileModel):
     """restarts: torchrun restarts so far (this pod's agent)."""
     time: str | None = None
     """time: UTC time of this write (RFC 3339)."""
+    spec_hash: str = ""
+    """spec_hash: SPEC_HASH_ENV of the trainers that wrote it ("" without the operator)."""
 
 
 class GateVerdict(FileModel):

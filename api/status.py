@@ -93,6 +93,12 @@ class DatasetStatus(StatusBase):
     phase: Literal["Pending", "Waiting", "Running", "Ready", "Failed"] = Field(
         default="Pending", description="phase is Pending, Waiting, Running, Ready or Failed."
     )
+    revision: int | None = Field(
+        default=None,
+        description="revision is the preparation this status describes (in flight or done): its outputs "
+        "are under <output.uri>/revisions/<revision>/; a spec edit that changes what is prepared starts "
+        "the next one, and earlier revisions stay.",
+    )
     stages: list[StageStatus] = Field(
         default_factory=list, description="stages are the preparation stages in order, each a Job."
     )

@@ -8,7 +8,9 @@ Pure functions, no I/O: the kinds' builders import this and never `kube`."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 from typing import Any
 
 import yaml
@@ -38,6 +40,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_KIND = "capstan.dev/kind"
 LABEL_OWNER = "capstan.dev/owner"
+ANNOTATION_SPEC_HASH = "capstan.dev/spec-hash"
+"""The hash of the spec (less the fields that do not change the work) a child was built from: a
+later spec with another hash is work to do again (a new Dataset revision, a TrainingRun continued)."""
 GPU = "nvidia.com/gpu"
 
 
@@ -49,6 +54,31 @@ def child_name(name: str, suffix: str, limit: int = MAX_CHILD_NAME) -> str:
     digest = hashlib.sha256(full.encode()).hexdigest()[:8]
     keep = limit - len(suffix) - len(digest) - 2
     return f"{name[:keep].rstrip('-')}-{digest}-{suffix}"
+
+
+def spec_hash(spec: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:
+    """A short hash of `spec` (wire names) without the fields `ignore` (dotted paths)."""
+    kept = copy.deepcopy(spec)
+    for path in ignore:
+        *parents, leaf = path.split(".")
+        node = kept
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def built_from(obj: dict | None) -> str | None:
+    """The spec hash a child records (None: none, or no child)."""
+    return ((obj or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+
+
+def stamped(obj: dict[str, Any], hash_: str) -> dict[str, Any]:
+    """`obj` with the spec hash it is built from in its annotations."""
+    annotations = obj["metadata"].setdefault("annotations", {})
+    annotations[ANNOTATION_SPEC_HASH] = hash_
+    return obj
 
 
 def owner_reference(body: dict) -> dict:

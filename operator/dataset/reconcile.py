@@ -1,5 +1,6 @@
 """Level-based reconcile of a Dataset: finished -> stop; licence policy -> refuse without a pod;
-then the preparation stages in order (capstan_api.preparation.plan), one Indexed Job each: a
+a revision built from another spec (or a failed one, since edited) -> removed, and the next
+revision (`<output.uri>/revisions/<n>/`, status.revision) started; then the preparation stages in order (capstan_api.preparation.plan), one Indexed Job each: a
 failed stage -> Failed with a pod's exit code, reason and log tail; a complete one -> the next;
 a missing one -> create it; after `finish` -> Ready with the manifest's statistics."""
 
@@ -20,6 +21,7 @@ from capstan_operator.dataset import build, progress, resolve
 from capstan_operator.jobs import blocked, job_condition, job_failure
 from capstan_operator.status import Outcome, StatusDraft, read_spec
 
+SUPERSEDE_POLL = 1.0  # a superseded revision's Jobs are gone within seconds (Foreground deletion)
 POLL_SECONDS = 10.0
 """POLL_SECONDS: how often a preparation in flight is looked at. Workers rewrite their progress
 files every preparation.PROGRESS_SECONDS, so status.stages trails them by at most ~20 s; a Job's
@@ -52,14 +54,18 @@ def stage_jobs(ns: str, name: str) -> dict[str, dict]:
     return {j["metadata"]["name"]: j for j in kube.list_("batch/v1", "Job", ns, selector)}
 
 
-def started_spec(ns: str, name: str) -> DatasetSpec | None:
-    """The spec the preparation started with, from its ConfigMap (what every stage's workers
-    read), or None before the first stage: an edit while preparing cannot change the plan midway."""
-    cm = kube.get("v1", "ConfigMap", ns, build.config_map_name(name))
-    if cm is None:
-        return None
+def started_spec(cm: dict) -> DatasetSpec:
+    """The spec a revision is prepared from (its output.uri the revision's folder), from its
+    ConfigMap: what every stage's workers read, so an edit while preparing changes nothing midway."""
     doc = yaml.safe_load((cm.get("data") or {}).get(children.CONFIG_KEY) or "{}") or {}
     return DatasetSpec.model_validate(doc.get("spec") or {})
+
+
+# Status fields that describe one revision's outputs: cleared when the next one starts.
+REVISION_FIELDS = (
+    "steps", "documents", "tokens", "validationTokens", "shards", "manifestUri", "datasheetUri",
+    "fingerprint", "startTime", "completionTime",
+)  # fmt: skip
 
 
 def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
@@ -79,18 +85,26 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         draft.condition(st.LICENSE_NOT_ALLOWED, "True", "LicenseNotAllowed", msg)
         return draft.fail("LicenseNotAllowed", msg, st.READY).outcome()
     draft.clear(st.LICENSE_NOT_ALLOWED)
-    # ---- the stage Jobs, bucketed by stage; the first one not Complete is the one in flight
+    # ---- a revision made from another spec (or one that failed, its spec since edited): the
+    # edit is prepared again as a new revision; the old one's files stay where they are.
     found = stage_jobs(ns, name)
-    started = started_spec(ns, name) if found else None
-    run = started or spec
+    cm = kube.get("v1", "ConfigMap", ns, build.config_map_name(name))
+    want = build.spec_hash(body)
+    retry = draft.old.get("phase") == Phase.FAILED  # and the generation moved (not finished)
+    if retry or any(children.built_from(o) != want for o in (cm, *found.values()) if o is not None):
+        return _supersede(draft, ns, cm, found)
+    if cm is None:
+        if found:  # the last revision's Jobs are still going away
+            return draft.outcome(SUPERSEDE_POLL)
+        cm = _start_revision(body, draft, spec)
+    run = started_spec(cm)
+    draft.set(revision=build.revision_of(cm))
     stages = preparation.plan(run)
     jobs = {s.name: found.get(build.stage_job_name(name, s.name)) for s in stages}
     current = next((s for s in stages if not job_condition(jobs[s.name], "Complete")), None)
     job_name = build.stage_job_name(name, current.name) if current else ""
     # ---- create what is missing (create-or-patch: idempotent), so status shows it at once
     if current and jobs[current.name] is None:
-        if started is None:  # the first stage: the ConfigMap fixes the spec for every stage
-            kube.apply(build.build_config_map(body, spec, cfg))
         jobs[current.name] = kube.apply(build.build_stage_job(body, run, cfg, current))
         draft.event(
             "Normal", "Created", f"Job {job_name}: stage {current.name} with {current.workers} worker(s)"
@@ -113,10 +127,47 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         draft.condition(st.READY, "False", stuck[0], stuck[1])
         return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(POLL_SECONDS)
     done = (job.get("status") or {}).get("succeeded") or 0
-    where = f"stage {current.name} ({stages.index(current) + 1}/{len(stages)})"
+    where = (
+        f"revision {draft.get('revision')}, stage {current.name} ({stages.index(current) + 1}/{len(stages)})"
+    )
     draft.condition(st.READY, "False", "Preparing", f"{where}: Job {job_name} is running")
     msg = f"{where}: {done}/{current.workers} workers done"
     return draft.phase(Phase.RUNNING, msg, "Preparing").outcome(POLL_SECONDS)
+
+
+def _supersede(draft: StatusDraft, ns: str, cm: dict | None, jobs: dict[str, dict]) -> Outcome:
+    """Stop and remove the last revision's Jobs and ConfigMap (its files stay); the next reconcile
+    starts the next revision once they are gone."""
+    live = [j for j in jobs.values() if not j["metadata"].get("deletionTimestamp")]
+    for job in live:
+        kube.delete("batch/v1", "Job", ns, job["metadata"]["name"], propagation="Foreground")
+    last = build.revision_of(cm)
+    if cm is not None:
+        kube.delete("v1", "ConfigMap", ns, cm["metadata"]["name"])
+        # Its number is spent even when a lost status write never recorded it: never reused.
+        draft.set(revision=max(int(draft.get("revision") or 0), last or 0))
+    if live or cm is not None:
+        revision = draft.get("revision")
+        msg = f"spec changed (generation {draft.generation}): preparing a new revision"
+        if revision:
+            msg += f"; revision {revision} stays in its folder"
+        draft.event("Normal", "SpecChanged", msg)
+    draft.clear(st.FAILED)
+    draft.condition(st.READY, "False", "SpecChanged", "preparing a new revision")
+    return draft.phase(Phase.PENDING, "spec changed: preparing a new revision", "SpecChanged").outcome(
+        SUPERSEDE_POLL
+    )
+
+
+def _start_revision(body: dict, draft: StatusDraft, spec: DatasetSpec) -> dict:
+    """The next revision's ConfigMap (create-or-patch: idempotent); the last one's outputs leave
+    status."""
+    revision = int(draft.get("revision") or 0) + 1
+    cm = kube.apply(build.build_config_map(body, spec, revision))
+    draft.set(stages=[], **dict.fromkeys(REVISION_FIELDS))
+    where = build.revision_uri(spec.output.uri, revision)
+    draft.event("Normal", "RevisionStarted", f"revision {revision}: preparing into {where}")
+    return cm
 
 
 def _ready(draft: StatusDraft, run: DatasetSpec, cfg: OperatorConfig) -> Outcome:
@@ -126,7 +177,8 @@ def _ready(draft: StatusDraft, run: DatasetSpec, cfg: OperatorConfig) -> Outcome
     if manifest is None:
         msg = f"every stage completed but {uri} is missing"
         return draft.fail("ManifestMissing", msg, st.READY).outcome()
-    draft.set(**stats_to_status(manifest, run.output.uri), completionTime=now_rfc3339())
+    completed = draft.get("completionTime") or now_rfc3339()
+    draft.set(**stats_to_status(manifest, run.output.uri), completionTime=completed)
     msg = f"{draft.get('documents')} documents, {draft.get('tokens')} training tokens in {draft.get('shards')} shards"
     draft.condition(st.READY, "True", "Prepared", msg)
     draft.clear(st.FAILED)

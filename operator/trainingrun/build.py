@@ -11,7 +11,7 @@ from typing import Any
 from torchx import specs
 from torchx.specs import macros
 
-from capstan_api import exitcodes
+from capstan_api import exitcodes, files
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator import children
 from capstan_operator.config import OperatorConfig
@@ -43,6 +43,17 @@ preempted) is replaced by the Job controller without counting a failure, while t
 re-rendezvous at the smaller world size; the replacement joins them when it starts."""
 DISRUPTION_RULE = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
 """DISRUPTION_RULE: an evicted or preempted pod of an elastic gang is replaced without counting."""
+
+
+OPERATOR_FIELDS = ("failurePolicy", "suspend", "scheduling.gangTimeoutSeconds")
+"""OPERATOR_FIELDS only the operator acts on: editing them changes nothing the trainers do."""
+
+
+def spec_hash(body: dict) -> str:
+    """What a gang trains from: the stored spec less OPERATOR_FIELDS. A gang made from another
+    one is recreated and continues from the newest checkpoint (e.g. totalSteps raised)."""
+    spec = TrainingRunSpec.model_validate(body.get("spec") or {})  # defaults filled: one form
+    return children.spec_hash(spec.to_wire(), OPERATOR_FIELDS)
 
 
 def elastic(spec: TrainingRunSpec) -> bool:
@@ -149,7 +160,8 @@ def trainer_container(role: specs.Role, env: list[dict], spec: TrainingRunSpec, 
 def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any]:
     name = body["metadata"]["name"]
     role = trainer_role(name, body["metadata"]["namespace"], spec, cfg)
-    env = children.workload_env(body, cfg, role.env)
+    # The trainers record it in progress.json: a run "already finished" is one this spec finished.
+    env = children.workload_env(body, cfg, {**role.env, files.SPEC_HASH_ENV: spec_hash(body)})
     # Checks the spec, the data and the storage before torchrun starts: a bad spec exits 3 here
     # (torchrun would turn a worker's 3 into its own 1 and spend restarts on it).
     validate = {
@@ -219,6 +231,7 @@ def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any
         # A lost pod fails the whole Job at once; the operator recreates the gang (torchrun
         # handles worker crashes inside a pod on its own).
         failures = {"backoffLimit": 0, "podFailurePolicy": {"rules": [STOPPED_RULE]}}
+    children.stamped({"metadata": meta}, spec_hash(body))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -1,7 +1,8 @@
 """Level-based reconcile of a TrainingRun, as a recipe:
 
 finished -> stop; resolve dependencies (Waiting / fail with theirs); suspend -> delete the gang;
-a gang being torn down -> wait; Job complete -> Succeeded; permanent error (exit 3) -> Failed;
+a gang being torn down -> wait; a gang made from another spec (or a failed run, edited) -> delete
+it, to continue from the newest checkpoint; Job complete -> Succeeded; permanent error (exit 3) -> Failed;
 a lost pod or failed Job -> recreate the gang (restarts += 1, up to failurePolicy.maxRestarts;
 not counted when the pods stopped after checkpointing, exit 4);
 not all pods Running within gangTimeoutSeconds -> tear down, back off, retry;
@@ -171,6 +172,11 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     # ---- a gang being torn down: wait until it is gone before creating the next one
     if (gang.job is not None and _deleting(gang.job)) or (gang.job is None and gang.pods):
         return draft.outcome(SHORT_POLL)
+    # ---- a gang made from another spec (or a failed run, since edited): continue from the newest checkpoint
+    if gang.job is not None and (
+        children.built_from(gang.job) != build.spec_hash(body) or draft.old.get("phase") == Phase.FAILED
+    ):
+        return _supersede(draft, gang)
     if gang.job is None:
         return _create(body, draft, gang, cfg)
     if job_condition(gang.job, "Complete"):
@@ -195,6 +201,19 @@ def _observe(body: dict, draft: StatusDraft, spec: TrainingRunSpec) -> Gang:
     else:
         pods = None
     return Gang(spec, ns, job_name, nodes, job, pods)
+
+
+def _supersede(draft: StatusDraft, gang: Gang) -> Outcome:
+    """Remove the gang (its trainers checkpoint the step they reached on SIGTERM); the next
+    reconcile creates one from the edited spec, which resumes from the newest checkpoint:
+    checkpoints record the settings that shape training, not its length, schedule or evaluation."""
+    kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
+    msg = f"spec changed (generation {draft.generation}): the gang is recreated and continues from the newest checkpoint"
+    draft.event("Normal", "SpecChanged", msg)
+    draft.set(completionTime=None)
+    draft.clear(st.FAILED)
+    draft.condition(st.PROGRESSING, "True", "SpecChanged", msg)
+    return draft.phase(Phase.SCHEDULING, msg, "SpecChanged").outcome(SHORT_POLL)
 
 
 def _suspend(draft: StatusDraft, gang: Gang) -> Outcome:
@@ -372,6 +391,8 @@ def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> 
     )
     draft.condition(st.GANG_SCHEDULED, "Unknown", "Scheduling", f"0 of {nodes} pods running")
     draft.condition(st.PROGRESSING, "True", "Scheduling", f"Job {job_name} created")
+    draft.clear(st.FAILED)  # a failed run whose spec was edited is tried again
+    draft.set(completionTime=None)
     if not draft.get("startTime"):
         draft.set(startTime=now_rfc3339())
     # The Job's and pods' events wake this run as the gang comes up; the poll is a safety net.

@@ -15,9 +15,12 @@ pytestmark = pytest.mark.cluster
 __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
 
 
-def test_dataset_prepares_the_bundled_corpus_and_goes_ready(operator_cluster, namespace, driver, s3_bucket):
-    source = upload_corpus(s3_bucket)
-    operator_cluster.apply(dataset_yaml("stories", source, f"{s3_bucket}/out/stories"), namespace)
+@pytest.mark.timeout(900)
+def test_dataset_prepares_the_bundled_corpus_and_goes_ready_then_an_edit_is_a_new_revision(
+    operator_cluster, namespace, driver, s3_bucket
+):
+    source, out = upload_corpus(s3_bucket), f"{s3_bucket}/out/stories"
+    operator_cluster.apply(dataset_yaml("stories", source, out), namespace)
     driver.add("datasets", "stories", reconcile.reconcile)
     driver.run_until(
         "Dataset stories to be Ready",
@@ -26,7 +29,8 @@ def test_dataset_prepares_the_bundled_corpus_and_goes_ready(operator_cluster, na
     )
     status = driver.get("datasets", "stories")["status"]
     assert status["phase"] == "Ready", status
-    assert status["manifestUri"] == f"{s3_bucket}/out/stories/manifest.json"
+    assert status["revision"] == 1
+    assert status["manifestUri"] == f"{out}/revisions/1/manifest.json"
     assert [(s["name"], s["workers"], s["workersDone"], s["phase"]) for s in status["stages"]] == [
         (name, 1, 1, "Complete") for name in STAGES
     ]
@@ -39,13 +43,36 @@ def test_dataset_prepares_the_bundled_corpus_and_goes_ready(operator_cluster, na
     ready = driver.condition("datasets", "stories", "Ready")
     assert (ready["status"], ready["observedGeneration"]) == ("True", 1)
     reasons = [e[2] for e in driver.events]
-    assert reasons[:1] == ["Created"] and reasons.count("Created") == len(STAGES) and "Prepared" in reasons
+    assert reasons[:2] == ["RevisionStarted", "Created"] and reasons.count("Created") == len(STAGES)
+    assert "Prepared" in reasons
     # The children carry owner references to the Dataset (deleting it deletes them).
     for name in ("stories-prepare-map", "stories-prepare-finish"):
         job = operator_cluster.get("job", name, namespace)
         assert job["metadata"]["ownerReferences"][0]["name"] == "stories", name
     # Level-based: another pass changes nothing and creates nothing.
     assert reconcile.reconcile(driver.get("datasets", "stories"), driver.cfg).status == {}
+
+    # ---- an edit of a filter: prepared again, as revision 2; revision 1 stays as it was
+    first = status
+    first_manifest = storage.read_bytes(f"{out}/revisions/1/manifest.json")
+    first_map = operator_cluster.get("job", "stories-prepare-map", namespace)["metadata"]["uid"]
+    patch = '{"spec": {"filters": {"gopherQuality": {"minWords": 150}}}}'
+    operator_cluster.kubectl("patch", "dataset", "stories", "-n", namespace, "--type=merge", "-p", patch)
+
+    def second_done():
+        s = driver.get("datasets", "stories")["status"]
+        return s.get("observedGeneration") == 2 and s.get("phase") in ("Ready", "Failed") and s
+
+    status = driver.run_until("Dataset stories to finish revision 2", second_done, timeout=420)
+    assert (status["phase"], status["revision"]) == ("Ready", 2), status
+    assert status["manifestUri"] == f"{out}/revisions/2/manifest.json"
+    # The work was redone: new stage Jobs ran, and the stricter filter kept fewer documents.
+    assert operator_cluster.get("job", "stories-prepare-map", namespace)["metadata"]["uid"] != first_map
+    quality = {s["name"]: s for s in status["steps"]}["filters"]
+    assert quality["documentsOut"] < {s["name"]: s for s in first["steps"]}["filters"]["documentsOut"]
+    assert 0 < status["documents"] < first["documents"] and status["fingerprint"] != first["fingerprint"]
+    assert storage.read_bytes(f"{out}/revisions/1/manifest.json") == first_manifest
+    assert "SpecChanged" in [e[2] for e in driver.events]
 
 
 @pytest.mark.timeout(900)
@@ -89,7 +116,7 @@ def test_three_workers_run_staged_indexed_jobs_and_match_one_worker(
     indexes = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods}
     assert indexes == {"0", "1", "2"}
     # The output does not depend on the worker count: shards and manifest byte for byte.
-    a, b = (_output_files(uri) for uri in outputs.values())
+    a, b = (_output_files(f"{uri}/revisions/1") for uri in outputs.values())
     shards = sorted(p for p in a if p.endswith(".bin"))
     assert shards and shards == sorted(p for p in b if p.endswith(".bin"))
     for rel in [*shards, "manifest.json"]:
@@ -111,8 +138,9 @@ def test_a_map_worker_deleted_mid_stage_is_retried_to_the_same_output(
     write_corpus(tmp_path / "big", megabytes=8)
     for f in sorted((tmp_path / "big").iterdir()):
         storage.write_bytes(f"{s3_bucket}/big/{f.name}", f.read_bytes())
-    source, out, ref = f"{s3_bucket}/big/*.jsonl", f"{s3_bucket}/out/killed", f"{s3_bucket}/out/killed-ref"
-    body = dataset_yaml("killed", source, out, licence="CC-BY-4.0", workers=2)
+    source, root, ref = f"{s3_bucket}/big/*.jsonl", f"{s3_bucket}/out/killed", f"{s3_bucket}/out/killed-ref"
+    body = dataset_yaml("killed", source, root, licence="CC-BY-4.0", workers=2)
+    out = f"{root}/revisions/1"  # where the operator's first preparation writes
     (tmp_path / "ref.yaml").write_text(dataset_yaml("killed", source, ref, licence="CC-BY-4.0"))
     with contextlib.redirect_stdout(io.StringIO()):  # the reference: one worker, in this process
         assert main(["-f", str(tmp_path / "ref.yaml")]) == 0

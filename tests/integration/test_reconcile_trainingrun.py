@@ -46,7 +46,10 @@ def test_waits_for_its_dataset_then_trains(operator_cluster, namespace, driver, 
     assert driver.condition("trainingruns", "after", "Waiting")["status"] == "False"
     cm = operator_cluster.get("configmap", "after-train", namespace)
     resolved = yaml.safe_load(cm["data"]["resource.yaml"])["spec"]["datasets"][0]
-    assert resolved["uri"] == f"{s3_bucket}/out/stories/manifest.json" and resolved["datasetRef"] == ""
+    assert (
+        resolved["uri"] == f"{s3_bucket}/out/stories/revisions/1/manifest.json"
+        and resolved["datasetRef"] == ""
+    )
 
 
 def test_two_nodes_survive_a_deleted_pod_without_spending_a_restart(
@@ -234,3 +237,34 @@ def test_an_elastic_gang_shrinks_and_grows_back_without_a_gang_restart(
     want = result.losses()[steps]
     got = json.loads(storage.read_bytes(f"{ckpt}/progress.json"))["loss"]
     assert abs(got - want) / abs(want) < 1e-5, f"final loss {got} vs uninterrupted {want}"
+
+
+def test_a_finished_run_given_more_steps_continues_from_its_checkpoint(
+    operator_cluster, namespace, driver, s3_bucket, data
+):
+    operator_cluster.apply(
+        run_yaml("more", f"{s3_bucket}/ckpt/more", {"uri": data}, steps=6, every=3), namespace
+    )
+    driver.add("trainingruns", "more", reconcile_trainingrun.reconcile)
+    driver.run_until(
+        "TrainingRun more to finish 6 steps",
+        lambda: driver.phase("trainingruns", "more") in ("Succeeded", "Failed"),
+        timeout=300,
+    )
+    assert (status(driver, "more")["phase"], status(driver, "more")["step"]) == ("Succeeded", 6)
+    first_job = operator_cluster.get("job", "more-train", namespace)["metadata"]["uid"]
+    patch = '{"spec": {"optimizer": {"totalSteps": 10}}}'
+    operator_cluster.kubectl("patch", "trainingrun", "more", "-n", namespace, "--type=merge", "-p", patch)
+
+    def second_done():
+        s = status(driver, "more")
+        return s.get("observedGeneration") == 2 and s.get("phase") in ("Succeeded", "Failed") and s
+
+    final = driver.run_until("TrainingRun more to finish 10 steps (generation 2)", second_done, timeout=300)
+    assert (final["phase"], final["step"], final["totalSteps"]) == ("Succeeded", 10, 10), final
+    assert final["lastCheckpoint"]["step"] == 10 and final.get("restarts", 0) == 0
+    # The work was redone by a new gang that resumed at step 6, not from scratch.
+    assert operator_cluster.get("job", "more-train", namespace)["metadata"]["uid"] != first_job
+    start = trainer_start_record(operator_cluster, namespace, "more")
+    assert start["step"] == 6 and start["resumedFrom"], start
+    assert "SpecChanged" in [e[2] for e in driver.events if e[0] == "more"]

@@ -40,10 +40,12 @@ def exit_code(torchrun_code: int, stopped: bool) -> int:
 def finished_run(args: list[str]) -> str | None:
     """Why there is nothing left to train, when the run's progress.json says it ended: a pod that
     joins an elastic gang after the others finished would otherwise wait for a rendezvous that
-    never comes. None when the run is not finished (or nothing can be read)."""
+    never comes. A run finished from another spec (SPEC_HASH_ENV differs: e.g. totalSteps or the
+    early-stopping rule edited since) is not finished. None when the run is not finished (or
+    nothing can be read)."""
     if "-f" not in args:
         return None
-    from capstan_api.files import PROGRESS_FILE, TrainingProgress, join
+    from capstan_api.files import PROGRESS_FILE, SPEC_HASH_ENV, TrainingProgress, join
     from capstan_api.resource import load_resource
     from capstan_api.trainingrun import TrainingRunSpec
     from capstan_trainer import storage
@@ -54,7 +56,10 @@ def finished_run(args: list[str]) -> str | None:
         p = TrainingProgress.model_validate_json(doc)
     except (OSError, ValueError):
         return None
-    done = p.phase in ("Succeeded", "EarlyStopped") and p.total_steps == spec.optimizer.total_steps
+    same_spec = p.spec_hash == os.environ.get(SPEC_HASH_ENV, "")
+    done = (
+        same_spec and p.phase in ("Succeeded", "EarlyStopped") and p.total_steps == spec.optimizer.total_steps
+    )
     return f"the run already {p.phase.lower()} at step {p.step}" if done else None
 
 

@@ -119,6 +119,7 @@ class Progress:
             total_steps=total_steps,
             world_size=world,
             restarts=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+            spec_hash=os.environ.get(files.SPEC_HASH_ENV, ""),
         )
         self.min_interval_s = min_interval_s
         self._last_write = 0.0

@@ -25,3 +25,28 @@ def test_progress_round_trips_and_a_misspelt_field_is_refused(tmp_path):
     assert files.TrainingProgress.model_validate(doc).phase == "Running"
     with pytest.raises(TypeError, match="tokens_sen"):
         p.update(tokens_sen=1)
+
+
+def test_a_run_is_finished_for_the_launcher_only_under_the_spec_that_finished_it(tmp_path, monkeypatch):
+    from capstan_trainer.train.launch import finished_run
+
+    root = f"file://{tmp_path}/ckpt"
+    spec = f"""\
+apiVersion: capstan.dev/v1alpha1
+kind: TrainingRun
+metadata: {{name: r}}
+spec:
+  datasets: [{{uri: "file://{tmp_path}/data"}}]
+  optimizer: {{totalSteps: 10, warmupSteps: 2}}
+  checkpoint: {{uri: "{root}"}}
+"""
+    (tmp_path / "run.yaml").write_text(spec)
+    args = ["--standalone", "-m", "capstan_trainer.train", "-f", str(tmp_path / "run.yaml")]
+    monkeypatch.setenv(files.SPEC_HASH_ENV, "aaaa")
+    assert finished_run(args) is None, "nothing written yet"
+    Progress(root, total_steps=10, world=1).update(force=True, phase="Succeeded", step=10)
+    # A late pod of the gang that finished (same spec) does not start torchrun ...
+    assert finished_run(args) == "the run already succeeded at step 10"
+    # ... a gang made from an edited spec (e.g. another early-stopping rule) does.
+    monkeypatch.setenv(files.SPEC_HASH_ENV, "bbbb")
+    assert finished_run(args) is None

@@ -31,7 +31,7 @@ def stage_job(body, stage: str = "map", cfg: OperatorConfig = CFG) -> dict:
 
 def test_configmap_holds_the_resource_as_the_workload_file():
     body = dataset("stories")
-    cm = build_dataset.build_config_map(body, spec_of(body), CFG)
+    cm = build_dataset.build_config_map(body, spec_of(body), 3)
     assert cm["metadata"]["name"] == "stories-prepare"
     assert cm["metadata"]["namespace"] == "team-a"
     assert cm["metadata"]["ownerReferences"] == [
@@ -47,7 +47,9 @@ def test_configmap_holds_the_resource_as_the_workload_file():
     doc = yaml.safe_load(cm["data"]["resource.yaml"])
     assert doc["kind"] == "Dataset"
     assert doc["metadata"] == {"name": "stories", "namespace": "team-a"}
-    assert doc["spec"]["output"]["uri"] == "s3://bucket/out"
+    # Each preparation writes its own revision's folder; the number is on the ConfigMap.
+    assert doc["spec"]["output"]["uri"] == "s3://bucket/out/revisions/3"
+    assert build_dataset.revision_of(cm) == 3
     assert doc["spec"]["sources"][0]["licence"] == "CC0-1.0"
     assert doc["spec"]["workers"] == 1
     assert "status" not in doc

@@ -17,7 +17,8 @@ from tests.unit.operator.resources import dataset
 
 __all__ = ["fake_kube"]  # fixture
 CFG = OperatorConfig()
-OUT = "s3://bucket/out"
+ROOT = "s3://bucket/out"
+OUT = f"{ROOT}/revisions/1"
 MANIFEST = {
     "fingerprint": "sha256:ab",
     "stats": {
@@ -77,7 +78,7 @@ def test_first_pass_creates_the_configmap_and_the_first_stage_once(fake_kube: Fa
     assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 3)
     s = body["status"]
     assert s["phase"] == "Running" and s["startTime"]
-    assert s["message"] == "stage map (1/6): 0/3 workers done"
+    assert s["message"] == "revision 1, stage map (1/6): 0/3 workers done"
     assert [(x["name"], x["workers"], x["phase"]) for x in s["stages"]] == [
         ("map", 3, "Running"),
         ("dedup", 3, "Pending"),
@@ -87,8 +88,9 @@ def test_first_pass_creates_the_configmap_and_the_first_stage_once(fake_kube: Fa
         ("finish", 1, "Pending"),
     ]
     assert [(e[1], e[2]) for e in out.events] == [
+        ("RevisionStarted", f"revision 1: preparing into {OUT}"),
         ("Created", "Job web-prepare-map: stage map with 3 worker(s)"),
-        ("Preparing", "stage map (1/6): 0/3 workers done"),
+        ("Preparing", "revision 1, stage map (1/6): 0/3 workers done"),
     ]
     again = reconcile(body)
     assert len(fake_kube.calls) == 2, "a second pass must not write the children again"
@@ -106,8 +108,8 @@ def test_a_complete_stage_starts_the_next_without_rewriting_the_configmap(fake_k
     st = stages(body)
     assert (st["map"]["phase"], st["map"]["workersDone"]) == ("Complete", 3)
     assert st["dedup"]["phase"] == "Running" and st["cluster"]["phase"] == "Pending"
-    assert body["status"]["message"] == "stage dedup (2/6): 0/3 workers done"
-    assert cond(body, "Ready")["message"] == "stage dedup (2/6): Job web-prepare-dedup is running"
+    assert body["status"]["message"] == "revision 1, stage dedup (2/6): 0/3 workers done"
+    assert cond(body, "Ready")["message"] == "revision 1, stage dedup (2/6): Job web-prepare-dedup is running"
 
 
 def test_the_plan_is_the_one_the_preparation_started_with(fake_kube: FakeKube):
@@ -283,3 +285,83 @@ def test_after_the_last_stage_the_manifest_or_its_absence(fake_kube: FakeKube, m
     fake_kube.objects.clear()
     body["status"]["observedGeneration"] = 1
     assert reconcile_dataset.reconcile(body, CFG).status == {}
+
+
+def ready(fake: FakeKube, body: dict, revision: int = 1) -> None:
+    """Prepare `body` to the end: Ready with MANIFEST in the revision's folder."""
+    fake.files[f"{ROOT}/revisions/{revision}/manifest.json"] = MANIFEST
+    run_to_the_end(fake, body)
+    reconcile(body)
+    assert (body["status"]["phase"], body["status"]["revision"]) == ("Ready", revision)
+
+
+def edit(body: dict, **spec) -> None:
+    body["spec"] |= spec
+    body["metadata"]["generation"] += 1
+
+
+def test_an_edit_of_what_is_prepared_is_prepared_again_as_the_next_revision(fake_kube: FakeKube):
+    body = dataset("web", workers=2)
+    ready(fake_kube, body)
+    assert body["status"]["manifestUri"] == f"{ROOT}/revisions/1/manifest.json"
+    fake_kube.calls.clear()
+    edit(body, filters={"length": {"minChars": 500}})
+    out = reconcile(body)
+    # The last revision's Jobs (with their pods) and ConfigMap go; its files stay.
+    assert sorted(c[1:3] for c in fake_kube.calls) == sorted(
+        [("ConfigMap", "web-prepare")] + [("Job", job_name(s)) for s in STAGES]
+    )
+    assert all(c[0] == "delete" for c in fake_kube.calls)
+    assert body["status"]["phase"] == "Pending" and body["status"]["observedGeneration"] == 2
+    assert [(e[1], e[2]) for e in out.events][0] == (
+        "SpecChanged",
+        "spec changed (generation 2): preparing a new revision; revision 1 stays in its folder",
+    )
+    fake_kube.calls.clear()
+    reconcile(body)
+    assert fake_kube.calls == [("apply", "ConfigMap", "web-prepare"), ("apply", "Job", "web-prepare-map")]
+    s = body["status"]
+    assert (s["revision"], s["phase"]) == (2, "Running")
+    assert "manifestUri" not in s and "documents" not in s, "revision 1's outputs left status"
+    cm = fake_kube.objects[("ConfigMap", "web-prepare")]
+    assert f"uri: {ROOT}/revisions/2" in cm["data"]["resource.yaml"]
+    assert "minChars: 500" in cm["data"]["resource.yaml"]
+    ready(fake_kube, body, revision=2)
+    assert body["status"]["manifestUri"] == f"{ROOT}/revisions/2/manifest.json"
+
+
+def test_an_edit_of_how_it_runs_keeps_the_prepared_revision(fake_kube: FakeKube):
+    body = dataset("web", workers=2)
+    ready(fake_kube, body)
+    fake_kube.calls.clear()
+    edit(body, workers=8, resources={"cpu": "4"})
+    reconcile(body)
+    assert fake_kube.calls == [], "nothing is prepared again"
+    s = body["status"]
+    assert (s["phase"], s["revision"], s["observedGeneration"]) == ("Ready", 1, 2)
+
+
+def test_a_failed_revision_whose_spec_is_edited_is_retried_as_the_next(fake_kube: FakeKube):
+    body = dataset("web")
+    reconcile(body)
+    finish_job(fake_kube, "map", "Failed")
+    reconcile(body)
+    assert body["status"]["phase"] == "Failed"
+    # Only `resources` changes (e.g. more memory after an OOM kill): that is worth a retry.
+    edit(body, resources={"memory": "8Gi"})
+    reconcile(body)
+    assert body["status"]["phase"] == "Pending" and "Failed" not in [
+        c["type"] for c in body["status"]["conditions"]
+    ]
+    reconcile(body)
+    assert body["status"]["revision"] == 2 and body["status"]["phase"] == "Running"
+
+
+def test_a_revision_number_whose_status_write_was_lost_is_never_reused(fake_kube: FakeKube):
+    body = dataset("web")
+    reconcile(body)
+    del body["status"]["revision"]  # the status write after the ConfigMap was created was lost
+    edit(body, filters={"length": {"minChars": 500}})
+    reconcile(body)
+    reconcile(body)
+    assert body["status"]["revision"] == 2

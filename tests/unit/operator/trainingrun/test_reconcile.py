@@ -24,10 +24,12 @@ def ago(seconds: float) -> str:
     return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def job(age_s: float = 1, **status) -> dict:
+def job(age_s: float = 1, of: dict | None = None, **status) -> dict:
+    """The gang's Job, made from the spec of `of` (default run())."""
+    made_from = {children.ANNOTATION_SPEC_HASH: build.spec_hash(of or run())}
     return {
         "kind": "Job",
-        "metadata": {"name": "llm-train", "creationTimestamp": ago(age_s)},
+        "metadata": {"name": "llm-train", "creationTimestamp": ago(age_s), "annotations": made_from},
         "spec": {"suspend": False},
         "status": status,
     }
@@ -117,9 +119,10 @@ def test_a_ready_gang_by_the_jobs_counters_is_not_listed(fake_kube: FakeKube):
 
 
 def test_a_partial_gang_waits_then_times_out_and_backs_off(fake_kube: FakeKube):
-    fake_kube.add(job(age_s=10))
+    body = run({"phase": "Scheduling"}, scheduling={"gangTimeoutSeconds": 60})
+    fake_kube.add(job(age_s=10, of=body))
     fake_kube.add(pod(0)), fake_kube.add(pod(1, phase="Pending"))
-    out = reconcile(run({"phase": "Scheduling"}, scheduling={"gangTimeoutSeconds": 60}), CFG)
+    out = reconcile(body, CFG)
     assert fake_kube.calls == [] and out.requeue_after <= 5
     assert cond(out, "GangScheduled")["message"].startswith("1 of 2 pods running")
 
@@ -289,7 +292,7 @@ ELASTIC = {"resources": {"minNodes": 1, "maxNodes": 2, "nprocPerNode": 2}}
 
 
 def test_an_elastic_gang_trains_on_when_a_pod_is_lost(fake_kube: FakeKube):
-    fake_kube.add(job(active=1, ready=1))
+    fake_kube.add(job(active=1, ready=1, of=run(**ELASTIC)))
     fake_kube.add(pod(0)), fake_kube.add(pod(1, phase="Failed", deleting=5, exit=4))
     fake_kube.files[PROGRESS] = {"step": 12, "totalSteps": 40, "worldSize": 2}
     out = reconcile(run({"phase": "Running", "restarts": 0, "worldSize": 4}, **ELASTIC), CFG)
@@ -305,9 +308,56 @@ def test_an_elastic_gang_trains_on_when_a_pod_is_lost(fake_kube: FakeKube):
 
 
 def test_an_elastic_gang_without_pod_0_restarts(fake_kube: FakeKube):
-    fake_kube.add(job(active=1, ready=1))
+    fake_kube.add(job(active=1, ready=1, of=run(**ELASTIC)))
     fake_kube.add(pod(0, deleting=60)), fake_kube.add(pod(1))
     out = reconcile(run({"phase": "Running", "restarts": 0}, **ELASTIC), CFG)
     # pod 0 holds the rendezvous store: the others cannot re-rendezvous without it
     assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
     assert out.status["restarts"] == 1
+
+
+def finished(fake: FakeKube, phase: str = "Succeeded", **spec) -> dict:
+    """A run finished at generation 1 (its Job made from that spec), then edited: generation 2."""
+    fake.add(job(conditions=[{"type": "Complete", "status": "True"}]))
+    body = run({"phase": phase, "observedGeneration": 1, "completionTime": ago(5), "step": 20})
+    body["spec"] |= spec
+    body["metadata"]["generation"] = 2
+    return body
+
+
+def test_a_finished_run_with_more_steps_continues_from_its_checkpoint(fake_kube: FakeKube):
+    body = finished(fake_kube, optimizer={**run()["spec"]["optimizer"], "totalSteps": 40})
+    out = reconcile(body, CFG)
+    # The gang goes (with its pods); the next one is made from the edited spec and resumes.
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    assert out.status["phase"] == "Scheduling" and out.status["completionTime"] is None
+    assert [e[1] for e in out.events] == ["SpecChanged", "SpecChanged"]
+    assert "continues from the newest checkpoint" in out.status["message"]
+    fake_kube.objects.clear()
+    fake_kube.calls.clear()
+    out = reconcile({**body, "status": {**body["status"], **out.status}}, CFG)
+    assert [c[1] for c in fake_kube.calls] == ["ConfigMap", "Service", "Job"]
+    new = fake_kube.objects[("Job", "llm-train")]
+    assert children.built_from(new) == build.spec_hash(body)
+    env = {e["name"]: e.get("value") for e in new["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CAPSTAN_SPEC_HASH"] == build.spec_hash(body), "the launcher must not see the run as finished"
+
+
+def test_a_finished_run_with_an_operator_only_edit_stays_finished(fake_kube: FakeKube):
+    fake_kube.files[PROGRESS] = {"step": 20, "totalSteps": 20, "phase": "Succeeded"}
+    body = finished(fake_kube, failurePolicy={"maxRestarts": 9})
+    out = reconcile(body, CFG)
+    assert fake_kube.calls == [] and "phase" not in out.status, "still Succeeded"
+    assert out.status["observedGeneration"] == 2
+
+
+def test_a_failed_run_whose_spec_is_edited_is_tried_again(fake_kube: FakeKube):
+    fake_kube.add(job(failed=1, conditions=[{"type": "Failed", "status": "True", "message": "BackoffLimit"}]))
+    body = run({"phase": "Failed", "observedGeneration": 1, "restarts": 2})
+    body["spec"]["failurePolicy"] = {"maxRestarts": 5}  # operator-only, but the run had failed
+    body["metadata"]["generation"] = 2
+    body["status"]["conditions"] = [{"type": "Failed", "status": "True", "reason": "RestartsExhausted"}]
+    out = reconcile(body, CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    assert out.status["phase"] == "Scheduling"
+    assert "Failed" not in [c["type"] for c in out.status["conditions"]]

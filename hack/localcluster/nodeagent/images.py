@@ -3,6 +3,8 @@ digest (unpack.py), and described by their OCI config (Entrypoint, Cmd, Env, Wor
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -87,7 +89,9 @@ class ImageStore:
             return self._image(ref, known)
         if policy == "Never":
             raise NeverPullError(f'Container image "{ref}" is not present with pull policy of Never')
-        with self.pull_lock:
+        # The file lock: node agents of other clusters on this machine may share `root` (one
+        # .capstan for several worktrees); two pulls of one digest would share staging paths.
+        with self.pull_lock, _file_lock(self.root / "pull.lock"):
             digest = self._resolve(ref)
             if not self._present(digest):
                 self._pull(ref, digest)
@@ -153,6 +157,17 @@ class ImageStore:
     def _image(self, ref: str, digest: str) -> Image:
         target = self.unpacked / _hex(digest)
         return Image(ref, digest, target, json.loads(_config_path(target).read_text()))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock between processes, released when the block ends (or the process dies)."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _config_path(target: Path) -> Path:

@@ -47,8 +47,9 @@ class DeploymentModel(ApiModel):
     )
     follow_passing_evaluations: bool = Field(
         default=False,
-        description="followPassingEvaluations rolls out the model of each newer passing Evaluation "
-        "of trainingRunRef as it appears.",
+        description="followPassingEvaluations serves the model of the passing Evaluation of "
+        "trainingRunRef with the latest checkpoint step (of equal steps, the latest to complete), "
+        "rolling each new one out as a canary as it appears.",
     )
     name: str = Field(
         default="",

@@ -2,8 +2,8 @@
 
 `python -m capstan_trainer.evaluate -f evaluation.yaml` validates its file with these models. The
 operator resolves references before it writes that file: `model.trainingRunRef` becomes
-`model.uri` (the run's last checkpoint) and `datasetRef` becomes `validationUri` (the Dataset's
-manifest), so the workload never needs the Kubernetes API.
+`model.uri` (the run's last checkpoint, or its checkpoint of `model.step`) and `datasetRef` becomes
+`validationUri` (the Dataset's manifest), so the workload never needs the Kubernetes API.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from capstan_api import files
 from capstan_api.common import (
     OPTIONAL_SPDX_PATTERN,
     OPTIONAL_URI_PATTERN,
@@ -20,29 +21,37 @@ from capstan_api.common import (
     cel,
     cel_set,
 )
+from capstan_api.training import MAX_STEPS
 from capstan_api.workload import Device, LocalRef, PodResources
 
 # Metric names are dotted words: "perplexity.word_perplexity", "task.arc.acc_norm", "bias.pct_stereotype".
 METRIC_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
 TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+STEP_FOLDER_CEL = r"/step-[0-9]{8}/?$"
+"""STEP_FOLDER_CEL matches a URI that ends in a step folder (files.STEP_FOLDER_RE, as a CEL regex)."""
+STEP_WITH_STEP_FOLDER = "step needs uri to be a checkpoint root, not a step folder"
 
 
 class EvaluationModel(ApiModel):
-    """The model under evaluation: a TrainingRun's last checkpoint or a URI."""
+    """The model under evaluation: a TrainingRun's checkpoint (its last, or the one of `step`) or a URI."""
 
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
                 f"has(self.trainingRunRef) != {cel_set('uri')}",
                 "exactly one of trainingRunRef or uri must be set",
-            )
+            ),
+            (
+                f"!has(self.step) || !{cel_set('uri')} || !self.uri.matches('{STEP_FOLDER_CEL}')",
+                STEP_WITH_STEP_FOLDER,
+            ),
         )
     )
 
     training_run_ref: LocalRef | None = Field(
         default=None,
-        description="trainingRunRef names a TrainingRun whose last committed checkpoint is evaluated; "
-        "the Evaluation waits until the run has succeeded.",
+        description="trainingRunRef names a TrainingRun whose last committed checkpoint is evaluated "
+        "once the run has succeeded (with step: its checkpoint of that step, once committed).",
     )
     uri: str = Field(
         default="",
@@ -50,6 +59,16 @@ class EvaluationModel(ApiModel):
         pattern=OPTIONAL_URI_PATTERN,
         description="uri is a checkpoint step folder, a checkpoint root (newest committed step) or a "
         "Hugging Face export directory (config.json + safetensors).",
+    )
+    step: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_STEPS,
+        description="step names the checkpoint of that optimizer step. With trainingRunRef: the run's "
+        "committed checkpoint at that step; the Evaluation waits only until that checkpoint is "
+        "committed, not for the run to finish, and fails if the run ends without it (keep "
+        "checkpoint.keepLast large enough that it is not removed first). With uri: the step folder "
+        "under that checkpoint root. Unset: the run's last checkpoint, or the root's newest.",
     )
     tokenizer_uri: str = Field(
         default="",
@@ -62,7 +81,13 @@ class EvaluationModel(ApiModel):
     def _exactly_one(self) -> EvaluationModel:
         if (self.training_run_ref is not None) == bool(self.uri):
             raise ValueError("exactly one of trainingRunRef or uri must be set")
+        if self.step is not None and files.step_of(self.uri) is not None:
+            raise ValueError(STEP_WITH_STEP_FOLDER)
         return self
+
+    def checkpoint_uri(self) -> str:
+        """What the workload loads: `uri`, or with `step` that root's step folder."""
+        return files.step_folder(self.uri, self.step) if self.step is not None else self.uri
 
 
 class Task(ApiModel):

@@ -30,6 +30,8 @@ MANIFEST_FILE = "manifest.json"
 DATASHEET_FILE = "datasheet.md"
 EXPORT_DIR = "hf"
 EXPORT_MARKER = "EXPORTED"
+COMMIT_MARKER = "COMMITTED"
+"""COMMIT_MARKER is written last into a checkpoint step folder; a folder without it does not count."""
 STEP_FOLDER_RE = re.compile(r"^step-(\d{8})$")
 """STEP_FOLDER_RE matches the last segment of a checkpoint step folder (`step-00000100`)."""
 
@@ -40,6 +42,11 @@ def join(base: str, *parts: str) -> str:
     for p in parts:
         out += "/" + p.strip("/")
     return out
+
+
+def step_folder(root: str, step: int) -> str:
+    """The folder of optimizer step `step` under the checkpoint root `root` (`<root>/step-00000100`)."""
+    return join(root, f"step-{step:08d}")
 
 
 def step_of(uri: str) -> int | None:

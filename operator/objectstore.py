@@ -1,7 +1,7 @@
 """Small reads from object storage for status (manifest statistics, the trainer's progress file,
-an evaluation's status.json), through fsspec with the operator's S3 endpoint. Credentials come
-from the operator's own environment (the standard AWS variables, set by the chart from the same
-Secret the workloads use). The operator never writes or deletes data.
+an evaluation's status.json, a checkpoint's commit marker), through fsspec with the operator's S3
+endpoint. Credentials come from the operator's own environment (the standard AWS variables, set by
+the chart from the same Secret the workloads use). The operator never writes or deletes data.
 
 The URIs are written by users, and the operator reads them with its own credentials: only the
 configured schemes (`OperatorConfig.allowed_uri_schemes`; no http, no file by default) and, when
@@ -39,8 +39,7 @@ def check_uri(uri: str, cfg: OperatorConfig, field: str) -> str:
     return ""
 
 
-def read_json(uri: str, cfg: OperatorConfig, field: str = "uri") -> dict[str, Any] | None:
-    """The JSON object at `uri`, or None when it does not exist (yet)."""
+def _filesystem(uri: str, cfg: OperatorConfig, field: str) -> tuple[fsspec.AbstractFileSystem, str]:
     refused = check_uri(uri, cfg, field)
     if refused:
         raise Refused(refused)
@@ -51,8 +50,26 @@ def read_json(uri: str, cfg: OperatorConfig, field: str = "uri") -> dict[str, An
         opts = {"use_listings_cache": False, "config_kwargs": {"connect_timeout": 5, "read_timeout": 30}}
         if cfg.s3_endpoint:
             opts["endpoint_url"] = cfg.s3_endpoint
+    return fsspec.core.url_to_fs(uri, **opts)
+
+
+def marker_exists(uri: str, cfg: OperatorConfig, field: str = "uri") -> bool:
+    """Whether the marker file at `uri` (a few bytes, such as a checkpoint's COMMITTED) exists:
+    one GET, never a listing (s3fs's exists and info list the prefix when the key is missing)."""
     try:
-        fs, path = fsspec.core.url_to_fs(uri, **opts)
+        fs, path = _filesystem(uri, cfg, field)
+        fs.cat_file(path)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as exc:  # PermissionError (403), a broken store
+        raise Unreadable(f"{field} {uri}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    return True
+
+
+def read_json(uri: str, cfg: OperatorConfig, field: str = "uri") -> dict[str, Any] | None:
+    """The JSON object at `uri`, or None when it does not exist (yet)."""
+    try:
+        fs, path = _filesystem(uri, cfg, field)
         doc = json.loads(fs.cat_file(path))
     except FileNotFoundError:
         return None

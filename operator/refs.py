@@ -1,13 +1,14 @@
 """Dependency resolution the kinds share: what a reference to a Dataset or a TrainingRun resolves
-to (the Dataset's manifest, the run's last checkpoint), what the referring resource waits for, or
-why it cannot be resolved; and where an empty output URI goes. Pure: the caller passes the
-referenced objects (None when missing)."""
+to (the Dataset's manifest, the run's last checkpoint or its checkpoint of a step), what the
+referring resource waits for, or why it cannot be resolved; and where an empty output URI goes.
+Pure: the caller passes the referenced objects (None when missing) and what it read of them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from capstan_api import files
 from capstan_api import status as st
 from capstan_operator.config import OperatorConfig
 
@@ -61,6 +62,41 @@ def last_checkpoint(field: str, name: str, run: dict | None) -> Ref:
     if not uri:
         return Ref(failure=f"{field}: TrainingRun {name} has no checkpoint")
     return Ref(uri=uri)
+
+
+def step_folder(run: dict | None, step: int) -> str:
+    """The run's step folder of `step` when the run reports a checkpoint at or past `step`, so
+    that its commit marker tells whether `step` is there; else "" (too early: nothing to read)."""
+    status = status_of(run)
+    root, last = status.get("outputUri"), (status.get("lastCheckpoint") or {}).get("step") or 0
+    return files.step_folder(root, step) if root and last >= step else ""
+
+
+def checkpoint_at_step(field: str, name: str, run: dict | None, step: int, committed: bool) -> Ref:
+    """A TrainingRun reference with a step (`field` names the step in messages) -> the run's
+    checkpoint of that step. `committed`: whether the caller found the commit marker of
+    `step_folder(run, step)`. Waits while the run may still commit it; fails once it cannot."""
+    status, phase = status_of(run), phase_of(run)
+    total = status.get("totalSteps") or ((run or {}).get("spec") or {}).get("optimizer", {}).get("totalSteps")
+    last = (status.get("lastCheckpoint") or {}).get("step") or 0
+    if run is None:
+        return Ref(waiting=f"TrainingRun {name} (not found)")
+    if total and step > total:
+        return Ref(failure=f"{field}: step {step} is past TrainingRun {name}'s last step ({total})")
+    if committed:
+        return Ref(uri=step_folder(run, step))
+    never = f"{field}: TrainingRun {name} has no checkpoint of step {step}"
+    if last >= step:  # the run is past it and never goes back
+        return Ref(
+            failure=f"{never} (its last is step {last}): not a checkpoint step (checkpoint.intervalSteps) "
+            "or removed since (checkpoint.keepLast)"
+        )
+    if phase == st.Phase.FAILED:
+        return Ref(failure=f"{never}: it failed at step {status.get('step') or 0}{_why(status)}")
+    if phase in st.RUN_DONE:
+        return Ref(failure=f"{never}: it ended ({phase}) with its last checkpoint at step {last}")
+    now = f"now {phase} at step {status.get('step') or 0}"
+    return Ref(waiting=f"TrainingRun {name} to commit its checkpoint of step {step} ({now})")
 
 
 def manifest(field: str, name: str, dataset: dict | None) -> Ref:

@@ -36,17 +36,12 @@ from capstan_trainer.model import ModelConfig, Transformer
 
 log = logging.getLogger("capstan.checkpoint")
 
-COMMITTED = "COMMITTED"
+COMMITTED = files.COMMIT_MARKER
 META = "capstan.json"
 _STEP_RE = files.STEP_FOLDER_RE
 
 
-def step_name(step: int) -> str:
-    return f"step-{step:08d}"
-
-
-def step_uri(root: str, step: int) -> str:
-    return storage.join(root, step_name(step))
+step_uri = files.step_folder  # the layout is the API's: the operator resolves an Evaluation's model.step
 
 
 def _reader(uri: str) -> FsspecReader:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from capstan_api import files
 from capstan_api.deployment import DeploymentSpec
 from capstan_api.status import Phase
 from capstan_operator import refs
@@ -57,18 +58,25 @@ def _from_run(name: str, run: dict | None) -> ModelChoice:
 
 
 def newest_passing(run_name: str, evaluations: list[dict]) -> dict | None:
-    """The newest passing Evaluation of TrainingRun `run_name` (by completion time, then name)."""
+    """The passing Evaluation of TrainingRun `run_name` with the newest model: the latest step,
+    then the latest completion, then the name.
+
+    Step before completion time: evaluating an older checkpoint again (other gates, a changed
+    spec) must not roll the service back to older weights; to serve an older checkpoint on
+    purpose, name its Evaluation (model.evaluationRef)."""
+
+    def newest(ev: dict) -> tuple[int, str, str]:
+        status = refs.status_of(ev)
+        step = files.step_of(status["modelUri"])
+        return (step or 0, status.get("completionTime") or "", ev["metadata"]["name"])
+
     ours = [
         ev
         for ev in evaluations
         if ((ev.get("spec") or {}).get("model") or {}).get("trainingRunRef", {}).get("name") == run_name
         and _passing(ev)
     ]
-    return max(
-        ours,
-        key=lambda ev: (refs.status_of(ev).get("completionTime") or "", ev["metadata"]["name"]),
-        default=None,
-    )
+    return max(ours, key=newest, default=None)
 
 
 def choose(

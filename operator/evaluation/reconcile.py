@@ -12,7 +12,7 @@ from capstan_api import status as st
 from capstan_api.common import now_rfc3339
 from capstan_api.evaluation import EvaluationSpec
 from capstan_api.status import Phase
-from capstan_operator import children, kube, objectstore
+from capstan_operator import children, kube, objectstore, refs
 from capstan_operator.config import OperatorConfig
 from capstan_operator.evaluation import build, resolve
 from capstan_operator.jobs import blocked, job_condition, job_failure
@@ -66,7 +66,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         run_ref, ds_ref = spec.model.training_run_ref, spec.dataset_ref
         run = kube.get_custom("trainingruns", ns, run_ref.name) if run_ref else None
         dataset = kube.get_custom("datasets", ns, ds_ref.name) if ds_ref else None
-        res = resolve.resolve(ns, name, spec, run, dataset, cfg)
+        res = resolve.resolve(ns, name, spec, run, dataset, cfg, _step_committed(spec, run, cfg))
         if res.failure:
             return _fail(draft, "DependencyFailed", res.failure)
         if res.waiting:
@@ -93,6 +93,14 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     return draft.phase(Phase.RUNNING, f"Job {job_name} is evaluating the model", "Evaluating").outcome(
         POLL_SECONDS
     )
+
+
+def _step_committed(spec: EvaluationSpec, run: dict | None, cfg: OperatorConfig) -> bool:
+    """Whether the run's checkpoint of spec.model.step is committed: one small read, and only once
+    the run reports a checkpoint at or past that step."""
+    folder = refs.step_folder(run, spec.model.step) if spec.model.step and run else ""
+    marker = files.join(folder, files.COMMIT_MARKER)
+    return bool(folder) and objectstore.marker_exists(marker, cfg, "spec.model.step")
 
 
 def _complete(draft: StatusDraft, job: dict, cfg: OperatorConfig) -> Outcome:

@@ -126,7 +126,9 @@ def run(name: str, spec: EvaluationSpec) -> dict:
 def load_model(spec: EvaluationSpec) -> Loaded:
     device = model_load.device_for(spec.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    lm = model_load.load(spec.model.uri, device=device, dtype=dtype, tokenizer_uri=spec.model.tokenizer_uri)
+    lm = model_load.load(
+        spec.model.checkpoint_uri(), device=device, dtype=dtype, tokenizer_uri=spec.model.tokenizer_uri
+    )
     context = min(spec.context_length or lm.max_seq_len, lm.max_seq_len)
     prefix = lm.eos_id if lm.eos_id is not None else 0
     emit({"event": "loaded", "model": lm.meta.get("uri"), "device": str(device), "contextLength": context})

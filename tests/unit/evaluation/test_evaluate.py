@@ -224,6 +224,20 @@ def test_checkpoint_and_export_give_the_same_perplexity(tiny, tmp_path, evaluate
     assert "Trained from scratch." in card and f"checkpoint `{tiny.checkpoint_uri}`" in card
 
 
+def test_a_step_under_a_checkpoint_root_is_the_model_evaluated(tiny, tmp_path, capsys):
+    root = tiny.checkpoint_uri.rsplit("/", 1)[0]
+    path = _resource(tiny, tmp_path, [], model_uri=root)
+    doc = yaml.safe_load((tmp_path / "evaluation.yaml").read_text())
+    doc["spec"]["model"]["step"] = 99  # the root has step 100 only
+    (tmp_path / "evaluation.yaml").write_text(yaml.safe_dump(doc))
+    assert evaluate.main(["-f", path]) == 3
+    assert "step-00000099: checkpoint is not committed" in capsys.readouterr().err
+    doc["spec"]["model"]["step"] = 100
+    (tmp_path / "evaluation.yaml").write_text(yaml.safe_dump(doc))
+    assert evaluate.main(["-f", path]) == 0
+    assert json.loads((tmp_path / "out" / "status.json").read_text())["modelUri"] == tiny.checkpoint_uri
+
+
 def test_invalid_file_exits_3_naming_the_field(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(_evaluation_yaml("x", {"model": {"uri": "s3://models/u"}, "gates": [{"metric": "m"}]}))

@@ -54,3 +54,16 @@ def test_tasks_are_typed_and_uniquely_named():
 def test_unknown_field_is_named():
     msg = rejected(EvaluationSpec, KIND, {"model": {"uri": "s3://models/u"}, "batchsize": 4})
     assert "spec.batchsize: unknown field" in msg
+
+
+def test_step_names_a_checkpoint_of_a_run_or_under_a_root():
+    spec = parse_spec(EvaluationSpec, resource(KIND, {"model": {"uri": "s3://b/ckpt/", "step": 40}}), KIND)
+    assert spec.model.checkpoint_uri() == "s3://b/ckpt/step-00000040"
+    plain = parse_spec(EvaluationSpec, resource(KIND, {"model": {"uri": "s3://b/ckpt"}}), KIND)
+    assert plain.model.checkpoint_uri() == "s3://b/ckpt" and "step" not in plain.to_wire()["model"]
+    folder = {"model": {"uri": "s3://b/ckpt/step-00000040", "step": 40}}
+    assert "step needs uri to be a checkpoint root, not a step folder" in rejected(
+        EvaluationSpec, KIND, folder
+    )
+    zero = {"model": {"trainingRunRef": {"name": "run"}, "step": 0}}
+    assert "spec.model.step" in rejected(EvaluationSpec, KIND, zero)

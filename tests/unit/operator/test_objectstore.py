@@ -72,3 +72,11 @@ def test_the_controller_turns_storage_problems_into_status(monkeypatch):
     assert writes[-1]["phase"] == "Failed"
     [failed] = [x for x in writes[-1]["conditions"] if x["type"] == "Failed"]
     assert failed["reason"] == "URINotAllowed" and failed["message"].startswith("spec.outputUri http://x")
+
+
+def test_a_commit_marker_is_there_or_not_and_refused_outside_the_allowed_schemes(tmp_path):
+    (tmp_path / "COMMITTED").write_text("4\n")
+    assert objectstore.marker_exists(f"file://{tmp_path}/COMMITTED", FILES) is True
+    assert objectstore.marker_exists(f"file://{tmp_path}/step-00000004/COMMITTED", FILES) is False
+    with pytest.raises(objectstore.Refused, match="spec.model.step file://.*scheme file is not allowed"):
+        objectstore.marker_exists(f"file://{tmp_path}/COMMITTED", OperatorConfig(), "spec.model.step")

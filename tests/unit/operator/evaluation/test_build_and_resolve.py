@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from capstan_api.evaluation import EvaluationSpec
+from capstan_operator import refs
 from capstan_operator.config import OperatorConfig
 from capstan_operator.evaluation import build
 from capstan_operator.evaluation import resolve as evaluation_resolve
@@ -50,6 +51,63 @@ def test_a_failed_training_run_fails_the_evaluation_with_its_reason():
     assert (
         r.failure == "spec.model.trainingRunRef: TrainingRun tiny failed: pod tiny-train-0 exited with code 1"
     )
+
+
+def run_at(phase: str, step: int, last: int | None, total: int = 40, message: str = "") -> dict:
+    """A TrainingRun's status as its reconciler writes it: at `step`, newest checkpoint `last`."""
+    status = {"phase": phase, "step": step, "totalSteps": total, "outputUri": "s3://bucket/ckpt"}
+    if last:
+        status["lastCheckpoint"] = {"uri": f"s3://bucket/ckpt/step-{last:08d}", "step": last}
+    return {"status": status | ({"message": message} if message else {})}
+
+
+def at_step(step: int, run: dict | None, committed: bool = False):
+    body = evaluation("ev", model={"trainingRunRef": {"name": "tiny"}, "step": step})
+    spec = EvaluationSpec.model_validate(body["spec"])
+    return evaluation_resolve.resolve("team-a", "ev", spec, run, DATASET_READY, CFG, committed)
+
+
+def test_a_step_of_a_running_run_is_waited_for_then_evaluated_before_the_run_ends():
+    early = run_at("Running", 7, 5)
+    assert refs.step_folder(early, 10) == ""  # nothing to read before the run reports step 10
+    assert at_step(10, early).waiting == (
+        "waiting for TrainingRun tiny to commit its checkpoint of step 10 (now Running at step 7)"
+    )
+    assert at_step(10, {"status": {"phase": "Pending"}}).waiting.endswith("(now Pending at step 0)")
+    later = run_at("Running", 23, 20)
+    assert refs.step_folder(later, 10) == "s3://bucket/ckpt/step-00000010"
+    r = at_step(10, later, committed=True)
+    assert r.spec.model.uri == "s3://bucket/ckpt/step-00000010" and r.spec.model.step is None
+    assert "trainingRunRef" not in r.spec.to_wire()["model"]
+    # A failed run's committed checkpoint is still a model to evaluate.
+    assert at_step(10, run_at("Failed", 23, 20), committed=True).spec.model.uri.endswith("step-00000010")
+
+
+def test_a_step_that_can_never_come_fails_naming_spec_model_step():
+    assert at_step(50, run_at("Running", 3, None)).failure == (
+        "spec.model.step: step 50 is past TrainingRun tiny's last step (40)"
+    )
+    gone = at_step(10, run_at("Running", 31, 30), committed=False).failure
+    assert gone.startswith(
+        "spec.model.step: TrainingRun tiny has no checkpoint of step 10 (its last is step 30)"
+    )
+    assert "checkpoint.keepLast" in gone
+    early_stop = at_step(30, run_at("EarlyStopped", 25, 25)).failure
+    assert early_stop == (
+        "spec.model.step: TrainingRun tiny has no checkpoint of step 30: it ended (EarlyStopped) "
+        "with its last checkpoint at step 25"
+    )
+    failed = at_step(30, run_at("Failed", 12, 10, message="pod tiny-train-0 exited with code 1")).failure
+    assert failed == (
+        "spec.model.step: TrainingRun tiny has no checkpoint of step 30: it failed at step 12: "
+        "pod tiny-train-0 exited with code 1"
+    )
+    assert at_step(10, None).waiting == "waiting for TrainingRun tiny (not found)"
+
+
+def test_a_step_under_a_checkpoint_root_is_its_step_folder():
+    body = evaluation("ev", model={"uri": "s3://bucket/ckpt/", "step": 10}, datasetRef=None)
+    assert resolve(body).spec.model.to_wire() == {"uri": "s3://bucket/ckpt/step-00000010", "tokenizerUri": ""}
 
 
 def test_empty_output_uri_goes_under_the_artifact_location_or_fails_clearly():

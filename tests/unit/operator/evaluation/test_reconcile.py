@@ -3,9 +3,11 @@ tests/integration/test_reconcile_evaluation.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import yaml
 
 from capstan_operator import objectstore
 from capstan_operator.config import OperatorConfig
@@ -79,3 +81,41 @@ def test_results_and_gate_verdicts_from_status_json(fake, tmp_path):
     assert (passed["status"], passed["reason"]) == ("False", "GatesFailed")
     assert ("Warning", "GatesFailed") in [e[:2] for e in out.events]
     assert reconcile(body).status == {}  # finished: nothing more to write
+
+
+def test_a_step_is_evaluated_once_committed_while_its_run_still_trains(fake, tmp_path):
+    cfg = dataclasses.replace(CFG, allowed_uri_schemes=("file",))
+    root = f"file://{tmp_path}/ckpt"
+    model = {"trainingRunRef": {"name": "tiny"}, "step": 4}
+    body = evaluation("ev", model=model, datasetRef=None, validationUri="s3://v")
+    run = {"status": {"phase": "Running", "step": 3, "totalSteps": 8, "outputUri": root}}
+    fake.custom[("trainingruns", "tiny")] = run
+    write_status(body, reconcile_evaluation.reconcile(body, cfg).status)
+    assert body["status"]["phase"] == "Waiting"
+    assert body["status"]["message"] == (
+        "waiting for TrainingRun tiny to commit its checkpoint of step 4 (now Running at step 3)"
+    )
+    # The run is past step 4 and its folder is committed: the Job evaluates it, the run still going.
+    folder = tmp_path / "ckpt" / "step-00000004"
+    folder.mkdir(parents=True)
+    (folder / "COMMITTED").write_text("4\n")
+    run["status"] |= {"step": 6, "lastCheckpoint": {"uri": f"{root}/step-00000006", "step": 6}}
+    write_status(body, reconcile_evaluation.reconcile(body, cfg).status)
+    assert (body["status"]["phase"], body["status"]["modelUri"]) == ("Running", f"{root}/step-00000004")
+    doc = yaml.safe_load(fake.objects[("ConfigMap", "ev-evaluate")]["data"]["resource.yaml"])
+    assert doc["spec"]["model"] == {"uri": f"{root}/step-00000004", "tokenizerUri": ""}
+
+
+def test_a_step_the_run_went_past_without_committing_fails(fake, tmp_path):
+    cfg = dataclasses.replace(CFG, allowed_uri_schemes=("file",))
+    root = f"file://{tmp_path}/ckpt"
+    body = evaluation("ev", model={"trainingRunRef": {"name": "tiny"}, "step": 3}, datasetRef=None)
+    last = {"uri": f"{root}/step-00000004", "step": 4}
+    status = {"phase": "Running", "step": 5, "totalSteps": 8, "outputUri": root, "lastCheckpoint": last}
+    fake.custom[("trainingruns", "tiny")] = {"status": status}
+    write_status(body, reconcile_evaluation.reconcile(body, cfg).status)
+    assert body["status"]["phase"] == "Failed"
+    assert body["status"]["message"].startswith(
+        "spec.model.step: TrainingRun tiny has no checkpoint of step 3 (its last is step 4)"
+    )
+    assert ("Job", "ev-evaluate") not in fake.objects

@@ -47,7 +47,13 @@ class OperatorConfig:
     """s3_endpoint is the object-storage endpoint URL given to workloads; empty means AWS."""
     s3_secret: str = ""
     """s3_secret names a Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional
-    AWS_REGION) that workloads read credentials from; empty means none."""
+    AWS_SESSION_TOKEN and AWS_REGION) looked up in each resource's own namespace, never copied:
+    workloads of a namespace that has it use it, others the default AWS chain; a resource's
+    spec.storage.secretName overrides it. Empty means none."""
+    workload_service_account: str = ""
+    """workload_service_account is the ServiceAccount workload pods run as, in their own
+    namespace, unless a resource names one (spec.serviceAccountName); empty: the namespace's
+    default."""
     artifact_uri: str = ""
     """artifact_uri is where TrainingRuns without spec.checkpoint.uri keep their checkpoints:
     <artifact_uri>/<namespace>/<name>/checkpoints. Empty: such runs fail with a clear condition."""
@@ -94,6 +100,7 @@ class OperatorConfig:
             run_as_user=int(e.get("CAPSTAN_WORKLOAD_RUN_AS_USER", str(cls.run_as_user))),
             s3_endpoint=e.get("CAPSTAN_S3_ENDPOINT", ""),
             s3_secret=e.get("CAPSTAN_S3_SECRET", ""),
+            workload_service_account=e.get("CAPSTAN_WORKLOAD_SERVICE_ACCOUNT", ""),
             artifact_uri=e.get("CAPSTAN_ARTIFACT_URI", ""),
             allowed_licences=words("CAPSTAN_ALLOWED_LICENCES", DEFAULT_LICENCES),
             allowed_uri_schemes=words("CAPSTAN_ALLOWED_URI_SCHEMES", DEFAULT_URI_SCHEMES),

@@ -163,6 +163,8 @@ def workload_env(body: dict, cfg: OperatorConfig, extra: dict[str, str] | None =
     ]
     if cfg.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": cfg.s3_endpoint})
+    if cfg.s3_region:
+        env.append({"name": "AWS_REGION", "value": cfg.s3_region})
     secret, required = storage_secret(body, cfg)
     if secret:
         env += [
@@ -173,6 +175,7 @@ def workload_env(body: dict, cfg: OperatorConfig, extra: dict[str, str] | None =
                 },
             }
             for key, optional in SECRET_KEYS
+            if not (key == "AWS_REGION" and cfg.s3_region)
         ]
     env += [{"name": k, "value": v} for k, v in sorted(cfg.extra_env.items())]
     env += [{"name": k, "value": v} for k, v in (extra or {}).items()]
@@ -302,6 +305,21 @@ SCRATCH_VOLUME = "tmp"
 SCRATCH_DIR = "/tmp"
 
 
+def with_default_placement(pod: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
+    """`pod` with the operator's workload placement defaults (the chart's workload.nodeSelector,
+    tolerations, affinity): a node selector and affinity where the resource set none, the
+    default tolerations beside the resource's."""
+    d = cfg.workload_placement
+    out = dict(pod)
+    for key in ("nodeSelector", "affinity"):
+        if d.get(key) and not out.get(key):
+            out[key] = copy.deepcopy(d[key])
+    extra = [t for t in d.get("tolerations") or [] if t not in (out.get("tolerations") or [])]
+    if extra:
+        out["tolerations"] = [*(out.get("tolerations") or []), *copy.deepcopy(extra)]
+    return out
+
+
 def restricted(pod: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
     """`pod` made to meet the Pod Security Standard "restricted", as every workload pod must: a
     non-root user (the images' 65532 unless the operator is told otherwise), RuntimeDefault
@@ -320,7 +338,7 @@ def restricted(pod: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
         return {**c, "securityContext": container_sc, "volumeMounts": [*mounts, mount]}
 
     return {
-        **pod,
+        **with_default_placement(pod, cfg),
         "securityContext": {
             "runAsNonRoot": uid != 0,
             "runAsUser": uid,

@@ -62,7 +62,13 @@ def test_default_values_render_a_cluster_wide_standalone_operator():
     env = env_of(dep)
     assert env["CAPSTAN_NAMESPACES"] == "" and env["CAPSTAN_LEADER_ELECTION"] == "false"
     assert env["CAPSTAN_LOG_LEVEL"] == "INFO" and env["CAPSTAN_WORKLOAD_IMAGE"] == "capstan/trainer:0.1.0"
-    assert env["CAPSTAN_BIND_ADDRESS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # 0.0.0.0 in a pod of its own (port-forward works), the pod IP where it is loopback (local)
+    assert "CAPSTAN_BIND_ADDRESS" not in env and env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["CAPSTAN_ARTIFACT_URI"] == "" and env["CAPSTAN_WORKLOAD_SERVICE_ACCOUNT"] == ""
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "PodDisruptionBudget" not in kinds and "PodMonitor" not in kinds
     assert "AWS_ACCESS_KEY_ID" not in env and "AWS_ENDPOINT_URL" not in env
     assert "CC0-1.0" in env["CAPSTAN_ALLOWED_LICENCES"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
@@ -182,6 +188,61 @@ def test_non_default_values_render_namespaced_peering_operators():
     assert cluster_resources == {"customresourcedefinitions", "namespaces"}
 
 
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_production_values_render_images_identity_placement_pdb_and_podmonitor():
+    objs = render(
+        "image.repository=registry.example/capstan/operator",
+        f"image.digest={DIGEST}",
+        "imagePullSecrets[0].name=regcred",
+        "workload.image.repository=registry.example/capstan/trainer",
+        "workload.image.tag=v2",
+        f"workload.vllmImage.digest={DIGEST}",
+        "workload.serviceAccountName=capstan-workload",
+        "workload.nodeSelector.pool=ml",
+        "workload.tolerations[0].key=dedicated",
+        "workload.tolerations[0].operator=Exists",
+        "artifactUri=s3://team-bucket/capstan",
+        "objectStorage.region=eu-west-1",
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/capstan",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        "replicas=2",
+        "leaderElection=true",
+        "metrics.podMonitor.enabled=true",
+    )
+    dep = objs[("Deployment", "capstan-system", "capstan")]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"registry.example/capstan/operator:0.1.0@{DIGEST}"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["affinity"]["nodeAffinity"]
+    env = env_of(dep)
+    assert env["CAPSTAN_WORKLOAD_IMAGE"] == "registry.example/capstan/trainer:v2"
+    assert env["CAPSTAN_VLLM_IMAGE"] == f"vllm/vllm-openai:v0.11.0@{DIGEST}"
+    assert env["CAPSTAN_WORKLOAD_SERVICE_ACCOUNT"] == "capstan-workload"
+    assert yaml.safe_load(env["CAPSTAN_WORKLOAD_PLACEMENT"]) == {
+        "nodeSelector": {"pool": "ml"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        "affinity": {},
+    }
+    assert env["CAPSTAN_ARTIFACT_URI"] == "s3://team-bucket/capstan"
+    assert env["AWS_REGION"] == env["CAPSTAN_S3_REGION"] == "eu-west-1"
+    sa = objs[("ServiceAccount", "capstan-system", "capstan")]
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/capstan"}
+    pdb = objs[("PodDisruptionBudget", "capstan-system", "capstan")]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    # The PodMonitor needs the Prometheus Operator's CRD: absent here, so not rendered.
+    assert not any(k == "PodMonitor" for k, _, _ in objs)
+    args = ["template", "capstan", str(CHART), "--set", "metrics.podMonitor.enabled=true"]
+    out = helm(*args, "--api-versions", "monitoring.coreos.com/v1").stdout
+    [monitor] = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PodMonitor"]
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+
+
 def test_schema_rejects_bad_values_naming_the_key():
     args = ["template", "capstan", str(CHART), "--set"]
     r = helm(*args, "logLevel=LOUD", check=False)
@@ -190,6 +251,10 @@ def test_schema_rejects_bad_values_naming_the_key():
     assert r.returncode != 0 and "metrics/port" in r.stderr
     r = helm(*args, "watchNamespaces={Not_A_Namespace}", check=False)
     assert r.returncode != 0 and "watchNamespaces" in r.stderr
+    r = helm(*args, "image.digest=latest", check=False)
+    assert r.returncode != 0 and "image/digest" in r.stderr
+    r = helm(*args, "artifactUri=/no/scheme", check=False)
+    assert r.returncode != 0 and "artifactUri" in r.stderr
 
 
 DATASET = textwrap.dedent("""\

@@ -69,3 +69,29 @@ def test_dataset_and_evaluation_pods_run_as_the_workload_service_account_and_are
         ]
         assert pod["affinity"] == {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
         assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_the_operators_placement_defaults_apply_where_a_resource_sets_none():
+    cfg = OperatorConfig(
+        workload_placement={
+            "nodeSelector": {"pool": "ml"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {}},
+        },
+        s3_region="eu-west-1",
+        s3_secret="s3",
+    )
+    body = dataset("d")
+    spec = DatasetSpec.model_validate(body["spec"])
+    pod = dataset_build.build_stage_job(body, spec, cfg, plan(spec)[0])["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "ml"} and pod["affinity"] == {"nodeAffinity": {}}
+    assert pod["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+    ]
+    env = pod["containers"][0]["env"]
+    assert [e for e in env if e["name"] == "AWS_REGION"] == [{"name": "AWS_REGION", "value": "eu-west-1"}]
+
+    body = dataset("d", resources={"nodeSelector": {"pool": "cpu"}})
+    spec = DatasetSpec.model_validate(body["spec"])
+    pod = dataset_build.build_stage_job(body, spec, cfg, plan(spec)[0])["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "cpu"}  # the resource's own wins

@@ -338,3 +338,63 @@ def test_install_upgrade_uninstall(cluster, namespace):
     crds = cluster.kubectl("get", "crd", "-o", "name").stdout
     assert "customresourcedefinition.apiextensions.k8s.io/datasets.capstan.dev" in crds
     assert cluster.get("dataset", "via-helm", namespace)["status"]["phase"] == "Failed"
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("example", sorted(p.name for p in (CHART / "examples").glob("values-*.yaml")))
+def test_example_values_render_and_the_api_server_accepts_them(cluster, namespace, example):
+    """docs/install.md's values files: helm template, then a server-side dry run (the API
+    server's own validation and defaulting of every object, nothing created)."""
+    args = ["template", "capstan", str(CHART), "-n", namespace, "-f", str(CHART / "examples" / example)]
+    rendered = helm(*args).stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
+    assert {"Deployment", "ServiceAccount"} <= kinds, kinds
+    r = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered, check=False)
+    assert r.returncode == 0, f"{example} refused by the API server:\n{r.stderr}"
+    assert "deployment.apps/capstan created (server dry run)" in r.stdout
+    assert cluster.get("deployment.apps", "capstan", namespace) is None  # nothing was created
+
+
+def without_storage_field(crd_text: str) -> str:
+    """The TrainingRun CRD as a release before spec.storage had it."""
+    crd = yaml.safe_load(crd_text)
+    for version in crd["spec"]["versions"]:
+        version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"].pop("storage")
+    return yaml.safe_dump(crd)
+
+
+@pytest.mark.cluster
+def test_a_crd_upgrade_applied_server_side_before_helm_upgrade_makes_the_new_field_usable(
+    cluster, capstan_crds, namespace
+):
+    crd_file = CHART / "crds" / "trainingruns.capstan.dev.yaml"
+    crd = "crd/trainingruns.capstan.dev"
+    env = cluster.env
+    # An older release: its CRD has no spec.storage, and the API server prunes the field.
+    cluster.kubectl("apply", "-f", "-", input=without_storage_field(crd_file.read_text()))
+    release = ["capstan", str(CHART), "-n", namespace, "--set", f"watchNamespaces={{{namespace}}}"]
+    release += ["--set", "replicas=0"]  # the CRDs are what is tested; no operator pod is needed
+    helm("install", *release, env=env)
+    run = yaml.safe_load((REPO / "manifests" / "examples" / "trainingrun.yaml").read_text())
+    run["metadata"] = {"name": "upgraded", "namespace": namespace}
+    run["spec"]["suspend"] = True
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(run))  # made under the old CRD
+    run["spec"]["storage"] = {"secretName": "team-s3"}
+
+    def stored_storage():
+        r = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(run), check=False)
+        if r.returncode != 0:
+            return None
+        return (cluster.get("trainingrun", "upgraded", namespace) or {})["spec"].get("storage")
+
+    r = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(run), check=False)
+    assert r.returncode != 0 and 'unknown field "spec.storage"' in r.stderr, r.stderr
+
+    # The documented path: CRDs server-side first, then helm upgrade.
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", crd, timeout=90)
+    helm("upgrade", *release, "--set", "logLevel=DEBUG", env=env)
+    # The API server serves the new schema a moment after the update.
+    stored = cluster.wait_for("spec.storage to be kept after the CRD upgrade", stored_storage, timeout=30)
+    assert stored == {"secretName": "team-s3"}
+    helm("uninstall", "capstan", "-n", namespace, env=env)

@@ -273,7 +273,9 @@ class SchedulingSpec(ApiModel):
         ge=1,
         le=7 * 24 * 3600,
         description="gangTimeoutSeconds is how long all pods may take to be running before the "
-        "operator tears the gang down and retries.",
+        "operator tears the gang down and retries; it is also the start deadline: pods that cannot "
+        "start (an image that cannot be pulled, a missing Secret, refused by admission) are named "
+        "in status meanwhile, and fail the run, naming why, once it has passed.",
     )
 
     @model_validator(mode="after")

@@ -348,7 +348,11 @@ def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome 
     stuck = blocked(gang.namespace, gang.job_name, gang.pods)
     if stuck:  # named in status, and given the gang timeout to be fixed (e.g. an image pushed)
         draft.condition(st.GANG_SCHEDULED, "False", stuck[0], stuck[1])
-        return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(WAIT_POLL) if age <= limit else None
+        if age <= limit:
+            return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(WAIT_POLL)
+        # Retrying would pull the same image or miss the same Secret: fail, and free the nodes.
+        kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
+        return _fail(draft, stuck[0], f"pods did not start within gangTimeoutSeconds ({limit} s): {stuck[1]}")
     if spec.scheduling.scheduler == "native" and age > limit:
         kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
         msg = f"not all pods running within {limit} s ({summary}); retrying in {cfg.gang_backoff_seconds} s"

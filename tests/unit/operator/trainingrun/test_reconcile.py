@@ -140,6 +140,31 @@ def test_a_partial_gang_waits_then_times_out_and_backs_off(fake_kube: FakeKube):
     assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")] and 0 < again.requeue_after <= 7
 
 
+def test_pods_that_cannot_start_are_named_then_fail_the_run_at_the_gang_timeout(fake_kube: FakeKube):
+    body = run({"phase": "Scheduling"}, scheduling={"gangTimeoutSeconds": 60})
+    stuck = pod(1, phase="Pending")
+    waiting = {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "reg/trainer:typo"'}
+    stuck["status"]["containerStatuses"] = [
+        {"name": "trainer", "image": "reg/trainer:typo", "state": {"waiting": waiting}}
+    ]
+    fake_kube.add(job(age_s=10, of=body)), fake_kube.add(pod(0)), fake_kube.add(stuck)
+    out = reconcile(body, CFG)
+    assert fake_kube.calls == [] and out.status["phase"] == "Pending"
+    assert (
+        "cannot start: ImagePullBackOff" in out.status["message"]
+        and "reg/trainer:typo" in out.status["message"]
+    )
+
+    fake_kube.add(job(age_s=120, of=body))
+    out = reconcile(body, CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    failed = cond(out, "Failed")
+    assert out.status["phase"] == "Failed" and failed["reason"] == "ImagePullBackOff"
+    assert failed["message"].startswith(
+        "pods did not start within gangTimeoutSeconds (60 s): pod llm-train-1-x"
+    )
+
+
 def test_a_lost_pod_recreates_the_gang_and_counts_a_restart(fake_kube: FakeKube):
     fake_kube.add(job())
     fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=60))

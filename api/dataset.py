@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 from capstan_api.cleaning import Cleaning, Dedup, Filters, Pii
 from capstan_api.common import SPDX_PATTERN, URI_PATTERN, ApiModel, cel, immutable
 from capstan_api.tokenizer import Tokenizer
-from capstan_api.workload import PodResources
+from capstan_api.workload import PodResources, StorageAccess, service_account_field, storage_field
 
 SpdxId = Annotated[str, Field(min_length=1, max_length=128, pattern=SPDX_PATTERN)]
 
@@ -138,6 +138,8 @@ class DatasetSpec(ApiModel):
         default_factory=lambda: PodResources(cpu="1", memory="3Gi"),
         description="resources of each preparation pod (requests; memory is also the limit) and where it may run.",
     )
+    service_account_name: str = service_account_field()
+    storage: StorageAccess = storage_field()
     seed: int = Field(
         default=0,
         ge=0,

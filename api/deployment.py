@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from capstan_api.common import NAME_PATTERN, OPTIONAL_URI_PATTERN, ApiModel, cel
-from capstan_api.workload import LocalRef, PodResources
+from capstan_api.workload import LocalRef, PodResources, StorageAccess, service_account_field, storage_field
 
 
 class DeploymentModel(ApiModel):
@@ -240,6 +240,9 @@ class DeploymentSpec(ApiModel):
         description="image overrides the serving image: the operator's workload image, or its vLLM image "
         "with runtime vllm.",
     )
+
+    service_account_name: str = service_account_field()
+    storage: StorageAccess = storage_field()
 
     @model_validator(mode="after")
     def _check(self) -> DeploymentSpec:

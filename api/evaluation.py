@@ -22,7 +22,14 @@ from capstan_api.common import (
     cel_set,
 )
 from capstan_api.training import MAX_STEPS
-from capstan_api.workload import Device, LocalRef, PodResources
+from capstan_api.workload import (
+    Device,
+    LocalRef,
+    PodResources,
+    StorageAccess,
+    service_account_field,
+    storage_field,
+)
 
 # Metric names are dotted words: "perplexity.word_perplexity", "task.arc.acc_norm", "bias.pct_stereotype".
 METRIC_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
@@ -248,6 +255,9 @@ class EvaluationSpec(ApiModel):
     image: str = Field(
         default="", max_length=1000, description="image overrides the operator's workload image."
     )
+
+    service_account_name: str = service_account_field()
+    storage: StorageAccess = storage_field()
 
     @model_validator(mode="after")
     def _check(self) -> EvaluationSpec:

@@ -16,6 +16,9 @@ from capstan_api.common import ApiModel, cel
 # Far above any model or batch built today, far below a typo: 1e12 is refused before it reaches a pod.
 MAX_CONTEXT = 1 << 20
 MAX_STEPS = 100_000_000
+# Parameters each preset is named after: enough to size a checkpoint, not to build the model
+# (capstan_trainer.model has the shapes).
+PRESET_PARAMS = {"test": 1_000_000, "125m": 125_000_000, "350m": 350_000_000, "1b": 10**9, "8b": 8 * 10**9}
 
 
 class ModelSpec(ApiModel):
@@ -64,6 +67,18 @@ class ModelSpec(ApiModel):
     tie_embeddings: Literal["preset", "tied", "untied"] = Field(
         default="preset", description="tieEmbeddings shares the output projection with the embedding, or not."
     )
+
+    def approx_params(self) -> int:
+        """The preset's parameter count, scaled by the width and depth overrides (parameters grow
+        with dim^2 x nLayers): an estimate for sizing checkpoints and grace periods."""
+        from_preset = PRESET_PARAMS[self.preset]
+        shape = _PRESET_SHAPE[self.preset]
+        dim, layers = self.dim or shape[0], self.n_layers or shape[1]
+        return int(from_preset * (dim / shape[0]) ** 2 * layers / shape[1])
+
+
+# (dim, nLayers) of each preset, to scale PRESET_PARAMS by overrides.
+_PRESET_SHAPE = {"test": (64, 2), "125m": (768, 12), "350m": (1024, 24), "1b": (2048, 16), "8b": (4096, 32)}
 
 
 class OptimizerSpec(ApiModel):

@@ -8,7 +8,8 @@ The model, optimizer and FSDP2 sections are in `training`.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -21,8 +22,18 @@ from capstan_api.common import (
     immutable,
 )
 from capstan_api.training import MAX_STEPS, FsdpSpec, ModelSpec, OptimizerSpec
-from capstan_api.workload import LabelValue, Quantity
+from capstan_api.workload import (
+    AFFINITY_DESCRIPTION,
+    TOLERATIONS_DESCRIPTION,
+    LabelValue,
+    Quantity,
+    StorageAccess,
+    Toleration,
+    service_account_field,
+    storage_field,
+)
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # More nodes than any cluster gives one job, fewer than a typo asks for.
 MAX_NODES = 4096
 
@@ -99,25 +110,6 @@ class InitSpec(ApiModel):
         return self
 
 
-class Toleration(ApiModel):
-    """A pod toleration (core/v1 Toleration)."""
-
-    key: str = Field(
-        default="",
-        max_length=317,
-        pattern=r"^(([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$",
-        description="key is the taint key; empty with Exists matches every taint.",
-    )
-    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="operator is Exists or Equal.")
-    value: LabelValue = Field(default="", description="value is the taint value for Equal.")
-    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
-        default="", description="effect to match; empty matches all effects."
-    )
-    toleration_seconds: int = Field(
-        default=-1, ge=-1, description="tolerationSeconds bounds a NoExecute toleration; -1 means forever."
-    )
-
-
 class ResourcesSpec(ApiModel):
     """Nodes and processes; the world size is nodes x nprocPerNode."""
 
@@ -144,18 +136,32 @@ class ResourcesSpec(ApiModel):
         default=0,
         ge=0,
         le=16,
-        description="gpusPerNode is the nvidia.com/gpu count each pod requests; 0 for CPU.",
+        description="gpusPerNode is the nvidia.com/gpu count each pod gets (request and limit); 0 for "
+        "CPU. Pods with GPUs tolerate the nvidia.com/gpu taint.",
     )
     requests: dict[str, Quantity] = Field(
         default_factory=dict,
-        description="requests are extra pod resource requests, e.g. {cpu: '8', memory: 64Gi}.",
+        description="requests are extra pod resource requests, e.g. {cpu: '8', memory: 64Gi}; an "
+        "extended resource named here (vpc.amazonaws.com/efa, rdma/ib) is set as a limit too, as "
+        "Kubernetes requires.",
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict,
+        description="limits are pod resource limits, e.g. {memory: 512Gi, vpc.amazonaws.com/efa: '32'}.",
+    )
+    shm_size: Quantity = Field(
+        default="8Gi",
+        description="shmSize bounds /dev/shm, a memory-backed emptyDir that data-loader workers and "
+        "NCCL share tensors through (the container default is 64 MB); it counts against the pod's "
+        "memory.",
     )
     node_selector: dict[str, LabelValue] = Field(
         default_factory=dict, description="nodeSelector constrains pod placement."
     )
     tolerations: list[Toleration] = Field(
-        default_factory=list, max_length=64, description="tolerations for the trainer pods."
+        default_factory=list, max_length=64, description=TOLERATIONS_DESCRIPTION
     )
+    affinity: dict[str, Any] = Field(default_factory=dict, description=AFFINITY_DESCRIPTION)
     priority_class_name: str = Field(
         default="",
         max_length=253,
@@ -226,8 +232,16 @@ class FailurePolicySpec(ApiModel):
         default=3,
         ge=0,
         le=1000,
-        description="maxRestarts is torchrun's --max-restarts: whole-gang restarts (resuming from the "
-        "newest checkpoint) before the run fails.",
+        description="maxRestarts is the run's one budget of failures: each counts once in "
+        "status.restarts, and the run fails when one more would pass it. A failure is a trainer "
+        "that crashed (torchrun is given --max-restarts=0 in a fixed-size gang: the pod fails and "
+        "the operator recreates the gang, resuming from the newest checkpoint), a lost pod, or a "
+        "failed Job; in an elastic gang each crashed pod the Job controller replaced counts too "
+        "(its backoffLimit is what is left of the budget). Not counted: pods that stopped after "
+        "checkpointing on SIGTERM (suspend, a spec edit, preemption) and pods evicted or preempted "
+        "(condition DisruptionTarget). In an elastic gang torchrun also restarts the workers of the "
+        "surviving pods when one leaves (a re-rendezvous, up to maxRestarts times per pod): it "
+        "cannot tell a peer that left from a local crash.",
     )
 
 
@@ -259,7 +273,9 @@ class SchedulingSpec(ApiModel):
         ge=1,
         le=7 * 24 * 3600,
         description="gangTimeoutSeconds is how long all pods may take to be running before the "
-        "operator tears the gang down and retries.",
+        "operator tears the gang down and retries; it is also the start deadline: pods that cannot "
+        "start (an image that cannot be pulled, a missing Secret, refused by admission) are named "
+        "in status meanwhile, and fail the run, naming why, once it has passed.",
     )
 
     @model_validator(mode="after")
@@ -339,9 +355,51 @@ class TrainingRunSpec(ApiModel):
     suspend: bool = Field(
         default=False, description="suspend stops the trainer pods (checkpoints are kept); false resumes."
     )
+    image: str = Field(
+        default="",
+        max_length=1000,
+        description="image overrides the operator's workload image for the trainer pods (e.g. one "
+        "built for your CUDA driver).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=128,
+        description="env are extra environment variables of the trainer containers (NCCL_*, "
+        "FI_EFA_*, TORCH_*); names the operator sets itself (CAPSTAN_*, AWS_*) are refused.",
+        json_schema_extra=cel(
+            (
+                "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && !k.startsWith('CAPSTAN_') && !k.startsWith('AWS_'))",
+                "env names must be C identifiers and not start with CAPSTAN_ or AWS_",
+            )
+        ),
+    )
+    host_network: bool = Field(
+        default=False,
+        description="hostNetwork runs the trainer pods in their nodes' network namespace (for "
+        "RDMA/EFA/InfiniBand setups that need it): the rendezvous endpoint, pod 0's DNS name, then "
+        "resolves to its node's address, the rendezvous port (29400) must be free on each node, "
+        "and dnsPolicy is ClusterFirstWithHostNet. Such pods break the Pod Security level "
+        "restricted: the namespace must allow privileged.",
+    )
+    termination_grace_period_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=24 * 3600,
+        description="terminationGracePeriodSeconds a trainer pod has to write its checkpoint after "
+        "SIGTERM (suspend, preemption, a spec edit) before it is killed. 0 derives it from the "
+        "model: 60 s plus the time to write 12 bytes per parameter (weights and Adam moments), "
+        "split over minNodes, at 200 MB/s per node.",
+    )
+    service_account_name: str = service_account_field()
+    storage: StorageAccess = storage_field()
 
     @model_validator(mode="after")
     def _check(self) -> TrainingRunSpec:
+        bad_env = [k for k in self.env if not _ENV_NAME.match(k) or k.startswith(("CAPSTAN_", "AWS_"))]
+        if bad_env:
+            raise ValueError(
+                f"env names must be C identifiers and not start with CAPSTAN_ or AWS_ (got {', '.join(bad_env)})"
+            )
         seqs = self.optimizer.global_batch_sequences
         r = self.resources
         # Every node count an elastic job may run at must split the batch evenly (CEL checks the ends).

@@ -1,13 +1,13 @@
-"""Pieces shared by the Evaluation and Deployment specs: references to other resources and the
-pod resources of a workload."""
+"""Pieces shared by the kinds' specs: references to other resources, the pod resources and
+placement of a workload, and who its pods are (ServiceAccount, storage credentials)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from capstan_api.common import NAME_PATTERN, ApiModel
+from capstan_api.common import NAME_PATTERN, OPTIONAL_NAME_PATTERN, ApiModel
 
 # A quantity as resource.Quantity parses it ("500m", "2", "4Gi", "1.5G", "1e3"), never negative.
 QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -27,14 +27,83 @@ class LocalRef(ApiModel):
     )
 
 
+class Toleration(ApiModel):
+    """A pod toleration (core/v1 Toleration)."""
+
+    key: str = Field(
+        default="",
+        max_length=317,
+        pattern=r"^(([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$",
+        description="key is the taint key; empty with Exists matches every taint.",
+    )
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="operator is Exists or Equal.")
+    value: LabelValue = Field(default="", description="value is the taint value for Equal.")
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        default="", description="effect to match; empty matches all effects."
+    )
+    toleration_seconds: int = Field(
+        default=-1, ge=-1, description="tolerationSeconds bounds a NoExecute toleration; -1 means forever."
+    )
+
+
+AFFINITY_DESCRIPTION = (
+    "affinity is a core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity), passed to the "
+    "pods as it is; the API server checks it when the pods are created."
+)
+TOLERATIONS_DESCRIPTION = (
+    "tolerations of the pods; pods that ask for GPUs also tolerate the nvidia.com/gpu taint "
+    "without saying so."
+)
+
+
 class PodResources(ApiModel):
-    """Requests of each workload pod; limits equal requests for memory and GPUs."""
+    """Requests of each workload pod and where it may run; limits equal requests for memory and
+    GPUs."""
 
     cpu: Quantity = Field(default="1", description="cpu is the CPU request, e.g. 500m or 4.")
     memory: Quantity = Field(default="4Gi", description="memory is the memory request, e.g. 8Gi.")
     gpus: int = Field(default=0, ge=0, le=8, description="gpus is the nvidia.com/gpu count; 0 for CPU.")
     node_selector: dict[str, LabelValue] = Field(
         default_factory=dict, description="nodeSelector constrains pod placement."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=64, description=TOLERATIONS_DESCRIPTION
+    )
+    affinity: dict[str, Any] = Field(default_factory=dict, description=AFFINITY_DESCRIPTION)
+
+
+class StorageAccess(ApiModel):
+    """How the workload pods reach object storage."""
+
+    secret_name: str = Field(
+        default="",
+        max_length=253,
+        pattern=OPTIONAL_NAME_PATTERN,
+        description="secretName is a Secret in this resource's namespace with AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN and AWS_REGION optional) given to the workload "
+        "pods; a pod cannot start while it is missing, and the resource fails naming it. Empty: the "
+        "operator's default Secret name (objectStorage.credentialsSecret), used where this "
+        "namespace has one; with neither, the pods use the default AWS credential chain (IRSA, "
+        "Workload Identity, an instance role) through their ServiceAccount.",
+    )
+
+
+def service_account_field() -> Any:
+    """spec.serviceAccountName, the same on every kind."""
+    return Field(
+        default="",
+        max_length=253,
+        pattern=OPTIONAL_NAME_PATTERN,
+        description="serviceAccountName the workload pods run as, in this resource's namespace (e.g. "
+        "one annotated for IRSA or Workload Identity); empty: the operator's default "
+        "(workload.serviceAccountName), else the namespace's default ServiceAccount.",
+    )
+
+
+def storage_field() -> Any:
+    """spec.storage, the same on every kind."""
+    return Field(
+        default_factory=StorageAccess, description="storage: the object-storage credentials of the pods."
     )
 
 

@@ -17,7 +17,7 @@ import yaml
 
 from capstan_api import exitcodes
 from capstan_api.common import API_VERSION
-from capstan_api.workload import PodResources
+from capstan_api.workload import PodResources, Toleration
 from capstan_operator.config import OperatorConfig
 
 CONFIG_KEY = "resource.yaml"
@@ -29,7 +29,8 @@ MAX_CHILD_NAME = 52
 SECRET_KEYS = (
     ("AWS_ACCESS_KEY_ID", False),
     ("AWS_SECRET_ACCESS_KEY", False),
-    ("AWS_REGION", True),  # optional: moto and most S3 services accept any region
+    ("AWS_SESSION_TOKEN", True),  # optional: only temporary (STS) credentials have one
+    ("AWS_REGION", True),  # optional: most S3 services accept any region
 )
 
 # Label keys (constants, as the style guide asks).
@@ -162,17 +163,40 @@ def workload_env(body: dict, cfg: OperatorConfig, extra: dict[str, str] | None =
     ]
     if cfg.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": cfg.s3_endpoint})
-    if cfg.s3_secret:
+    if cfg.s3_region:
+        env.append({"name": "AWS_REGION", "value": cfg.s3_region})
+    secret, required = storage_secret(body, cfg)
+    if secret:
         env += [
             {
                 "name": key,
-                "valueFrom": {"secretKeyRef": {"name": cfg.s3_secret, "key": key, "optional": optional}},
+                "valueFrom": {
+                    "secretKeyRef": {"name": secret, "key": key, "optional": optional or not required}
+                },
             }
             for key, optional in SECRET_KEYS
+            if not (key == "AWS_REGION" and cfg.s3_region)
         ]
     env += [{"name": k, "value": v} for k, v in sorted(cfg.extra_env.items())]
     env += [{"name": k, "value": v} for k, v in (extra or {}).items()]
     return env
+
+
+def storage_secret(body: dict, cfg: OperatorConfig) -> tuple[str, bool]:
+    """(Secret name, required) of the object-storage credentials of `body`'s pods, in its own
+    namespace (never copied there by the operator): the resource's spec.storage.secretName, which
+    must exist (a pod cannot start without it, and the resource fails naming it), else the
+    operator's default name, used where the namespace has it (elsewhere the pods fall back to
+    the default AWS chain: IRSA, Workload Identity, an instance role). ("", False): none."""
+    own = ((body.get("spec") or {}).get("storage") or {}).get("secretName") or ""
+    return (own, True) if own else (cfg.s3_secret, False)
+
+
+def pod_identity(body: dict, cfg: OperatorConfig) -> dict[str, Any]:
+    """The pod's serviceAccountName: the resource's own, else the operator's default for
+    workloads; {} leaves the namespace's default ServiceAccount."""
+    name = (body.get("spec") or {}).get("serviceAccountName") or cfg.workload_service_account
+    return {"serviceAccountName": name} if name else {}
 
 
 def pod_labels(body: dict, component: str) -> dict[str, str]:
@@ -265,6 +289,7 @@ def _job(
                 "spec": restricted(
                     {
                         "restartPolicy": "Never",
+                        **pod_identity(body, cfg),
                         "containers": [container],
                         "volumes": [config_volume(config_map)] if config_map else [],
                         **(pod_extra or {}),
@@ -278,6 +303,21 @@ def _job(
 
 SCRATCH_VOLUME = "tmp"
 SCRATCH_DIR = "/tmp"
+
+
+def with_default_placement(pod: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
+    """`pod` with the operator's workload placement defaults (the chart's workload.nodeSelector,
+    tolerations, affinity): a node selector and affinity where the resource set none, the
+    default tolerations beside the resource's."""
+    d = cfg.workload_placement
+    out = dict(pod)
+    for key in ("nodeSelector", "affinity"):
+        if d.get(key) and not out.get(key):
+            out[key] = copy.deepcopy(d[key])
+    extra = [t for t in d.get("tolerations") or [] if t not in (out.get("tolerations") or [])]
+    if extra:
+        out["tolerations"] = [*(out.get("tolerations") or []), *copy.deepcopy(extra)]
+    return out
 
 
 def restricted(pod: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
@@ -298,7 +338,7 @@ def restricted(pod: dict[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
         return {**c, "securityContext": container_sc, "volumeMounts": [*mounts, mount]}
 
     return {
-        **pod,
+        **with_default_placement(pod, cfg),
         "securityContext": {
             "runAsNonRoot": uid != 0,
             "runAsUser": uid,
@@ -327,11 +367,42 @@ def container_resources(res: PodResources) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+def toleration(t: Toleration) -> dict[str, Any]:
+    """A core/v1 Toleration from the API's (empty fields left out)."""
+    out: dict[str, Any] = {"operator": t.operator}
+    if t.key:
+        out["key"] = t.key
+    if t.value and t.operator == "Equal":
+        out["value"] = t.value
+    if t.effect:
+        out["effect"] = t.effect
+    if t.toleration_seconds >= 0:
+        out["tolerationSeconds"] = t.toleration_seconds
+    return out
+
+
+GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+"""GPU_TOLERATION: GPU node pools are tainted nvidia.com/gpu (GKE does it, EKS and the GPU
+Operator's guides recommend it) so that pods without GPUs stay off them."""
+
+
+def tolerations(given: list[Toleration], gpus: int) -> list[dict[str, Any]]:
+    """The user's tolerations, and the GPU taint's when the pod asks for GPUs and none names it."""
+    out = [toleration(t) for t in given]
+    if gpus and not any(t.get("key") in (GPU, None) for t in out):
+        out.append(dict(GPU_TOLERATION))
+    return out
+
+
 def placement(res: PodResources) -> dict[str, Any]:
-    """Pod spec fields that place the pod: the node selector, and the GPU taint toleration."""
+    """Pod spec fields that place the pod: node selector, tolerations (with the GPU taint's for
+    a pod with GPUs), affinity."""
     out: dict[str, Any] = {}
     if res.node_selector:
         out["nodeSelector"] = dict(res.node_selector)
-    if res.gpus:
-        out["tolerations"] = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+    tols = tolerations(res.tolerations, res.gpus)
+    if tols:
+        out["tolerations"] = tols
+    if res.affinity:
+        out["affinity"] = copy.deepcopy(res.affinity)
     return out

@@ -3,8 +3,11 @@ from its values). Builders take it as a plain argument; nothing reads the enviro
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+
+from capstan_api.network import listen_address
 
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -47,7 +50,18 @@ class OperatorConfig:
     """s3_endpoint is the object-storage endpoint URL given to workloads; empty means AWS."""
     s3_secret: str = ""
     """s3_secret names a Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional
-    AWS_REGION) that workloads read credentials from; empty means none."""
+    AWS_SESSION_TOKEN and AWS_REGION) looked up in each resource's own namespace, never copied:
+    workloads of a namespace that has it use it, others the default AWS chain; a resource's
+    spec.storage.secretName overrides it. Empty means none."""
+    s3_region: str = ""
+    """s3_region is AWS_REGION for workloads (and the operator); empty: the Secret's, if any."""
+    workload_placement: dict = field(default_factory=dict)
+    """workload_placement holds defaults for every workload pod (JSON in CAPSTAN_WORKLOAD_PLACEMENT):
+    nodeSelector and affinity where a resource sets none, tolerations added to the resource's."""
+    workload_service_account: str = ""
+    """workload_service_account is the ServiceAccount workload pods run as, in their own
+    namespace, unless a resource names one (spec.serviceAccountName); empty: the namespace's
+    default."""
     artifact_uri: str = ""
     """artifact_uri is where TrainingRuns without spec.checkpoint.uri keep their checkpoints:
     <artifact_uri>/<namespace>/<name>/checkpoints. Empty: such runs fail with a clear condition."""
@@ -66,7 +80,9 @@ class OperatorConfig:
     lease_namespace: str = "default"
     """lease_namespace holds the leader-election Lease: the operator's own namespace in a pod."""
     bind_address: str = "0.0.0.0"
-    """bind_address for the liveness and metrics endpoints (the chart passes the pod IP)."""
+    """bind_address for the liveness and metrics endpoints: CAPSTAN_BIND_ADDRESS, else 0.0.0.0
+    (so `kubectl port-forward` works), else the pod IP (POD_IP, which the chart passes) when it
+    is a loopback address, as on the local cluster (see capstan_api.network)."""
     liveness_port: int = 8080
     metrics_port: int = 9090
     gang_backoff_seconds: int = 10
@@ -94,6 +110,9 @@ class OperatorConfig:
             run_as_user=int(e.get("CAPSTAN_WORKLOAD_RUN_AS_USER", str(cls.run_as_user))),
             s3_endpoint=e.get("CAPSTAN_S3_ENDPOINT", ""),
             s3_secret=e.get("CAPSTAN_S3_SECRET", ""),
+            workload_service_account=e.get("CAPSTAN_WORKLOAD_SERVICE_ACCOUNT", ""),
+            s3_region=e.get("CAPSTAN_S3_REGION", ""),
+            workload_placement=json.loads(e.get("CAPSTAN_WORKLOAD_PLACEMENT") or "{}"),
             artifact_uri=e.get("CAPSTAN_ARTIFACT_URI", ""),
             allowed_licences=words("CAPSTAN_ALLOWED_LICENCES", DEFAULT_LICENCES),
             allowed_uri_schemes=words("CAPSTAN_ALLOWED_URI_SCHEMES", DEFAULT_URI_SCHEMES),
@@ -101,7 +120,7 @@ class OperatorConfig:
             log_level=e.get("CAPSTAN_LOG_LEVEL", "INFO").upper(),
             leader_election=e.get("CAPSTAN_LEADER_ELECTION", "false").lower() in ("1", "true", "yes"),
             lease_namespace=e.get("CAPSTAN_LEASE_NAMESPACE") or _own_namespace() or "default",
-            bind_address=e.get("CAPSTAN_BIND_ADDRESS", "0.0.0.0"),
+            bind_address=e.get("CAPSTAN_BIND_ADDRESS") or listen_address(e.get("POD_IP")),
             liveness_port=int(e.get("CAPSTAN_LIVENESS_PORT", "8080")),
             metrics_port=int(e.get("CAPSTAN_METRICS_PORT", "9090")),
             gang_backoff_seconds=int(e.get("CAPSTAN_GANG_BACKOFF_SECONDS", "10")),

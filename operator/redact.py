@@ -15,6 +15,11 @@ _PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"(://[^/\s:@]+:)[^@\s/]+(@)"),  # user:password@host in a URL
     re.compile(r"()\b(?:AKIA|ASIA)[0-9A-Z]{16}\b()"),  # an AWS access key id on its own
+    # An STS session token on its own (base64 of a protobuf that starts the same way every time).
+    re.compile(r"()\b(?:IQoJb3JpZ2lu|FwoGZXIvYXdz)[A-Za-z0-9/+=]{16,}()"),
+    re.compile(r"(?i)((?:x-amz-signature|signature|sig)=)[^\s&\"']+"),  # a presigned URL's signature
+    # Tokens with a well-known prefix: Google OAuth, Hugging Face, GitHub.
+    re.compile(r"()\b(?:ya29\.[A-Za-z0-9._-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{30,})()"),
 )
 
 

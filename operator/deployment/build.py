@@ -153,6 +153,7 @@ def deployment(
         "containers": [container],
         # SIGTERM drains in-flight requests (the server's own drain is 30 s).
         "terminationGracePeriodSeconds": 45,
+        **children.pod_identity(body, cfg),
         **children.placement(spec.resources),
     }
     if is_vllm:

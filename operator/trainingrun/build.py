@@ -6,6 +6,8 @@ concatenation; the pod around it is built here. Pure functions: no I/O."""
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any
 
 from torchx import specs
@@ -43,10 +45,28 @@ preempted) is replaced by the Job controller without counting a failure, while t
 re-rendezvous at the smaller world size; the replacement joins them when it starts."""
 DISRUPTION_RULE = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
 """DISRUPTION_RULE: an evicted or preempted pod of an elastic gang is replaced without counting."""
+DISRUPTED_RULE = {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+"""DISRUPTED_RULE: in a fixed-size gang an evicted or preempted pod (spot reclaim, a drained
+node) fails the Job with reason PodFailurePolicy, even when it was killed before its checkpoint
+was written: the operator recreates the gang without counting a restart."""
+INVALID_RULE = {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [exitcodes.INVALID_CONFIG]}}
+"""INVALID_RULE: the spec or the data is wrong (the validate init container exits 3): no pod
+will do better, so the Job fails at once, elastic or not."""
 
 
-OPERATOR_FIELDS = ("failurePolicy", "suspend", "scheduling.gangTimeoutSeconds")
-"""OPERATOR_FIELDS only the operator acts on: editing them changes nothing the trainers do."""
+OPERATOR_FIELDS = (
+    "failurePolicy",
+    "suspend",
+    "scheduling.gangTimeoutSeconds",
+    "serviceAccountName",
+    "storage",
+    "terminationGracePeriodSeconds",
+)
+"""OPERATOR_FIELDS only the operator acts on, or that change nothing the trainers compute:
+editing them does not recreate a running gang (the next gang has them)."""
+CHECKPOINT_BYTES_PER_PARAM = 12  # fp32 weights and two Adam moments
+CHECKPOINT_WRITE_BYTES_PER_S = 200_000_000  # per node, to object storage: a cautious figure
+GRACE_BASE_S = 60
 
 
 def spec_hash(body: dict) -> str:
@@ -75,16 +95,32 @@ def rendezvous_host(name: str, namespace: str) -> str:
     return f"{job_name(name)}-0.{service_name(name)}.{namespace}.svc"
 
 
+def grace_seconds(spec: TrainingRunSpec) -> int:
+    """terminationGracePeriodSeconds of a trainer pod: the spec's, else time to write the
+    checkpoint that SIGTERM asks for (see the field's description)."""
+    if spec.termination_grace_period_seconds:
+        return spec.termination_grace_period_seconds
+    per_node = spec.model.approx_params() * CHECKPOINT_BYTES_PER_PARAM / spec.resources.min_nodes
+    return GRACE_BASE_S + math.ceil(per_node / CHECKPOINT_WRITE_BYTES_PER_S)
+
+
+def torchrun_restarts(spec: TrainingRunSpec) -> int:
+    """torchrun's --max-restarts: 0 in a fixed-size gang, where a crashed worker fails its pod
+    and the operator's gang restart is the one that counts (failurePolicy.maxRestarts); in an
+    elastic gang the restarts that re-form the group when a peer leaves."""
+    return spec.failure_policy.max_restarts if elastic(spec) else 0
+
+
 def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: OperatorConfig) -> specs.Role:
     """The torchrun role with macros substituted for pod `$(JOB_COMPLETION_INDEX)` of the gang.
 
     `python -m capstan_trainer.train.launch ARGS` runs `python -m torch.distributed.run ARGS`
     (torchrun, no console script needed) and exits 4 when the workers stopped after a checkpoint,
     which torchrun itself reports as 1."""
-    r, fp = spec.resources, spec.failure_policy
+    r = spec.resources
     role = specs.Role(
         name=CONTAINER,
-        image=cfg.workload_image,
+        image=spec.image or cfg.workload_image,
         entrypoint="python",
         args=[
             "-m",
@@ -94,7 +130,7 @@ def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: Operator
             "--rdzv-backend=c10d",
             f"--rdzv-endpoint={rendezvous_host(name, namespace)}:{RDZV_PORT}",
             f"--rdzv-id={macros.app_id}",
-            f"--max-restarts={fp.max_restarts}",
+            f"--max-restarts={torchrun_restarts(spec)}",
             "-m",
             "capstan_trainer.train",
             "-f",
@@ -112,7 +148,7 @@ def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: Operator
         port_map={"c10d": RDZV_PORT},
         num_replicas=r.max_nodes,
         min_replicas=r.min_nodes,
-        max_retries=fp.max_restarts,
+        max_retries=torchrun_restarts(spec),
     )
     values = macros.Values(
         img_root="", app_id=job_name(name), replica_id="$(JOB_COMPLETION_INDEX)", rank0_env=""
@@ -120,17 +156,21 @@ def trainer_role(name: str, namespace: str, spec: TrainingRunSpec, cfg: Operator
     return values.apply(role)
 
 
-def _toleration(t) -> dict[str, Any]:
-    out: dict[str, Any] = {"operator": t.operator}
-    if t.key:
-        out["key"] = t.key
-    if t.value and t.operator == "Equal":
-        out["value"] = t.value
-    if t.effect:
-        out["effect"] = t.effect
-    if t.toleration_seconds >= 0:
-        out["tolerationSeconds"] = t.toleration_seconds
-    return out
+OVERCOMMITTED = ("cpu", "memory", "ephemeral-storage")
+"""OVERCOMMITTED resources may be requested without a limit; any other (GPUs, EFA, RDMA,
+hugepages) must have its limit set, equal to its request."""
+
+
+def trainer_resources(spec: TrainingRunSpec) -> dict[str, Any]:
+    """requests and limits of the trainer container: extended resources asked for in requests
+    are limits too, GPUs both; resources.limits on top."""
+    r = spec.resources
+    requests = dict(r.requests)
+    limits = {k: v for k, v in requests.items() if k not in OVERCOMMITTED}
+    if r.gpus_per_node:
+        requests[children.GPU] = limits[children.GPU] = str(r.gpus_per_node)
+    limits.update(r.limits)
+    return {"limits": limits, "requests": requests}
 
 
 def trainer_container(role: specs.Role, env: list[dict], spec: TrainingRunSpec, cfg: OperatorConfig) -> dict:
@@ -139,11 +179,6 @@ def trainer_container(role: specs.Role, env: list[dict], spec: TrainingRunSpec, 
     Built from the role directly rather than through torchx's `role_to_pod`: that helper also
     writes a securityContext, a nodeSelector and cpu/memory figures of its own that this pod
     sets from the spec, so its output had to be partly undone."""
-    gpus = role.resource.gpu
-    requests = dict(spec.resources.requests)
-    limits: dict[str, str] = {}
-    if gpus:
-        requests[children.GPU] = limits[children.GPU] = str(gpus)
     return {
         "name": CONTAINER,
         "image": role.image,
@@ -151,7 +186,7 @@ def trainer_container(role: specs.Role, env: list[dict], spec: TrainingRunSpec, 
         "command": [role.entrypoint, *role.args],
         "env": env,
         "ports": [{"containerPort": port, "name": name} for name, port in role.port_map.items()],
-        "resources": {"limits": limits, "requests": requests},
+        "resources": trainer_resources(spec),
         # Data loader workers and NCCL share tensors through /dev/shm; the default 64 MB is too small.
         "volumeMounts": [{"mountPath": "/dev/shm", "name": SHM_VOLUME}, children.config_mount()],
     }
@@ -162,11 +197,14 @@ def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str
     role = trainer_role(name, body["metadata"]["namespace"], spec, cfg)
     # The trainers record it in progress.json: a run "already finished" is one this spec finished.
     env = children.workload_env(body, cfg, {**role.env, files.SPEC_HASH_ENV: spec_hash(body)})
+    # The user's first: a name the operator sets is refused by the API, and would lose here anyway.
+    ours = {e["name"] for e in env}
+    env = [{"name": k, "value": v} for k, v in sorted(spec.env.items()) if k not in ours] + env
     # Checks the spec, the data and the storage before torchrun starts: a bad spec exits 3 here
     # (torchrun would turn a worker's 3 into its own 1 and spend restarts on it).
     validate = {
         "name": VALIDATE_CONTAINER,
-        "image": cfg.workload_image,
+        "image": role.image,
         "imagePullPolicy": cfg.image_pull_policy,
         "command": ["python", "-m", "capstan_trainer.train", "--validate-only", "-f", children.CONFIG_PATH],
         "env": env,
@@ -174,19 +212,28 @@ def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str
     }
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
+        **children.pod_identity(body, cfg),
+        "terminationGracePeriodSeconds": grace_seconds(spec),
         "initContainers": [validate],
         "containers": [trainer_container(role, env, spec, cfg)],
         "subdomain": service_name(name),
         "volumes": [
-            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}},
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}},
             children.config_volume(job_name(name)),
         ],
     }
     r = spec.resources
     if r.node_selector:
         pod["nodeSelector"] = dict(r.node_selector)
-    if r.tolerations:
-        pod["tolerations"] = [_toleration(t) for t in r.tolerations]
+    tolerations = children.tolerations(r.tolerations, r.gpus_per_node)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if r.affinity:
+        pod["affinity"] = copy.deepcopy(r.affinity)
+    if spec.host_network:
+        # Pod 0's DNS name (the rendezvous endpoint) then resolves to its node's address.
+        pod["hostNetwork"] = True
+        pod["dnsPolicy"] = "ClusterFirstWithHostNet"
     if r.priority_class_name:
         pod["priorityClassName"] = r.priority_class_name
     if spec.scheduling.scheduler == "volcano":
@@ -210,6 +257,14 @@ def service(body: dict) -> dict[str, Any]:
     }
 
 
+def restarts_left(body: dict, spec: TrainingRunSpec) -> int:
+    """What is left of failurePolicy.maxRestarts after status.restarts: an elastic Job's
+    backoffLimit, so that the pods it replaces and the gangs the operator recreates share one
+    budget."""
+    used = int((body.get("status") or {}).get("restarts") or 0)
+    return max(0, spec.failure_policy.max_restarts - used)
+
+
 def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any]:
     name = body["metadata"]["name"]
     nodes = spec.resources.max_nodes
@@ -224,13 +279,16 @@ def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any
         # A lost or crashed pod is replaced by the Job controller (up to maxRestarts) while the
         # others train on; the operator recreates the gang only once the Job has failed.
         failures: dict[str, Any] = {
-            "backoffLimit": spec.failure_policy.max_restarts,
-            "podFailurePolicy": {"rules": [ELASTIC_STOPPED_RULE, DISRUPTION_RULE]},
+            "backoffLimit": restarts_left(body, spec),
+            "podFailurePolicy": {"rules": [INVALID_RULE, ELASTIC_STOPPED_RULE, DISRUPTION_RULE]},
         }
     else:
         # A lost pod fails the whole Job at once; the operator recreates the gang (torchrun
         # handles worker crashes inside a pod on its own).
-        failures = {"backoffLimit": 0, "podFailurePolicy": {"rules": [STOPPED_RULE]}}
+        failures = {
+            "backoffLimit": 0,
+            "podFailurePolicy": {"rules": [INVALID_RULE, STOPPED_RULE, DISRUPTED_RULE]},
+        }
     children.stamped({"metadata": meta}, spec_hash(body))
     return {
         "apiVersion": "batch/v1",

@@ -4,7 +4,7 @@ finished -> stop; resolve dependencies (Waiting / fail with theirs); suspend -> 
 a gang being torn down -> wait; a gang made from another spec (or a failed run, edited) -> delete
 it, to continue from the newest checkpoint; Job complete -> Succeeded; permanent error (exit 3) -> Failed;
 a lost pod or failed Job -> recreate the gang (restarts += 1, up to failurePolicy.maxRestarts;
-not counted when the pods stopped after checkpointing, exit 4);
+not counted when the pods stopped after checkpointing, exit 4, or were evicted);
 not all pods Running within gangTimeoutSeconds -> tear down, back off, retry;
 all Running -> progress from progress.json; nothing there -> create the children.
 """
@@ -276,8 +276,13 @@ def _failures(draft: StatusDraft, gang: Gang) -> Outcome | None:
             "Normal", "GangRecreated", f"pods stopped after checkpointing, not counted as a restart: {why}"
         )
     else:
-        draft.set(restarts=restarts + 1)
-        draft.event("Warning", "GangRestart", f"restart {restarts + 1}: {why}")
+        # One budget: the pods an elastic Job replaced after crashes count too (its backoffLimit
+        # was what was left of it).
+        spent = (
+            max(1, int((gang.job.get("status") or {}).get("failed") or 0)) if build.elastic(gang.spec) else 1
+        )
+        draft.set(restarts=restarts + spent)
+        draft.event("Warning", "GangRestart", f"restart {restarts + spent}: {why}")
     draft.condition(st.GANG_SCHEDULED, "Unknown", "Restarting", first_line)
     return draft.phase(Phase.SCHEDULING, f"recreating the gang after: {first_line}").outcome(SHORT_POLL)
 
@@ -302,13 +307,23 @@ def _stopping(pod: dict) -> bool:
     return not ended and seconds_since(pod["metadata"]["deletionTimestamp"]) < STOP_SLACK_S
 
 
+def _disrupted(pod: dict) -> bool:
+    """Evicted or preempted (condition DisruptionTarget): not the trainer's failure."""
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "DisruptionTarget" and c["status"] == "True" for c in conds)
+
+
 def _stopped_after_checkpoint(failed: list[dict], lost: list[dict], job_failed: dict | None) -> bool:
-    """Every pod seen failed or lost exited STOPPED, and one did, or the Job itself failed by its
-    STOPPED rule (build.STOPPED_RULE): its pods may be gone before a reconcile lists them."""
+    """Every pod seen failed or lost exited STOPPED or was disrupted (evicted, preempted), and
+    one was, or the Job itself failed by a pod failure policy rule (build.STOPPED_RULE,
+    build.DISRUPTED_RULE): its pods may be gone before a reconcile lists them."""
     ended = {p["metadata"]["name"]: p for p in failed + lost}.values()
-    codes = [[t.get("exitCode") for _, t in terminated_containers(p)] for p in ended]
+    free = [
+        _disrupted(p) or [t.get("exitCode") for _, t in terminated_containers(p)] == [exitcodes.STOPPED]
+        for p in ended
+    ]
     by_rule = (job_failed or {}).get("reason") == "PodFailurePolicy"
-    return all(c == [exitcodes.STOPPED] for c in codes) and (bool(codes) or by_rule)
+    return all(free) and (bool(free) or by_rule)
 
 
 def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome | None:
@@ -333,7 +348,11 @@ def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome 
     stuck = blocked(gang.namespace, gang.job_name, gang.pods)
     if stuck:  # named in status, and given the gang timeout to be fixed (e.g. an image pushed)
         draft.condition(st.GANG_SCHEDULED, "False", stuck[0], stuck[1])
-        return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(WAIT_POLL) if age <= limit else None
+        if age <= limit:
+            return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(WAIT_POLL)
+        # Retrying would pull the same image or miss the same Secret: fail, and free the nodes.
+        kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
+        return _fail(draft, stuck[0], f"pods did not start within gangTimeoutSeconds ({limit} s): {stuck[1]}")
     if spec.scheduling.scheduler == "native" and age > limit:
         kube.delete("batch/v1", "Job", gang.namespace, gang.job_name, propagation="Foreground")
         msg = f"not all pods running within {limit} s ({summary}); retrying in {cfg.gang_backoff_seconds} s"

@@ -62,7 +62,13 @@ def test_default_values_render_a_cluster_wide_standalone_operator():
     env = env_of(dep)
     assert env["CAPSTAN_NAMESPACES"] == "" and env["CAPSTAN_LEADER_ELECTION"] == "false"
     assert env["CAPSTAN_LOG_LEVEL"] == "INFO" and env["CAPSTAN_WORKLOAD_IMAGE"] == "capstan/trainer:0.1.0"
-    assert env["CAPSTAN_BIND_ADDRESS"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # 0.0.0.0 in a pod of its own (port-forward works), the pod IP where it is loopback (local)
+    assert "CAPSTAN_BIND_ADDRESS" not in env and env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["CAPSTAN_ARTIFACT_URI"] == "" and env["CAPSTAN_WORKLOAD_SERVICE_ACCOUNT"] == ""
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "PodDisruptionBudget" not in kinds and "PodMonitor" not in kinds
     assert "AWS_ACCESS_KEY_ID" not in env and "AWS_ENDPOINT_URL" not in env
     assert "CC0-1.0" in env["CAPSTAN_ALLOWED_LICENCES"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
@@ -182,6 +188,61 @@ def test_non_default_values_render_namespaced_peering_operators():
     assert cluster_resources == {"customresourcedefinitions", "namespaces"}
 
 
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_production_values_render_images_identity_placement_pdb_and_podmonitor():
+    objs = render(
+        "image.repository=registry.example/capstan/operator",
+        f"image.digest={DIGEST}",
+        "imagePullSecrets[0].name=regcred",
+        "workload.image.repository=registry.example/capstan/trainer",
+        "workload.image.tag=v2",
+        f"workload.vllmImage.digest={DIGEST}",
+        "workload.serviceAccountName=capstan-workload",
+        "workload.nodeSelector.pool=ml",
+        "workload.tolerations[0].key=dedicated",
+        "workload.tolerations[0].operator=Exists",
+        "artifactUri=s3://team-bucket/capstan",
+        "objectStorage.region=eu-west-1",
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/capstan",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        "replicas=2",
+        "leaderElection=true",
+        "metrics.podMonitor.enabled=true",
+    )
+    dep = objs[("Deployment", "capstan-system", "capstan")]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"registry.example/capstan/operator:0.1.0@{DIGEST}"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["affinity"]["nodeAffinity"]
+    env = env_of(dep)
+    assert env["CAPSTAN_WORKLOAD_IMAGE"] == "registry.example/capstan/trainer:v2"
+    assert env["CAPSTAN_VLLM_IMAGE"] == f"vllm/vllm-openai:v0.11.0@{DIGEST}"
+    assert env["CAPSTAN_WORKLOAD_SERVICE_ACCOUNT"] == "capstan-workload"
+    assert yaml.safe_load(env["CAPSTAN_WORKLOAD_PLACEMENT"]) == {
+        "nodeSelector": {"pool": "ml"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        "affinity": {},
+    }
+    assert env["CAPSTAN_ARTIFACT_URI"] == "s3://team-bucket/capstan"
+    assert env["AWS_REGION"] == env["CAPSTAN_S3_REGION"] == "eu-west-1"
+    sa = objs[("ServiceAccount", "capstan-system", "capstan")]
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/capstan"}
+    pdb = objs[("PodDisruptionBudget", "capstan-system", "capstan")]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    # The PodMonitor needs the Prometheus Operator's CRD: absent here, so not rendered.
+    assert not any(k == "PodMonitor" for k, _, _ in objs)
+    args = ["template", "capstan", str(CHART), "--set", "metrics.podMonitor.enabled=true"]
+    out = helm(*args, "--api-versions", "monitoring.coreos.com/v1").stdout
+    [monitor] = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PodMonitor"]
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+
+
 def test_schema_rejects_bad_values_naming_the_key():
     args = ["template", "capstan", str(CHART), "--set"]
     r = helm(*args, "logLevel=LOUD", check=False)
@@ -190,6 +251,10 @@ def test_schema_rejects_bad_values_naming_the_key():
     assert r.returncode != 0 and "metrics/port" in r.stderr
     r = helm(*args, "watchNamespaces={Not_A_Namespace}", check=False)
     assert r.returncode != 0 and "watchNamespaces" in r.stderr
+    r = helm(*args, "image.digest=latest", check=False)
+    assert r.returncode != 0 and "image/digest" in r.stderr
+    r = helm(*args, "artifactUri=/no/scheme", check=False)
+    assert r.returncode != 0 and "artifactUri" in r.stderr
 
 
 DATASET = textwrap.dedent("""\
@@ -273,3 +338,63 @@ def test_install_upgrade_uninstall(cluster, namespace):
     crds = cluster.kubectl("get", "crd", "-o", "name").stdout
     assert "customresourcedefinition.apiextensions.k8s.io/datasets.capstan.dev" in crds
     assert cluster.get("dataset", "via-helm", namespace)["status"]["phase"] == "Failed"
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("example", sorted(p.name for p in (CHART / "examples").glob("values-*.yaml")))
+def test_example_values_render_and_the_api_server_accepts_them(cluster, namespace, example):
+    """docs/install.md's values files: helm template, then a server-side dry run (the API
+    server's own validation and defaulting of every object, nothing created)."""
+    args = ["template", "capstan", str(CHART), "-n", namespace, "-f", str(CHART / "examples" / example)]
+    rendered = helm(*args).stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
+    assert {"Deployment", "ServiceAccount"} <= kinds, kinds
+    r = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered, check=False)
+    assert r.returncode == 0, f"{example} refused by the API server:\n{r.stderr}"
+    assert "deployment.apps/capstan created (server dry run)" in r.stdout
+    assert cluster.get("deployment.apps", "capstan", namespace) is None  # nothing was created
+
+
+def without_storage_field(crd_text: str) -> str:
+    """The TrainingRun CRD as a release before spec.storage had it."""
+    crd = yaml.safe_load(crd_text)
+    for version in crd["spec"]["versions"]:
+        version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"].pop("storage")
+    return yaml.safe_dump(crd)
+
+
+@pytest.mark.cluster
+def test_a_crd_upgrade_applied_server_side_before_helm_upgrade_makes_the_new_field_usable(
+    cluster, capstan_crds, namespace
+):
+    crd_file = CHART / "crds" / "trainingruns.capstan.dev.yaml"
+    crd = "crd/trainingruns.capstan.dev"
+    env = cluster.env
+    # An older release: its CRD has no spec.storage, and the API server prunes the field.
+    cluster.kubectl("apply", "-f", "-", input=without_storage_field(crd_file.read_text()))
+    release = ["capstan", str(CHART), "-n", namespace, "--set", f"watchNamespaces={{{namespace}}}"]
+    release += ["--set", "replicas=0"]  # the CRDs are what is tested; no operator pod is needed
+    helm("install", *release, env=env)
+    run = yaml.safe_load((REPO / "manifests" / "examples" / "trainingrun.yaml").read_text())
+    run["metadata"] = {"name": "upgraded", "namespace": namespace}
+    run["spec"]["suspend"] = True
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(run))  # made under the old CRD
+    run["spec"]["storage"] = {"secretName": "team-s3"}
+
+    def stored_storage():
+        r = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(run), check=False)
+        if r.returncode != 0:
+            return None
+        return (cluster.get("trainingrun", "upgraded", namespace) or {})["spec"].get("storage")
+
+    r = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(run), check=False)
+    assert r.returncode != 0 and 'unknown field "spec.storage"' in r.stderr, r.stderr
+
+    # The documented path: CRDs server-side first, then helm upgrade.
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", crd, timeout=90)
+    helm("upgrade", *release, "--set", "logLevel=DEBUG", env=env)
+    # The API server serves the new schema a moment after the update.
+    stored = cluster.wait_for("spec.storage to be kept after the CRD upgrade", stored_storage, timeout=30)
+    assert stored == {"secretName": "team-s3"}
+    helm("uninstall", "capstan", "-n", namespace, env=env)

@@ -25,6 +25,7 @@ import time
 import torch
 from aiohttp import web
 
+from capstan_api.network import listen_address
 from capstan_trainer import model_load
 from capstan_trainer.generation.engine import Engine
 from capstan_trainer.generation.sampling import SamplingParams
@@ -39,7 +40,7 @@ DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "f
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="capstan_trainer.serve", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="checkpoint or HF export URI")
-    p.add_argument("--host", default=os.environ.get("POD_IP") or "0.0.0.0")
+    p.add_argument("--host", default=listen_address(os.environ.get("POD_IP")))
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", default="", help="model id in the API; default: last URI part")
     p.add_argument("--tokenizer", default="", help="tokenizer.json URI overriding the model's")

@@ -48,9 +48,12 @@ app.kubernetes.io/component: operator
   verbs: ["update"]
 # Children, applied server-side: a PATCH, which the API server authorizes as create too when
 # the object does not exist yet. ConfigMaps and Services are read before a rollout, never
-# listed or deleted (owner references clean them up).
+# listed (owner references clean them up); a Dataset's ConfigMap of an old revision is deleted.
 - apiGroups: [""]
-  resources: ["configmaps", "services"]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
   verbs: ["get", "create", "patch"]
 # Jobs and Deployments are watched (kopf) and torn down by the reconcilers.
 - apiGroups: ["batch"]
@@ -78,4 +81,16 @@ app.kubernetes.io/component: operator
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch", "list"]
+{{- end -}}
+
+{{/* An image reference from {repository, tag, digest} (or a "repo:tag" string) and a default
+tag: repository[:tag][@digest]. */}}
+{{- define "capstan.image" -}}
+{{- $img := .image -}}
+{{- if kindIs "string" $img -}}
+{{- $img -}}
+{{- else -}}
+{{- $tag := $img.tag | default .defaultTag -}}
+{{- $img.repository -}}{{- with $tag }}:{{ . }}{{ end -}}{{- with $img.digest }}@{{ . }}{{ end -}}
+{{- end -}}
 {{- end -}}

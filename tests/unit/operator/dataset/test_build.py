@@ -124,8 +124,9 @@ def test_stage_job_runs_prepare_with_storage_and_policy_env():
     ]
     env = {e["name"]: e for e in c["env"]}
     assert env["AWS_ENDPOINT_URL"] == {"name": "AWS_ENDPOINT_URL", "value": "http://minio:9000"}
+    # the operator's default Secret name: used where the namespace has it, else the default chain
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {
-        "secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID", "optional": False}
+        "secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID", "optional": True}
     }
     assert env["AWS_REGION"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert env["CAPSTAN_ALLOWED_LICENCES"]["value"] == "CC0-1.0,MIT"

@@ -63,10 +63,16 @@ def test_indexed_job_one_pod_per_node_running_torchrun():
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
     assert spec["backoffLimit"] == 0
-    [rule] = spec["podFailurePolicy"]["rules"]  # exit 4 (stopped) fails the Job, saying so
-    assert rule == {
+    invalid, stopped, disrupted = spec["podFailurePolicy"]["rules"]
+    assert invalid == {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}
+    # exit 4 (stopped after checkpointing) and an eviction fail the Job, saying so (not counted)
+    assert stopped == {
         "action": "FailJob",
         "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [4]},
+    }
+    assert disrupted == {
+        "action": "FailJob",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
     }
     assert spec["suspend"] is False
     pod = spec["template"]["spec"]
@@ -76,7 +82,7 @@ def test_indexed_job_one_pod_per_node_running_torchrun():
     assert c["command"] == [
         "python", "-m", "capstan_trainer.train.launch",
         "--nnodes=2:2", "--nproc-per-node=2", "--rdzv-backend=c10d",
-        "--rdzv-endpoint=llm-train-0.llm-train.team-a.svc:29400", "--rdzv-id=llm-train", "--max-restarts=3",
+        "--rdzv-endpoint=llm-train-0.llm-train.team-a.svc:29400", "--rdzv-id=llm-train", "--max-restarts=0",
         "-m", "capstan_trainer.train", "-f", "/etc/capstan/resource.yaml",
     ]  # fmt: skip
     assert c["image"] == "img:1"
@@ -85,7 +91,7 @@ def test_indexed_job_one_pod_per_node_running_torchrun():
     assert env["CAPSTAN_NODE_RANK"]["value"] == "$(JOB_COMPLETION_INDEX)"
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://s3:9000"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "creds"
-    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
     assert {"mountPath": "/dev/shm", "name": "dshm"} in c["volumeMounts"]
     assert {"name": "capstan-resource", "configMap": {"name": "llm-train"}} in pod["volumes"]
     (init,) = pod["initContainers"]
@@ -119,7 +125,8 @@ def test_gpus_requests_and_placement():
     assert pod["nodeSelector"] == {"gpu": "h100"}
     assert pod["tolerations"] == [{"operator": "Exists", "key": "nvidia.com/gpu", "effect": "NoSchedule"}]
     assert pod["priorityClassName"] == "training"
-    assert "--max-restarts=5" in c["command"]
+    # one budget: a crashed worker fails the pod and the operator's gang restart counts it
+    assert "--max-restarts=0" in c["command"]
 
 
 def test_kueue_job_is_suspended_with_the_queue_label():
@@ -151,7 +158,8 @@ def test_an_elastic_job_has_lost_pods_replaced_instead_of_failing():
     )
     spec = kids["Job"]["spec"]
     assert (spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (2, 2, 5)
-    stopped, disrupted = spec["podFailurePolicy"]["rules"]
+    invalid, stopped, disrupted = spec["podFailurePolicy"]["rules"]
+    assert invalid["action"] == "FailJob" and invalid["onExitCodes"]["values"] == [3]
     # a pod that checkpointed on SIGTERM (deleted, preempted) is replaced without counting
     assert stopped == {
         "action": "Ignore",
@@ -163,3 +171,89 @@ def test_an_elastic_job_has_lost_pods_replaced_instead_of_failing():
     }
     assert "--nnodes=1:2" in spec["template"]["spec"]["containers"][0]["command"]
     assert kids["PodGroup"]["spec"]["minMember"] == 1  # Volcano places the minimum together
+
+
+def _pod(kids):
+    return kids["Job"]["spec"]["template"]["spec"]
+
+
+def test_gpu_pods_get_extended_resources_as_limits_a_gpu_toleration_and_a_sized_shm():
+    kids, _ = build(
+        trainingrun(
+            "llm",
+            resources={
+                "gpusPerNode": 8,
+                "requests": {"cpu": "90", "memory": "1000Gi", "vpc.amazonaws.com/efa": "32"},
+                "limits": {"memory": "1100Gi", "hugepages-2Mi": "5Gi"},
+                "shmSize": "64Gi",
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+            },
+        )
+    )
+    pod = _pod(kids)
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "90", "memory": "1000Gi", "vpc.amazonaws.com/efa": "32", "nvidia.com/gpu": "8"},
+        "limits": {
+            "vpc.amazonaws.com/efa": "32",
+            "nvidia.com/gpu": "8",
+            "memory": "1100Gi",
+            "hugepages-2Mi": "5Gi",
+        },
+    }
+    # GPU pools are tainted: a pod with GPUs tolerates that without being told
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["affinity"] == {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in pod["volumes"]
+    # a CPU pod gets no GPU toleration
+    assert "tolerations" not in _pod(build(trainingrun("cpu"))[0])
+
+
+def test_image_env_host_network_and_service_account():
+    body = trainingrun(
+        "llm",
+        image="registry.example/trainer:cu124",
+        env={"NCCL_DEBUG": "INFO", "FI_PROVIDER": "efa"},
+        hostNetwork=True,
+        serviceAccountName="trainer",
+        storage={"secretName": "team-s3"},
+    )
+    pod = _pod(build(body)[0])
+    init, c = pod["initContainers"][0], pod["containers"][0]
+    assert init["image"] == c["image"] == "registry.example/trainer:cu124"
+    names = [e["name"] for e in c["env"]]
+    assert names[:2] == ["FI_PROVIDER", "NCCL_DEBUG"] and "CAPSTAN_NODE_RANK" in names
+    assert (pod["hostNetwork"], pod["dnsPolicy"]) == (True, "ClusterFirstWithHostNet")
+    assert pod["serviceAccountName"] == "trainer"
+    env = {e["name"]: e for e in c["env"]}
+    # the resource's own Secret must exist: its keys are required (the token and region are not)
+    ref = env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "team-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": False}
+    assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    plain = _pod(build(trainingrun("plain"))[0])
+    assert "hostNetwork" not in plain and "serviceAccountName" not in plain
+
+
+def test_the_grace_period_is_time_to_write_the_checkpoint():
+    pod = _pod(build(trainingrun("llm", model={"preset": "8b"}, resources={"minNodes": 1, "maxNodes": 1}))[0])
+    # 8e9 parameters x 12 bytes at 200 MB/s on one node: 480 s, plus 60
+    assert pod["terminationGracePeriodSeconds"] == 540
+    pod = _pod(build(trainingrun("llm", model={"preset": "8b"}, resources={"minNodes": 4, "maxNodes": 4}))[0])
+    assert pod["terminationGracePeriodSeconds"] == 180
+    assert _pod(build(trainingrun("t", model={"preset": "test"}))[0])["terminationGracePeriodSeconds"] == 61
+    pod = _pod(build(trainingrun("llm", terminationGracePeriodSeconds=900))[0])
+    assert pod["terminationGracePeriodSeconds"] == 900
+
+
+def test_an_elastic_jobs_backoff_limit_is_what_is_left_of_the_budget():
+    body = trainingrun("llm", resources={"minNodes": 1, "maxNodes": 2}, failurePolicy={"maxRestarts": 5})
+    body["status"] = {"restarts": 2}
+    assert build(body)[0]["Job"]["spec"]["backoffLimit"] == 3
+    body["status"] = {"restarts": 7}
+    assert build(body)[0]["Job"]["spec"]["backoffLimit"] == 0
+
+
+def test_env_names_the_operator_sets_are_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY"):
+        TrainingRunSpec.model_validate({**trainingrun("x")["spec"], "env": {"AWS_SECRET_ACCESS_KEY": "x"}})

@@ -140,6 +140,31 @@ def test_a_partial_gang_waits_then_times_out_and_backs_off(fake_kube: FakeKube):
     assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")] and 0 < again.requeue_after <= 7
 
 
+def test_pods_that_cannot_start_are_named_then_fail_the_run_at_the_gang_timeout(fake_kube: FakeKube):
+    body = run({"phase": "Scheduling"}, scheduling={"gangTimeoutSeconds": 60})
+    stuck = pod(1, phase="Pending")
+    waiting = {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "reg/trainer:typo"'}
+    stuck["status"]["containerStatuses"] = [
+        {"name": "trainer", "image": "reg/trainer:typo", "state": {"waiting": waiting}}
+    ]
+    fake_kube.add(job(age_s=10, of=body)), fake_kube.add(pod(0)), fake_kube.add(stuck)
+    out = reconcile(body, CFG)
+    assert fake_kube.calls == [] and out.status["phase"] == "Pending"
+    assert (
+        "cannot start: ImagePullBackOff" in out.status["message"]
+        and "reg/trainer:typo" in out.status["message"]
+    )
+
+    fake_kube.add(job(age_s=120, of=body))
+    out = reconcile(body, CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    failed = cond(out, "Failed")
+    assert out.status["phase"] == "Failed" and failed["reason"] == "ImagePullBackOff"
+    assert failed["message"].startswith(
+        "pods did not start within gangTimeoutSeconds (60 s): pod llm-train-1-x"
+    )
+
+
 def test_a_lost_pod_recreates_the_gang_and_counts_a_restart(fake_kube: FakeKube):
     fake_kube.add(job())
     fake_kube.add(pod(0)), fake_kube.add(pod(1, deleting=60))
@@ -181,6 +206,49 @@ def test_pods_stopped_after_a_checkpoint_recreate_the_gang_without_a_restart(fak
     fake_kube.add(pod(0, phase="Failed", exit=4)), fake_kube.add(pod(1, phase="Failed", exit=1))
     out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
     assert out.status["phase"] == "Failed" and cond(out, "Failed")["reason"] == "RestartsExhausted"
+
+
+def test_an_evicted_pod_recreates_the_gang_without_a_restart(fake_kube: FakeKube):
+    """Spot reclaim or a drain (DisruptionTarget) is not the trainer's failure, even when the pod
+    was killed before its checkpoint was written: no restart is spent, even the last."""
+    by_rule = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "PodFailurePolicy",
+        "message": "DisruptionTarget",
+    }
+    fake_kube.add(job(failed=1, conditions=[by_rule]))
+    evicted = pod(1, phase="Failed", exit=137)
+    evicted["status"]["conditions"] = [
+        {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+    ]
+    fake_kube.add(pod(0)), fake_kube.add(evicted)
+    out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
+    assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
+    assert "restarts" not in out.status and out.status["phase"] == "Scheduling"
+
+    # The same pod crashed without being evicted: the last restart is gone, the run fails.
+    fake_kube.objects.clear()
+    fake_kube.add(job(failed=1, conditions=[{"type": "Failed", "status": "True", "message": "BackoffLimit"}]))
+    fake_kube.add(pod(0)), fake_kube.add(pod(1, phase="Failed", exit=137))
+    out = reconcile(run({"phase": "Running", "restarts": 2}), CFG)
+    assert cond(out, "Failed")["reason"] == "RestartsExhausted"
+
+
+def test_an_elastic_gang_counts_the_pods_its_job_replaced_in_the_one_budget(fake_kube: FakeKube):
+    """Two crashed pods replaced by the Job controller, then pod 0 lost: the crashes count."""
+    fake_kube.add(job(active=1, ready=1, failed=2, of=run(**ELASTIC)))
+    fake_kube.add(pod(0, deleting=60)), fake_kube.add(pod(1))
+    out = reconcile(run({"phase": "Running", "restarts": 0}, **ELASTIC), CFG)
+    assert out.status["restarts"] == 2
+    # the next gang's Job may replace what is left of maxRestarts 2: nothing
+    body = run({"restarts": 2}, **ELASTIC)
+    [job_] = [
+        c
+        for c in build.build(body, build.TrainingRunSpec.model_validate(body["spec"]), CFG)
+        if c["kind"] == "Job"
+    ]
+    assert job_["spec"]["backoffLimit"] == 0
 
 
 def test_restarts_used_up_fail_the_run(fake_kube: FakeKube):

@@ -7,6 +7,8 @@ that finds nothing new writes nothing and cannot loop on its own status updates.
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 from capstan_api import status as st
 from capstan_api.common import describe_validation_error, now_rfc3339
 from capstan_api.status import Phase
+
+log = logging.getLogger("capstan.operator")
 
 
 def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> dict[str, Any] | None:
@@ -165,7 +169,34 @@ Spec = TypeVar("Spec", bound=BaseModel)
 def read_spec(body: dict, cls: type[Spec]) -> tuple[Spec | None, str]:
     """(the validated spec, "") or (None, one line per problem naming the field): the API
     server's schema already refused most bad specs, so this catches what CEL cannot express."""
+    spec = body.get("spec") or {}
     try:
-        return cls.model_validate(body.get("spec") or {}), ""
+        return cls.model_validate(spec), ""
+    except ValidationError as exc:
+        unknown = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if not unknown or len(unknown) < len(exc.errors()):
+            return None, describe_validation_error(exc, "spec")
+    # Only fields this operator does not know: the API server's schema accepted them, so its CRD is
+    # newer (CRDs upgraded before the operator, as docs/install.md says; its defaults fill new
+    # fields in): reconcile with what this version knows rather than fail the resource for good.
+    known = copy.deepcopy(spec)
+    for loc in unknown:
+        *parents, leaf = loc
+        node = known
+        for part in parents:
+            node = node[part]
+        node.pop(leaf, None)
+    log.warning("%s: ignoring field(s) this operator does not know: %s", _name(body), _paths(unknown))
+    try:
+        return cls.model_validate(known), ""
     except ValidationError as exc:
         return None, describe_validation_error(exc, "spec")
+
+
+def _paths(locs: list[tuple]) -> str:
+    return ", ".join("spec." + ".".join(str(p) for p in loc) for loc in locs)
+
+
+def _name(body: dict) -> str:
+    meta = body.get("metadata") or {}
+    return f"{body.get('kind', 'resource')} {meta.get('namespace', '')}/{meta.get('name', '')}"

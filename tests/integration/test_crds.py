@@ -40,7 +40,7 @@ def test_printer_columns_and_category(cluster, capstan_crds, namespace):
         short: cluster.kubectl("get", short, "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
         for short in ("cds", "tr", "ceval", "cdeploy")
     }
-    assert header["cds"] == ["NAME", "PHASE", "STAGE", "TOKENS", "AGE", "SHARDS", "MESSAGE"]
+    assert header["cds"] == ["NAME", "PHASE", "STAGE", "TOKENS", "AGE", "REVISION", "SHARDS", "MESSAGE"]
     assert header["tr"] == [
         "NAME",
         "PHASE",

@@ -262,7 +262,8 @@ def test_a_finished_run_given_more_steps_continues_from_its_checkpoint(
 
     final = driver.run_until("TrainingRun more to finish 10 steps (generation 2)", second_done, timeout=300)
     assert (final["phase"], final["step"], final["totalSteps"]) == ("Succeeded", 10, 10), final
-    assert final["lastCheckpoint"]["step"] == 10 and final.get("restarts", 0) == 0
+    events = [e[1:] for e in driver.events if e[0] == "more"]
+    assert final["lastCheckpoint"]["step"] == 10 and final.get("restarts", 0) == 0, (final, events)
     # The work was redone by a new gang that resumed at step 6, not from scratch.
     assert operator_cluster.get("job", "more-train", namespace)["metadata"]["uid"] != first_job
     start = trainer_start_record(operator_cluster, namespace, "more")

@@ -14,7 +14,13 @@ from pydantic import ConfigDict, Field, model_validator
 from capstan_api.cleaning import Cleaning, Dedup, Filters, Pii
 from capstan_api.common import SPDX_PATTERN, URI_PATTERN, ApiModel, cel, immutable
 from capstan_api.tokenizer import Tokenizer
-from capstan_api.workload import PodResources, StorageAccess, service_account_field, storage_field
+from capstan_api.workload import (
+    PodResources,
+    StorageAccess,
+    service_account_field,
+    start_deadline_field,
+    storage_field,
+)
 
 SpdxId = Annotated[str, Field(min_length=1, max_length=128, pattern=SPDX_PATTERN)]
 
@@ -140,6 +146,7 @@ class DatasetSpec(ApiModel):
     )
     service_account_name: str = service_account_field()
     storage: StorageAccess = storage_field()
+    start_deadline_seconds: int = start_deadline_field()
     seed: int = Field(
         default=0,
         ge=0,

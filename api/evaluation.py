@@ -28,6 +28,7 @@ from capstan_api.workload import (
     PodResources,
     StorageAccess,
     service_account_field,
+    start_deadline_field,
     storage_field,
 )
 
@@ -258,6 +259,7 @@ class EvaluationSpec(ApiModel):
 
     service_account_name: str = service_account_field()
     storage: StorageAccess = storage_field()
+    start_deadline_seconds: int = start_deadline_field()
 
     @model_validator(mode="after")
     def _check(self) -> EvaluationSpec:

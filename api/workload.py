@@ -107,4 +107,18 @@ def storage_field() -> Any:
     )
 
 
+def start_deadline_field() -> Any:
+    """spec.startDeadlineSeconds of a Dataset and an Evaluation (a TrainingRun's start deadline is
+    scheduling.gangTimeoutSeconds)."""
+    return Field(
+        default=600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="startDeadlineSeconds is how long a workload pod may be unable to start (an image "
+        "that cannot be pulled, a missing Secret, refused by admission), counted from its Job's "
+        "creation: the reason is named in status meanwhile, and once it has passed the Job is "
+        "deleted and the resource fails naming why.",
+    )
+
+
 Device = Literal["auto", "cpu", "cuda"]

@@ -4,6 +4,7 @@ pod's exit code, reason and last log lines for status messages."""
 from __future__ import annotations
 
 from capstan_operator import kube, redact
+from capstan_operator.status import seconds_since
 
 LOG_TAIL_LINES = 20
 
@@ -100,6 +101,12 @@ def blocked(namespace: str, job_name: str, pods: list[dict] | None = None) -> tu
         if refused:
             return "FailedCreate", f"Job {job_name} cannot create its pods: {refused}"
     return None
+
+
+def start_overdue(job: dict | None, deadline_s: int) -> bool:
+    """Whether the Job has existed for longer than `deadline_s`, the start deadline of its pods."""
+    created = ((job or {}).get("metadata") or {}).get("creationTimestamp")
+    return bool(created) and seconds_since(created) > deadline_s
 
 
 def job_failure(job: dict, namespace: str, job_name: str) -> str:

@@ -15,7 +15,7 @@ from capstan_operator.config import OperatorConfig
 
 COMPONENT = "prepare"
 BACKOFF_LIMIT_PER_INDEX = 2  # transient failures (storage hiccups) get two more tries per index
-HOW_FIELDS = ("workers", "resources", "serviceAccountName", "storage")
+HOW_FIELDS = ("workers", "resources", "serviceAccountName", "storage", "startDeadlineSeconds")
 """HOW_FIELDS say how a preparation runs, not what it makes: changing them prepares nothing again."""
 ANNOTATION_REVISION = "capstan.dev/revision"
 REVISIONS_DIR = "revisions"

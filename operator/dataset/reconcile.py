@@ -18,7 +18,7 @@ from capstan_api.status import Phase
 from capstan_operator import children, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.dataset import build, progress, resolve
-from capstan_operator.jobs import blocked, job_condition, job_failure
+from capstan_operator.jobs import blocked, job_condition, job_failure, start_overdue
 from capstan_operator.status import Outcome, StatusDraft, read_spec
 
 SUPERSEDE_POLL = 1.0  # a superseded revision's Jobs are gone within seconds (Foreground deletion)
@@ -123,6 +123,12 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     if not draft.get("startTime"):
         draft.set(startTime=now_rfc3339())
     stuck = blocked(ns, job_name)
+    if stuck and start_overdue(job, spec.start_deadline_seconds):
+        # Retrying would pull the same image or miss the same Secret: fail, and free the nodes.
+        kube.delete("batch/v1", "Job", ns, job_name, propagation="Foreground")
+        limit = spec.start_deadline_seconds
+        msg = f"stage {current.name}: pods did not start within startDeadlineSeconds ({limit} s): {stuck[1]}"
+        return draft.fail(stuck[0], msg, st.READY).outcome()
     if stuck:  # named in status: a pod that cannot start is not "Running"
         draft.condition(st.READY, "False", stuck[0], stuck[1])
         return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(POLL_SECONDS)

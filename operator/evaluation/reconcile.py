@@ -15,7 +15,7 @@ from capstan_api.status import Phase
 from capstan_operator import children, kube, objectstore, refs
 from capstan_operator.config import OperatorConfig
 from capstan_operator.evaluation import build, resolve
-from capstan_operator.jobs import blocked, job_condition, job_failure
+from capstan_operator.jobs import blocked, job_condition, job_failure, start_overdue
 from capstan_operator.status import Outcome, StatusDraft, read_spec
 
 POLL_SECONDS = 5.0
@@ -86,6 +86,12 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     if job_condition(job, "Complete"):
         return _complete(draft, job, cfg)
     stuck = blocked(ns, job_name)
+    if stuck and start_overdue(job, spec.start_deadline_seconds):
+        # Retrying would pull the same image or miss the same Secret: fail, and free the node.
+        kube.delete("batch/v1", "Job", ns, job_name, propagation="Foreground")
+        limit = spec.start_deadline_seconds
+        msg = f"pod did not start within startDeadlineSeconds ({limit} s): {stuck[1]}"
+        return _fail(draft, stuck[0], msg)
     if stuck:  # named in status: a pod that cannot start is not "Running"
         draft.condition(st.READY, "False", stuck[0], stuck[1])
         return draft.phase(Phase.PENDING, stuck[1], stuck[0]).outcome(POLL_SECONDS)

@@ -398,3 +398,134 @@ def test_a_crd_upgrade_applied_server_side_before_helm_upgrade_makes_the_new_fie
     stored = cluster.wait_for("spec.storage to be kept after the CRD upgrade", stored_storage, timeout=30)
     assert stored == {"secretName": "team-s3"}
     helm("uninstall", "capstan", "-n", namespace, env=env)
+
+
+def resource_status(cluster, kind: str, name: str, namespace: str) -> dict:
+    return ((cluster.get(kind, name, namespace) or {}).get("status")) or {}
+
+
+@pytest.mark.cluster
+def test_a_run_and_an_evaluation_without_uris_succeed_under_the_charts_artifact_uri(
+    cluster, capstan_crds, namespace, s3_server, s3_bucket, tiny
+):
+    """artifactUri from the chart: a TrainingRun without checkpoint.uri and an Evaluation of it
+    without outputUri write under <artifactUri>/<namespace>/<name>/, the operator running in its
+    pod with the object-storage endpoint and Secret the chart gave it."""
+    from capstan_trainer import storage
+    from tests.integration.test_reconcile_evaluation import evaluation_yaml
+    from tests.support.trainingruns import run_yaml
+
+    artifacts = f"{s3_bucket}/artifacts"
+    cluster.create_s3_secret("s3-creds", namespace, s3_server.env)
+    release = ["capstan", str(CHART), "-n", namespace, "--set", f"watchNamespaces={{{namespace}}}"]
+    release += ["--set", f"artifactUri={artifacts}", "--set", f"objectStorage.endpoint={s3_server.endpoint}"]
+    release += ["--set", "objectStorage.credentialsSecret=s3-creds"]
+    helm("install", *release, env=cluster.env)
+    wait_ready(cluster, namespace)
+
+    checkpoint = {"intervalSteps": 2, "keepLast": 2}  # no uri
+    cluster.apply(run_yaml("run", "", {"uri": tiny.dataset_uri}, steps=4, checkpoint=checkpoint), namespace)
+    ev = yaml.safe_load(evaluation_yaml("ev", "", [], model={"trainingRunRef": {"name": "run"}}))
+    del ev["spec"]["outputUri"]
+    ev["spec"]["validationUri"] = tiny.dataset_uri
+    cluster.apply(yaml.safe_dump(ev), namespace)
+    cluster.wait_for(
+        "Evaluation ev (of TrainingRun run) to finish",
+        lambda: (
+            resource_status(cluster, "evaluation", "ev", namespace).get("phase") in ("Succeeded", "Failed")
+        ),
+        timeout=420,
+    )
+    ev_status = resource_status(cluster, "evaluation", "ev", namespace)
+    assert ev_status["phase"] == "Succeeded", ev_status
+    run = resource_status(cluster, "trainingrun", "run", namespace)
+    assert run["phase"] == "Succeeded" and run["step"] == 4, run
+    assert run["outputUri"] == f"{artifacts}/{namespace}/run/checkpoints", run
+    assert run["lastCheckpoint"]["uri"].startswith(f"{artifacts}/{namespace}/run/checkpoints/"), run
+    assert ev_status["modelUri"] == run["lastCheckpoint"]["uri"]
+    assert ev_status["resultsUri"] == f"{artifacts}/{namespace}/ev/evaluation/results.json", ev_status
+    assert storage.read_bytes(ev_status["modelCardUri"]).startswith(b"---")
+    helm("uninstall", "capstan", "-n", namespace, "--wait", "--timeout", "180s", env=cluster.env)
+
+
+CAPACITY_LABEL = "eks.amazonaws.com/capacityType"
+
+
+@pytest.mark.cluster
+def test_an_install_with_the_eks_values_runs_two_operators_from_registry_digests(
+    cluster, capstan_crds, namespace
+):
+    """docs/install.md's EKS values installed for real, with this cluster's registry in place of
+    ECR and the images pinned by the digests `make images` pushed: both replicas (on nodes with
+    the values' nodeSelector label) run as the IRSA-annotated ServiceAccount behind a PDB, one
+    holds the leader Lease and reconciles (a GPL Dataset is refused by the licence policy)."""
+    import json
+
+    pushed = json.loads((REPO / ".capstan" / "images" / "pushed.json").read_text())
+    registry = cluster.cluster.registry_file.read_text().strip()
+    operator_image = f"{registry}/capstan/operator"
+    release = ["capstan", str(CHART), "-n", namespace, "-f", str(CHART / "examples" / "values-eks.yaml")]
+    release += ["--set", f"watchNamespaces={{{namespace}}}"]
+    release += [
+        "--set",
+        f"image.repository={operator_image}",
+        "--set",
+        f"image.digest={pushed['operator']['digest']}",
+    ]
+    release += ["--set", f"workload.image.repository={registry}/capstan/trainer"]
+    release += ["--set", f"workload.image.digest={pushed['trainer']['digest']}"]
+    cluster.kubectl("label", "nodes", "--all", f"{CAPACITY_LABEL}=ON_DEMAND", "--overwrite")
+    try:
+        helm("install", *release, env=cluster.env)
+
+        def two_ready():
+            pods = [
+                p for p in operator_pods(cluster, namespace) if not p["metadata"].get("deletionTimestamp")
+            ]
+            ready = [
+                p
+                for p in pods
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])
+                )
+            ]
+            return ready if len(ready) == 2 else None
+
+        pods = wait_ready(cluster, namespace, two_ready, "both operator replicas to be Ready")
+        for pod in pods:
+            spec = pod["spec"]
+            assert spec["containers"][0]["image"] == f"{operator_image}:0.1.0@{pushed['operator']['digest']}"
+            assert (
+                spec["nodeSelector"] == {CAPACITY_LABEL: "ON_DEMAND"}
+                and spec["serviceAccountName"] == "capstan"
+            )
+        env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
+        assert (
+            env["CAPSTAN_WORKLOAD_IMAGE"] == f"{registry}/capstan/trainer:0.1.0@{pushed['trainer']['digest']}"
+        )
+        assert env["CAPSTAN_ARTIFACT_URI"] == "s3://my-ml-bucket/capstan"
+        sa = cluster.get("serviceaccount", "capstan", namespace)
+        assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/capstan-operator")
+        assert cluster.get("poddisruptionbudget", "capstan", namespace)["spec"]["minAvailable"] == 1
+        lease = cluster.wait_for(
+            "the leader Lease capstan-operator",
+            lambda: ((cluster.get("lease", "capstan-operator", namespace) or {}).get("spec") or {}).get(
+                "holderIdentity"
+            ),
+            timeout=60,
+        )
+        assert lease.rpartition("_")[0] in {p["metadata"]["name"] for p in pods}, lease  # <hostname>_<id>
+
+        cluster.apply(DATASET.replace("CC0-1.0", "GPL-3.0-only"), namespace)
+        status = cluster.wait_for(
+            "Dataset via-helm to be refused by the elected operator",
+            lambda: (
+                (s := resource_status(cluster, "dataset", "via-helm", namespace)).get("phase") == "Failed"
+                and s
+            ),
+            timeout=60,
+        )
+        assert "GPL-3.0-only is not allowed" in status["message"], status
+        helm("uninstall", "capstan", "-n", namespace, "--wait", "--timeout", "180s", env=cluster.env)
+    finally:
+        cluster.kubectl("label", "nodes", "--all", f"{CAPACITY_LABEL}-")

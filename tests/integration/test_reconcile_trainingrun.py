@@ -8,7 +8,9 @@ import re
 
 import pytest
 import yaml
+from kubernetes import client
 
+from capstan_operator import kube
 from capstan_operator.dataset import reconcile as reconcile_dataset
 from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
 from capstan_trainer import storage
@@ -85,6 +87,62 @@ def test_two_nodes_survive_a_deleted_pod_without_spending_a_restart(
     # Seen on the pod ("exited with code 4") or, when the Job removed it first, in the Job's
     # pod failure policy condition ("failed with exit code 4").
     assert len(recreated) == 1 and re.search(r"\bexit(ed with)? code 4\b", recreated[0][3]), recreated
+
+
+def test_an_evicted_pod_does_not_use_up_a_restart(operator_cluster, namespace, driver, s3_bucket, data):
+    """A spot reclaim or a drain evicts a trainer through the Eviction API: the API server marks
+    the pod DisruptionTarget and deletes it. With grace period 0 the node agent kills it at once
+    (no checkpoint on SIGTERM, no exit 4), so only the DisruptionTarget condition keeps the restart
+    free; maxRestarts 0 makes a counted restart fail the run."""
+    operator_cluster.apply(
+        run_yaml(
+            "spot",
+            f"{s3_bucket}/ckpt/spot",
+            {"uri": data},
+            steps=40,
+            every=5,
+            failurePolicy={"maxRestarts": 0},
+        ),
+        namespace,
+    )
+    driver.add("trainingruns", "spot", reconcile_trainingrun.reconcile)
+    driver.run_until(
+        "a committed checkpoint of TrainingRun spot",
+        lambda: (status(driver, "spot").get("lastCheckpoint") or {}).get("step", 0) >= 5,
+        timeout=240,
+    )
+    [pod] = operator_cluster.list("pods", namespace, "capstan.dev/owner=spot")
+    name = pod["metadata"]["name"]
+    eviction = client.V1Eviction(
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+        delete_options=client.V1DeleteOptions(grace_period_seconds=0),
+    )
+    client.CoreV1Api(kube.api_client()).create_namespaced_pod_eviction(name, namespace, eviction)
+    evicted = operator_cluster.wait_for(
+        f"pod {name} to be marked DisruptionTarget and deleted",
+        lambda: (
+            (p := operator_cluster.get("pod", name, namespace)) is None
+            or (p["metadata"].get("deletionTimestamp") and p)
+        ),
+        timeout=30,
+    )
+    if evicted is not True:  # still there (the Job's finalizer): the API server's condition
+        conds = {c["type"]: c for c in evicted["status"]["conditions"]}
+        assert conds["DisruptionTarget"]["reason"] == "EvictionByEvictionAPI", conds
+    driver.run_until(
+        "TrainingRun spot to finish",
+        lambda: driver.phase("trainingruns", "spot") in ("Succeeded", "Failed"),
+        timeout=360,
+    )
+    st = status(driver, "spot")
+    assert st["phase"] == "Succeeded" and st["step"] == 40, st
+    assert st.get("restarts", 0) == 0, st
+    assert not [e for e in driver.events if e[2] == "GangRestart"], driver.events
+    [recreated] = [e for e in driver.events if e[2] == "GangRecreated"]
+    # Seen on the killed pod (137) or in the Job's pod failure policy condition.
+    assert "code 137" in recreated[3] or "DisruptionTarget" in recreated[3], recreated
+    start = trainer_start_record(operator_cluster, namespace, "spot")
+    assert start["step"] >= 5 and start["resumedFrom"], start  # the new gang resumed
 
 
 def test_gang_that_cannot_be_placed_times_out(operator_cluster, namespace, driver, s3_bucket, data):

@@ -107,7 +107,12 @@ class ImageStore:
         return f"{self.mirror}/{hub}" if self.mirror and hub else ref
 
     def _resolve(self, ref: str) -> str:
-        """The manifest digest the registry holds for `ref` (skopeo inspect: no layer is fetched)."""
+        """The manifest digest the registry holds for `ref` (skopeo inspect: no layer is fetched).
+        A digest in `ref` is that digest, its tag ignored, as containerd does: the chart pins
+        images as `repo:tag@sha256:...`, a form skopeo refuses to parse."""
+        pinned = ref.partition("@")[2]
+        if pinned.startswith("sha256:"):
+            return pinned
         source = self.source(ref)
         r = _run(["skopeo", "inspect", *_tls(source), "--format", "{{.Digest}}", f"docker://{source}"])
         if r.returncode != 0 or not r.stdout.strip().startswith("sha256:"):

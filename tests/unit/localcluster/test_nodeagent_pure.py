@@ -63,3 +63,13 @@ def test_quantities():
     assert quantity("500m") == 0.5
     assert quantity("2Gi") == 2 * 2**30
     assert quantity("4") == 4
+
+
+def test_an_image_pinned_by_tag_and_digest_resolves_to_its_digest_without_the_registry(tmp_path):
+    """The chart writes `repo:tag@sha256:...`; containerd pulls the digest, skopeo cannot parse it."""
+    from hack.localcluster.nodeagent.images import ImageStore
+
+    digest = "sha256:" + "ab" * 32
+    store = ImageStore(tmp_path, mirror="127.0.0.1:1")  # nothing listens: no registry is asked
+    assert store._resolve(f"127.0.0.1:1/capstan/operator:0.1.0@{digest}") == digest
+    assert store._resolve(f"capstan/operator@{digest}") == digest

@@ -5,6 +5,8 @@ status.stages, report the manifest's statistics, and stop once Ready."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from capstan_api.preparation import STAGES, progress_uri
@@ -35,6 +37,10 @@ def _fresh_progress_cache():
     progress.CACHE.clear()
     yield
     progress.CACHE.clear()
+
+
+def ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def job_name(stage: str) -> str:
@@ -242,9 +248,21 @@ def test_a_pod_that_cannot_start_is_pending_with_the_reason(fake_kube: FakeKube)
             },
         }
     )
+    fake_kube.objects[("Job", job_name("map"))]["metadata"]["creationTimestamp"] = ago(60)
     reconcile(body)
-    assert body["status"]["phase"] == "Pending"
+    assert body["status"]["phase"] == "Pending" and fake_kube.calls[-1][0] == "apply"
     assert cond(body, "Ready")["reason"] == "ErrImagePull"
+
+    # Past spec.startDeadlineSeconds (default 600 s): the stage's Job goes and the Dataset fails.
+    fake_kube.objects[("Job", job_name("map"))]["metadata"]["creationTimestamp"] = ago(601)
+    out = reconcile(body)
+    assert fake_kube.calls[-1] == ("delete", "Job", job_name("map"), "Foreground")
+    assert body["status"]["phase"] == "Failed" and cond(body, "Failed")["reason"] == "ErrImagePull"
+    assert body["status"]["message"].startswith(
+        "stage map: pods did not start within startDeadlineSeconds (600 s): pod p container prepare "
+        "(image capstan/trainer:0) cannot start: ErrImagePull: not found"
+    )
+    assert out.requeue_after is None
 
 
 @pytest.mark.parametrize("manifest", [None, MANIFEST])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -28,6 +29,10 @@ def reconcile(body: dict):
     out = reconcile_evaluation.reconcile(body, CFG)
     write_status(body, out.status)
     return out
+
+
+def ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def complete_job(fake: FakeKube) -> None:
@@ -119,3 +124,35 @@ def test_a_step_the_run_went_past_without_committing_fails(fake, tmp_path):
         "spec.model.step: TrainingRun tiny has no checkpoint of step 3 (its last is step 4)"
     )
     assert ("Job", "ev-evaluate") not in fake.objects
+
+
+def test_a_pod_that_cannot_start_is_named_then_fails_the_evaluation_at_its_start_deadline(fake):
+    body = evaluation("ev", model={"uri": "s3://m"}, datasetRef=None, startDeadlineSeconds=120)
+    reconcile(body)
+    waiting = {"reason": "CreateContainerConfigError", "message": 'secret "team-s3" not found'}
+    fake.add(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "ev-evaluate-0-x", "labels": {"job-name": "ev-evaluate"}},
+            "status": {
+                "containerStatuses": [{"name": "evaluate", "image": "t:1", "state": {"waiting": waiting}}]
+            },
+        }
+    )
+    job = fake.objects[("Job", "ev-evaluate")]
+    job["metadata"]["creationTimestamp"] = ago(60)
+    reconcile(body)
+    assert body["status"]["phase"] == "Pending" and ("Job", "ev-evaluate") in fake.objects
+    ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "CreateContainerConfigError"
+    assert 'secret "team-s3" not found' in ready["message"]
+
+    job["metadata"]["creationTimestamp"] = ago(121)
+    reconcile(body)
+    assert fake.calls[-1] == ("delete", "Job", "ev-evaluate", "Foreground")
+    failed = next(c for c in body["status"]["conditions"] if c["type"] == "Failed")
+    assert body["status"]["phase"] == "Failed" and failed["reason"] == "CreateContainerConfigError"
+    assert failed["message"] == (
+        "pod did not start within startDeadlineSeconds (120 s): pod ev-evaluate-0-x container evaluate "
+        '(image t:1) cannot start: CreateContainerConfigError: secret "team-s3" not found'
+    )

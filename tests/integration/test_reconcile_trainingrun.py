@@ -321,6 +321,7 @@ def test_a_finished_run_given_more_steps_continues_from_its_checkpoint(
     final = driver.run_until("TrainingRun more to finish 10 steps (generation 2)", second_done, timeout=300)
     assert (final["phase"], final["step"], final["totalSteps"]) == ("Succeeded", 10, 10), final
     events = [e[1:] for e in driver.events if e[0] == "more"]
+    print("events of TrainingRun more:", *events, sep="\n")  # shown with a failure: why a restart was spent
     assert final["lastCheckpoint"]["step"] == 10 and final.get("restarts", 0) == 0, (final, events)
     # The work was redone by a new gang that resumed at step 6, not from scratch.
     assert operator_cluster.get("job", "more-train", namespace)["metadata"]["uid"] != first_job

@@ -58,7 +58,7 @@ class Source(ApiModel):
         min_length=1,
         max_length=2000,
         pattern=URI_PATTERN,
-        description="uri is an fsspec URI (s3://, file://, gs://, ...) of a file, folder or glob (*, **, ?).",
+        description="uri is an fsspec URI (s3://, file://, ...) of a file, folder or glob (*, **, ?).",
     )
     format: Literal["jsonl", "text", "parquet"] = Field(
         default="jsonl",

@@ -21,7 +21,9 @@ def _own_namespace() -> str:
         return ""
 
 
-DEFAULT_URI_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs")
+# Only schemes the images can open: gcsfs and adlfs are not installed (GCS is reached through its
+# S3-compatible API, docs/install.md), so gs:// or az:// would fail in a pod, not at the door.
+DEFAULT_URI_SCHEMES = ("s3", "s3a")
 DEFAULT_LICENCES = (
     "CC0-1.0",
     "CC-BY-4.0",

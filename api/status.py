@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from capstan_api.capacity import CapacityPlan
 from capstan_api.common import ApiModel, Condition
 
 # Condition types (module constants, as the style guide asks).
@@ -159,6 +160,11 @@ class TrainingRunStatus(StatusBase):
     world_size: int | None = Field(default=None, description="worldSize is the number of trainer processes.")
     nodes: int | None = Field(default=None, description="nodes is the number of trainer pods running.")
     output_uri: str | None = Field(default=None, description="outputUri is where checkpoints are written.")
+    plan: CapacityPlan | None = Field(
+        default=None,
+        description="plan is the capacity plan computed before any pod: parameters, FLOPs per "
+        "token, memory per GPU, tokens/s, ETA and GPU-hours (estimates).",
+    )
 
 
 class GateResult(ApiModel):

@@ -296,6 +296,33 @@ class MetricsSpec(ApiModel):
     )
 
 
+class PlanSpec(ApiModel):
+    """Inputs of the capacity plan (status.plan) the operator computes before creating any pod."""
+
+    assumed_mfu: float = Field(
+        default=0.4,
+        gt=0,
+        le=1,
+        description="assumedMfu is the model FLOPs utilisation the throughput, ETA and GPU-hours "
+        "are estimated with (0-1; 0.4 is typical of a tuned FSDP2 run).",
+    )
+    gpu_memory_gib: float = Field(
+        alias="gpuMemoryGiB",
+        default=0,
+        ge=0,
+        le=4096,
+        description="gpuMemoryGiB is each GPU's memory; 0 reads the nvidia.com/gpu.memory label "
+        "(MiB, set by GPU feature discovery) of the nodes matching resources.nodeSelector. When "
+        "known, a run whose plan needs more is refused before any pod.",
+    )
+    gpu_product: str = Field(
+        default="",
+        max_length=253,
+        description="gpuProduct names the GPU for its peak FLOP/s (e.g. H100); empty reads the "
+        "nodes' nvidia.com/gpu.product label.",
+    )
+
+
 class TrainingRunSpec(ApiModel):
     """TrainingRun desired state."""
 
@@ -351,6 +378,9 @@ class TrainingRunSpec(ApiModel):
     )
     scheduling: SchedulingSpec = Field(
         default_factory=SchedulingSpec, description="scheduling: gang and queues."
+    )
+    plan: PlanSpec = Field(
+        default_factory=PlanSpec, description="plan: inputs of the capacity plan in status.plan."
     )
     suspend: bool = Field(
         default=False, description="suspend stops the trainer pods (checkpoints are kept); false resumes."

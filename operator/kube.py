@@ -104,6 +104,13 @@ def list_(
     )["items"]
 
 
+def list_nodes(selector: str = "") -> list[dict]:
+    """Nodes matching a label selector (cluster-scoped: a ClusterRole grants it)."""
+    return _raw(client.CoreV1Api(api_client()).list_node(label_selector=selector, _preload_content=False))[
+        "items"
+    ]
+
+
 FIELD_MANAGER = "capstan-operator"
 """FIELD_MANAGER owns every field of the children the operator applies (server-side apply)."""
 APPLY = "application/apply-patch+yaml"  # JSON is YAML: the client sends the dict as JSON

@@ -5,98 +5,13 @@ scaled_dot_product_attention. Model only: no distributed code here."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class ModelConfig:
-    """The decoder's shape; `PRESETS` names the common ones."""
-
-    vocab_size: int = 32000
-    """vocab_size: embedding rows; the tokenizer's vocabulary size (padded up is fine)."""
-    dim: int = 768
-    """dim: residual stream width (C in the shape comments); a multiple of n_heads."""
-    n_layers: int = 12
-    """n_layers: transformer blocks."""
-    n_heads: int = 12
-    """n_heads: query heads; head_dim = dim / n_heads, which must be even for rotary embeddings."""
-    n_kv_heads: int = 12
-    """n_kv_heads: key/value heads for grouped-query attention; divides n_heads (equal: plain MHA)."""
-    ffn_dim: int = 2048
-    """ffn_dim: hidden width of the SwiGLU MLP."""
-    max_seq_len: int = 1024
-    """max_seq_len: longest input in tokens; the rotary tables are built for this many positions."""
-    rope_theta: float = 10000.0
-    """rope_theta: base of the rotary frequencies (the 1b and 8b presets use 500000)."""
-    norm_eps: float = 1e-5
-    """norm_eps: added to the mean square inside each RMSNorm."""
-    tie_embeddings: bool = False
-    """tie_embeddings: True shares one matrix between the embedding and the output projection."""
-    init_std: float = 0.02
-    """init_std: std of the normal init; o_proj and down_proj use init_std / sqrt(2 * n_layers)."""
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    def validate(self) -> None:
-        if self.dim % self.n_heads:
-            raise ValueError(f"model.dim {self.dim} is not divisible by model.nHeads {self.n_heads}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"model.nHeads {self.n_heads} is not divisible by model.nKvHeads {self.n_kv_heads}"
-            )
-        if self.head_dim % 2:
-            raise ValueError(f"head dim {self.head_dim} must be even for rotary embeddings")
-
-    def num_params(self, exclude_embeddings: bool = False) -> int:
-        d, f, L, V = self.dim, self.ffn_dim, self.n_layers, self.vocab_size
-        kv = self.n_kv_heads * self.head_dim
-        per_layer = d * d * 2 + d * kv * 2 + 3 * d * f + 2 * d
-        emb = V * d
-        out = 0 if self.tie_embeddings else V * d
-        total = L * per_layer + d + out + (0 if exclude_embeddings else emb)
-        return total
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# Shapes after Llama 3 / torchtitan; "test" is ~1M parameters for CPU tests.
-PRESETS: dict[str, dict] = {
-    "test": dict(
-        dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, max_seq_len=256, tie_embeddings=True
-    ),
-    "125m": dict(
-        dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, max_seq_len=2048, tie_embeddings=True
-    ),
-    "350m": dict(dim=1024, n_layers=24, n_heads=16, n_kv_heads=8, ffn_dim=2816, max_seq_len=2048),
-    "1b": dict(
-        dim=2048,
-        n_layers=16,
-        n_heads=32,
-        n_kv_heads=8,
-        ffn_dim=8192,
-        max_seq_len=2048,
-        rope_theta=500000.0,
-        tie_embeddings=True,
-    ),
-    "8b": dict(
-        dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336, max_seq_len=8192, rope_theta=500000.0
-    ),
-}
-
-
-def preset(name: str, **overrides) -> ModelConfig:
-    if name not in PRESETS:
-        raise ValueError(f"model.preset {name!r} is unknown; choose one of {sorted(PRESETS)}")
-    cfg = ModelConfig(**{**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}})
-    cfg.validate()
-    return cfg
+# The shape lives in the API package (no torch) so the operator can size runs; re-exported here.
+from capstan_api.modelshape import PRESETS, ModelConfig, preset  # noqa: F401
 
 
 class RMSNorm(nn.Module):

@@ -56,6 +56,7 @@ will do better, so the Job fails at once, elastic or not."""
 
 OPERATOR_FIELDS = (
     "failurePolicy",
+    "plan",
     "suspend",
     "scheduling.gangTimeoutSeconds",
     "serviceAccountName",

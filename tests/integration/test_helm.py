@@ -114,6 +114,7 @@ def code_permissions() -> dict[tuple[str, str], set[str]]:
     for group, _, resource in handlers.CHILDREN:
         grant(group, resource, "list", "watch")  # kopf
     grant("", "pods/log", "get")  # kube.pod_log
+    grant("", "nodes", "list")  # kube.list_nodes: the capacity plan's GPU memory
     grant("coordination.k8s.io", "leases", "create", "update")  # leader.py: kube.create / replace
     return out
 
@@ -185,7 +186,11 @@ def test_non_default_values_render_namespaced_peering_operators():
     assert not any(k in ("KopfPeering", "ClusterKopfPeering") for k, _, _ in objs)
     cluster_rules = objs[("ClusterRole", "", "capstan")]["rules"]
     cluster_resources = {r for rule in cluster_rules for r in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    assert cluster_resources == {
+        "customresourcedefinitions",
+        "namespaces",
+        "nodes",
+    }  # nodes: the capacity plan
 
 
 DIGEST = "sha256:" + "ab" * 32

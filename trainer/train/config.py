@@ -8,11 +8,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from capstan_api import modelshape
 from capstan_api.common import InvalidResource
 from capstan_api.training import FsdpSpec, OptimizerSpec
 from capstan_api.trainingrun import CheckpointSpec, EvalSpec, MetricsSpec, ResourcesSpec, TrainingRunSpec
 from capstan_trainer import checkpoint, shards, storage
-from capstan_trainer.model import ModelConfig, preset
+from capstan_trainer.model import ModelConfig
 from capstan_trainer.train import loader
 
 
@@ -108,23 +109,8 @@ def _manifest_uri(uri: str) -> str:
 
 
 def model_config(spec: TrainingRunSpec, vocab_size: int) -> ModelConfig:
-    m = spec.model
-    overrides = dict(
-        dim=m.dim,
-        n_layers=m.n_layers,
-        n_heads=m.n_heads,
-        n_kv_heads=m.n_kv_heads,
-        ffn_dim=m.ffn_dim,
-        max_seq_len=m.max_seq_len,
-        rope_theta=m.rope_theta,
-        norm_eps=m.norm_eps,
-    )
-    kw = {k: v for k, v in overrides.items() if v}  # 0 means "the preset's value"
-    if m.tie_embeddings != "preset":
-        kw["tie_embeddings"] = m.tie_embeddings == "tied"
-    kw["vocab_size"] = m.vocab_size or vocab_size
     try:
-        return preset(m.preset, **kw)
+        return modelshape.from_spec(spec.model, vocab_size)
     except ValueError as exc:
         raise ConfigError(f"spec.model: {exc}") from exc
 

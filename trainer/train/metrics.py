@@ -17,23 +17,10 @@ from dataclasses import dataclass, field
 import torch
 
 from capstan_api import files
+from capstan_api.capacity import PEAK_BF16_FLOPS, flops_per_token, peak_for  # noqa: F401 (re-exported)
 from capstan_api.common import now_rfc3339
 from capstan_trainer import storage
 from capstan_trainer.model import ModelConfig
-
-# Dense bf16 peak FLOP/s per GPU (no sparsity), from the vendors' data sheets. Matched by
-# substring of torch.cuda.get_device_name(); the figure used is named in the metrics.
-PEAK_BF16_FLOPS: dict[str, float] = {
-    "H200": 989e12,
-    "H100": 989e12,  # SXM; the PCIe card is 756e12 and reports "H100 PCIe"
-    "H100 PCIe": 756e12,
-    "GH200": 989e12,
-    "B200": 2250e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 70e12,
-    "L4": 121e12,
-}
 
 
 def setup_logging(rank: int) -> None:
@@ -45,22 +32,11 @@ def setup_logging(rank: int) -> None:
     )
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token: 6N for the matmuls (N without the embedding lookup) plus
-    attention scores and values, 12 * layers * heads * head_dim * seq_len (as torchtitan counts)."""
-    n = cfg.num_params(exclude_embeddings=True)
-    if cfg.tie_embeddings:  # the tied matrix still does the output projection
-        n += cfg.vocab_size * cfg.dim
-    return 6 * n + 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
-
-
 def peak_flops(device: torch.device) -> tuple[float | None, str]:
     """(peak bf16 FLOP/s of one device, what was matched); (None, reason) where unknown or CPU."""
     if device.type != "cuda":
         return None, "cpu"
-    name = torch.cuda.get_device_name(device)
-    best = max((k for k in PEAK_BF16_FLOPS if k in name), key=len, default=None)
-    return (PEAK_BF16_FLOPS[best], best) if best else (None, f"unknown device {name}")
+    return peak_for(torch.cuda.get_device_name(device))
 
 
 def memory_gib(device: torch.device) -> float:

@@ -28,6 +28,7 @@ class FakeKube:
         for fn in ("get", "list_", "apply", "delete", "get_custom", "list_custom", "pod_log"):
             monkeypatch.setattr(kube, fn, getattr(self, fn))
         monkeypatch.setattr(kube, "apply_custom", self.apply)
+        monkeypatch.setattr(kube, "list_nodes", lambda selector="": self.list_("v1", "Node", "", selector))
         real_read_json = objectstore.read_json
 
         def read_json(uri: str, cfg, field: str = "uri") -> dict | None:

@@ -429,3 +429,47 @@ def test_a_failed_run_whose_spec_is_edited_is_tried_again(fake_kube: FakeKube):
     assert fake_kube.calls == [("delete", "Job", "llm-train", "Foreground")]
     assert out.status["phase"] == "Scheduling"
     assert "Failed" not in [c["type"] for c in out.status["conditions"]]
+
+
+def gpu_node(name: str, mib: str, pool: str = "gpu") -> dict:
+    labels = {"pool": pool, "nvidia.com/gpu.memory": mib, "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    return {"kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+def big_run(**resources) -> dict:
+    """8b at seqLen 8192 on 8 GPUs: 116.8 GiB per GPU without activation checkpointing."""
+    return run(
+        model={"preset": "8b"},
+        optimizer={"microBatch": 2, "seqLen": 8192, "globalBatchTokens": 8192 * 16},
+        resources={"minNodes": 1, "maxNodes": 1, "nprocPerNode": 8, "gpusPerNode": 8, **resources},
+    )
+
+
+def test_a_run_too_big_for_the_nodes_gpus_is_refused_before_any_pod(fake_kube: FakeKube):
+    fake_kube.add(gpu_node("a", "81559"))
+    fake_kube.add(gpu_node("small", "40960", pool="other"))  # not selected: its memory is not the limit
+    out = reconcile(big_run(nodeSelector={"pool": "gpu"}), CFG)
+    assert fake_kube.calls == []
+    assert out.status["phase"] == "Failed"
+    failed = cond(out, "Failed")
+    assert failed["reason"] == "InsufficientGPUMemory"
+    assert failed["message"].startswith("needs 116.8 GiB per GPU at 8 GPUs")
+    assert failed["message"].endswith("nodes have 79.65 GiB: activationCheckpointing: full")
+    plan = out.status["plan"]
+    assert (plan["gpuMemoryGiB"], plan["fits"], plan["peakName"]) == (79.65, False, "H100")
+
+
+def test_a_run_that_fits_gets_its_plan_and_its_gang(fake_kube: FakeKube):
+    fake_kube.add(gpu_node("a", "81559"))
+    body = big_run()
+    body["spec"]["fsdp"] = {"activationCheckpointing": "full"}
+    out = reconcile(body, CFG)
+    assert ("apply", "Job", "llm-train") in fake_kube.calls
+    assert out.status["plan"]["fits"] is True and out.status["plan"]["etaSeconds"] > 0
+
+
+def test_a_cpu_run_gets_a_plan_and_no_node_listing(fake_kube: FakeKube):
+    out = reconcile(run(), CFG)
+    assert fake_kube.lists == 0 and ("apply", "Job", "llm-train") in fake_kube.calls
+    plan = out.status["plan"]
+    assert plan["gpus"] == 0 and plan["precision"] == "fp32" and "fits" not in plan

@@ -1,0 +1,39 @@
+"""The capacity plan in status.plan, and refusing a run that cannot fit before any pod.
+
+GPU memory comes from spec.plan.gpuMemoryGiB or else the nvidia.com/gpu.memory label (MiB) that
+GPU feature discovery puts on GPU nodes, read from the nodes matching resources.nodeSelector:
+the smallest one, since the gang may land on any of them.
+"""
+
+from __future__ import annotations
+
+from capstan_api import capacity
+from capstan_api.trainingrun import TrainingRunSpec
+from capstan_operator import kube
+
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+def gpu_of(nodes: list[dict]) -> tuple[float | None, str]:
+    """(GiB per GPU, product) of the labelled node with the least GPU memory; (None, "") if none."""
+    labelled = []
+    for n in nodes:
+        labels = n["metadata"].get("labels") or {}
+        mib = labels.get(GPU_MEMORY_LABEL, "")
+        if mib.isdigit():
+            labelled.append((int(mib) / 1024, labels.get(GPU_PRODUCT_LABEL, "")))
+    return min(labelled, default=(None, ""))
+
+
+def compute(spec: TrainingRunSpec) -> tuple[capacity.CapacityPlan, str | None]:
+    """(the plan, why the run cannot fit or None). Nodes are listed only for a GPU run that
+    does not give both figures itself."""
+    memory, product = None, ""
+    p = spec.plan
+    if spec.resources.gpus_per_node and not (p.gpu_memory_gib and p.gpu_product):
+        memory, product = gpu_of(
+            kube.list_nodes(",".join(f"{k}={v}" for k, v in spec.resources.node_selector.items()))
+        )
+    plan = capacity.plan(spec, memory, product)
+    return plan, capacity.refusal(spec, plan)

@@ -7,10 +7,13 @@ the smallest one, since the gang may land on any of them.
 
 from __future__ import annotations
 
+import logging
+
 from capstan_api import capacity
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator import kube
 
+log = logging.getLogger(__name__)
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
@@ -32,8 +35,13 @@ def compute(spec: TrainingRunSpec) -> tuple[capacity.CapacityPlan, str | None]:
     memory, product = None, ""
     p = spec.plan
     if spec.resources.gpus_per_node and not (p.gpu_memory_gib and p.gpu_product):
-        memory, product = gpu_of(
-            kube.list_nodes(",".join(f"{k}={v}" for k, v in spec.resources.node_selector.items()))
-        )
+        selector = ",".join(f"{k}={v}" for k, v in spec.resources.node_selector.items())
+        try:
+            memory, product = gpu_of(kube.list_nodes(selector))
+        except kube.ApiException as exc:
+            if exc.status != 403:
+                raise
+            # A chart installed without the nodes rule (rbac.create=false): plan without them.
+            log.warning("cannot list nodes (403): GPU memory unknown; spec.plan.gpuMemoryGiB gives it")
     plan = capacity.plan(spec, memory, product)
     return plan, capacity.refusal(spec, plan)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from capstan_operator import children
+from capstan_operator import children, kube
 from capstan_operator.config import OperatorConfig
 from capstan_operator.status import StatusDraft
 from capstan_operator.trainingrun import build
@@ -473,3 +473,13 @@ def test_a_cpu_run_gets_a_plan_and_no_node_listing(fake_kube: FakeKube):
     assert fake_kube.lists == 0 and ("apply", "Job", "llm-train") in fake_kube.calls
     plan = out.status["plan"]
     assert plan["gpus"] == 0 and plan["precision"] == "fp32" and "fits" not in plan
+
+
+def test_nodes_that_cannot_be_listed_leave_the_gpu_memory_unknown(fake_kube: FakeKube, monkeypatch):
+    def forbidden(selector=""):
+        raise kube.ApiException(status=403, reason="Forbidden")
+
+    monkeypatch.setattr(kube, "list_nodes", forbidden)
+    out = reconcile(big_run(), CFG)
+    assert ("apply", "Job", "llm-train") in fake_kube.calls
+    assert "fits" not in out.status["plan"] and "gpuMemoryGiB" not in out.status["plan"]

@@ -6,7 +6,7 @@ The state is what the trainer saves (model + AdamW moments + scheduler + loader 
 from `step.state_for`) in a one-process gloo group, written by `checkpoint.Checkpointer`:
 blocking = until `save` returns (DCP stages the state to CPU memory); total = until the COMMITTED
 marker is written. Ratio = blocking / total: the share of the persist time training waits for.
-S3 is moto's server on loopback.
+S3 is SeaweedFS on loopback.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def run(a) -> None:
     with s3_bucket() as bucket, tempfile.TemporaryDirectory() as tmp:
         results = {
             "local": measure(f"file://{tmp}/ck", model, optimizer, a.saves),
-            "S3 (moto)": measure(f"{bucket}/ck", model, optimizer, a.saves),
+            "S3 (SeaweedFS)": measure(f"{bucket}/ck", model, optimizer, a.saves),
         }
     size = results["local"][2]
     print(
@@ -79,7 +79,7 @@ def run(a) -> None:
     )
     for where, (blocked, total, _) in results.items():
         print(
-            f"{where:10s} blocking {blocked:.3f} s, total persist {total:.3f} s "
+            f"{where:14s} blocking {blocked:.3f} s, total persist {total:.3f} s "
             f"({size / 2**20 / total:.0f} MiB/s); ratio blocking/total {blocked / total:.3f}"
         )
 

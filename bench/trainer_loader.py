@@ -1,11 +1,10 @@
-"""The training loader alone: tokens/s reading from S3 (moto's server on loopback) vs local files.
+"""The training loader alone: tokens/s reading from S3 (SeaweedFS on loopback) vs local files.
 
     .venv/bin/python bench/trainer_loader.py [--tokens 4000000] [--seq-len 1024] [--micro 8] [--steps 60]
 
 The same generated dataset (uint16 shards of 256Ki tokens) is written to a local folder and to a
 bucket; `TrainLoader` (ranged reads of random windows, background prefetch) then serves the same
-sequence of batches from each. Ratio = S3 tokens/s / local tokens/s. Moto answers from one
-Python process (its per-request cost bounds the S3 figure), so the run also times the same
+sequence of batches from each. Ratio = S3 tokens/s / local tokens/s. The run also times the same
 ranged reads without the loader: loader/raw says what the loader itself costs on top of storage.
 """
 
@@ -81,7 +80,7 @@ def main() -> None:
         f"dataset {a.tokens / 1e6:.1f}M tokens (uint16), batches of {a.micro} x {a.seq_len + 1} random windows"
     )
     print(f"local files: {loc:,.0f} tokens/s")
-    print(f"S3 (moto):   {rem:,.0f} tokens/s")
+    print(f"S3 (SeaweedFS): {rem:,.0f} tokens/s")
     print(f"ratio S3/local: {rem / loc:.3f}")
     print(f"S3 ranged reads alone (no loader): {raw:,.0f} tokens/s; ratio loader/raw reads {rem / raw:.3f}")
 

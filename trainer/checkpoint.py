@@ -77,11 +77,14 @@ def list_steps(root: str) -> list[StepFolder]:
     for entry in entries:
         name = entry.rstrip("/").rsplit("/", 1)[-1]
         m = _STEP_RE.match(name)
-        if m:
-            uri = storage.join(root, name)
-            steps.append(
-                StepFolder(int(m.group(1)), uri, fs.exists(f"{path.rstrip('/')}/{name}/{COMMITTED}"))
-            )
+        if not m:
+            continue
+        folder = f"{path.rstrip('/')}/{name}"
+        committed = fs.exists(f"{folder}/{COMMITTED}")
+        # A folder with no object left is no step: stores that keep folders (SeaweedFS) go on
+        # listing an emptied one; its filer removes empty folders lazily, and not always.
+        if committed or any(e["type"] == "file" for e in fs.find(folder, detail=True).values()):
+            steps.append(StepFolder(int(m.group(1)), storage.join(root, name), committed))
     return sorted(steps, key=lambda s: s.step)
 
 

@@ -37,10 +37,8 @@ HTTP port + 10000, past 65535 for a high free port)."""
 WEED_ENV = {
     # One volume per bucket instead of 7: every test makes a bucket, volumes are files.
     "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1",
-    # An emptied "folder" leaves a prefix in listings until the filer removes it (2 min by default).
-    "WEED_FILER_OPTIONS_S3_EMPTY_FOLDER_CLEANUP_DELAY": "1s",
 }
-"""WEED_ENV: configuration that weed reads from the environment (master.toml and filer.toml keys)."""
+"""WEED_ENV: configuration that weed reads from the environment (master.toml keys)."""
 
 
 def ports() -> dict[str, int]:

@@ -50,7 +50,13 @@ def step_uri(root: str, step: int) -> str:
 
 
 def _reader(uri: str) -> FsspecReader:
-    return FsspecReader(uri, **storage.storage_options(uri))
+    # DCP reads a file's tensors in plan order, not by offset, and torch.load reads each in small
+    # pieces: s3fs's default read-ahead cache refetches, a block cache (at most 32 x 16 MiB per
+    # open file) does not. 352 MiB from SeaweedFS: 6.5 s before, 1.0 s with it.
+    cache = {"default_cache_type": "blockcache", "default_block_size": 16 * 2**20}
+    return FsspecReader(
+        uri, **storage.storage_options(uri), **(cache if uri.startswith(("s3://", "s3a://")) else {})
+    )
 
 
 def _writer(uri: str) -> FsspecWriter:

@@ -9,9 +9,9 @@ PYTEST_ARGS ?=
 IMAGES_FLAGS ?=
 CHECK_PYTHON = $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
 
-.PHONY: install control-plane image-tools registry images test demo cluster-up cluster-down lint unit clean crds
+.PHONY: install control-plane seaweedfs image-tools registry images test demo cluster-up cluster-down lint unit clean crds
 
-install: $(VENV)/.installed control-plane
+install: $(VENV)/.installed control-plane seaweedfs
 
 $(VENV)/.installed: pyproject.toml
 	@$(CHECK_PYTHON)
@@ -27,6 +27,10 @@ control-plane: image-tools registry
 
 registry:
 	bash hack/build-registry.sh
+
+# The S3 endpoint of the local cluster and the tests (SeaweedFS's `weed`, ~10 min once per machine).
+seaweedfs:
+	bash hack/build-seaweedfs.sh
 
 # Debian packages: mmdebstrap builds the base root filesystem, buildah the images (no daemon),
 # skopeo pulls them on the local node.
@@ -56,7 +60,7 @@ crds: $(VENV)/.installed
 test: images install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed seaweedfs
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 cluster-up: install images

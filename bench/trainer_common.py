@@ -1,4 +1,4 @@
-"""Shared set-up for the trainer benchmarks: a one-process gloo group and a bucket on moto."""
+"""Shared set-up for the trainer benchmarks: a one-process gloo group and a bucket on SeaweedFS."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def one_process_group() -> Iterator[None]:
 
 @contextlib.contextmanager
 def s3_bucket() -> Iterator[str]:
-    """A fresh bucket on a moto server on loopback, AWS_* pointing at it; yields "s3://name"."""
+    """A fresh bucket on a SeaweedFS server on loopback, AWS_* pointing at it; yields "s3://name"."""
     server = start_s3()
     try:
         os.environ.update(server.env)

@@ -11,9 +11,10 @@ from tests.support.s3server import start_s3
 
 
 @pytest.fixture(scope="session")
-def s3_server():
-    """A moto S3 server on loopback for the whole session; AWS_* variables point at it."""
-    server = start_s3()
+def s3_server(tmp_path_factory):
+    """SeaweedFS's S3 gateway on loopback for the whole session (data and weed.log in the
+    session's tmp folder); AWS_* variables point at it."""
+    server = start_s3(tmp_path_factory.mktemp("s3"))
     old = {k: os.environ.get(k) for k in server.env}
     os.environ.update(server.env)
     yield server
@@ -54,7 +55,7 @@ def _new_bucket(s3_server) -> str:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     """The real local control plane (etcd, kube-apiserver, controller-manager, scheduler, node
-    agent) with a moto S3 server and the OCI registry `make images` pushed to, started once per
+    agent) with its own S3 server (SeaweedFS) and the OCI registry `make images` pushed to, started once per
     test session and stopped at its end. Pods run from their images."""
     from pathlib import Path
 

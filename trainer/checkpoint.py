@@ -45,7 +45,13 @@ step_uri = files.step_folder  # the layout is the API's: the operator resolves a
 
 
 def _reader(uri: str) -> FsspecReader:
-    return FsspecReader(uri, **storage.storage_options(uri))
+    # DCP reads a file's tensors in plan order, not by offset, and torch.load reads each in small
+    # pieces: s3fs's default read-ahead cache refetches, a block cache (at most 32 x 16 MiB per
+    # open file) does not. 352 MiB from SeaweedFS: 6.5 s before, 1.0 s with it.
+    cache = {"default_cache_type": "blockcache", "default_block_size": 16 * 2**20}
+    return FsspecReader(
+        uri, **storage.storage_options(uri), **(cache if uri.startswith(("s3://", "s3a://")) else {})
+    )
 
 
 def _writer(uri: str) -> FsspecWriter:
@@ -72,11 +78,14 @@ def list_steps(root: str) -> list[StepFolder]:
     for entry in entries:
         name = entry.rstrip("/").rsplit("/", 1)[-1]
         m = _STEP_RE.match(name)
-        if m:
-            uri = storage.join(root, name)
-            steps.append(
-                StepFolder(int(m.group(1)), uri, fs.exists(f"{path.rstrip('/')}/{name}/{COMMITTED}"))
-            )
+        if not m:
+            continue
+        folder = f"{path.rstrip('/')}/{name}"
+        committed = fs.exists(f"{folder}/{COMMITTED}")
+        # A folder with no object left is no step: stores that keep folders (SeaweedFS) go on
+        # listing an emptied one; its filer removes empty folders lazily, and not always.
+        if committed or any(e["type"] == "file" for e in fs.find(folder, detail=True).values()):
+            steps.append(StepFolder(int(m.group(1)), storage.join(root, name), committed))
     return sorted(steps, key=lambda s: s.step)
 
 

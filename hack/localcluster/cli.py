@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nodes", type=int, default=2, help="simulated GPU nodes the node agent registers")
     p.add_argument("--gpus-per-node", type=int, default=4)
     p.add_argument("--simulate", action="store_true", help="mark pods Running without starting processes")
-    p.add_argument("--no-s3", action="store_true", help="do not start the moto S3 server")
+    p.add_argument("--no-s3", action="store_true", help="do not start the S3 server (SeaweedFS)")
     p.add_argument(
         "--from-venv",
         action="store_true",

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from hack.localcluster import commands, registry
+from hack.localcluster import commands, registry, s3
 from hack.localcluster.kubeconfig import write_kubeconfig
 from hack.localcluster.pki import PKI
 from hack.localcluster.ports import free_port
@@ -208,17 +208,19 @@ class Cluster:
         self._spawn(state, "kube-scheduler", argv)
 
     def _start_s3(self, state: dict) -> None:
-        """The moto S3 server, and s3.env saying how to reach it."""
-        port = state["ports"]["s3"]
-        env = commands.s3_env(port)
-        proc = self._spawn(state, "s3", commands.s3_server(port))
+        """SeaweedFS's S3 gateway (s3.py), and s3.env saying how to reach it."""
+        ports = state["s3_ports"] = s3.ports()
+        data = self.state_dir / "s3"
+        argv = s3.command(self._bin("weed"), data, ports, s3.prepare(data))
+        proc = self._spawn(state, "s3", argv, env=s3.WEED_ENV)
         wait_until(
-            "moto S3 server",
-            lambda: urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/", timeout=2).status == 200,
+            f"SeaweedFS's S3 gateway to answer GET / on 127.0.0.1:{ports['s3']}",
+            lambda: s3.ready(ports["s3"]),
             self.options.start_deadline_s,
             proc,
             self._log("s3"),
         )
+        env = s3.env(ports["s3"])
         self.s3_env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
 
     def _start_registry(self, state: dict) -> None:
@@ -321,6 +323,7 @@ class Cluster:
             time.sleep(0.1)
         count = len([p for p in pids.values()]) + len(marked)
         shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)
+        shutil.rmtree(self.state_dir / "s3", ignore_errors=True)
         shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
         if not quiet:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 SERVICE_CIDR = "10.96.0.0/16"  # allocated by the API server, never connected to
 ISSUER = "https://kubernetes.default.svc.cluster.local"
-PORTS = ("etcd", "etcd_peer", "api", "cm", "sched", "agent", "s3", "registry")
+PORTS = ("etcd", "etcd_peer", "api", "cm", "sched", "agent", "registry")
 
 
 @dataclass(frozen=True)
@@ -117,21 +117,6 @@ def kube_scheduler(binary: str, config: Path, ports: dict[str, int], creds: Cred
         f"--authentication-kubeconfig={kubeconfig}",
         f"--authorization-kubeconfig={kubeconfig}",
     ]
-
-
-def s3_server(port: int) -> list[str]:
-    # The module form works in thin worktree venvs too (no moto_server script there).
-    return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-
-
-def s3_env(port: int) -> dict[str, str]:
-    """What a client needs to reach the S3 server (written to s3.env)."""
-    return {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "capstan",
-        "AWS_SECRET_ACCESS_KEY": "capstan-secret",
-        "AWS_REGION": "us-east-1",
-    }
 
 
 def node_agent(

@@ -1,5 +1,5 @@
 """TrainingRun reconciled on the real API server: torchrun pods run by the node agent, data and
-checkpoints in S3 (moto). Sizes are tiny: the `test` preset, 32-token sequences, CPU (gloo)."""
+checkpoints in S3 (SeaweedFS). Sizes are tiny: the `test` preset, 32-token sequences, CPU (gloo)."""
 
 from __future__ import annotations
 

@@ -1,23 +1,27 @@
-"""A real S3 endpoint on loopback: moto's server in a subprocess."""
+"""A real S3 endpoint on loopback: SeaweedFS (`weed mini`, built by `make install`) in a subprocess."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
-import sys
-import time
-import urllib.request
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-from hack.localcluster.ports import free_port
+from hack.localcluster import s3
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
 class S3Server:
     endpoint: str
     process: subprocess.Popen
-    access_key: str = "capstan"
-    secret_key: str = "capstan-secret"
-    region: str = "us-east-1"
+    data_dir: Path
+    owns_data_dir: bool = False
+    access_key: str = s3.ACCESS_KEY
+    secret_key: str = s3.SECRET_KEY
+    region: str = s3.REGION
 
     @property
     def env(self) -> dict[str, str]:
@@ -29,38 +33,27 @@ class S3Server:
         }
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        s3.stop(self.process)
+        if self.owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def start_s3(port: int | None = None, log=None, deadline_s: float = 60.0) -> S3Server:
-    port = port or free_port()
-    # The module form works in thin venvs too (a worktree venv sees moto through a .pth file
-    # but has no moto_server script of its own).
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log or subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + deadline_s
-    while True:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).read()
-            return S3Server(endpoint=endpoint, process=proc)
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"moto_server exited with {proc.returncode} before serving {endpoint}"
-                ) from None
-            if time.monotonic() > end:
-                proc.kill()
-                raise TimeoutError(
-                    f"moto_server did not answer on {endpoint} within {deadline_s:.0f} s"
-                ) from None
-            time.sleep(0.2)
+def weed_binary() -> Path:
+    path = REPO / ".capstan" / "bin" / "weed"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `make install` (hack/build-seaweedfs.sh)")
+    return path
+
+
+def start_s3(data_dir: Path | None = None, deadline_s: float = 60.0) -> S3Server:
+    """A SeaweedFS server whose data (and log, weed.log) lives in `data_dir`; without one, in a
+    temporary folder removed by `stop`."""
+    owns = data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="capstan-s3-")) if owns else data_dir
+    try:
+        proc, port = s3.start(str(weed_binary()), data_dir / "data", data_dir / "weed.log", deadline_s)
+    except BaseException:
+        if owns:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    return S3Server(endpoint=f"http://127.0.0.1:{port}", process=proc, data_dir=data_dir, owns_data_dir=owns)

@@ -1,4 +1,4 @@
-"""Two-process torchrun (gloo, FSDP2) on the `test` preset with data and checkpoints on S3 (moto):
+"""Two-process torchrun (gloo, FSDP2) on the `test` preset with data and checkpoints on S3 (SeaweedFS):
 crash recovery, exact resume, resharding to another world size, half-written checkpoints, and
 the Hugging Face export."""
 

@@ -1,6 +1,6 @@
 """Staged preparation at three corpus sizes: throughput per core and peak memory per worker.
 
-    .venv/bin/python bench/prepare_scale.py [--sizes 16 64 256] [--workers 2] [--baseline-rev 0a40fef]
+    .venv/bin/python bench/prepare_scale.py [--sizes 16 64 256] [--workers 2] [--baseline-rev 0a40fef] [--s3]
 
 For each size (MB of generated JSONL) runs every stage's indexes as separate processes, as the
 Indexed Jobs do (`--stage S --index I`), and reads each process's CPU time and peak RSS from
@@ -8,12 +8,15 @@ wait4(). Baseline in the same run: the floor, reading, decompressing and parsing
 and nothing else. Prints JSON: per stage docs/s and MB/s per core, share of CPU, peak RSS per
 worker; end to end MB/s per core and its ratio to the floor; the scale-out cost (CPU of N
 workers against one, same input, the second size); storage traffic per stage; the load average;
-with --baseline-rev, the speed-up over that revision's preparation on the first size.
+with --baseline-rev, the speed-up over that revision's preparation on the first size; with --s3,
+each size again with the corpus and the output in a bucket on SeaweedFS (loopback), its wall and
+CPU seconds against the local run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -27,8 +30,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.prepare_common import resource, write_corpus  # noqa: E402
+from bench.trainer_common import s3_server_and_bucket  # noqa: E402
 from capstan_api import preparation  # noqa: E402
 from capstan_api.dataset import DatasetSpec  # noqa: E402
+from capstan_trainer import storage  # noqa: E402
 
 FLOOR = """
 import sys
@@ -70,21 +75,24 @@ READS = {
 }
 
 
-def sizes(folder: Path) -> dict[str, int]:
-    """Files under the output folder by path relative to it (markers and progress left out)."""
-    if not folder.exists():
+def sizes(uri: str) -> dict[str, int]:
+    """Files under the output folder (any storage) by path relative to it (markers and progress
+    left out)."""
+    fs, root = storage.filesystem(uri)
+    fs.invalidate_cache()
+    if not fs.exists(root):
         return {}
     return {
-        str(p.relative_to(folder)).removeprefix("_work/"): p.stat().st_size
-        for p in folder.rglob("*")
-        if p.is_file() and not p.name.startswith(("done-", "progress-"))
+        p[len(root) :].lstrip("/").removeprefix("_work/"): int(info["size"])
+        for p, info in fs.find(root, detail=True).items()
+        if info["type"] == "file" and not p.rsplit("/", 1)[-1].startswith(("done-", "progress-"))
     }
 
 
 def prepare(path: Path, workers: int, input_bytes: int) -> dict[str, dict]:
     res = yaml.safe_load(path.read_text())
     spec = DatasetSpec.model_validate({**res["spec"], "workers": workers})
-    folder = Path(spec.output.uri.removeprefix("file://"))
+    folder = spec.output.uri
     out = {}
     before = sizes(folder)
     for stage in preparation.plan(spec):
@@ -166,9 +174,47 @@ def summarise(stages: dict[str, dict], docs: int, size: int, floor_cpu: float) -
     }
 
 
-def main(sizes: list[float], workers: int, baseline_rev: str | None) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def on_s3(s3, root: Path, mb: float, workers: int, size: int, local: dict) -> dict:
+    """The same corpus through the same stages with the input and the output in a bucket
+    (`s3`: the server and the bucket's URI): wall and CPU seconds against the local run's; the
+    stage processes' CPU includes their S3 client's, the server's own is counted apart."""
+    server, bucket = s3
+    src = f"{bucket}/{mb}/in"
+    for f in sorted((root / "in").iterdir()):
+        storage.write_bytes(f"{src}/{f.name}", f.read_bytes())
+    path = root / "ds-s3.yaml"
+    path.write_text(yaml.safe_dump(resource(f"{src}/*.jsonl", f"{bucket}/{mb}/out")))
+    server_cpu = cpu_seconds(server.process.pid)
+    stages = prepare(path, workers, size)
+    server_cpu = cpu_seconds(server.process.pid) - server_cpu
+    wall, cpu = sum(s["wall"] for s in stages.values()), sum(s["cpu"] for s in stages.values())
+    return {
+        "wallSeconds": round(wall, 2),
+        "cpuSeconds": round(cpu, 2),
+        "serverCpuSeconds": round(server_cpu, 2),
+        "wallRatio": round(wall / local["wallSeconds"], 3),
+        "cpuRatio": round(cpu / local["cpuSeconds"], 3),
+        "cpuRatioWithServer": round((cpu + server_cpu) / local["cpuSeconds"], 3),
+        "stageWallRatio": {
+            name: round(s["wall"] / local_stage["wallSeconds"], 2)
+            for (name, s), local_stage in zip(stages.items(), local["stages"].values(), strict=True)
+        },
+    }
+
+
+def main(sizes: list[float], workers: int, baseline_rev: str | None, s3: bool) -> None:
     report: dict = {"workers": workers, "loadAverage": os.getloadavg(), "cpus": os.cpu_count(), "sizes": {}}
-    with tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        s3_server_and_bucket() if s3 else contextlib.nullcontext() as bucket,
+    ):
         for i, mb in enumerate(sizes):
             root = Path(tmp) / f"{mb}"
             docs, size = write_corpus(root / "in", mb)
@@ -193,6 +239,9 @@ def main(sizes: list[float], workers: int, baseline_rev: str | None) -> None:
                     "mbPerSecPerCore": round(size / 1e6 / base, 3),
                     "speedUp": round(base / result["endToEnd"]["cpuSeconds"], 2),
                 }
+            if bucket:
+                local = {"stages": result["stages"], **result["endToEnd"]}
+                result["s3"] = on_s3(bucket, root, mb, workers, size, local)
             report["sizes"][str(mb)] = result
             print(f"{mb} MB done: {json.dumps(result['endToEnd'])}", file=sys.stderr, flush=True)
     peaks = [r["endToEnd"]["peakRssMbPerWorker"] for r in report["sizes"].values()]
@@ -206,5 +255,8 @@ if __name__ == "__main__":
     ap.add_argument("--sizes", type=float, nargs="+", default=[16, 64, 256], help="corpus sizes in MB")
     ap.add_argument("--workers", type=int, default=2, help="workers per parallel stage")
     ap.add_argument("--baseline-rev", help="git revision to time end to end on the first size (one process)")
+    ap.add_argument(
+        "--s3", action="store_true", help="also run each size with the input and output on S3 (SeaweedFS)"
+    )
     a = ap.parse_args()
-    main(a.sizes, a.workers, a.baseline_rev)
+    main(a.sizes, a.workers, a.baseline_rev, a.s3)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import boto3
 import torch.distributed as dist
 
-from tests.support.s3server import start_s3
+from tests.support.s3server import S3Server, start_s3
 
 
 @contextlib.contextmanager
@@ -29,8 +29,9 @@ def one_process_group() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def s3_bucket() -> Iterator[str]:
-    """A fresh bucket on a SeaweedFS server on loopback, AWS_* pointing at it; yields "s3://name"."""
+def s3_server_and_bucket() -> Iterator[tuple[S3Server, str]]:
+    """A fresh bucket on a SeaweedFS server on loopback, AWS_* pointing at it; yields the server
+    and "s3://name"."""
     server = start_s3()
     try:
         os.environ.update(server.env)
@@ -43,6 +44,13 @@ def s3_bucket() -> Iterator[str]:
             aws_secret_access_key=server.secret_key,
         )
         s3.create_bucket(Bucket=name)
-        yield f"s3://{name}"
+        yield server, f"s3://{name}"
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def s3_bucket() -> Iterator[str]:
+    """`s3_server_and_bucket`'s bucket alone."""
+    with s3_server_and_bucket() as (_, uri):
+        yield uri

@@ -78,6 +78,12 @@ def command(binary: str, data_dir: Path, ports: dict[str, int], config: Path) ->
         f"-master.port.grpc={p['master_grpc']}",
         "-master.telemetry=false",
         f"-volume.port={p['volume']}",
+        # Every bucket gets a volume of its own. Left to itself mini sizes volumes at 1 GiB and
+        # allows free disk / 1 GiB of them (24 on a CI machine): a test session that makes more
+        # buckets than that gets "No writable volumes and no free volumes left" (InternalError).
+        # Volume files are sparse: small ones, and many, cost nothing until written.
+        "-master.volumeSizeLimitMB=256",
+        "-volume.max=2000",
         f"-volume.port.grpc={p['volume_grpc']}",
         f"-filer.port={p['filer']}",
         f"-filer.port.grpc={p['filer_grpc']}",

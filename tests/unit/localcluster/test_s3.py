@@ -54,3 +54,20 @@ def test_only_the_configured_identity_gets_in(s3_server, s3_bucket):
     with pytest.raises(botocore.exceptions.ClientError) as refused:
         client("not-the-secret").get_object(Bucket=bucket, Key="k")
     assert refused.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied")
+
+
+def test_a_session_can_write_to_more_buckets_than_one_per_free_gib(s3_server):
+    """Every test makes a bucket and each bucket takes a volume: mini's own sizing (1 GiB volumes,
+    free disk / 1 GiB of them) ran out after 24 on a CI machine with 28 GB free."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name=s3_server.region,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+    )
+    free_gib = os.statvfs(s3_server.data_dir).f_bavail * os.statvfs(s3_server.data_dir).f_frsize >> 30
+    for i in range(min(free_gib, 100) + 5):
+        client.create_bucket(Bucket=f"many-{i:03d}")
+        client.put_object(Bucket=f"many-{i:03d}", Key="k", Body=b"v" * 1000)
+    assert client.get_object(Bucket="many-000", Key="k")["Body"].read() == b"v" * 1000

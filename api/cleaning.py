@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from capstan_api.common import ApiModel, cel
+from capstan_api.mitigation import ToxicityFilter
 
 
 class Cleaning(ApiModel):
@@ -275,6 +276,10 @@ class Filters(ApiModel):
     gopher_quality: GopherQuality = Field(default_factory=GopherQuality, description="gopherQuality rules.")
     c4: C4Filter = Field(default_factory=C4Filter, description="c4 line rules.")
     fineweb: FineWebFilter = Field(default_factory=FineWebFilter, description="fineweb rules.")
+    toxicity: ToxicityFilter = Field(
+        default_factory=ToxicityFilter,
+        description="toxicity drops documents by a lexicon's per-category shares.",
+    )
 
 
 class NearDedup(ApiModel):

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from capstan_api.cleaning import Cleaning, Dedup, Filters, Pii
 from capstan_api.common import SPDX_PATTERN, URI_PATTERN, ApiModel, cel, immutable
+from capstan_api.mitigation import Augmentation
 from capstan_api.tokenizer import Tokenizer
 from capstan_api.workload import (
     PodResources,
@@ -126,6 +127,10 @@ class DatasetSpec(ApiModel):
     filters: Filters = Field(default_factory=Filters, description="filters are the quality filters.")
     dedup: Dedup = Field(default_factory=Dedup, description="dedup is exact and near-duplicate removal.")
     pii: Pii = Field(default_factory=Pii, description="pii is personal-data redaction.")
+    augmentation: Augmentation = Field(
+        default_factory=Augmentation,
+        description="augmentation adds counterfactual copies of kept documents, after deduplication.",
+    )
     tokenizer: Tokenizer = Field(default_factory=Tokenizer, description="tokenizer to train or use.")
     output: Output = Field(description="output says where and how the shards are written.")
     max_error_rate: float = Field(
@@ -151,7 +156,7 @@ class DatasetSpec(ApiModel):
         default=0,
         ge=0,
         le=2**32 - 1,
-        description="seed of MinHash permutations and the validation split hash.",
+        description="seed of MinHash permutations, the validation split hash and the augmentation draw.",
     )
 
     model_config = ConfigDict(

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from capstan_api.capacity import CapacityPlan
 from capstan_api.common import ApiModel, Condition
+from capstan_api.mitigation import AugmentationCounts, ToxicityCounts
 
 # Condition types (module constants, as the style guide asks).
 READY = "Ready"
@@ -67,7 +68,7 @@ class StatusBase(ApiModel):
 
 class StepCount(ApiModel):
     name: str = Field(
-        description="name of the cleaning step (read, licence, filters, exactDedup, nearDedup)."
+        description="name of the cleaning step (read, licence, filters, toxicity, exactDedup, nearDedup, augment)."
     )
     documents_in: int = Field(default=0, description="documentsIn is how many documents entered the step.")
     documents_out: int = Field(default=0, description="documentsOut is how many documents left the step.")
@@ -113,6 +114,12 @@ class DatasetStatus(StatusBase):
         default=None, description="validationTokens is the number of validation tokens written."
     )
     shards: int | None = Field(default=None, description="shards is the number of token shards written.")
+    toxicity: ToxicityCounts | None = Field(
+        default=None, description="toxicity is what the toxicity filter dropped, per category, once Ready."
+    )
+    augmentation: AugmentationCounts | None = Field(
+        default=None, description="augmentation is the counterfactual copies added, once Ready."
+    )
     manifest_uri: str | None = Field(default=None, description="manifestUri is the URI of manifest.json.")
     datasheet_uri: str | None = Field(default=None, description="datasheetUri is the URI of the datasheet.")
     fingerprint: str | None = Field(

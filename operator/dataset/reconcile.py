@@ -42,6 +42,8 @@ def stats_to_status(manifest: dict, output_uri: str) -> dict:
         "tokens": tokens.get("train"),
         "validationTokens": tokens.get("validation"),
         "shards": stats.get("shards"),
+        "toxicity": stats.get("toxicity"),
+        "augmentation": stats.get("augmentation"),
         "manifestUri": files.join(output_uri, files.MANIFEST_FILE),
         "datasheetUri": files.join(output_uri, files.DATASHEET_FILE),
         "fingerprint": manifest.get("fingerprint") or None,
@@ -63,8 +65,8 @@ def started_spec(cm: dict) -> DatasetSpec:
 
 # Status fields that describe one revision's outputs: cleared when the next one starts.
 REVISION_FIELDS = (
-    "steps", "documents", "tokens", "validationTokens", "shards", "manifestUri", "datasheetUri",
-    "fingerprint", "startTime", "completionTime",
+    "steps", "documents", "tokens", "validationTokens", "shards", "toxicity", "augmentation",
+    "manifestUri", "datasheetUri", "fingerprint", "startTime", "completionTime",
 )  # fmt: skip
 
 

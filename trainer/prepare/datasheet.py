@@ -22,6 +22,7 @@ def render(name: str, spec: DatasetSpec, stats: dict, allowed: list[str], finger
         composition(spec, stats),
         collection(spec, stats),
         preprocessing(spec, stats),
+        mitigation(spec, stats),
         uses(),
         distribution(stats, allowed),
         maintenance(),
@@ -124,6 +125,41 @@ def preprocessing(spec: DatasetSpec, stats: dict) -> str:
             pii,
         ]
     )
+
+
+def mitigation(spec: DatasetSpec, stats: dict) -> str:
+    """The toxicity filter's thresholds and removals per category, and the counterfactual copies."""
+    tox, cda = spec.filters.toxicity, spec.augmentation.counterfactual
+    lines = ["## Toxicity and bias mitigation"]
+    if tox.enabled:
+        removed = stats["toxicity"]["byCategory"]
+        cats = sorted(set(tox.thresholds) | set(removed))
+        lexicon = f"`{tox.lexicon_uri}`" if tox.lexicon_uri else "the built-in English lexicon"
+        lines += [
+            f"Toxicity filter on, with {lexicon}: a document is removed when the share of its words",
+            f"matching a category's terms is above the category's threshold ({tox.threshold:g} unless",
+            f"listed). {stats['toxicity']['removed']} documents were removed.",
+            "",
+            _table(
+                [(c, f"{tox.thresholds.get(c, tox.threshold):g}", removed.get(c, 0)) for c in cats],
+                ("category", "threshold (share of words)", "documents removed"),
+            ),
+        ]
+    else:
+        lines.append("Toxicity filter off.")
+    aug = stats["augmentation"]
+    if cda.fraction > 0:
+        pairs = f"`{cda.pairs_uri}`" if cda.pairs_uri else "the built-in English gender pairs"
+        lines += [
+            "",
+            f"Counterfactual data augmentation with {pairs}: {aug['drawn']} documents were drawn",
+            f"({cda.fraction:g} of those kept, by a hash of their id and seed {spec.seed}) and {aug['copies']}",
+            f"of them, those with a paired term, were added again with {aug['swaps']} terms swapped. A copy",
+            "follows its original into the same split and is marked `counterfactual` in documents.jsonl.",
+        ]
+    else:
+        lines += ["", "No counterfactual data augmentation."]
+    return "\n".join(lines)
 
 
 def _filters_on(spec: DatasetSpec) -> list[str]:

@@ -16,9 +16,11 @@ def manifest_stats(
     pii: Counter,
     licences: Counter,
     splits: dict[str, shards.SplitInfo],
+    augmentation: Counter | None = None,
 ) -> dict:
     """`counts` are the map workers' summed counters; `n` documents reached deduplication, `exact`
-    and `near` of them were removed there; `pii` and `licences` count the output's documents."""
+    and `near` of them were removed there; `pii` and `licences` count the output's documents,
+    `augmentation` the counterfactual copies the tokenize workers added (drawn, copies, swaps)."""
     c = counts
     records, parsed = c["records"], c["records"] - c["malformed"]
     excluded = {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("licence:") and v}
@@ -28,6 +30,8 @@ def manifest_stats(
     for rule, v in by_rule.items():
         by_filter[rule.split(".", 1)[0]] += v
     kept = n - exact - near
+    toxic = {k.split(".", 1)[1]: v for k, v in by_rule.items() if k.startswith("toxicity.")}
+    aug = {k: (augmentation or Counter())[k] for k in ("drawn", "copies", "swaps")}
     return {
         "files": c["files"],
         "bytes": c["bytes"],
@@ -43,12 +47,16 @@ def manifest_stats(
         "exactDuplicates": exact,
         "nearDuplicates": near,
         "pii": dict(sorted(pii.items())),
+        "toxicity": {"removed": sum(toxic.values()), "byCategory": toxic},
+        "augmentation": aug,
         "stages": [
             {"stage": "read", "in": records, "out": parsed},
             {"stage": "licence", "in": parsed, "out": after_licence},
-            {"stage": "filters", "in": after_licence, "out": n},
+            {"stage": "filters", "in": after_licence, "out": n + sum(toxic.values())},
+            {"stage": "toxicity", "in": n + sum(toxic.values()), "out": n},
             {"stage": "exactDedup", "in": n, "out": n - exact},
             {"stage": "nearDedup", "in": n - exact, "out": kept},
+            {"stage": "augment", "in": kept, "out": kept + aug["copies"]},
         ],
         "documents": {"train": splits["train"].documents, "validation": splits["validation"].documents},
         "tokens": {name: sp.tokens for name, sp in splits.items()},

@@ -37,7 +37,10 @@ def run(ctx: Context) -> dict:
         splits = split_infos(shard_markers, parts)
         pii = sum((Counter(p["pii"]) for p in parts), Counter())
         licences = sum((Counter(p["licences"]) for p in parts), Counter())
-        stats = manifest_stats(counts, clus["documents"], clus["exact"], clus["near"], pii, licences, splits)
+        augmentation = sum((Counter(p.get("augmentation") or {}) for p in parts), Counter())
+        stats = manifest_stats(
+            counts, clus["documents"], clus["exact"], clus["near"], pii, licences, splits, augmentation
+        )
         tok, dtype, eos = tokenize.load_tokenizer(ctx)
         tok_json = storage.read_bytes(ctx.path("cluster", cluster.TOKENIZER_FILE))
         sha = hashlib.sha256(tok_json).hexdigest()

@@ -1,7 +1,7 @@
 """map: the per-document work over this worker's files (every N-th input file).
 
-read -> licence -> normalise -> filters -> exact digest + MinHash -> PII redaction. Writes, under
-_work/map/: the kept documents (`docs-<i>.jsonl.zst`, id order), the dedup records as sorted runs
+read -> licence -> normalise -> filters -> toxicity -> exact digest + MinHash -> PII redaction.
+Writes, under _work/map/: the kept documents (`docs-<i>.jsonl.zst`, id order), the dedup records as sorted runs
 (`runs-<i>-<r>.bin`), signatures when a Jaccard threshold is set (`sigs-<i>.bin`), the tokenizer
 sample's candidates and byte histogram (`sample-<i>.jsonl.zst`, `hist-<i>.npy`), then the marker
 with the counts. Memory: one signature batch, one run, the sample's metadata.
@@ -20,7 +20,7 @@ import zstandard
 
 from capstan_api import preparation
 from capstan_trainer import storage
-from capstan_trainer.prepare import dedup, pii, read, runs, sample
+from capstan_trainer.prepare import dedup, pii, read, runs, sample, toxicity
 from capstan_trainer.prepare.filters import apply_filters
 from capstan_trainer.prepare.normalize import normalize
 from capstan_trainer.prepare.work import Context, Progress, write_marker
@@ -115,6 +115,7 @@ def run(ctx: Context) -> dict:
     spec = ctx.spec
     allowed = set(ctx.allowed)
     rules = pii.build_rules(spec.pii)
+    tox = toxicity.load(spec.filters.toxicity) if spec.filters.toxicity.enabled else None
     files = [f for f in read.list_files(spec.sources) if f.index % ctx.workers == ctx.index]
     counts: Counter = Counter()
     seconds: Counter = Counter()
@@ -150,6 +151,11 @@ def run(ctx: Context) -> dict:
                 t3 = clock()
                 seconds["normalise"] += t2 - t1
                 seconds["filters"] += t3 - t2
+                if tox is not None and not reason:
+                    reason = tox.reason(text)
+                    t = clock()
+                    seconds["toxicity"] += t - t3
+                    t3 = t
                 if reason:
                     counts[f"rule:{reason}"] += 1
                     t0 = clock()

@@ -1,5 +1,6 @@
-"""tokenize: one map part's kept documents, duplicates dropped, split by their text's hash and
-tokenized. Writes per split a token stream (`tokens-<i>-<split>.bin`, documents each followed by
+"""tokenize: one map part's kept documents, duplicates dropped, split by their text's hash,
+counterfactual copies added (each right after its original, in its split) and tokenized. Writes
+per split a token stream (`tokens-<i>-<split>.bin`, documents each followed by
 end-of-text) and its documents.jsonl lines (`meta-<i>-<split>.jsonl`), with every input file's
 range in both, so the shard stage can lay all parts out in document-id order.
 """
@@ -16,6 +17,7 @@ from tokenizers import Tokenizer
 
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare import dedup
+from capstan_trainer.prepare.counterfactual import Augmenter
 from capstan_trainer.prepare.read import RECORD_BITS
 from capstan_trainer.prepare.stages import cluster, mapper
 from capstan_trainer.prepare.tokens import ENCODE_BATCH, token_stream
@@ -58,6 +60,8 @@ class SplitWriter:
             "url": doc["url"],
             "tokens": len(ids),
         }
+        if doc.get("counterfactual"):
+            record["counterfactual"] = True
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         data = ids.tobytes()
         r = self.files.setdefault(file, [self.tok_pos, 0, self.meta_pos, 0, 0])
@@ -78,6 +82,7 @@ def run(ctx: Context) -> dict:
     tok, dtype, eos = load_tokenizer(ctx)
     pii: Counter = Counter()
     licences: Counter = Counter()
+    augment = Augmenter(spec)
     with ExitStack() as stack:
         progress = stack.enter_context(Progress(ctx))
         writers = {
@@ -110,6 +115,9 @@ def run(ctx: Context) -> dict:
             pii.update(doc["pii"])
             licences[doc["licence"]] += 1
             batch.append(doc)
+            if copy := augment.copy(doc):
+                licences[doc["licence"]] += 1
+                batch.append(copy)
             if len(batch) >= ENCODE_BATCH:
                 flush()
         if batch:
@@ -125,6 +133,7 @@ def run(ctx: Context) -> dict:
         },
         "pii": dict(pii),
         "licences": dict(licences),
+        "augmentation": dict(augment.counts),
     }
     write_marker(ctx, body)
     return body

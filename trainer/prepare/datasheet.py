@@ -6,6 +6,7 @@ Everything in it comes from the spec and the run's real statistics; nothing is m
 from __future__ import annotations
 
 from capstan_api.dataset import DatasetSpec
+from capstan_api.mitigation import BUILTIN_CATEGORIES
 
 
 def _table(rows: list[tuple], head: tuple) -> str:
@@ -133,7 +134,8 @@ def mitigation(spec: DatasetSpec, stats: dict) -> str:
     lines = ["## Toxicity and bias mitigation"]
     if tox.enabled:
         removed = stats["toxicity"]["byCategory"]
-        cats = sorted(set(tox.thresholds) | set(removed))
+        builtin = () if tox.lexicon_uri else BUILTIN_CATEGORIES
+        cats = sorted(set(tox.thresholds) | set(removed) | set(builtin))
         lexicon = f"`{tox.lexicon_uri}`" if tox.lexicon_uri else "the built-in English lexicon"
         lines += [
             f"Toxicity filter on, with {lexicon}: a document is removed when the share of its words",

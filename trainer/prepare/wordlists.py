@@ -4,7 +4,6 @@ this package or a user's file at an fsspec URI, `a<TAB>b` (or spaces) a line, '#
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from pathlib import Path
 
 from capstan_trainer import storage
@@ -14,7 +13,6 @@ BUILTIN = Path(__file__).parent / "lexicons"
 _SPLIT = re.compile(r"\t|\s{2,}| ")  # the first tab, else the first run of spaces
 
 
-@lru_cache(maxsize=8)
 def rows(uri: str, builtin: str, field: str) -> tuple[tuple[int, str, str], ...]:
     """(line number, first column, rest of the line) of `uri`, or of the built-in file when it is
     empty; the second column lower-cased with single spaces. Bad input names `field` and the line."""

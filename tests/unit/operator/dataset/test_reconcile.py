@@ -28,6 +28,8 @@ MANIFEST = {
         "documents": {"train": 7, "validation": 1},
         "tokens": {"train": 900, "validation": 100},
         "shards": 2,
+        "toxicity": {"removed": 1, "byCategory": {"insult": 1}},
+        "augmentation": {"drawn": 3, "copies": 2, "swaps": 5},
     },
 }
 
@@ -298,6 +300,8 @@ def test_after_the_last_stage_the_manifest_or_its_absence(fake_kube: FakeKube, m
         ("finish", "Complete", 1),
     ]
     assert s["manifestUri"] == f"{OUT}/manifest.json" and s["fingerprint"] == "sha256:ab"
+    assert s["toxicity"] == {"removed": 1, "byCategory": {"insult": 1}}
+    assert s["augmentation"] == {"drawn": 3, "copies": 2, "swaps": 5}
     assert cond(body, "Ready")["status"] == "True" and out.requeue_after is None
     # Ready at this generation: the next pass reads nothing and writes nothing.
     fake_kube.objects.clear()

@@ -88,6 +88,10 @@ def write_probes(path: Path) -> None:
             f.write(json.dumps({**row, "stereotypeGroup": more}) + "\n")
 
 
+def resource(kind: str, spec: dict) -> dict:
+    return {"apiVersion": "capstan.dev/v1alpha1", "kind": kind, "metadata": {"name": "bias"}, "spec": spec}
+
+
 def dataset(src: Path, out: Path, fraction: float) -> dict:
     spec = {
         "sources": [{"uri": f"file://{src}", "licence": "CC-BY-4.0"}],
@@ -104,12 +108,7 @@ def dataset(src: Path, out: Path, fraction: float) -> dict:
         "output": {"uri": f"file://{out}", "validationFraction": 0.02},
         "seed": 1,
     }
-    return {
-        "apiVersion": "capstan.dev/v1alpha1",
-        "kind": "Dataset",
-        "metadata": {"name": "bias"},
-        "spec": spec,
-    }
+    return resource("Dataset", spec)
 
 
 def training_run(data: Path, ckpt: Path, steps: int) -> dict:
@@ -130,12 +129,7 @@ def training_run(data: Path, ckpt: Path, steps: int) -> dict:
         "checkpoint": {"uri": f"file://{ckpt}", "intervalSteps": steps, "keepLast": 1},
         "metrics": {"intervalSteps": 50},
     }
-    return {
-        "apiVersion": "capstan.dev/v1alpha1",
-        "kind": "TrainingRun",
-        "metadata": {"name": "bias"},
-        "spec": spec,
-    }
+    return resource("TrainingRun", spec)
 
 
 def evaluation(ckpt: Path, data: Path, probes: Path, out: Path) -> dict:
@@ -147,12 +141,7 @@ def evaluation(ckpt: Path, data: Path, probes: Path, out: Path) -> dict:
         "outputUri": f"file://{out}",
         "device": "cpu",
     }
-    return {
-        "apiVersion": "capstan.dev/v1alpha1",
-        "kind": "Evaluation",
-        "metadata": {"name": "bias"},
-        "spec": spec,
-    }
+    return resource("Evaluation", spec)
 
 
 def run(module: str, resource: dict, path: Path, timeout_s: float) -> str:

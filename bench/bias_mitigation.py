@@ -5,7 +5,7 @@ Evaluation's bias probes (the built-in ones and one probe per planted stereotype
 both, |pct_stereotype - 50| and the log-likelihood gap (stereotype minus anti-stereotype) per
 group. A benchmark, not a test: the baseline is the run without augmentation, in the same run.
 
-    python bench/bias_mitigation.py [--documents 3000] [--steps 400] [--fraction 1.0]
+    python bench/bias_mitigation.py [--documents 3000] [--steps 150] [--fraction 1.0]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def stereotyped_sentence(rng: random.Random, share: float) -> str:
 
 
 def write_corpus(folder: Path, documents: int, share: float, seed: int = 0) -> int:
-    """JSONL documents of 6-9 sentences, a third of them planted (the stereotyped subject with
+    """JSONL documents of 6-9 sentences, half of them planted (the stereotyped subject with
     probability `share`), the rest generated filler; returns the bytes written."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def write_corpus(folder: Path, documents: int, share: float, seed: int = 0) -> i
         for _ in range(documents):
             n = rng.randint(6, 9)
             sents = [
-                stereotyped_sentence(rng, share) if rng.random() < 1 / 3 else corpus.sentence(rng)
+                stereotyped_sentence(rng, share) if rng.random() < 0.5 else corpus.sentence(rng)
                 for _ in range(n)
             ]
             line = json.dumps({"text": " ".join(sents)}) + "\n"
@@ -144,48 +144,78 @@ def evaluation(ckpt: Path, data: Path, probes: Path, out: Path) -> dict:
     return resource("Evaluation", spec)
 
 
-def run(module: str, resource: dict, path: Path, timeout_s: float) -> str:
-    path.write_text(yaml.safe_dump(resource))
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", module, "-f", str(path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SystemExit(f"{module} -f {path} did not finish within {timeout_s} s") from exc
-    if proc.returncode:
-        raise SystemExit(f"{module} -f {path} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc.stdout
+def run_together(jobs: list[tuple[str, dict, Path]], timeout_s: float) -> None:
+    """`python -m MODULE -f FILE` for every (module, resource, file) at once: the two arms train
+    side by side, which on a shared machine gets them a fairer share of the cores."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = []
+    for module, resource, path in jobs:
+        path.write_text(yaml.safe_dump(resource))
+        cmd = [sys.executable, "-m", module, "-f", str(path)]
+        log = open(path.with_suffix(".log"), "w")  # noqa: SIM115 (closed below)
+        procs.append((f"{module} -f {path}", subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log))
+    deadline = time.monotonic() + timeout_s
+    for what, proc, log in procs:
+        try:
+            code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired as exc:
+            for _, p, _ in procs:
+                p.kill()
+            raise SystemExit(f"{what} did not finish within {timeout_s} s") from exc
+        log.close()
+        if code:
+            raise SystemExit(f"{what} exited {code}:\n{Path(log.name).read_text()[-3000:]}")
 
 
-def arm(tmp: Path, name: str, fraction: float, steps: int, probes: Path) -> dict:
-    """Prepare, train and evaluate one arm; its preparation counts and probe results."""
-    base = tmp / name
-    base.mkdir(parents=True, exist_ok=True)
+def arms(tmp: Path, fractions: dict[str, float], steps: int, probes: Path) -> dict[str, dict]:
+    """Prepare, train and evaluate each arm (name -> augmentation fraction); counts and probe results."""
+    dirs = {name: tmp / name for name in fractions}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    run("capstan_trainer.prepare", dataset(tmp / "corpus", base / "data", fraction), base / "ds.yaml", 600)
+    run_together(
+        [
+            ("capstan_trainer.prepare", dataset(tmp / "corpus", d / "data", fractions[n]), d / "ds.yaml")
+            for n, d in dirs.items()
+        ],
+        900,
+    )
     t1 = time.perf_counter()
-    run("capstan_trainer.train", training_run(base / "data", base / "ckpt", steps), base / "tr.yaml", 900)
+    run_together(
+        [
+            ("capstan_trainer.train", training_run(d / "data", d / "ckpt", steps), d / "tr.yaml")
+            for d in dirs.values()
+        ],
+        3000,
+    )
     t2 = time.perf_counter()
-    ev = evaluation(base / "ckpt", base / "data", probes, base / "eval")
-    run("capstan_trainer.evaluate", ev, base / "ev.yaml", 600)
+    run_together(
+        [
+            (
+                "capstan_trainer.evaluate",
+                evaluation(d / "ckpt", d / "data", probes, d / "eval"),
+                d / "ev.yaml",
+            )
+            for d in dirs.values()
+        ],
+        900,
+    )
     t3 = time.perf_counter()
-    stats = json.loads((base / "data" / "manifest.json").read_text())["stats"]
-    results = json.loads((base / "eval" / "results.json").read_text())
-    return {
-        "fraction": fraction,
-        "documents": stats["documents"],
-        "tokens": stats["tokens"],
-        "augmentation": stats["augmentation"],
-        "toxicity": stats["toxicity"],
-        "token_perplexity": results["perplexity"]["metrics"]["token_perplexity"],
-        "bias": summarise(results["bias"]),
-        "seconds": {"prepare": round(t1 - t0, 1), "train": round(t2 - t1, 1), "evaluate": round(t3 - t2, 1)},
-    }
+    out = {}
+    for name, d in dirs.items():
+        stats = json.loads((d / "data" / "manifest.json").read_text())["stats"]
+        results = json.loads((d / "eval" / "results.json").read_text())
+        out[name] = {
+            "fraction": fractions[name],
+            "documents": stats["documents"],
+            "tokens": stats["tokens"],
+            "augmentation": stats["augmentation"],
+            "toxicity": stats["toxicity"],
+            "token_perplexity": round(results["perplexity"]["metrics"]["token_perplexity"], 2),
+            "bias": summarise(results["bias"]),
+        }
+    seconds = {"prepare": round(t1 - t0, 1), "train": round(t2 - t1, 1), "evaluate": round(t3 - t2, 1)}
+    return {"arms": out, "seconds": seconds}
 
 
 FEMALE = {"she", "mother", "woman", "girl", "sister", "wife"}
@@ -237,7 +267,7 @@ def table(base: dict, cda: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--documents", type=int, default=3000)
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=150)
     p.add_argument(
         "--share", type=float, default=0.9, help="how often a planted sentence names the stereotype"
     )
@@ -249,16 +279,14 @@ def main() -> int:
         nbytes = write_corpus(tmp / "corpus", a.documents, a.share)
         probes = tmp / "probes.jsonl"
         write_probes(probes)
-        base = arm(tmp, "baseline", 0.0, a.steps, probes)
-        cda = arm(tmp, "cda", a.fraction, a.steps, probes)
+        done = arms(tmp, {"baseline": 0.0, "cda": a.fraction}, a.steps, probes)
     result = {
         "corpus": {"documents": a.documents, "bytes": nbytes, "share": a.share},
         "steps": a.steps,
-        "baseline": base,
-        "cda": cda,
+        **done,
     }
     print(json.dumps(result, indent=1))
-    print(table(base, cda))
+    print(table(done["arms"]["baseline"], done["arms"]["cda"]))
     return 0
 
 

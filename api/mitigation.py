@@ -8,16 +8,14 @@ stage after duplicates are dropped, so a copy is never taken for a near duplicat
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from capstan_api.common import OPTIONAL_URI_PATTERN, ApiModel
 
 # The categories of the built-in lexicon (trainer/prepare/lexicons/toxicity.tsv).
 BUILTIN_CATEGORIES = ("identityAttack", "insult", "profanity", "sexual", "threat")
-CATEGORY_PATTERN = r"^[a-z][a-zA-Z0-9]{0,62}$"
 Share = Annotated[float, Field(ge=0, le=1)]
 
 
@@ -47,18 +45,11 @@ class ToxicityFilter(ApiModel):
         default_factory=lambda: {"identityAttack": 0.0, "threat": 0.0},
         max_length=64,
         description=(
-            "thresholds overrides threshold per category (e.g. profanity: 0.05); a dropped document is "
-            "counted as toxicity.<category>, the first category over its threshold in name order."
+            "thresholds overrides threshold per category (e.g. profanity: 0.05), each a category of the "
+            "lexicon; a dropped document is counted as toxicity.<category>, the first category over its "
+            "threshold in name order."
         ),
     )
-
-    @field_validator("thresholds")
-    @classmethod
-    def _names(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = [k for k in v if not re.match(CATEGORY_PATTERN, k)]
-        if bad:
-            raise ValueError(f"thresholds: category names must be lowerCamel words, not {bad}")
-        return v
 
 
 class Counterfactual(ApiModel):

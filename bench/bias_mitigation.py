@@ -5,7 +5,7 @@ Evaluation's bias probes (the built-in ones and one probe per planted stereotype
 both, |pct_stereotype - 50| and the log-likelihood gap (stereotype minus anti-stereotype) per
 group. A benchmark, not a test: the baseline is the run without augmentation, in the same run.
 
-    python bench/bias_mitigation.py [--documents 3000] [--steps 150] [--fraction 1.0]
+    python bench/bias_mitigation.py [--documents 3000] [--steps 450] [--fraction 1.0]
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def table(base: dict, cda: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--documents", type=int, default=3000)
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=450)
     p.add_argument(
         "--share", type=float, default=0.9, help="how often a planted sentence names the stereotype"
     )

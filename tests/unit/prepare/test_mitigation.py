@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from capstan_api.mitigation import Counterfactual, ToxicityFilter
-from capstan_trainer.prepare import counterfactual, toxicity
+from capstan_trainer.prepare import counterfactual, datasheet, toxicity
 from capstan_trainer.prepare.prepare import main
 from capstan_trainer.prepare.read import InputError
 from tests.unit.prepare import corpus
@@ -245,3 +245,13 @@ def test_re_runs_and_worker_counts_give_the_same_output(augmented):
     assert again["augmentation"] == s["augmentation"]
     for f in sorted((tmp / "out").glob("*.bin")) + [tmp / "out" / "documents.jsonl"]:
         assert (tmp / "out2" / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_datasheet_says_when_both_are_off():
+    spec = corpus_spec({"filters": {"toxicity": {"enabled": False}}})
+    stats = {
+        "toxicity": {"removed": 0, "byCategory": {}},
+        "augmentation": {"drawn": 0, "copies": 0, "swaps": 0},
+    }
+    text = datasheet.mitigation(spec, stats)
+    assert "Toxicity filter off." in text and "No counterfactual data augmentation." in text

@@ -167,9 +167,17 @@ class Augmenter:
         if self.swapper is None or draw(doc["id"], self.seed) >= self.fraction:
             return None
         self.counts["drawn"] += 1
-        text, n = self.swapper.swap(doc["text"])
+        copy, n = {**doc, "counterfactual": True}, 0
+        if isinstance(doc.get("text"), str):
+            copy["text"], n = self.swapper.swap(doc["text"])
+        if isinstance(doc.get("messages"), list):  # a conversation: every message's content
+            copy["messages"] = []
+            for m in doc["messages"]:
+                content, k = self.swapper.swap(m.get("content") or "")
+                copy["messages"].append({**m, "content": content})
+                n += k
         if not n:
             return None
         self.counts["copies"] += 1
         self.counts["swaps"] += n
-        return {**doc, "text": text, "counterfactual": True}
+        return copy

@@ -76,6 +76,9 @@ def test_augmenter_copies_drawn_documents_with_a_term_and_counts():
     assert [c["id"] for c in copies] == [d["id"] for d in with_term]
     assert all(c["text"] == "She left." and c["counterfactual"] for c in copies)
     assert counterfactual.Augmenter(corpus_spec({})).copy(docs[1]) is None  # fraction 0: off
+    # a conversation (the chat format) has each message's content swapped
+    chat = {"id": with_term[0]["id"], "messages": [{"role": "user", "content": "Is he home?"}]}
+    assert aug.copy(chat)["messages"] == [{"role": "user", "content": "Is she home?"}]
 
 
 def test_a_pairs_file_and_its_errors_name_the_field(tmp_path):

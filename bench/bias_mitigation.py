@@ -264,6 +264,15 @@ def table(base: dict, cda: dict) -> str:
     return "\n".join(lines)
 
 
+def ratios(base: dict, cda: dict) -> dict:
+    """|gap| with CDA over |gap| without, for the gender and planted probes (< 1: less bias)."""
+    return {
+        k: round(cda["bias"][k]["abs_gap"] / b["abs_gap"], 3)
+        for k, b in base["bias"].items()
+        if k.startswith(("gender", "planted")) and b["abs_gap"]
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--documents", type=int, default=3000)
@@ -287,6 +296,9 @@ def main() -> int:
     }
     print(json.dumps(result, indent=1))
     print(table(done["arms"]["baseline"], done["arms"]["cda"]))
+    print(
+        json.dumps({"abs_gap_ratio_cda_to_baseline": ratios(done["arms"]["baseline"], done["arms"]["cda"])})
+    )
     return 0
 
 

@@ -25,6 +25,7 @@ from capstan_api.training import MAX_STEPS, FsdpSpec, ModelSpec, OptimizerSpec
 from capstan_api.workload import (
     AFFINITY_DESCRIPTION,
     TOLERATIONS_DESCRIPTION,
+    EnvValueSource,
     LabelValue,
     Quantity,
     StorageAccess,
@@ -403,6 +404,19 @@ class TrainingRunSpec(ApiModel):
             )
         ),
     )
+    env_value_from: dict[str, EnvValueSource] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="envValueFrom are trainer environment variables whose values come from a Secret "
+        "or ConfigMap key in this namespace, or a pod field (e.g. HF_TOKEN from a Secret), by "
+        "name; the same names as env are refused, and none may also be in env.",
+        json_schema_extra=cel(
+            (
+                "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && !k.startsWith('CAPSTAN_') && !k.startsWith('AWS_'))",
+                "envValueFrom names must be C identifiers and not start with CAPSTAN_ or AWS_",
+            )
+        ),
+    )
     host_network: bool = Field(
         default=False,
         description="hostNetwork runs the trainer pods in their nodes' network namespace (for "
@@ -425,11 +439,16 @@ class TrainingRunSpec(ApiModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainingRunSpec:
-        bad_env = [k for k in self.env if not _ENV_NAME.match(k) or k.startswith(("CAPSTAN_", "AWS_"))]
-        if bad_env:
-            raise ValueError(
-                f"env names must be C identifiers and not start with CAPSTAN_ or AWS_ (got {', '.join(bad_env)})"
-            )
+        for field, names in (("env", self.env), ("envValueFrom", self.env_value_from)):
+            bad_env = [k for k in names if not _ENV_NAME.match(k) or k.startswith(("CAPSTAN_", "AWS_"))]
+            if bad_env:
+                raise ValueError(
+                    f"{field} names must be C identifiers and not start with CAPSTAN_ or AWS_ "
+                    f"(got {', '.join(bad_env)})"
+                )
+        both = sorted(set(self.env) & set(self.env_value_from))
+        if both:
+            raise ValueError(f"env and envValueFrom both set {', '.join(both)}: give each variable once")
         seqs = self.optimizer.global_batch_sequences
         r = self.resources
         # Every node count an elastic job may run at must split the batch evenly (CEL checks the ends).

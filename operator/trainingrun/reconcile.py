@@ -18,7 +18,7 @@ from capstan_api import status as st
 from capstan_api.common import now_rfc3339
 from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
-from capstan_operator import children, kube, objectstore
+from capstan_operator import children, identity, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.jobs import blocked, job_condition, pod_failure, terminated_containers
 from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
@@ -408,6 +408,7 @@ def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> 
     taken = checkpoint_taken(body, spec.checkpoint.uri, kube.list_custom("trainingruns", gang.namespace))
     if taken:
         return _fail(draft, "CheckpointUriInUse", taken)
+    identity.ensure_service_account(body, cfg)
     for child in build.build(body, spec, cfg):
         if child["kind"] == "PodGroup":
             kube.apply_custom(child)

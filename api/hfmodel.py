@@ -9,6 +9,9 @@ differently (attention bias, another activation, another RoPE variant) is refuse
 from __future__ import annotations
 
 from capstan_api.modelshape import ModelConfig, RopeScaling
+from capstan_api.training import ModelSpec
+
+FIELD = "spec.init.huggingFace"
 
 # Files an HF Llama directory holds; weights are one of the two safetensors forms.
 CONFIG = "config.json"
@@ -99,6 +102,33 @@ def config_from_hf(c: dict) -> ModelConfig:
         cfg.validate()
     except ValueError as exc:
         raise UnsupportedConfig(f"config.json: {exc}") from exc
+    return cfg
+
+
+def run_shape(model: ModelSpec, config: dict, uri: str) -> ModelConfig:
+    """A TrainingRun's model with `init.huggingFace`: config.json's shape. spec.model must be left
+    unset, except maxSeqLen, which may shorten the context (the rotary tables and the positions
+    trained). UnsupportedConfig with the field (config.json's or spec.model's) in the message."""
+    try:
+        cfg = config_from_hf(config)
+    except UnsupportedConfig as exc:
+        raise UnsupportedConfig(f"{FIELD}: {uri}: {exc}") from exc
+    given, defaults = (
+        model.model_dump(exclude={"max_seq_len"}),
+        ModelSpec().model_dump(exclude={"max_seq_len"}),
+    )
+    for name, default in defaults.items():
+        if given[name] != default:
+            alias = ModelSpec.model_fields[name].alias or name
+            raise UnsupportedConfig(
+                f"spec.model.{alias}: must be left unset with {FIELD} (the shape comes from its config.json)"
+            )
+    if model.max_seq_len > cfg.max_seq_len:
+        raise UnsupportedConfig(
+            f"spec.model.maxSeqLen: {model.max_seq_len} exceeds the model's max_position_embeddings "
+            f"{cfg.max_seq_len}"
+        )
+    cfg.max_seq_len = model.max_seq_len or cfg.max_seq_len
     return cfg
 
 

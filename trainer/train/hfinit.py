@@ -17,13 +17,12 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
 from capstan_api import hfmodel
-from capstan_api.training import ModelSpec
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer import storage
 from capstan_trainer.model import ModelConfig
 from capstan_trainer.model_load import read_hf_state
 
-FIELD = "spec.init.huggingFace"
+FIELD = hfmodel.FIELD
 
 
 class HfInitError(ValueError):
@@ -31,29 +30,16 @@ class HfInitError(ValueError):
 
 
 def model_config(spec: TrainingRunSpec) -> ModelConfig:
-    """The HF model's shape; spec.model.maxSeqLen (when set) may only lower its context."""
+    """The HF model's shape (hfmodel.run_shape: spec.model may only shorten the context)."""
     uri = spec.init.hugging_face
     try:
-        cfg = hfmodel.config_from_hf(json.loads(storage.read_bytes(storage.join(uri, hfmodel.CONFIG))))
-    except hfmodel.UnsupportedConfig as exc:
-        raise HfInitError(f"{FIELD}: {uri}: {exc}") from exc
+        config = json.loads(storage.read_bytes(storage.join(uri, hfmodel.CONFIG)))
     except (OSError, ValueError) as exc:
         raise HfInitError(f"{FIELD}: cannot read {storage.join(uri, hfmodel.CONFIG)}: {exc}") from exc
-    given = spec.model.model_dump(exclude={"max_seq_len"})
-    for name, default in ModelSpec().model_dump(exclude={"max_seq_len"}).items():
-        if given[name] != default:
-            alias = ModelSpec.model_fields[name].alias or name
-            raise HfInitError(
-                f"spec.model.{alias}: must be left unset with {FIELD} (the shape comes from its config.json)"
-            )
-    want = spec.model.max_seq_len
-    if want > cfg.max_seq_len:
-        raise HfInitError(
-            f"spec.model.maxSeqLen: {want} exceeds the model's max_position_embeddings {cfg.max_seq_len}"
-        )
-    if want:
-        cfg.max_seq_len = want
-    return cfg
+    try:
+        return hfmodel.run_shape(spec.model, config, uri)
+    except hfmodel.UnsupportedConfig as exc:
+        raise HfInitError(str(exc)) from exc
 
 
 def tokenizer_uri(spec: TrainingRunSpec, dataset_sha256: str, dataset_uri: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,11 +18,14 @@ from safetensors.torch import load_file
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer import export, model_load, synthetic
 from capstan_trainer.checkpoint import load_model
+from capstan_trainer.serve.inputs import render_chat
+from capstan_trainer.serve.protocol import ChatMessage
 from capstan_trainer.train.config import ConfigError, resolve
 from hack import hf_model
 from tests.unit.trainer.helpers import run_resource, torchrun, write_resource
 
 VOCAB = hf_model.WORDS + len(hf_model.SPECIALS)
+MESSAGES = [{"role": "system", "content": "w1 w2"}, {"role": "user", "content": "w5 w6 w7"}]
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +34,7 @@ def hf_dirs(tmp_path_factory) -> dict[str, str]:
     return {
         "one file": str(hf_model.make(root / "one")),
         "shards": str(hf_model.make(root / "shards", shard_size="20KB")),
+        "tied": str(hf_model.make(root / "tied", tie_word_embeddings=True)),
     }
 
 
@@ -57,13 +62,13 @@ def _hf_logits(path: str, tokens: torch.Tensor) -> torch.Tensor:
         return hf(tokens).logits
 
 
-@pytest.mark.parametrize("layout", ["one file", "shards"])
+@pytest.mark.parametrize("layout", ["one file", "shards", "tied"])
 def test_an_hf_llama_imports_with_transformers_logits(hf_dirs, layout):
     path = hf_dirs[layout]
     assert (layout == "shards") == any(p.endswith(".index.json") for p in _names(path))
     lm = model_load.load(f"file://{path}")
     cfg = lm.model.cfg
-    assert (cfg.n_heads, cfg.n_kv_heads, cfg.tie_embeddings) == (4, 2, False)
+    assert (cfg.n_heads, cfg.n_kv_heads, cfg.tie_embeddings) == (4, 2, layout == "tied")
     assert cfg.rope_scaling is not None and cfg.rope_scaling.factor == 4.0
     tokens = _tokens()
     with torch.no_grad():
@@ -113,6 +118,24 @@ def test_training_from_hf_weights_exports_a_model_transformers_reloads(hf_dirs, 
     with torch.no_grad():
         diff = (ours(tokens) - _hf_logits(str(out), tokens)).abs().max().item()
     assert diff < 1e-4, f"max abs logit difference {diff}"
+
+    # The chat template travels: transformers renders the prompt our server renders, and stops
+    # at the model's end tokens.
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(str(out))
+    text = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    server = SimpleNamespace(loaded=model_load.load(f"file://{out}"))
+    assert render_chat(server, [ChatMessage.model_validate(m) for m in MESSAGES]) == text
+    assert text.startswith("<|begin_of_text|><|system|>\nw1 w2<|end_of_text|>")
+    assert GenerationConfig.from_pretrained(str(out)).eos_token_id == [hf_model.EOS]
+
+    # A restart with more steps resumes from the run's checkpoint, not from the HF weights again.
+    resource["spec"]["optimizer"]["totalSteps"] = 5
+    more = torchrun(write_resource(tmp_path / "run.yaml", resource), nproc=2)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert (more.events("start")[0]["step"], more.events("start")[0]["resumedFrom"]) == (3, step)
+    assert [e["step"] for e in more.events("step")] == [4, 5]
 
 
 def _spec(data: str, tmp_path, **init) -> TrainingRunSpec:

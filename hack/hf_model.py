@@ -2,6 +2,7 @@
 `spec.tokenizer.fromModel` read) and optionally upload it to object storage.
 
     python -m hack.hf_model --out DIR_OR_URI [--shard-size 20KB] [--seed 0]
+        [--corpus DIR_OR_URI]                # also counting documents in its words (words.jsonl)
         [--endpoint http://127.0.0.1:PORT]   # for s3:// (credentials from the AWS variables)
 
 The model has what an imported Llama 3 has and the Capstan decoder must get right: grouped-query
@@ -95,6 +96,19 @@ def make(out: Path, shard_size: str | None = None, seed: int = 0, **config) -> P
     return out
 
 
+def corpus(n: int = 400, seed: int = 0) -> str:
+    """JSON lines of documents counting up in the model's words ("w7 w8 w9 ..."), CC0."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        start, length = rng.randrange(WORDS), rng.randrange(20, 60)
+        text = " ".join(f"w{(start + k) % WORDS}" for k in range(length))
+        lines.append(json.dumps({"text": text, "licence": "CC0-1.0"}))
+    return "\n".join(lines) + "\n"
+
+
 def upload(local: Path, uri: str, endpoint: str = "") -> list[str]:
     """Copy every file of `local` under `uri` (any fsspec URI); returns the names copied."""
     import fsspec
@@ -112,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="local folder or fsspec URI (s3://bucket/prefix)")
     p.add_argument("--shard-size", default=None, help='e.g. "20KB": several safetensors shards')
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpus", default="", help="folder or URI for words.jsonl, a corpus in its words")
     p.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL", ""), help="S3 endpoint")
     a = p.parse_args(argv)
     if "://" not in a.out or a.out.startswith("file://"):
@@ -121,7 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             names = upload(make(Path(tmp), a.shard_size, a.seed), a.out, a.endpoint)
-    print(json.dumps({"out": a.out, "files": names}))
+    if a.corpus:
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "words.jsonl").write_text(corpus(seed=a.seed))
+            if "://" not in a.corpus or a.corpus.startswith("file://"):
+                Path(a.corpus.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+            upload(Path(tmp), a.corpus if "://" in a.corpus else f"file://{a.corpus}", a.endpoint)
+    print(json.dumps({"out": a.out, "files": names, "corpus": a.corpus or None}))
     return 0
 
 

@@ -190,3 +190,14 @@ def test_spec_model_may_only_shorten_the_context(hf_dirs, model_data, tmp_path):
     res["spec"]["model"] = {"maxSeqLen": 64}
     cfg = resolve(TrainingRunSpec.model_validate(res["spec"]))
     assert cfg.model.max_seq_len == 64 and cfg.init_hf == model and cfg.stop_ids == [hf_model.EOS]
+
+
+def test_checkpoints_of_plain_models_keep_their_fingerprint_and_scaled_ones_round_trip(hf_dirs):
+    from capstan_trainer.checkpoint import model_config_from_meta
+    from capstan_trainer.model import preset
+
+    # No rope_scaling key for a model without it: runs made before the field existed still resume.
+    assert "rope_scaling" not in preset("test").to_dict()
+    scaled = model_load.read_hf_config(f"file://{hf_dirs['one file']}")
+    meta = json.loads(json.dumps({"model": scaled.to_dict()}))  # as capstan.json stores it
+    assert model_config_from_meta(meta) == scaled

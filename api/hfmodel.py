@@ -28,6 +28,7 @@ _MUST_BE = {
     "attention_bias": (False, None),
     "mlp_bias": (False, None),
     "pretraining_tp": (1, None),
+    "attention_dropout": (0.0, None),  # the decoder has no dropout
 }
 _ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 

@@ -73,6 +73,10 @@ def stop_ids(uri: str) -> list[int]:
 @torch.no_grad()
 def load_weights(model: torch.nn.Module, uri: str, cfg: ModelConfig, rank: int) -> None:
     """Every rank calls this after the model is sharded and initialised."""
-    full = read_hf_state(uri, cfg) if rank == 0 else {}
+    full = {}
+    if rank == 0:
+        # HF checkpoints are mostly bf16; the trainer keeps fp32 master weights (FSDP2 casts for compute).
+        dtype = next(model.parameters()).dtype
+        full = {k: v.to(dtype) for k, v in read_hf_state(uri, cfg).items()}
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     set_model_state_dict(model, full, options=options)

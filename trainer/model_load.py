@@ -90,22 +90,31 @@ def read_hf_config(uri: str) -> ModelConfig:
     return hfmodel.config_from_hf(json.loads(storage.read_bytes(storage.join(uri, hfmodel.CONFIG))))
 
 
+def hf_weight_files(uri: str) -> list[str]:
+    """model.safetensors, or the shards model.safetensors.index.json lists (FileNotFoundError
+    naming both when there is neither)."""
+    if storage.exists(storage.join(uri, hfmodel.WEIGHTS)):
+        return [hfmodel.WEIGHTS]
+    index_uri = storage.join(uri, hfmodel.WEIGHTS_INDEX)
+    try:
+        index = json.loads(storage.read_bytes(index_uri))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{uri}: neither {hfmodel.WEIGHTS} nor {hfmodel.WEIGHTS_INDEX}") from exc
+    return sorted(set(index["weight_map"].values()))
+
+
 def read_hf_state(uri: str, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """The weights of the HF directory at `uri` under the decoder's names (no `model.` prefix),
     from model.safetensors or, when there is none, the shards model.safetensors.index.json lists.
     A tied model gets lm_head.weight as the embedding; a missing or extra tensor is a ValueError."""
-    index_uri = storage.join(uri, hfmodel.WEIGHTS_INDEX)
-    if storage.exists(storage.join(uri, hfmodel.WEIGHTS)) or not storage.exists(index_uri):
-        files = [hfmodel.WEIGHTS]
-    else:
-        files = sorted(set(json.loads(storage.read_bytes(index_uri))["weight_map"].values()))
     state: dict[str, torch.Tensor] = {}
-    for name in files:
+    for name in hf_weight_files(uri):
         try:
             tensors = load_safetensors(storage.read_bytes(storage.join(uri, name)))
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{storage.join(uri, name)}: weights not found") from exc
-        state.update({k.removeprefix("model."): v for k, v in tensors.items()})
+        # Older exports also saved each layer's rotary inv_freq buffer; the decoder computes it.
+        state.update({k.removeprefix("model."): v for k, v in tensors.items() if not k.endswith(".inv_freq")})
     if cfg.tie_embeddings:
         state["lm_head.weight"] = state.get("lm_head.weight", state.get("embed_tokens.weight"))
     with torch.device("meta"):

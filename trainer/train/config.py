@@ -237,6 +237,8 @@ def resolve(
         first = sources[0]
         try:
             tok_uri = hfinit.tokenizer_uri(spec, first.manifest.tokenizer.get("sha256", ""), first.uri)
+            if check_storage:
+                hfinit.check_weights(spec.init.hugging_face)
         except hfinit.HfInitError as exc:
             raise ConfigError(str(exc)) from exc
         stops = hfinit.stop_ids(spec.init.hugging_face)

@@ -20,7 +20,7 @@ from capstan_api import hfmodel
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer import storage
 from capstan_trainer.model import ModelConfig
-from capstan_trainer.model_load import read_hf_state
+from capstan_trainer.model_load import hf_weight_files, read_hf_state
 
 FIELD = hfmodel.FIELD
 
@@ -56,6 +56,17 @@ def tokenizer_uri(spec: TrainingRunSpec, dataset_sha256: str, dataset_uri: str) 
             f"Dataset with spec.tokenizer.fromModel: {spec.init.hugging_face}"
         )
     return uri
+
+
+def check_weights(uri: str) -> None:
+    """The safetensors are all there (before torchrun: a missing shard is a config error, not a
+    crash to restart)."""
+    try:
+        missing = [n for n in hf_weight_files(uri) if not storage.exists(storage.join(uri, n))]
+    except (OSError, ValueError, KeyError) as exc:
+        raise HfInitError(f"{FIELD}: {exc}") from exc
+    if missing:
+        raise HfInitError(f"{FIELD}: {uri}: weight shard(s) missing: {', '.join(missing[:3])}")
 
 
 def stop_ids(uri: str) -> list[int]:

@@ -165,6 +165,17 @@ def test_an_unsupported_config_is_refused_naming_the_field(
     assert named in str(err.value)
 
 
+def test_a_missing_weight_shard_is_a_config_error_naming_it(hf_dirs, model_data, tmp_path):
+    cut = tmp_path / "cut"
+    shutil.copytree(hf_dirs["shards"], cut)
+    (cut / "model-00003-of-00014.safetensors").unlink()
+    with pytest.raises(ConfigError) as err:
+        resolve(_spec(model_data, tmp_path, huggingFace=f"file://{cut}"))
+    assert str(err.value) == (
+        f"spec.init.huggingFace: file://{cut}: weight shard(s) missing: model-00003-of-00014.safetensors"
+    )
+
+
 def test_a_dataset_tokenized_with_another_tokenizer_is_refused_naming_both(hf_dirs, tmp_path):
     other = f"file://{tmp_path}/other-data"
     synthetic.write_dataset(other, vocab_size=VOCAB, train_tokens=4_000, validation_tokens=500)

@@ -83,8 +83,9 @@ class InitSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                f"!({cel_set('checkpointUri')} && {cel_set('fromTrainingRun')})",
-                "at most one of checkpointUri or fromTrainingRun may be set",
+                f"({cel_set('checkpointUri')} ? 1 : 0) + ({cel_set('fromTrainingRun')} ? 1 : 0) + "
+                f"({cel_set('huggingFace')} ? 1 : 0) <= 1",
+                "at most one of checkpointUri, fromTrainingRun or huggingFace may be set",
             )
         )
     )
@@ -104,10 +105,21 @@ class InitSpec(ApiModel):
         "is the start (fine-tuning, continued training); the operator resolves it to checkpointUri.",
     )
 
+    hugging_face: str = Field(
+        default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
+        description="huggingFace is a Hugging Face Llama directory (config.json, model.safetensors or "
+        "model.safetensors.index.json and its shards, tokenizer.json) on any fsspec storage to start "
+        "from. The architecture comes from its config.json: spec.model must be left unset, except "
+        "maxSeqLen, which may shorten the context. The datasets must be tokenized with its "
+        "tokenizer.json (Dataset spec.tokenizer.fromModel).",
+    )
+
     @model_validator(mode="after")
     def _at_most_one(self) -> InitSpec:
-        if self.checkpoint_uri and self.from_training_run:
-            raise ValueError("at most one of checkpointUri or fromTrainingRun may be set")
+        if sum(map(bool, (self.checkpoint_uri, self.from_training_run, self.hugging_face))) > 1:
+            raise ValueError("at most one of checkpointUri, fromTrainingRun or huggingFace may be set")
         return self
 
 

@@ -181,12 +181,18 @@ def memory(spec: TrainingRunSpec, cfg: ModelConfig, world: int, gpu: bool) -> Me
     return MemoryPlan(**{f"{k}_gib": _gib(v) for k, v in memory_bytes(spec, cfg, world, gpu).items()})
 
 
-def plan(spec: TrainingRunSpec, gpu_memory_gib: float | None = None, gpu_name: str = "") -> CapacityPlan:
+def plan(
+    spec: TrainingRunSpec,
+    gpu_memory_gib: float | None = None,
+    gpu_name: str = "",
+    model: ModelConfig | None = None,
+) -> CapacityPlan:
     """The capacity plan of `spec` at maxNodes. `gpu_memory_gib` and `gpu_name` (a product name
-    such as "NVIDIA-H100-80GB-HBM3") come from spec.plan or the nodes; ValueError for a model
-    shape the trainer would refuse too."""
+    such as "NVIDIA-H100-80GB-HBM3") come from spec.plan or the nodes; `model` is the shape when
+    spec.model does not give it (init.huggingFace); ValueError for a model shape the trainer
+    would refuse too."""
     r, o = spec.resources, spec.optimizer
-    cfg = _model(spec)
+    cfg = model or _model(spec)
     world, gpus = r.max_nodes * r.nproc_per_node, r.max_nodes * r.gpus_per_node
     gpu = gpus > 0
     gpu_memory_gib = spec.plan.gpu_memory_gib or gpu_memory_gib
@@ -218,12 +224,12 @@ def plan(spec: TrainingRunSpec, gpu_memory_gib: float | None = None, gpu_name: s
     )
 
 
-def refusal(spec: TrainingRunSpec, p: CapacityPlan) -> str | None:
+def refusal(spec: TrainingRunSpec, p: CapacityPlan, model: ModelConfig | None = None) -> str | None:
     """Why the run cannot fit, with the numbers and the remedy; None when it fits or is unknown."""
     if p.fits is not False or p.gpu_memory_gib is None:
         return None
     r, have = spec.resources, p.gpu_memory_gib
-    cfg = _model(spec)
+    cfg = model or _model(spec)
     remedies = []
     for nodes in range(r.max_nodes + 1, MAX_NODES + 1):
         if memory(spec, cfg, nodes * r.nproc_per_node, True).total_gib <= have:

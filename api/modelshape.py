@@ -4,9 +4,24 @@ builds the modules from it (`capstan_trainer.model`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from capstan_api.training import ModelSpec
+
+
+@dataclass
+class RopeScaling:
+    """Llama 3's rotary frequency scaling (HF `rope_scaling` with rope_type "llama3"): long
+    wavelengths are divided by `factor`, short ones kept, the band between interpolated."""
+
+    factor: float
+    """factor: how much longer the context is than the one pre-training used."""
+    low_freq_factor: float
+    """low_freq_factor: wavelengths above original_max_position_embeddings / this are scaled."""
+    high_freq_factor: float
+    """high_freq_factor: wavelengths below original_max_position_embeddings / this are kept."""
+    original_max_position_embeddings: int
+    """original_max_position_embeddings: the pre-training context length in tokens."""
 
 
 @dataclass
@@ -35,6 +50,12 @@ class ModelConfig:
     """tie_embeddings: True shares one matrix between the embedding and the output projection."""
     init_std: float = 0.02
     """init_std: std of the normal init; o_proj and down_proj use init_std / sqrt(2 * n_layers)."""
+    rope_scaling: RopeScaling | None = field(default=None)
+    """rope_scaling: Llama 3 frequency scaling (models imported from Hugging Face); None = plain RoPE."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rope_scaling, dict):  # read back from a checkpoint's capstan.json
+            self.rope_scaling = RopeScaling(**self.rope_scaling)
 
     @property
     def head_dim(self) -> int:
@@ -63,7 +84,12 @@ class ModelConfig:
         return total
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.rope_scaling is None:
+            # Absent rather than null: the run fingerprint of every model without it stays what
+            # it was before the field existed, so their checkpoints still resume.
+            del out["rope_scaling"]
+        return out
 
 
 # Shapes after Llama 3 / torchtitan; "test" is ~1M parameters for CPU tests.

@@ -60,7 +60,16 @@ class Tokenizer(ApiModel):
         default="",
         max_length=2000,
         pattern=OPTIONAL_URI_PATTERN,
-        description="uri of an existing tokenizer.json; empty means train a byte-level BPE.",
+        description="uri of an existing tokenizer.json; empty (and no fromModel) means train a "
+        "byte-level BPE.",
+    )
+    from_model: str = Field(
+        default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
+        description="fromModel is a Hugging Face model directory whose tokenizer.json is used as is "
+        "(byte for byte, so a TrainingRun starting from that model with init.huggingFace can check "
+        "it); specialTokens.eos must be one of its tokens.",
     )
     vocab_size: int = Field(
         default=32000,
@@ -90,14 +99,19 @@ class Tokenizer(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                "self.uri != '' || self.vocabSize >= 259 + size(self.specialTokens.additional)",
+                "self.uri != '' || self.fromModel != '' || "
+                "self.vocabSize >= 259 + size(self.specialTokens.additional)",
                 "vocabSize must hold the 256 byte tokens and every special token",
-            )
+            ),
+            ("self.uri == '' || self.fromModel == ''", "at most one of uri or fromModel may be set"),
         )
     )
 
     @model_validator(mode="after")
     def _check(self) -> Tokenizer:
-        if not self.uri and self.vocab_size < 256 + len(self.special_tokens.all()):
+        given = self.uri or self.from_model
+        if not given and self.vocab_size < 256 + len(self.special_tokens.all()):
             raise ValueError("vocabSize must hold the 256 byte tokens and every special token")
+        if self.uri and self.from_model:
+            raise ValueError("at most one of uri or fromModel may be set")
         return self

@@ -25,6 +25,7 @@ from capstan_api.training import MAX_STEPS, FsdpSpec, ModelSpec, OptimizerSpec
 from capstan_api.workload import (
     AFFINITY_DESCRIPTION,
     TOLERATIONS_DESCRIPTION,
+    EnvValueSource,
     LabelValue,
     Quantity,
     StorageAccess,
@@ -82,8 +83,9 @@ class InitSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                f"!({cel_set('checkpointUri')} && {cel_set('fromTrainingRun')})",
-                "at most one of checkpointUri or fromTrainingRun may be set",
+                f"({cel_set('checkpointUri')} ? 1 : 0) + ({cel_set('fromTrainingRun')} ? 1 : 0) + "
+                f"({cel_set('huggingFace')} ? 1 : 0) <= 1",
+                "at most one of checkpointUri, fromTrainingRun or huggingFace may be set",
             )
         )
     )
@@ -103,10 +105,21 @@ class InitSpec(ApiModel):
         "is the start (fine-tuning, continued training); the operator resolves it to checkpointUri.",
     )
 
+    hugging_face: str = Field(
+        default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
+        description="huggingFace is a Hugging Face Llama directory (config.json, model.safetensors or "
+        "model.safetensors.index.json and its shards, tokenizer.json) on any fsspec storage to start "
+        "from. The architecture comes from its config.json: spec.model must be left unset, except "
+        "maxSeqLen, which may shorten the context. The datasets must be tokenized with its "
+        "tokenizer.json (Dataset spec.tokenizer.fromModel).",
+    )
+
     @model_validator(mode="after")
     def _at_most_one(self) -> InitSpec:
-        if self.checkpoint_uri and self.from_training_run:
-            raise ValueError("at most one of checkpointUri or fromTrainingRun may be set")
+        if sum(map(bool, (self.checkpoint_uri, self.from_training_run, self.hugging_face))) > 1:
+            raise ValueError("at most one of checkpointUri, fromTrainingRun or huggingFace may be set")
         return self
 
 
@@ -403,6 +416,19 @@ class TrainingRunSpec(ApiModel):
             )
         ),
     )
+    env_value_from: dict[str, EnvValueSource] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="envValueFrom are trainer environment variables whose values come from a Secret "
+        "or ConfigMap key in this namespace, or a pod field (e.g. HF_TOKEN from a Secret), by "
+        "name; the same names as env are refused, and none may also be in env.",
+        json_schema_extra=cel(
+            (
+                "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && !k.startsWith('CAPSTAN_') && !k.startsWith('AWS_'))",
+                "envValueFrom names must be C identifiers and not start with CAPSTAN_ or AWS_",
+            )
+        ),
+    )
     host_network: bool = Field(
         default=False,
         description="hostNetwork runs the trainer pods in their nodes' network namespace (for "
@@ -425,11 +451,16 @@ class TrainingRunSpec(ApiModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainingRunSpec:
-        bad_env = [k for k in self.env if not _ENV_NAME.match(k) or k.startswith(("CAPSTAN_", "AWS_"))]
-        if bad_env:
-            raise ValueError(
-                f"env names must be C identifiers and not start with CAPSTAN_ or AWS_ (got {', '.join(bad_env)})"
-            )
+        for field, names in (("env", self.env), ("envValueFrom", self.env_value_from)):
+            bad_env = [k for k in names if not _ENV_NAME.match(k) or k.startswith(("CAPSTAN_", "AWS_"))]
+            if bad_env:
+                raise ValueError(
+                    f"{field} names must be C identifiers and not start with CAPSTAN_ or AWS_ "
+                    f"(got {', '.join(bad_env)})"
+                )
+        both = sorted(set(self.env) & set(self.env_value_from))
+        if both:
+            raise ValueError(f"env and envValueFrom both set {', '.join(both)}: give each variable once")
         seqs = self.optimizer.global_batch_sequences
         r = self.resources
         # Every node count an elastic job may run at must split the batch evenly (CEL checks the ends).

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
-from capstan_api.common import NAME_PATTERN, OPTIONAL_NAME_PATTERN, ApiModel
+from capstan_api.common import NAME_PATTERN, OPTIONAL_NAME_PATTERN, ApiModel, cel
 
 # A quantity as resource.Quantity parses it ("500m", "2", "4Gi", "1.5G", "1e3"), never negative.
 QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -122,3 +122,55 @@ def start_deadline_field() -> Any:
 
 
 Device = Literal["auto", "cpu", "cuda"]
+
+
+class KeyRef(ApiModel):
+    """One key of a Secret or ConfigMap in the resource's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN, description="name of the object.")
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="key within the object's data.",
+    )
+    optional: bool = Field(
+        default=False, description="optional: a missing object or key leaves the variable unset."
+    )
+
+
+class FieldRef(ApiModel):
+    """A field of the pod itself (the downward API)."""
+
+    field_path: str = Field(
+        min_length=1,
+        max_length=256,
+        description="fieldPath, e.g. metadata.name, spec.nodeName, status.podIP or metadata.labels['x'].",
+    )
+
+
+class EnvValueSource(ApiModel):
+    """Where an environment variable's value comes from (core/v1 EnvVarSource): exactly one of
+    secretKeyRef, configMapKeyRef, fieldRef."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef)].filter(x, x).size() == 1",
+                "exactly one of secretKeyRef, configMapKeyRef, fieldRef",
+            )
+        )
+    )
+    secret_key_ref: KeyRef | None = Field(
+        default=None, description="secretKeyRef: a key of a Secret (e.g. HF_TOKEN)."
+    )
+    config_map_key_ref: KeyRef | None = Field(
+        default=None, description="configMapKeyRef: a key of a ConfigMap."
+    )
+    field_ref: FieldRef | None = Field(default=None, description="fieldRef: a field of the pod.")
+
+    @model_validator(mode="after")
+    def _one(self) -> EnvValueSource:
+        if sum(x is not None for x in (self.secret_key_ref, self.config_map_key_ref, self.field_ref)) != 1:
+            raise ValueError("exactly one of secretKeyRef, configMapKeyRef, fieldRef")
+        return self

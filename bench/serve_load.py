@@ -110,7 +110,7 @@ def model_for_preset(preset: str, root: Path) -> tuple[str, int]:
 
     from safetensors.torch import save_file
 
-    from capstan_trainer.export import hf_config
+    from capstan_api.hfmodel import hf_config
     from capstan_trainer.model import Transformer
     from capstan_trainer.model import preset as make
     from tests.support.tiny_model import tokenizer_json
@@ -127,7 +127,7 @@ def model_for_preset(preset: str, root: Path) -> tuple[str, int]:
         if k != "lm_head.weight" or not cfg.tie_embeddings
     }
     save_file(tensors, str(out / "model.safetensors"))
-    (out / "config.json").write_text(_json.dumps(hf_config(cfg, "float32", None)))
+    (out / "config.json").write_text(_json.dumps(hf_config(cfg, "float32", [])))
     (out / "tokenizer.json").write_text(tokenizer_json())
     del model
     return str(out), min(vocab, 100)

@@ -64,6 +64,13 @@ class OperatorConfig:
     """workload_service_account is the ServiceAccount workload pods run as, in their own
     namespace, unless a resource names one (spec.serviceAccountName); empty: the namespace's
     default."""
+    workload_service_account_create: bool = False
+    """workload_service_account_create: the operator makes workload_service_account in a
+    namespace before its first workload there (with workload_service_account_annotations, e.g.
+    an IRSA role), so a platform team need not pre-create it in every team's namespace."""
+    workload_service_account_annotations: dict = field(default_factory=dict)
+    """workload_service_account_annotations on the ServiceAccounts the operator makes (JSON in
+    CAPSTAN_WORKLOAD_SERVICE_ACCOUNT_ANNOTATIONS)."""
     artifact_uri: str = ""
     """artifact_uri is where TrainingRuns without spec.checkpoint.uri keep their checkpoints:
     <artifact_uri>/<namespace>/<name>/checkpoints. Empty: such runs fail with a clear condition."""
@@ -113,6 +120,11 @@ class OperatorConfig:
             s3_endpoint=e.get("CAPSTAN_S3_ENDPOINT", ""),
             s3_secret=e.get("CAPSTAN_S3_SECRET", ""),
             workload_service_account=e.get("CAPSTAN_WORKLOAD_SERVICE_ACCOUNT", ""),
+            workload_service_account_create=e.get("CAPSTAN_WORKLOAD_SERVICE_ACCOUNT_CREATE", "false").lower()
+            in ("1", "true", "yes"),
+            workload_service_account_annotations=json.loads(
+                e.get("CAPSTAN_WORKLOAD_SERVICE_ACCOUNT_ANNOTATIONS") or "{}"
+            ),
             s3_region=e.get("CAPSTAN_S3_REGION", ""),
             workload_placement=json.loads(e.get("CAPSTAN_WORKLOAD_PLACEMENT") or "{}"),
             artifact_uri=e.get("CAPSTAN_ARTIFACT_URI", ""),

@@ -21,6 +21,7 @@ _APIS: dict[tuple[str, str], tuple[type, str]] = {
     ("v1", "ConfigMap"): (client.CoreV1Api, "namespaced_config_map"),
     ("v1", "Service"): (client.CoreV1Api, "namespaced_service"),
     ("v1", "Secret"): (client.CoreV1Api, "namespaced_secret"),
+    ("v1", "ServiceAccount"): (client.CoreV1Api, "namespaced_service_account"),
     ("v1", "Pod"): (client.CoreV1Api, "namespaced_pod"),
     ("v1", "Event"): (client.CoreV1Api, "namespaced_event"),
     ("batch/v1", "Job"): (client.BatchV1Api, "namespaced_job"),

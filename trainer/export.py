@@ -25,44 +25,12 @@ import torch
 from safetensors.torch import save
 
 from capstan_api import exitcodes, files
-from capstan_api.tokenizer import DEFAULT_CHAT_TEMPLATE
-from capstan_trainer import storage
+from capstan_api.hfmodel import hf_config
+from capstan_trainer import chat_template, storage
 from capstan_trainer.checkpoint import load_model
-from capstan_trainer.model import ModelConfig
 from capstan_trainer.model_load import dataset_tokenizer_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def hf_config(cfg: ModelConfig, dtype: str, eos_id: int | None) -> dict:
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.dim,
-        "intermediate_size": cfg.ffn_dim,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_kv_heads,
-        "head_dim": cfg.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len,
-        "rms_norm_eps": cfg.norm_eps,
-        # Both forms: transformers 5 reads rope_parameters, older loaders (and vLLM) rope_theta.
-        "rope_theta": cfg.rope_theta,
-        "rope_parameters": {"rope_theta": cfg.rope_theta, "rope_type": "default"},
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "initializer_range": cfg.init_std,
-        "bos_token_id": None,
-        "eos_token_id": eos_id,
-        "pad_token_id": None,
-        "use_cache": True,
-        "torch_dtype": dtype,
-        "dtype": dtype,
-    }
 
 
 def export(checkpoint_uri: str, out: str, dtype: str = "float32") -> dict:
@@ -81,10 +49,12 @@ def export(checkpoint_uri: str, out: str, dtype: str = "float32") -> dict:
             tensors[f"model.{name}"] = t.contiguous()
     tok_text = storage.read_bytes(storage.join(meta["uri"], meta.get("tokenizer", "tokenizer.json")))
     eos_id = _eos_id(meta)
-    config = hf_config(cfg, dtype, eos_id)
+    stops = stop_ids(eos_id, meta)
+    config = hf_config(cfg, dtype, stops)
     files_out = {
         "config.json": _json(config),
-        "generation_config.json": _json({"eos_token_id": eos_id, "do_sample": False}),
+        # A list, as Llama 3's: generation stops at any of them (the chat template ends turns with eos).
+        "generation_config.json": _json({"eos_token_id": stops, "do_sample": False}),
         "tokenizer_config.json": _json(
             tokenizer_config(tok_text, dataset_tokenizer_config(meta), eos_id, cfg.max_seq_len)
         ),
@@ -122,12 +92,18 @@ def tokenizer_config(tokenizer_json: bytes, dataset_config: dict, eos_id: int | 
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": max_len,
-        "bos_token": known(dataset_config.get("bos_token") or "<|begin_of_text|>"),
+        "bos_token": known(dataset_config.get("bos_token") or chat_template.BOS),
         "eos_token": eos,
         "pad_token": known(dataset_config.get("pad_token")),
-        "chat_template": dataset_config.get("chat_template") or DEFAULT_CHAT_TEMPLATE,
+        "chat_template": chat_template.template_of(dataset_config),
         "clean_up_tokenization_spaces": False,
     }
+
+
+def stop_ids(eos_id: int | None, meta: dict) -> list[int]:
+    """The end-of-text id, then the other end tokens of the HF model a run started from."""
+    out = [] if eos_id is None else [eos_id]
+    return out + [i for i in meta.get("stopIds") or [] if i not in out]
 
 
 def _json(doc: dict) -> str:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # The shape lives in the API package (no torch) so the operator can size runs; re-exported here.
-from capstan_api.modelshape import PRESETS, ModelConfig, preset  # noqa: F401
+from capstan_api.modelshape import PRESETS, ModelConfig, RopeScaling, preset  # noqa: F401
 
 
 class RMSNorm(nn.Module):
@@ -30,12 +30,29 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
 
-def rope_tables(head_dim: int, seq_len: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    head_dim: int, seq_len: int, theta: float, device=None, scaling: RopeScaling | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    if scaling is not None:
+        inv_freq = llama3_scaled(inv_freq, scaling)
     t = torch.arange(seq_len, device=device, dtype=torch.float32)
     freqs = torch.outer(t, inv_freq)  # (T, hd/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (T, hd) in rotate-half layout
     return emb.cos(), emb.sin()
+
+
+def llama3_scaled(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
+    """Llama 3 RoPE scaling: frequencies whose wavelength exceeds the pre-training context / low
+    factor are divided by `factor`; those below context / high factor are kept; in between, a
+    linear blend in context / wavelength."""
+    ctx = s.original_max_position_embeddings
+    wavelen = 2 * math.pi / inv_freq
+    slow = wavelen > ctx / s.low_freq_factor
+    fast = wavelen < ctx / s.high_freq_factor
+    smooth = (ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    blended = (1 - smooth) * inv_freq / s.factor + smooth * inv_freq
+    return torch.where(slow, inv_freq / s.factor, torch.where(fast, inv_freq, blended))
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +149,8 @@ class Transformer(nn.Module):
 
     def init_rope(self, device=None) -> None:
         device = device or self.embed_tokens.weight.device
-        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta, device=device)
+        c = self.cfg
+        cos, sin = rope_tables(c.head_dim, c.max_seq_len, c.rope_theta, device=device, scaling=c.rope_scaling)
         self.rope_cos, self.rope_sin = cos, sin
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from tokenizers import Tokenizer
 
-from capstan_api.tokenizer import DEFAULT_CHAT_TEMPLATE
-from capstan_trainer import storage
+from capstan_api import hfmodel
+from capstan_trainer import chat_template, storage
 from capstan_trainer.model import ModelConfig, Transformer
 
 log = logging.getLogger("capstan.model_load")
@@ -80,36 +80,67 @@ def load(
         model=model,
         tokenizer=tokenizer,
         eos_id=eos_id,
-        chat_template=tok_config.get("chat_template") or DEFAULT_CHAT_TEMPLATE,
+        chat_template=chat_template.template_of(tok_config),
         meta=meta,
     )
 
 
-def config_from_hf(c: dict) -> ModelConfig:
-    rope = c.get("rope_theta") or (c.get("rope_parameters") or {}).get("rope_theta") or 10000.0
-    return ModelConfig(
-        vocab_size=c["vocab_size"],
-        dim=c["hidden_size"],
-        n_layers=c["num_hidden_layers"],
-        n_heads=c["num_attention_heads"],
-        n_kv_heads=c.get("num_key_value_heads") or c["num_attention_heads"],
-        ffn_dim=c["intermediate_size"],
-        max_seq_len=c.get("max_position_embeddings", 2048),
-        rope_theta=float(rope),
-        norm_eps=c.get("rms_norm_eps", 1e-5),
-        tie_embeddings=bool(c.get("tie_word_embeddings", False)),
-    )
+def read_hf_config(uri: str) -> ModelConfig:
+    """The ModelConfig of the HF directory at `uri`; UnsupportedConfig names a refused field."""
+    return hfmodel.config_from_hf(json.loads(storage.read_bytes(storage.join(uri, hfmodel.CONFIG))))
+
+
+def hf_weight_files(uri: str) -> list[str]:
+    """model.safetensors, or the shards model.safetensors.index.json lists (FileNotFoundError
+    naming both when there is neither)."""
+    if storage.exists(storage.join(uri, hfmodel.WEIGHTS)):
+        return [hfmodel.WEIGHTS]
+    index_uri = storage.join(uri, hfmodel.WEIGHTS_INDEX)
+    try:
+        index = json.loads(storage.read_bytes(index_uri))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{uri}: neither {hfmodel.WEIGHTS} nor {hfmodel.WEIGHTS_INDEX}") from exc
+    return sorted(set(index["weight_map"].values()))
+
+
+def read_hf_state(uri: str, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The weights of the HF directory at `uri` under the decoder's names (no `model.` prefix),
+    from model.safetensors or, when there is none, the shards model.safetensors.index.json lists.
+    A tied model gets lm_head.weight as the embedding; a missing or extra tensor is a ValueError."""
+    state: dict[str, torch.Tensor] = {}
+    for name in hf_weight_files(uri):
+        try:
+            tensors = load_safetensors(storage.read_bytes(storage.join(uri, name)))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{storage.join(uri, name)}: weights not found") from exc
+        # Older exports also saved each layer's rotary inv_freq buffer; the decoder computes it.
+        state.update({k.removeprefix("model."): v for k, v in tensors.items() if not k.endswith(".inv_freq")})
+    if cfg.tie_embeddings:
+        state["lm_head.weight"] = state.get("lm_head.weight", state.get("embed_tokens.weight"))
+    with torch.device("meta"):
+        expected = Transformer(cfg).state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"{uri}: weights do not match config.json (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ValueError(
+                f"{uri}: {k} has shape {tuple(state[k].shape)}, config.json implies {tuple(v.shape)}"
+            )
+    return state
 
 
 def _load_export(uri: str, device, dtype) -> tuple[Transformer, dict, str, dict]:
-    config = json.loads(storage.read_bytes(storage.join(uri, "config.json")))
-    cfg = config_from_hf(config)
-    tensors = load_safetensors(storage.read_bytes(storage.join(uri, "model.safetensors")))
-    state = {k.removeprefix("model."): v for k, v in tensors.items()}
-    model = Transformer(cfg)
-    if cfg.tie_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    model.load_state_dict(state)
+    config = json.loads(storage.read_bytes(storage.join(uri, hfmodel.CONFIG)))
+    cfg = hfmodel.config_from_hf(config)
+    state = read_hf_state(uri, cfg)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.load_state_dict(state, assign=True)  # the file's tensors, not a second copy
+    model.tie_weights()
+    model.init_rope(torch.device("cpu"))  # the rotary buffers are still on meta
     model.to(device=device, dtype=dtype)
     model.init_rope(torch.device(device))
     model.eval()
@@ -118,10 +149,15 @@ def _load_export(uri: str, device, dtype) -> tuple[Transformer, dict, str, dict]
         **_read_json(storage.join(uri, "capstan.json")),  # lineage, when the export carries it
         "uri": uri.rstrip("/"),
         "model": cfg.to_dict(),
-        "eosId": config.get("eos_token_id"),
+        "eosId": _first(config.get("eos_token_id")),
         "format": "hf",
     }
     return model, meta, storage.join(uri, "tokenizer.json"), tok_config
+
+
+def _first(eos):
+    """Llama 3 configs list several end tokens; the first is the end-of-text one."""
+    return eos[0] if isinstance(eos, list) and eos else eos
 
 
 def dataset_tokenizer_config(meta: dict) -> dict:

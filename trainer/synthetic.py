@@ -37,8 +37,12 @@ def write_dataset(
     validation_tokens: int = 20_000,
     shard_tokens: int = 65_536,
     seed: int = 0,
+    tokenizer: bytes | None = None,
+    eos_id: int | None = None,
 ) -> shards.Manifest:
-    """Write manifest.json, tokenizer.json and shards under `uri`; returns the manifest."""
+    """Write manifest.json, tokenizer.json and shards under `uri`; returns the manifest.
+    `tokenizer` (tokenizer.json's bytes, written as they are) and `eos_id` stand for a model's
+    own tokenizer, as a Dataset with spec.tokenizer.fromModel records it."""
     rng = np.random.default_rng(seed)
     dtype = shards.dtype_for_vocab(vocab_size)
     splits = {}
@@ -52,12 +56,12 @@ def write_dataset(
             storage.write_bytes(storage.join(uri, path), data)
             info.shards.append(shards.ShardInfo(path=path, tokens=len(chunk), sha256=digest))
         splits[name] = info
-    tok = tokenizer_json(vocab_size).encode()
+    tok = tokenizer if tokenizer is not None else tokenizer_json(vocab_size).encode()
     storage.write_bytes(storage.join(uri, "tokenizer.json"), tok)
     manifest = shards.Manifest(
         dtype=dtype,
         vocab_size=vocab_size,
-        eos_id=vocab_size - 1,
+        eos_id=vocab_size - 1 if eos_id is None else eos_id,
         tokenizer={"path": "tokenizer.json", "sha256": hashlib.sha256(tok).hexdigest()},
         splits=splits,
         fingerprint=f"synthetic-v{vocab_size}-n{train_tokens}-s{seed}",

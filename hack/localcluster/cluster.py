@@ -245,7 +245,9 @@ class Cluster:
         o = self.options
         tls = pki.leaf("node-agent-serving", "capstan-node-agent", server=True, ips=("127.0.0.1",))
         mirror = f"127.0.0.1:{state['ports']['registry']}" if o.registry_storage is not None else ""
-        argv = commands.node_agent(o, state["ports"], creds, self.state_dir / "pods", tls, mirror)
+        argv = commands.node_agent(
+            o, state["ports"], creds, self.state_dir / "pods", tls, mirror, self._bin("capstan-portforward")
+        )
         repo = Path(__file__).resolve().parents[2]
         proc = self._spawn(state, "node-agent", argv, env={"PYTHONPATH": str(repo)})
         # A cold pull of the trainer image (gigabytes, unpacked once per digest) comes first.

@@ -126,6 +126,7 @@ def node_agent(
     pods_dir: Path,
     tls: tuple[Path, Path],
     registry: str = "",
+    portforward_bin: str = "",
 ) -> list[str]:
     argv = [
         sys.executable,
@@ -150,4 +151,6 @@ def node_agent(
         argv.append(f"--registry-mirror={registry}")
     if options.prepull:
         argv.append("--prepull=" + ",".join(options.prepull))
+    if portforward_bin:
+        argv.append(f"--portforward-bin={portforward_bin}")
     return argv

@@ -15,7 +15,7 @@ from capstan_api import status as st
 from capstan_api.common import now_rfc3339
 from capstan_api.dataset import DatasetSpec
 from capstan_api.status import Phase
-from capstan_operator import children, kube, objectstore
+from capstan_operator import children, identity, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.dataset import build, progress, resolve
 from capstan_operator.jobs import blocked, job_condition, job_failure, start_overdue
@@ -107,6 +107,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     job_name = build.stage_job_name(name, current.name) if current else ""
     # ---- create what is missing (create-or-patch: idempotent), so status shows it at once
     if current and jobs[current.name] is None:
+        identity.ensure_service_account(body, cfg)
         jobs[current.name] = kube.apply(build.build_stage_job(body, run, cfg, current))
         draft.event(
             "Normal", "Created", f"Job {job_name}: stage {current.name} with {current.workers} worker(s)"

@@ -20,7 +20,7 @@ from capstan_api import status as st
 from capstan_api.common import now_rfc3339
 from capstan_api.deployment import DeploymentSpec
 from capstan_api.status import Phase
-from capstan_operator import kube, objectstore
+from capstan_operator import identity, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.deployment import analysis, canary, export, resolve
 from capstan_operator.deployment import build as bd
@@ -68,6 +68,7 @@ class Ctx:
         return int(((dep or {}).get("status") or {}).get("readyReplicas") or 0)
 
     def apply_revision(self, revision: int, uri: str, replicas: int, annotations: dict | None = None) -> None:
+        identity.ensure_service_account(self.body, self.cfg)
         kube.apply(bd.deployment(self.body, self.spec, self.cfg, revision, uri, replicas, annotations))
 
     def delete_revision(self, revision: int) -> None:
@@ -218,6 +219,7 @@ def _export(ctx: Ctx, uri: str) -> export.Export:
     name, out = export.job_name(uri), files.export_uri(uri)
     job = kube.get("batch/v1", "Job", ctx.ns, name)
     if job is None:
+        identity.ensure_service_account(ctx.body, ctx.cfg)
         kube.apply(export.job(ctx.body, ctx.spec, ctx.cfg, uri))
         return export.Export(waiting=f"Job {name} exporting {uri} to {out} for vLLM", started=True)
     if job_condition(job, "Failed"):

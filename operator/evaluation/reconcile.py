@@ -12,7 +12,7 @@ from capstan_api import status as st
 from capstan_api.common import now_rfc3339
 from capstan_api.evaluation import EvaluationSpec
 from capstan_api.status import Phase
-from capstan_operator import children, kube, objectstore, refs
+from capstan_operator import children, identity, kube, objectstore, refs
 from capstan_operator.config import OperatorConfig
 from capstan_operator.evaluation import build, resolve
 from capstan_operator.jobs import blocked, job_condition, job_failure, start_overdue
@@ -73,6 +73,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
             draft.condition(st.WAITING, "True", "DependencyNotReady", res.waiting)
             return draft.phase(Phase.WAITING, res.waiting, "Waiting").outcome(WAIT_SECONDS)
         # ---- create what is missing (create-or-patch: idempotent)
+        identity.ensure_service_account(body, cfg)
         for child in build.build(body, res.spec, cfg):
             kube.apply(child)
         draft.event("Normal", "Created", f"Job {job_name} evaluating {res.spec.model.uri}")

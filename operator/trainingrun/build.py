@@ -200,7 +200,9 @@ def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str
     env = children.workload_env(body, cfg, {**role.env, files.SPEC_HASH_ENV: spec_hash(body)})
     # The user's first: a name the operator sets is refused by the API, and would lose here anyway.
     ours = {e["name"] for e in env}
-    env = [{"name": k, "value": v} for k, v in sorted(spec.env.items()) if k not in ours] + env
+    users = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
+    users += [{"name": k, "valueFrom": src.to_wire()} for k, src in sorted(spec.env_value_from.items())]
+    env = [e for e in users if e["name"] not in ours] + env
     # Checks the spec, the data and the storage before torchrun starts: a bad spec exits 3 here
     # (torchrun would turn a worker's 3 into its own 1 and spend restarts on it).
     validate = {

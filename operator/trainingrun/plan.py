@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from capstan_api import capacity
+from capstan_api.modelshape import ModelConfig
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator import kube
 
@@ -29,9 +30,11 @@ def gpu_of(nodes: list[dict]) -> tuple[float | None, str]:
     return min(labelled, default=(None, ""))
 
 
-def compute(spec: TrainingRunSpec) -> tuple[capacity.CapacityPlan, str | None]:
-    """(the plan, why the run cannot fit or None). Nodes are listed only for a GPU run that
-    does not give both figures itself."""
+def compute(
+    spec: TrainingRunSpec, model: ModelConfig | None = None
+) -> tuple[capacity.CapacityPlan, str | None]:
+    """(the plan, why the run cannot fit or None); `model`: the shape when spec.model does not
+    give it. Nodes are listed only for a GPU run that does not give both figures itself."""
     memory, product = None, ""
     p = spec.plan
     if spec.resources.gpus_per_node and not (p.gpu_memory_gib and p.gpu_product):
@@ -43,5 +46,5 @@ def compute(spec: TrainingRunSpec) -> tuple[capacity.CapacityPlan, str | None]:
                 raise
             # A chart installed without the nodes rule (rbac.create=false): plan without them.
             log.warning("cannot list nodes (403): GPU memory unknown; spec.plan.gpuMemoryGiB gives it")
-    plan = capacity.plan(spec, memory, product)
-    return plan, capacity.refusal(spec, plan)
+    plan = capacity.plan(spec, memory, product, model)
+    return plan, capacity.refusal(spec, plan, model)

@@ -18,11 +18,11 @@ from capstan_api import status as st
 from capstan_api.common import now_rfc3339
 from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
-from capstan_operator import children, kube, objectstore
+from capstan_operator import children, identity, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.jobs import blocked, job_condition, pod_failure, terminated_containers
 from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
-from capstan_operator.trainingrun import build, plan
+from capstan_operator.trainingrun import build, hfinit, plan
 from capstan_operator.trainingrun.resolve import checkpoint_taken, resolve
 
 DONE = (Phase.SUCCEEDED, Phase.EARLY_STOPPED, Phase.FAILED)
@@ -396,9 +396,15 @@ def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> 
         if left > 0:
             return draft.outcome(left)
     spec, job_name, nodes = gang.spec, gang.job_name, gang.nodes
+    # ---- a model imported from Hugging Face: its config.json, checked before any pod
+    shape = None
+    if spec.init.hugging_face:
+        shape, problem = hfinit.read_shape(spec, cfg)
+        if problem:
+            return _fail(draft, "UnsupportedModel", problem)
     # ---- capacity plan: refuse a run that cannot fit before any pod
     try:
-        capacity_plan, refusal = plan.compute(spec)
+        capacity_plan, refusal = plan.compute(spec, shape)
     except ValueError as exc:  # a model shape the trainer would refuse too
         return _fail(draft, "InvalidSpec", f"spec.model: {exc}")
     draft.set(plan=capacity_plan.to_wire())
@@ -408,6 +414,7 @@ def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> 
     taken = checkpoint_taken(body, spec.checkpoint.uri, kube.list_custom("trainingruns", gang.namespace))
     if taken:
         return _fail(draft, "CheckpointUriInUse", taken)
+    identity.ensure_service_account(body, cfg)
     for child in build.build(body, spec, cfg):
         if child["kind"] == "PodGroup":
             kube.apply_custom(child)

@@ -106,6 +106,7 @@ def code_permissions() -> dict[tuple[str, str], set[str]]:
     for group, kind in (("", "ConfigMap"), ("", "Service"), ("batch", "Job"), ("apps", "Deployment")):
         grant(group, plural[kind], "create", "patch")  # kube.apply of what the builders return
     grant("autoscaling", "horizontalpodautoscalers", "create", "patch")
+    grant("", "serviceaccounts", "create", "patch")  # identity.ensure_service_account: kube.apply
     grant("scheduling.volcano.sh", "podgroups", "create", "patch")  # kube.apply_custom
     for info in KINDS.values():
         grant("capstan.dev", info.plural, "get", "list", "watch")  # get_custom, list_custom, kopf

@@ -15,6 +15,7 @@ from capstan_api.common import GROUP, VERSION
 from capstan_operator.deployment import reconcile
 from tests.support import server_proc
 from tests.support.operator_env import driver, op_cfg, operator_cluster
+from tests.support.portforward import port_forward
 
 pytestmark = pytest.mark.cluster
 __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
@@ -104,6 +105,11 @@ def test_serves_a_completion_then_a_canary_promotes(operator_cluster, namespace,
     # A completion through the serving pod: the tiny model counts upwards.
     (pod,) = serving_pods(cluster, namespace, "chat")
     code, body = complete(pod)
+    assert code == 200, body
+    assert body["choices"][0]["text"].split()[:1] == ["w8"]
+    # The same through `kubectl port-forward` (API server -> node -> the pod's port 8000).
+    with port_forward(cluster, namespace, f"pod/{pod['metadata']['name']}", 8000) as local:
+        code, body = server_proc.post(f"http://127.0.0.1:{local}/v1/completions", {"model": "tiny", **PROMPT})
     assert code == 200, body
     assert body["choices"][0]["text"].split()[:1] == ["w8"]
 

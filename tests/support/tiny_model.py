@@ -23,17 +23,10 @@ from capstan_trainer import shards, storage
 from capstan_trainer.checkpoint import load_model
 from capstan_trainer.export import export
 from capstan_trainer.model import Transformer, preset
+from hack import hf_model
 
-WORDS = 100
-SPECIALS = [
-    "<|unk|>",
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|pad|>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-]
+# The words and Llama 3's special tokens: the same vocabulary as the random HF model hack makes.
+WORDS, SPECIALS = hf_model.WORDS, hf_model.SPECIALS
 EOS = WORDS + SPECIALS.index("<|end_of_text|>")
 MAX_SEQ_LEN = 128
 STEPS = 100

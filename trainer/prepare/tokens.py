@@ -37,18 +37,34 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
     return tok
 
 
-def load_tokenizer(uri: str, spec: TokenizerSpec) -> Tokenizer:
+def load_tokenizer(
+    uri: str, spec: TokenizerSpec, field: str = "spec.tokenizer.uri"
+) -> tuple[Tokenizer, bytes]:
+    """A given tokenizer.json and its bytes (kept as they are: a TrainingRun compares their sha256
+    with its model's); InputError naming `field` when it is missing, malformed or lacks eos."""
     try:
-        tok = Tokenizer.from_str(storage.read_bytes(uri).decode("utf-8"))
+        raw = storage.read_bytes(uri)
+        tok = Tokenizer.from_str(raw.decode("utf-8"))
     except FileNotFoundError as exc:
-        raise InputError(f"spec.tokenizer.uri: no such file {uri}") from exc
+        raise InputError(f"{field}: no such file {uri}") from exc
     except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
-        raise InputError(f"spec.tokenizer.uri: {uri} is not a tokenizer.json: {exc}") from exc
+        raise InputError(f"{field}: {uri} is not a tokenizer.json: {exc}") from exc
     if tok.token_to_id(spec.special_tokens.eos) is None:
         raise InputError(
-            f"spec.tokenizer.uri: {uri} has no token {spec.special_tokens.eos!r} (spec.tokenizer.specialTokens.eos)"
+            f"{field}: {uri} has no token {spec.special_tokens.eos!r} (spec.tokenizer.specialTokens.eos)"
         )
-    return tok
+    return tok, raw
+
+
+def given_tokenizer(spec: TokenizerSpec) -> tuple[Tokenizer, bytes] | None:
+    """spec.tokenizer.uri's or spec.tokenizer.fromModel's tokenizer; None when one is to be trained."""
+    if spec.from_model:
+        return load_tokenizer(
+            storage.join(spec.from_model, "tokenizer.json"), spec, "spec.tokenizer.fromModel"
+        )
+    if spec.uri:
+        return load_tokenizer(spec.uri, spec)
+    return None
 
 
 def tokenizer_config(tok: Tokenizer, spec: TokenizerSpec) -> str:

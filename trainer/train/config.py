@@ -14,7 +14,7 @@ from capstan_api.training import FsdpSpec, OptimizerSpec
 from capstan_api.trainingrun import CheckpointSpec, EvalSpec, MetricsSpec, ResourcesSpec, TrainingRunSpec
 from capstan_trainer import checkpoint, shards, storage
 from capstan_trainer.model import ModelConfig
-from capstan_trainer.train import loader
+from capstan_trainer.train import hfinit, loader
 
 
 class ConfigError(InvalidResource):
@@ -66,7 +66,12 @@ class TrainConfig:
     init_checkpoint: str = ""
     """init_checkpoint: a committed step folder to take the initial weights from ("" = scratch)."""
     tokenizer_uri: str = ""
-    """tokenizer_uri: the first source's tokenizer.json, copied into each checkpoint."""
+    """tokenizer_uri: the first source's tokenizer.json (the HF model's with init_hf), copied into
+    each checkpoint."""
+    init_hf: str = ""
+    """init_hf: a Hugging Face directory to take the initial weights from ("" = none)."""
+    stop_ids: list[int] | None = None
+    """stop_ids: the HF model's end tokens (generation_config.json), for the export; None without one."""
     uid: str = ""
     """uid: the TrainingRun's metadata.uid ("" without a cluster), recorded as each checkpoint's owner."""
 
@@ -82,6 +87,8 @@ class TrainConfig:
             "seed": o.seed,
             "init": self.init_checkpoint,
         }
+        if self.init_hf:  # only then: the fingerprints of other runs stay what they were
+            shape["initHuggingFace"] = self.init_hf
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -188,7 +195,12 @@ def resolve(
     vocab = max(s.manifest.vocab_size for s in sources)
     seq_len = spec.optimizer.seq_len
     init = ""
-    if spec.init.checkpoint_uri:
+    if spec.init.hugging_face:
+        try:
+            model = hfinit.model_config(spec)
+        except hfinit.HfInitError as exc:
+            raise ConfigError(str(exc)) from exc
+    elif spec.init.checkpoint_uri:
         try:
             folder = checkpoint.resolve(spec.init.checkpoint_uri)
             model = checkpoint.model_config_from_meta(checkpoint.read_meta(folder.uri))
@@ -198,9 +210,10 @@ def resolve(
     else:
         model = model_config(spec, vocab)
     if model.vocab_size < vocab:
-        raise ConfigError(
-            f"spec.model.vocabSize: {model.vocab_size} is smaller than the datasets' vocabulary {vocab}"
+        where = (
+            f"{hfinit.FIELD}: config.json vocab_size" if spec.init.hugging_face else "spec.model.vocabSize:"
         )
+        raise ConfigError(f"{where} {model.vocab_size} is smaller than the datasets' vocabulary {vocab}")
     if seq_len > model.max_seq_len:
         raise ConfigError(
             f"spec.optimizer.seqLen: {seq_len} exceeds the model's maxSeqLen {model.max_seq_len}"
@@ -219,6 +232,16 @@ def resolve(
         _check_writable(spec.checkpoint.uri)
     tok_path = sources[0].manifest.tokenizer.get("path", "tokenizer.json")
     tok_uri = storage.join(sources[0].uri.rsplit("/", 1)[0], tok_path)
+    stops = None
+    if spec.init.hugging_face:
+        first = sources[0]
+        try:
+            tok_uri = hfinit.tokenizer_uri(spec, first.manifest.tokenizer.get("sha256", ""), first.uri)
+            if check_storage:
+                hfinit.check_weights(spec.init.hugging_face)
+        except hfinit.HfInitError as exc:
+            raise ConfigError(str(exc)) from exc
+        stops = hfinit.stop_ids(spec.init.hugging_face)
     return TrainConfig(
         name=name,
         model=model,
@@ -231,5 +254,7 @@ def resolve(
         sources=sources,
         init_checkpoint=init,
         tokenizer_uri=tok_uri,
+        init_hf=spec.init.hugging_face,
+        stop_ids=stops,
         uid=uid,
     )

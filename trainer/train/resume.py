@@ -19,7 +19,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict, set_state_dict
 
 from capstan_trainer import checkpoint, storage
-from capstan_trainer.train import metrics, stopping
+from capstan_trainer.train import hfinit, metrics, stopping
 from capstan_trainer.train.config import ConfigError, TrainConfig
 from capstan_trainer.train.step import state_for
 
@@ -106,7 +106,9 @@ def resume(
         watch.load_json(state["validation"]["watch"])
         ckpt.last_committed = folder
         return step, cursor, folder, skipped
-    if cfg.init_checkpoint:
+    if cfg.init_hf:
+        hfinit.load_weights(model, cfg.init_hf, cfg.model, rank)
+    elif cfg.init_checkpoint:
         msd = get_model_state_dict(model)
         checkpoint.load_state(cfg.init_checkpoint, {"model": msd})
         set_model_state_dict(model, msd)

@@ -75,7 +75,7 @@ def run(cfg: TrainConfig) -> int:
                 "step": step,
                 "resumedFrom": latest.uri if latest else None,
                 "skippedUnreadable": [s["uri"] for s in skipped],
-                "init": cfg.init_checkpoint or None,
+                "init": cfg.init_checkpoint or cfg.init_hf or None,
                 "worldSize": world,
                 "accumulation": accum,
             }
@@ -169,8 +169,9 @@ def checkpoint_meta(cfg: TrainConfig) -> dict:
         "trainingRun": cfg.name,
         "seqLen": cfg.optimizer.seq_len,
         "eosId": cfg.sources[0].manifest.eos_id,
-        "init": cfg.init_checkpoint or None,
+        "init": cfg.init_checkpoint or cfg.init_hf or None,
         "owner": resume.owner(cfg),
+        **({"stopIds": cfg.stop_ids} if cfg.stop_ids else {}),
     }
 
 

@@ -55,6 +55,10 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create", "patch"]
+# The workload ServiceAccount of each namespace, when workload.createServiceAccount is on.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create", "patch"]
 # Jobs and Deployments are watched (kopf) and torn down by the reconcilers.
 - apiGroups: ["batch"]
   resources: ["jobs"]

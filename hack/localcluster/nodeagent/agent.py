@@ -22,6 +22,7 @@ from hack.localcluster.nodeagent.images import ImageStore
 from hack.localcluster.nodeagent.kube import SMP, connect, list_and_watch
 from hack.localcluster.nodeagent.logs import serve_logs
 from hack.localcluster.nodeagent.pod import PodWorker
+from hack.localcluster.nodeagent.portforward import PortForwarder
 
 log = logging.getLogger("nodeagent")
 LEASE_S = 40
@@ -48,6 +49,9 @@ class AgentOptions:
     registry_mirror: str = ""
     """registry_mirror (host:port) serves Docker Hub references (`capstan/trainer:0.1.0`)."""
     prepull: tuple[str, ...] = ()
+    portforward_bin: str = ""
+    """portforward_bin is capstan-portforward, which serves `kubectl port-forward`; unset, the
+    node answers 501 to it."""
     """prepull: images pulled before the nodes report Ready (as a pre-pull DaemonSet would)."""
     """image_store, when set, is where pulled images live: pods run from their images. Unset,
     pods run their command on the node from the project's virtualenv (the fast tiers)."""
@@ -68,6 +72,11 @@ class Agent:
             "ephemeral-storage": "100Gi",
         }
         self.workdir = o.workdir
+        self.port_forwarder = (
+            PortForwarder(o.portforward_bin, _socket_path(self.state_dir / "portforward.sock"))
+            if o.portforward_bin
+            else None
+        )
         self.images = ImageStore(o.image_store, o.registry_mirror) if o.image_store else None
         venv_bin = str(Path(sys.executable).parent)
         # From an image, PATH, HOME and LANG are the image's; only what the kubelet adds stays.
@@ -352,7 +361,14 @@ class Agent:
             workers = list(self.workers.values())
         for w in workers:
             w._stop_all(2)
+        if self.port_forwarder is not None:
+            self.port_forwarder.stop()
         os._exit(0)
+
+
+def _socket_path(path: Path) -> Path:
+    """`path`, or a short one in /tmp where it passes the 107 bytes a Unix socket's name may have."""
+    return path if len(str(path)) < 100 else Path(f"/tmp/capstan-pf-{os.getpid()}.sock")
 
 
 def dt_micro() -> str:
@@ -379,6 +395,7 @@ def main() -> None:
     p.add_argument("--image-store", type=Path, default=None, help="run pods from their images, kept here")
     p.add_argument("--registry-mirror", default="", help="host:port serving Docker Hub references")
     p.add_argument("--prepull", default="", help="comma-separated images to pull before the nodes are Ready")
+    p.add_argument("--portforward-bin", default="", help="capstan-portforward, for kubectl port-forward")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     agent = Agent(
@@ -398,6 +415,7 @@ def main() -> None:
             image_store=a.image_store,
             registry_mirror=a.registry_mirror,
             prepull=tuple(r for r in a.prepull.split(",") if r),
+            portforward_bin=a.portforward_bin,
         )
     )
     signal.signal(signal.SIGTERM, agent.shutdown)

@@ -1,4 +1,5 @@
-"""The kubelet's log endpoint, which the API server calls for `kubectl logs`."""
+"""The kubelet's endpoints the API server calls: /containerLogs for `kubectl logs`, and
+/portForward for `kubectl port-forward` (relayed: nodeagent/portforward.py)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,13 @@ class LogHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_POST(self):
+        if not self._port_forward():
+            self.send_error(405, "only /portForward takes POST")
+
     def do_GET(self):
+        if self._port_forward():
+            return
         url = urlparse(self.path)
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
         previous = q.get("previous") == "true"
@@ -62,6 +69,21 @@ class LogHandler(BaseHTTPRequestHandler):
             if full or q.get("follow") != "true" or previous:
                 return
             self._follow(f, worker, container, stamps, limit, sent)
+
+    def _port_forward(self) -> bool:
+        """Serve /portForward/<ns>/<pod>[/<uid>] (SPDY, or WebSocket: a GET); False for any other
+        path."""
+        parts = urlparse(self.path).path.strip("/").split("/")
+        if parts[0] != "portForward":
+            return False
+        worker = self.agent.worker_by_name(parts[1], parts[2]) if len(parts) >= 3 else None
+        if worker is None or not worker.pod_ip:
+            self.send_error(404, "pod does not exist")
+        elif self.agent.port_forwarder is None:
+            self.send_error(501, "this node agent was started without --portforward-bin")
+        else:
+            self.agent.port_forwarder.relay(self, worker.pod_ip)
+        return True
 
     def _find_log(self, url_path: str, previous: bool):
         """(worker, container, log path), or None after sending the error."""

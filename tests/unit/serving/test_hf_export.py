@@ -54,7 +54,7 @@ def test_the_export_is_whole_with_its_marker_last(exported):
     config = json.loads((exported / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and config["model_type"] == "llama"
     generation = json.loads((exported / "generation_config.json").read_text())
-    assert generation["eos_token_id"] == tiny_model.EOS
+    assert generation["eos_token_id"] == [tiny_model.EOS]  # a list of stop ids, as Llama 3 writes it
 
 
 def test_transformers_renders_the_chat_prompt_the_builtin_server_renders(exported):

@@ -66,6 +66,13 @@ def test_minimal_spec_gets_defaults():
             },
             "at most one of",
         ),
+        (
+            {
+                "datasets": [{"uri": "s3://data/x"}],
+                "init": {"fromTrainingRun": "b", "huggingFace": "s3://models/llama"},
+            },
+            "at most one of checkpointUri, fromTrainingRun or huggingFace may be set",
+        ),
         ({"datasets": [{"uri": "s3://data/x"}], "optimizr": {}}, "spec.optimizr: unknown field"),
         (
             {
@@ -88,7 +95,7 @@ def test_cross_field_rules_are_also_cel():
         "globalBatchTokens must be divisible by microBatch x seqLen",
         "minNodes must not exceed maxNodes",
         "queueName is required when scheduler is kueue",
-        "at most one of checkpointUri or fromTrainingRun may be set",
+        "at most one of checkpointUri, fromTrainingRun or huggingFace may be set",
         "global batch sequences must be divisible by microBatch x world size at every node count",
     ):
         assert message in schema, message

@@ -22,7 +22,7 @@ from capstan_trainer.prepare import runs
 from capstan_trainer.prepare.dedup import Clusters
 from capstan_trainer.prepare.read import InputError
 from capstan_trainer.prepare.stages import dedup, mapper
-from capstan_trainer.prepare.tokens import load_tokenizer, train_tokenizer
+from capstan_trainer.prepare.tokens import given_tokenizer, train_tokenizer
 from capstan_trainer.prepare.work import Context, Progress, markers, write_marker
 
 DROP_FILE = "drop.npy"
@@ -45,8 +45,9 @@ def run(ctx: Context) -> dict:
         buf = io.BytesIO()
         np.save(buf, drop)
         storage.write_bytes(ctx.path("cluster", DROP_FILE), buf.getvalue())
-        if spec.tokenizer.uri:
-            tok, sampled = load_tokenizer(spec.tokenizer.uri, spec.tokenizer), 0
+        given = given_tokenizer(spec.tokenizer)
+        if given:
+            (tok, tok_json), sampled = given, 0
         else:
             texts = SampleTexts(ctx, len(maps), set(drop.tolist()))
             tok = train_tokenizer(iter(texts), spec.tokenizer)
@@ -56,7 +57,7 @@ def run(ctx: Context) -> dict:
                     "spec.output.validationFraction: no training-split document is left for the "
                     "tokenizer to learn from (or spec.tokenizer.sampleBytes is smaller than one document)"
                 )
-        tok_json = tok.to_str().encode("utf-8")
+            tok_json = tok.to_str().encode("utf-8")
         storage.write_bytes(ctx.path("cluster", TOKENIZER_FILE), tok_json)
     body = {
         "documents": n,

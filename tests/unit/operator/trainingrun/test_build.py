@@ -257,3 +257,39 @@ def test_env_names_the_operator_sets_are_refused():
 
     with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY"):
         TrainingRunSpec.model_validate({**trainingrun("x")["spec"], "env": {"AWS_SECRET_ACCESS_KEY": "x"}})
+
+
+def test_env_values_from_a_secret_a_config_map_or_the_pod():
+    body = trainingrun(
+        "llm",
+        env={"NCCL_DEBUG": "INFO"},
+        envValueFrom={
+            "HF_TOKEN": {"secretKeyRef": {"name": "hf", "key": "token"}},
+            "WANDB_PROJECT": {"configMapKeyRef": {"name": "team", "key": "project", "optional": True}},
+            "NODE": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+        },
+    )
+    env = {e["name"]: e for e in _pod(build(body)[0])["containers"][0]["env"]}
+    assert env["HF_TOKEN"] == {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token", "optional": False}},
+    }
+    assert env["WANDB_PROJECT"]["valueFrom"]["configMapKeyRef"]["optional"] is True
+    assert env["NODE"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["NCCL_DEBUG"] == {"name": "NCCL_DEBUG", "value": "INFO"}
+
+
+def test_env_value_sources_are_checked():
+    import pytest
+
+    spec = trainingrun("x")["spec"]
+    with pytest.raises(ValueError, match="exactly one of secretKeyRef, configMapKeyRef, fieldRef"):
+        TrainingRunSpec.model_validate({**spec, "envValueFrom": {"A": {}}})
+    with pytest.raises(ValueError, match="env and envValueFrom both set A"):
+        TrainingRunSpec.model_validate(
+            {**spec, "env": {"A": "1"}, "envValueFrom": {"A": {"fieldRef": {"fieldPath": "spec.nodeName"}}}}
+        )
+    with pytest.raises(ValueError, match="envValueFrom names .* AWS_ROLE_ARN"):
+        TrainingRunSpec.model_validate(
+            {**spec, "envValueFrom": {"AWS_ROLE_ARN": {"secretKeyRef": {"name": "s", "key": "k"}}}}
+        )

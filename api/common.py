@@ -44,6 +44,11 @@ class ApiModel(BaseModel):
         """The object as it appears in YAML/JSON: camelCase, defaults included, no nulls."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    def to_wire_set(self) -> dict[str, Any]:
+        """`to_wire` less every field at its default: what identifies the work. A field a newer
+        version adds with a default leaves it unchanged, so an upgrade re-runs nothing."""
+        return self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json")
+
 
 def cel(*rules: tuple[str, str]) -> dict[str, Any]:
     """`x-kubernetes-validations` for a model's or field's json_schema_extra: (rule, message) pairs."""

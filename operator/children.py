@@ -67,7 +67,17 @@ def spec_hash(spec: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(leaf, None)
+    kept = _pruned(kept)
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _pruned(node: Any) -> Any:
+    """`node` without the objects left empty (an ignored field was all a spec set there: the
+    same as not setting it)."""
+    if not isinstance(node, dict):
+        return node
+    out = {k: _pruned(v) for k, v in node.items()}
+    return {k: v for k, v in out.items() if v != {}}
 
 
 def built_from(obj: dict | None) -> str | None:

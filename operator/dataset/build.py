@@ -24,7 +24,7 @@ REVISIONS_DIR = "revisions"
 def spec_hash(body: dict) -> str:
     """What a revision is prepared from: the stored spec less HOW_FIELDS."""
     spec = DatasetSpec.model_validate(body.get("spec") or {})  # defaults filled: one form
-    return children.spec_hash(spec.to_wire(), HOW_FIELDS)
+    return children.spec_hash(spec.to_wire_set(), HOW_FIELDS)
 
 
 def revision_uri(output_uri: str, revision: int) -> str:

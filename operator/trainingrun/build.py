@@ -74,7 +74,7 @@ def spec_hash(body: dict) -> str:
     """What a gang trains from: the stored spec less OPERATOR_FIELDS. A gang made from another
     one is recreated and continues from the newest checkpoint (e.g. totalSteps raised)."""
     spec = TrainingRunSpec.model_validate(body.get("spec") or {})  # defaults filled: one form
-    return children.spec_hash(spec.to_wire(), OPERATOR_FIELDS)
+    return children.spec_hash(spec.to_wire_set(), OPERATOR_FIELDS)
 
 
 def elastic(spec: TrainingRunSpec) -> bool:

@@ -185,3 +185,15 @@ def test_licence_policy_refusals_name_the_field():
     assert licence_refusals(narrow, CFG) == [
         "spec.allowedLicences: none of Apache-2.0 is allowed by the operator's policy"
     ]
+
+
+def test_a_field_at_its_default_does_not_change_what_a_revision_is_made_from():
+    # What an API server defaulting a newer CRD's field does to a stored spec: no new revision
+    # on an operator upgrade. The same field set to something else is a new revision.
+    plain = dataset("d")
+    defaulted = dataset("d")
+    defaulted["spec"]["augmentation"] = {"counterfactual": {"fraction": 0}}
+    changed = dataset("d")
+    changed["spec"]["augmentation"] = {"counterfactual": {"fraction": 0.5}}
+    assert build_dataset.spec_hash(plain) == build_dataset.spec_hash(defaulted)
+    assert build_dataset.spec_hash(plain) != build_dataset.spec_hash(changed)

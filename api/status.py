@@ -12,6 +12,7 @@ from pydantic import Field
 
 from capstan_api.capacity import CapacityPlan
 from capstan_api.common import ApiModel, Condition
+from capstan_api.lineage import RevisionUse, RuleCount
 
 # Condition types (module constants, as the style guide asks).
 READY = "Ready"
@@ -117,6 +118,18 @@ class DatasetStatus(StatusBase):
     datasheet_uri: str | None = Field(default=None, description="datasheetUri is the URI of the datasheet.")
     fingerprint: str | None = Field(
         default=None, description="fingerprint is the content hash of the prepared dataset."
+    )
+    removed: int | None = Field(
+        default=None,
+        description="removed is how many documents spec.exclusions removed from this revision (absent without rules).",
+    )
+    removed_by_rule: list[RuleCount] = Field(
+        default_factory=list, description="removedByRule counts the documents each exclusion rule removed."
+    )
+    used_by: list[RevisionUse] = Field(
+        default_factory=list,
+        description="usedBy lists, per revision, the TrainingRuns trained on it and the Evaluations and "
+        "Deployments built from those (reverse lineage).",
     )
 
 

@@ -45,7 +45,17 @@ def stats_to_status(manifest: dict, output_uri: str) -> dict:
         "manifestUri": files.join(output_uri, files.MANIFEST_FILE),
         "datasheetUri": files.join(output_uri, files.DATASHEET_FILE),
         "fingerprint": manifest.get("fingerprint") or None,
+        **removal_status(stats),
     }
+
+
+def removal_status(stats: dict) -> dict:
+    """removed and removedByRule from the manifest's exclusion counts (nothing without rules)."""
+    ex = stats.get("exclusions") or {}
+    if not ex.get("byRule"):
+        return {"removed": None, "removedByRule": []}
+    by_rule = [{"rule": rule, "documents": n} for rule, n in ex["byRule"].items()]
+    return {"removed": ex.get("removed", 0), "removedByRule": by_rule}
 
 
 def stage_jobs(ns: str, name: str) -> dict[str, dict]:
@@ -64,7 +74,7 @@ def started_spec(cm: dict) -> DatasetSpec:
 # Status fields that describe one revision's outputs: cleared when the next one starts.
 REVISION_FIELDS = (
     "steps", "documents", "tokens", "validationTokens", "shards", "manifestUri", "datasheetUri",
-    "fingerprint", "startTime", "completionTime",
+    "fingerprint", "startTime", "completionTime", "removed",
 )  # fmt: skip
 
 
@@ -170,7 +180,7 @@ def _start_revision(body: dict, draft: StatusDraft, spec: DatasetSpec) -> dict:
     status."""
     revision = int(draft.get("revision") or 0) + 1
     cm = kube.apply(build.build_config_map(body, spec, revision))
-    draft.set(stages=[], **dict.fromkeys(REVISION_FIELDS))
+    draft.set(stages=[], removedByRule=[], **dict.fromkeys(REVISION_FIELDS))
     where = build.revision_uri(spec.output.uri, revision)
     draft.event("Normal", "RevisionStarted", f"revision {revision}: preparing into {where}")
     return cm

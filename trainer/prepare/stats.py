@@ -16,18 +16,32 @@ def manifest_stats(
     pii: Counter,
     licences: Counter,
     splits: dict[str, shards.SplitInfo],
+    exclusion_labels: list[str] | None = None,
 ) -> dict:
     """`counts` are the map workers' summed counters; `n` documents reached deduplication, `exact`
-    and `near` of them were removed there; `pii` and `licences` count the output's documents."""
+    and `near` of them were removed there; `pii` and `licences` count the output's documents;
+    `exclusion_labels` name the exclusion rules (`exclusion:<i>` counters), which run first."""
     c = counts
     records, parsed = c["records"], c["records"] - c["malformed"]
+    labels = exclusion_labels or []
+    by_exclusion = {label: c[f"exclusion:{i}"] for i, label in enumerate(labels)}
+    after_exclusions = parsed - sum(by_exclusion.values())
     excluded = {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("licence:") and v}
-    after_licence = parsed - sum(excluded.values())
+    after_licence = after_exclusions - sum(excluded.values())
     by_rule = {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("rule:") and v}
     by_filter: Counter = Counter()
     for rule, v in by_rule.items():
         by_filter[rule.split(".", 1)[0]] += v
     kept = n - exact - near
+    stages = [
+        {"stage": "read", "in": records, "out": parsed},
+        {"stage": "licence", "in": after_exclusions, "out": after_licence},
+        {"stage": "filters", "in": after_licence, "out": n},
+        {"stage": "exactDedup", "in": n, "out": n - exact},
+        {"stage": "nearDedup", "in": n - exact, "out": kept},
+    ]
+    if labels:  # only then: a Dataset without rules keeps the steps it always showed
+        stages.insert(1, {"stage": "exclusions", "in": parsed, "out": after_exclusions})
     return {
         "files": c["files"],
         "bytes": c["bytes"],
@@ -43,13 +57,8 @@ def manifest_stats(
         "exactDuplicates": exact,
         "nearDuplicates": near,
         "pii": dict(sorted(pii.items())),
-        "stages": [
-            {"stage": "read", "in": records, "out": parsed},
-            {"stage": "licence", "in": parsed, "out": after_licence},
-            {"stage": "filters", "in": after_licence, "out": n},
-            {"stage": "exactDedup", "in": n, "out": n - exact},
-            {"stage": "nearDedup", "in": n - exact, "out": kept},
-        ],
+        "exclusions": {"removed": parsed - after_exclusions, "byRule": by_exclusion},
+        "stages": stages,
         "documents": {"train": splits["train"].documents, "validation": splits["validation"].documents},
         "tokens": {name: sp.tokens for name, sp in splits.items()},
         "shards": sum(len(sp.shards) for sp in splits.values()),

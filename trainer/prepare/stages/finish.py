@@ -11,7 +11,7 @@ from collections import Counter
 from capstan_api import preparation
 from capstan_api.dataset import DatasetSpec
 from capstan_trainer import shards, storage
-from capstan_trainer.prepare import datasheet
+from capstan_trainer.prepare import datasheet, exclusions
 from capstan_trainer.prepare.stages import cluster, tokenize
 from capstan_trainer.prepare.stats import manifest_stats
 from capstan_trainer.prepare.tokenize_layout import layout
@@ -37,7 +37,11 @@ def run(ctx: Context) -> dict:
         splits = split_infos(shard_markers, parts)
         pii = sum((Counter(p["pii"]) for p in parts), Counter())
         licences = sum((Counter(p["licences"]) for p in parts), Counter())
-        stats = manifest_stats(counts, clus["documents"], clus["exact"], clus["near"], pii, licences, splits)
+        _, labels = exclusions.load_rules(spec)
+        stats = manifest_stats(
+            counts, clus["documents"], clus["exact"], clus["near"], pii, licences, splits, labels
+        )
+        write_excluded(ctx, maps, labels)
         tok, dtype, eos = tokenize.load_tokenizer(ctx)
         tok_json = storage.read_bytes(ctx.path("cluster", cluster.TOKENIZER_FILE))
         sha = hashlib.sha256(tok_json).hexdigest()
@@ -77,6 +81,18 @@ def split_infos(shard_markers: list[dict], parts: list[dict]) -> dict[str, shard
         )
         for split in tokenize.SPLITS
     }
+
+
+def write_excluded(ctx: Context, maps: list[dict], labels: list[str]) -> None:
+    """excluded.jsonl: every removed document (id order) and the rule that removed it; written
+    only when there are rules, so its absence means "nothing was asked to be removed"."""
+    if not labels:
+        return
+    rows = sorted(row for m in maps for row in m.get("excluded") or [])
+    body = "".join(
+        json.dumps({"id": i, "url": url, "rule": labels[r]}, sort_keys=True) + "\n" for i, url, r in rows
+    )
+    storage.write_bytes(storage.join(ctx.out, exclusions.EXCLUDED_FILE), body.encode())
 
 
 def write_documents(ctx: Context, parts: list[dict]) -> int:

@@ -20,7 +20,7 @@ import zstandard
 
 from capstan_api import preparation
 from capstan_trainer import storage
-from capstan_trainer.prepare import dedup, pii, read, runs, sample
+from capstan_trainer.prepare import dedup, exclusions, pii, read, runs, sample
 from capstan_trainer.prepare.filters import apply_filters
 from capstan_trainer.prepare.normalize import normalize
 from capstan_trainer.prepare.work import Context, Progress, write_marker
@@ -115,6 +115,8 @@ def run(ctx: Context) -> dict:
     spec = ctx.spec
     allowed = set(ctx.allowed)
     rules = pii.build_rules(spec.pii)
+    excluding = exclusions.matcher(spec)
+    excluded: list[list] = []  # [id, url, rule index]: the finish stage writes excluded.jsonl
     files = [f for f in read.list_files(spec.sources) if f.index % ctx.workers == ctx.index]
     counts: Counter = Counter()
     seconds: Counter = Counter()
@@ -138,6 +140,13 @@ def run(ctx: Context) -> dict:
                 t1 = clock()
                 seconds["read"] += t1 - t0
                 progress.documents_in, progress.bytes_in = stats.records, stats.bytes
+                # First: a removed document must leave no trace (dedup key, tokenizer sample).
+                hit = excluding.match(doc.id, doc.url, doc.text) if excluding else None
+                if hit is not None:
+                    counts[f"exclusion:{hit}"] += 1
+                    excluded.append([doc.id, doc.url, hit])
+                    t0 = clock()
+                    continue
                 if doc.licence not in allowed:
                     counts[f"licence:{doc.licence}"] += 1
                     t0 = clock()
@@ -188,6 +197,7 @@ def run(ctx: Context) -> dict:
         "files": stats.files,
         "documents": kept,
         "runs": run_sizes,
+        "excluded": excluded,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
     write_marker(ctx, body)

@@ -31,3 +31,25 @@ class RevisionUse(ApiModel):
     deployments: list[str] = Field(
         default_factory=list, description="deployments are the Deployments serving those TrainingRuns."
     )
+
+
+class ReplayInfo(ApiModel):
+    """What a replay (init.replayWithout) started from, in progress.json and status.replay."""
+
+    replayed: str = Field(default="", description="replayed is the checkpoint root of the run replayed.")
+    checkpoint: str = Field(
+        default="", description="checkpoint is the step folder the replay started from (empty: from scratch)."
+    )
+    step: int = Field(default=0, description="step of that checkpoint.")
+    first_exposure: int | None = Field(
+        default=None,
+        description="firstExposure is the first step (0-based) of the replayed run whose batch held a "
+        "token of a removed document (absent: none within its steps).",
+    )
+    removed_documents: int = Field(
+        default=0, description="removedDocuments is how many removed documents the replayed run's data held."
+    )
+    steps_saved: int = Field(
+        default=0,
+        description="stepsSaved is how many steps the replay did not redo against training from scratch.",
+    )

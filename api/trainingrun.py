@@ -77,13 +77,17 @@ class DatasetSource(ApiModel):
 
 
 class InitSpec(ApiModel):
-    """Where the weights start. Neither field set means from scratch (random init from the seed)."""
+    """Where the weights start. No field set means from scratch (random init from the seed)."""
 
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                f"!({cel_set('checkpointUri')} && {cel_set('fromTrainingRun')})",
-                "at most one of checkpointUri or fromTrainingRun may be set",
+                " + ".join(
+                    f"({cel_set(f)} ? 1 : 0)"
+                    for f in ("checkpointUri", "fromTrainingRun", "replayWithout", "replayFrom")
+                )
+                + " <= 1",
+                "at most one of checkpointUri, fromTrainingRun, replayWithout or replayFrom may be set",
             )
         )
     )
@@ -102,11 +106,29 @@ class InitSpec(ApiModel):
         description="fromTrainingRun names a TrainingRun in the same namespace whose last checkpoint "
         "is the start (fine-tuning, continued training); the operator resolves it to checkpointUri.",
     )
+    replay_without: str = Field(
+        default="",
+        max_length=253,
+        pattern=OPTIONAL_NAME_PATTERN,
+        description="replayWithout names a TrainingRun in the same namespace to replay on a newer revision "
+        "of its datasets (documents removed): this run starts from that run's newest checkpoint before its "
+        "first step that saw a removed document (whole state) and trains on from there. Seed, batch, "
+        "seqLen, totalSteps and weights must be that run's. The operator resolves it to replayFrom.",
+    )
+    replay_from: str = Field(
+        default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
+        description="replayFrom is the checkpoint root of the run to replay (what replayWithout resolves to).",
+    )
 
     @model_validator(mode="after")
     def _at_most_one(self) -> InitSpec:
-        if self.checkpoint_uri and self.from_training_run:
-            raise ValueError("at most one of checkpointUri or fromTrainingRun may be set")
+        given = [self.checkpoint_uri, self.from_training_run, self.replay_without, self.replay_from]
+        if sum(bool(x) for x in given) > 1:
+            raise ValueError(
+                "at most one of checkpointUri, fromTrainingRun, replayWithout or replayFrom may be set"
+            )
         return self
 
 

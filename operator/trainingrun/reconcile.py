@@ -110,7 +110,7 @@ def _read_dependencies(ns: str, spec: TrainingRunSpec) -> tuple[dict, dict]:
     datasets = {
         d.dataset_ref: kube.get_custom("datasets", ns, d.dataset_ref) for d in spec.datasets if d.dataset_ref
     }
-    ref = spec.init.from_training_run
+    ref = spec.init.from_training_run or spec.init.replay_without
     runs = {ref: kube.get_custom("trainingruns", ns, ref)} if ref else {}
     return datasets, runs
 

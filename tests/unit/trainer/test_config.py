@@ -88,7 +88,7 @@ def test_cross_field_rules_are_also_cel():
         "globalBatchTokens must be divisible by microBatch x seqLen",
         "minNodes must not exceed maxNodes",
         "queueName is required when scheduler is kueue",
-        "at most one of checkpointUri or fromTrainingRun may be set",
+        "at most one of checkpointUri, fromTrainingRun, replayWithout or replayFrom may be set",
         "global batch sequences must be divisible by microBatch x world size at every node count",
     ):
         assert message in schema, message

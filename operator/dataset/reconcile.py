@@ -17,7 +17,7 @@ from capstan_api.dataset import DatasetSpec
 from capstan_api.status import Phase
 from capstan_operator import children, kube, objectstore
 from capstan_operator.config import OperatorConfig
-from capstan_operator.dataset import build, progress, resolve
+from capstan_operator.dataset import build, lineage, progress, resolve
 from capstan_operator.jobs import blocked, job_condition, job_failure, start_overdue
 from capstan_operator.status import Outcome, StatusDraft, read_spec
 
@@ -84,6 +84,11 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     ns, name = meta["namespace"], meta["name"]
     # ---- finished: nothing more to do for this generation
     if draft.finished(Phase.READY, Phase.FAILED):
+        if draft.old.get("phase") == Phase.READY:  # lineage and removal, looked at again later
+            used = lineage.update(body, draft.old, cfg)
+            if used != (draft.old.get("usedBy") or []):
+                draft.set(usedBy=used)
+            return draft.outcome(lineage.LINEAGE_POLL)
         return draft.outcome()
     spec, problem = read_spec(body, DatasetSpec)
     if problem:
@@ -198,4 +203,4 @@ def _ready(draft: StatusDraft, run: DatasetSpec, cfg: OperatorConfig) -> Outcome
     msg = f"{draft.get('documents')} documents, {draft.get('tokens')} training tokens in {draft.get('shards')} shards"
     draft.condition(st.READY, "True", "Prepared", msg)
     draft.clear(st.FAILED)
-    return draft.phase(Phase.READY, msg, "Prepared").outcome()
+    return draft.phase(Phase.READY, msg, "Prepared").outcome(lineage.LINEAGE_POLL)

@@ -12,7 +12,7 @@ import pytest
 from capstan_api.preparation import STAGES, progress_uri
 from capstan_operator.config import OperatorConfig
 from capstan_operator.dataset import build as build_dataset
-from capstan_operator.dataset import progress
+from capstan_operator.dataset import lineage, progress
 from capstan_operator.dataset import reconcile as reconcile_dataset
 from tests.unit.operator.fake_kube import FakeKube, fake_kube, write_status
 from tests.unit.operator.resources import dataset
@@ -298,7 +298,7 @@ def test_after_the_last_stage_the_manifest_or_its_absence(fake_kube: FakeKube, m
         ("finish", "Complete", 1),
     ]
     assert s["manifestUri"] == f"{OUT}/manifest.json" and s["fingerprint"] == "sha256:ab"
-    assert cond(body, "Ready")["status"] == "True" and out.requeue_after is None
+    assert cond(body, "Ready")["status"] == "True" and out.requeue_after == lineage.LINEAGE_POLL
     # Ready at this generation: the next pass reads nothing and writes nothing.
     fake_kube.objects.clear()
     body["status"]["observedGeneration"] = 1

@@ -106,8 +106,10 @@ class InitSpec(ApiModel):
         description="fromTrainingRun names a TrainingRun in the same namespace whose last checkpoint "
         "is the start (fine-tuning, continued training); the operator resolves it to checkpointUri.",
     )
-    replay_without: str = Field(
-        default="",
+    # None, not "": unset, they stay off the wire, so a trainer image older than them still
+    # accepts the resolved file the operator writes.
+    replay_without: str | None = Field(
+        default=None,
         max_length=253,
         pattern=OPTIONAL_NAME_PATTERN,
         description="replayWithout names a TrainingRun in the same namespace to replay on a newer revision "
@@ -115,8 +117,8 @@ class InitSpec(ApiModel):
         "first step that saw a removed document (whole state) and trains on from there. Seed, batch, "
         "seqLen, totalSteps and weights must be that run's. The operator resolves it to replayFrom.",
     )
-    replay_from: str = Field(
-        default="",
+    replay_from: str | None = Field(
+        default=None,
         max_length=2000,
         pattern=OPTIONAL_URI_PATTERN,
         description="replayFrom is the checkpoint root of the run to replay (what replayWithout resolves to).",

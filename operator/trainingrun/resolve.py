@@ -41,7 +41,7 @@ def resolve(
         base = refs.checkpoint_root(
             "spec.init.replayWithout", init.replay_without, runs.get(init.replay_without)
         )
-        init = init.model_copy(update={"replay_without": "", "replay_from": base.uri})
+        init = init.model_copy(update={"replay_without": None, "replay_from": base.uri or None})
     ckpt, where = spec.checkpoint, None
     if not ckpt.uri:
         where = refs.artifact_uri(cfg, "spec.checkpoint.uri", "checkpoints", namespace, name, "checkpoints")

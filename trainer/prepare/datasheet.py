@@ -105,7 +105,8 @@ def preprocessing(spec: DatasetSpec, stats: dict) -> str:
         [
             "",
             f"Removal requests (spec.exclusions): {removed['removed']} documents removed before any other step,",
-            "per rule (named by its place in the spec, not its content):",
+            f"and {removed.get('copies', 0)} duplicates of them at deduplication; per rule (named by its",
+            "place in the spec, not its content):",
             "",
             _table(list(removed["byRule"].items()), ("rule", "documents removed")),
         ]

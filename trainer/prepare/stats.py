@@ -17,10 +17,12 @@ def manifest_stats(
     licences: Counter,
     splits: dict[str, shards.SplitInfo],
     exclusion_labels: list[str] | None = None,
+    copies: int = 0,
 ) -> dict:
     """`counts` are the map workers' summed counters; `n` documents reached deduplication, `exact`
     and `near` of them were removed there; `pii` and `licences` count the output's documents;
-    `exclusion_labels` name the exclusion rules (`exclusion:<i>` counters), which run first."""
+    `exclusion_labels` name the exclusion rules (`exclusion:<i>` counters), which run first;
+    `copies` were dropped at dedup as duplicates of a removed document."""
     c = counts
     records, parsed = c["records"], c["records"] - c["malformed"]
     labels = exclusion_labels or []
@@ -32,16 +34,17 @@ def manifest_stats(
     by_filter: Counter = Counter()
     for rule, v in by_rule.items():
         by_filter[rule.split(".", 1)[0]] += v
-    kept = n - exact - near
+    kept = n - exact - near - copies
     stages = [
         {"stage": "read", "in": records, "out": parsed},
         {"stage": "licence", "in": after_exclusions, "out": after_licence},
         {"stage": "filters", "in": after_licence, "out": n},
         {"stage": "exactDedup", "in": n, "out": n - exact},
-        {"stage": "nearDedup", "in": n - exact, "out": kept},
+        {"stage": "nearDedup", "in": n - exact, "out": kept + copies},
     ]
     if labels:  # only then: a Dataset without rules keeps the steps it always showed
         stages.insert(1, {"stage": "exclusions", "in": parsed, "out": after_exclusions})
+        stages.append({"stage": "copiesOfRemoved", "in": kept + copies, "out": kept})
     return {
         "files": c["files"],
         "bytes": c["bytes"],
@@ -57,7 +60,7 @@ def manifest_stats(
         "exactDuplicates": exact,
         "nearDuplicates": near,
         "pii": dict(sorted(pii.items())),
-        "exclusions": {"removed": parsed - after_exclusions, "byRule": by_exclusion},
+        "exclusions": {"removed": parsed - after_exclusions, "byRule": by_exclusion, "copies": copies},
         "stages": stages,
         "documents": {"train": splits["train"].documents, "validation": splits["validation"].documents},
         "tokens": {name: sp.tokens for name, sp in splits.items()},

@@ -245,7 +245,7 @@ def resolve(
         resources=spec.resources,
         sources=sources,
         init_checkpoint=init,
-        replay_from=spec.init.replay_from,
+        replay_from=spec.init.replay_from or "",
         tokenizer_uri=tok_uri,
         uid=uid,
     )

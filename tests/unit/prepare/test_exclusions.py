@@ -21,6 +21,7 @@ from tests.unit.prepare import corpus
 
 EMAIL = r"jane\.doe@example\.com"  # planted PII: the regex sees the raw text, before redaction
 GLOB = "https://example.org/2?"
+COPY_OF_2 = "https://example.org/42"  # the corpus's verbatim copy of document 2 (bases[2])
 
 
 def _prepare(tmp: Path, resource: dict, name: str) -> int:
@@ -52,7 +53,7 @@ def before_after(tmp_path_factory):
     (tmp / "list.yaml").write_text(yaml.safe_dump({"patterns": [EMAIL]}))
     rules = {
         "documentIds": [before[0]["id"]],
-        "urls": [before[1]["url"], GLOB],
+        "urls": [before[1]["url"], GLOB, COPY_OF_2],
         "uri": f"file://{tmp}/list.yaml",
     }
     spec = corpus.spec(str(tmp / "in"), str(tmp / "after"), exclusions=rules)
@@ -67,11 +68,11 @@ def test_removed_documents_leave_the_output_and_the_rest_stay(before_after):
     assert email_urls, "the corpus plants the e-mail address"
     gone = {before[0]["url"], before[1]["url"], *email_urls}
     gone |= {r.get("url", "") for r in records if fnmatch.fnmatchcase(r.get("url", ""), GLOB)}
+    # Removing a copy removes the document it duplicates: dedup kept that one for both.
+    gone |= {COPY_OF_2, "https://example.org/2"}
     assert not gone & {d["url"] for d in after}
-    kept = [d["id"] for d in before if d["url"] not in gone]
-    assert set(kept) <= {d["id"] for d in after}
-    # More may come back: a duplicate of a removed document, dropped by dedup before, is another
-    # record, kept unless a rule matches it too (README says so).
+    # Nothing else changes, and no duplicate of a removed document comes back in its place.
+    assert [d["id"] for d in after] == [d["id"] for d in before if d["url"] not in gone]
 
 
 def test_status_counts_each_rule_and_the_record_lists_every_removed_document(before_after):
@@ -91,13 +92,18 @@ def test_status_counts_each_rule_and_the_record_lists_every_removed_document(bef
         "spec.exclusions.documentIds[0]": 1,
         "spec.exclusions.urls[0]": 1,
         "spec.exclusions.urls[1]": len(globbed),
+        "spec.exclusions.urls[2]": 1,
         listed: len(mailed),
     }
-    assert ex["removed"] == 2 + len(globbed) + len(mailed)
+    assert ex["removed"] == 3 + len(globbed) + len(mailed) and ex["copies"] == 1
     steps = {s["stage"]: (s["in"], s["out"]) for s in manifest["stats"]["stages"]}
     assert steps["exclusions"][0] - steps["exclusions"][1] == ex["removed"]
+    assert steps["copiesOfRemoved"][0] - steps["copiesOfRemoved"][1] == 1
     removed = [json.loads(x) for x in (tmp / "after" / EXCLUDED_FILE).read_text().splitlines()]
-    assert len(removed) == ex["removed"] and [r["id"] for r in removed] == sorted(r["id"] for r in removed)
+    assert len(removed) == ex["removed"] + 1 and [r["id"] for r in removed] == sorted(
+        r["id"] for r in removed
+    )
+    assert {"id": 2, "url": "", "rule": "copy of a removed document"} in removed
     assert removed[0] == {
         "id": before[0]["id"],
         "url": before[0]["url"],

@@ -38,10 +38,11 @@ def run(ctx: Context) -> dict:
         pii = sum((Counter(p["pii"]) for p in parts), Counter())
         licences = sum((Counter(p["licences"]) for p in parts), Counter())
         _, labels = exclusions.load_rules(spec)
+        copies = clus.get("copiesOfRemoved") or []
         stats = manifest_stats(
-            counts, clus["documents"], clus["exact"], clus["near"], pii, licences, splits, labels
+            counts, clus["documents"], clus["exact"], clus["near"], pii, licences, splits, labels, len(copies)
         )
-        write_excluded(ctx, maps, labels)
+        write_excluded(ctx, maps, labels, copies)
         tok, dtype, eos = tokenize.load_tokenizer(ctx)
         tok_json = storage.read_bytes(ctx.path("cluster", cluster.TOKENIZER_FILE))
         sha = hashlib.sha256(tok_json).hexdigest()
@@ -83,14 +84,19 @@ def split_infos(shard_markers: list[dict], parts: list[dict]) -> dict[str, shard
     }
 
 
-def write_excluded(ctx: Context, maps: list[dict], labels: list[str]) -> None:
-    """excluded.jsonl: every removed document (id order) and the rule that removed it; written
-    only when there are rules, so its absence means "nothing was asked to be removed"."""
+COPY_RULE = "copy of a removed document"
+
+
+def write_excluded(ctx: Context, maps: list[dict], labels: list[str], copies: list[int]) -> None:
+    """excluded.jsonl: every removed document (id order) and the rule that removed it, copies of
+    them that dedup dropped included (an older revision may have kept one); written only when
+    there are rules, so its absence means "nothing was asked to be removed"."""
     if not labels:
         return
-    rows = sorted(row for m in maps for row in m.get("excluded") or [])
+    rows = [(i, url, labels[r]) for m in maps for i, url, r in m.get("excluded") or []]
+    rows = sorted(rows + [(i, "", COPY_RULE) for i in copies])
     body = "".join(
-        json.dumps({"id": i, "url": url, "rule": labels[r]}, sort_keys=True) + "\n" for i, url, r in rows
+        json.dumps({"id": i, "url": url, "rule": rule}, sort_keys=True) + "\n" for i, url, rule in rows
     )
     storage.write_bytes(storage.join(ctx.out, exclusions.EXCLUDED_FILE), body.encode())
 

@@ -126,6 +126,7 @@ def run(ctx: Context) -> dict:
     threshold = spec.dedup.near.enabled and spec.dedup.near.threshold > 0
     clock = time.perf_counter
     kept = 0
+    keyed = 0  # documents given dedup keys: their signature rows (kept ones and removed ones)
     with ExitStack() as stack:
         progress = stack.enter_context(Progress(ctx))
         raw_docs = stack.enter_context(storage.open_write(ctx.path("map", docs_name(ctx.index))))
@@ -140,11 +141,16 @@ def run(ctx: Context) -> dict:
                 t1 = clock()
                 seconds["read"] += t1 - t0
                 progress.documents_in, progress.bytes_in = stats.records, stats.bytes
-                # First: a removed document must leave no trace (dedup key, tokenizer sample).
+                # First: a removed document leaves no token and no tokenizer sample; it keeps
+                # its dedup keys only so that the cluster stage drops its duplicates too.
                 hit = excluding.match(doc.id, doc.url, doc.text) if excluding else None
                 if hit is not None:
                     counts[f"exclusion:{hit}"] += 1
                     excluded.append([doc.id, doc.url, hit])
+                    text = normalize(doc.text, spec.cleaning)
+                    text = apply_filters(text, spec.filters)[0] or text
+                    keys.add(doc.id, keyed, dedup.text_digest(text, spec.seed), text)
+                    keyed += 1
                     t0 = clock()
                     continue
                 if doc.licence not in allowed:
@@ -164,7 +170,8 @@ def run(ctx: Context) -> dict:
                     t0 = clock()
                     continue
                 digest = dedup.text_digest(text, spec.seed)
-                keys.add(doc.id, kept, digest, text)
+                keys.add(doc.id, keyed, digest, text)
+                keyed += 1
                 t4 = clock()
                 text, found = pii.redact(text, rules)
                 t5 = clock()

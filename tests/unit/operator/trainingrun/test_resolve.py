@@ -95,7 +95,8 @@ def test_replay_without_waits_for_the_run_then_takes_its_checkpoint_root():
     )
     done = obj("Succeeded", outputUri="s3://b/old", lastCheckpoint={"uri": "s3://b/old/step-40", "step": 40})
     init = resolve("ns", "r", s, {}, {"old": done}, CFG).spec.init
-    assert (init.replay_without, init.replay_from, init.checkpoint_uri) == ("", "s3://b/old", "")
+    assert (init.replay_without, init.replay_from, init.checkpoint_uri) == (None, "s3://b/old", "")
+    assert "replayWithout" not in init.to_wire()
     assert resolve("ns", "r", s, {}, {"old": obj("Failed")}, CFG).failure == (
         "spec.init.replayWithout: TrainingRun old failed"
     )

@@ -62,6 +62,25 @@ def permute(i: int, n: int, key: int) -> int:
             return x
 
 
+def unpermute(y: int, n: int, key: int) -> int:
+    """The inverse of `permute`: the i with permute(i, n, key) == y (rounds backwards, and the
+    cycle walked back while outside [0, n))."""
+    if n <= 1:
+        return 0
+    bits = max(2, (n - 1).bit_length())
+    bits += bits % 2
+    half = bits // 2
+    mask = (1 << half) - 1
+    x = y
+    while True:
+        left, right = x >> half, x & mask
+        for rnd in reversed(range(4)):
+            left, right = right ^ (_mix64(left ^ key ^ (rnd * 0x632BE59BD9B4E019)) & mask), left
+        x = (left << half) | right
+        if x < n:
+            return x
+
+
 @dataclass
 class Split:
     """One split of one source: shard URIs with cumulative token offsets."""
@@ -152,6 +171,18 @@ class SequenceOrder:
             local = block * self.counts[src] + slot - self.offsets[src]
         epoch, pos = divmod(local, self.windows[src])
         return src, permute(pos, self.windows[src], key_of("epoch", self.seed, self.fingerprints[src], epoch))
+
+    def index_of(self, src: int, window: int, epoch: int) -> int:
+        """The inverse of `locate`: the global index g reading `window` of source `src` in its
+        `epoch`-th pass (locate(g) == (src, window))."""
+        n = self.windows[src]
+        pos = unpermute(window, n, key_of("epoch", self.seed, self.fingerprints[src], epoch))
+        local = epoch * n + pos
+        if len(self.counts) == 1:
+            return local
+        block, r = divmod(local, self.counts[src])
+        j = unpermute(self.offsets[src] + r, MIX_BLOCK, key_of("mix", self.seed, *self.fingerprints, block))
+        return block * MIX_BLOCK + j
 
 
 def read_windows(splits: list[Split], picks: list[tuple[int, int]], seq_len: int) -> torch.Tensor:

@@ -64,12 +64,24 @@ def first_exposure(
     order: loader.SequenceOrder, touched: list[set[int]], batch_seqs: int, limit: int
 ) -> int | None:
     """The first step (0-based) whose batch holds a touched window of its source, among the first
-    `limit` steps; None when none does."""
-    for g in range(limit * batch_seqs):
-        src, window = order.locate(g)
-        if window in touched[src]:
-            return g // batch_seqs
-    return None
+    `limit` steps; None when none does. Walks the order backwards (`index_of`): per touched
+    window one index per pass over its source, so the cost is the removed windows times the
+    epochs, not the steps trained."""
+    end = limit * batch_seqs
+    first = None
+    for src, windows in enumerate(touched):
+        if not windows:
+            continue
+        # Pass e starts at local index e * n; a global index is never below its local one less
+        # a mixture block, so later passes cannot come before `end`.
+        epoch = 0
+        while epoch * order.windows[src] < end + loader.MIX_BLOCK:
+            for w in windows:
+                g = order.index_of(src, w, epoch)
+                if g < end and (first is None or g < first):
+                    first = g
+            epoch += 1
+    return None if first is None else first // batch_seqs
 
 
 @dataclass

@@ -120,26 +120,37 @@ def test_replay_is_bit_identical_to_continuing_that_checkpoint_on_the_new_revisi
     assert any(not torch.equal(mine[n], a[n]) for n in mine), "the replay trained on other data than the run"
 
 
-def test_first_exposure_matches_a_brute_force_scan():
-    """Window w reads tokens [w*L, w*L + L + 1) of the train split (the last one as a target)."""
-    seq, batch = 8, 4
+@pytest.mark.parametrize("weights", [[1.0], [3.0, 1.0]])
+def test_first_exposure_matches_a_brute_force_scan(weights):
+    """Window w reads tokens [w*L, w*L + L + 1) of the train split (the last one as a target);
+    the scan runs several epochs, over one source and over a mixture."""
+    seq, batch, steps = 8, 4, 300
     lengths = [5, 13, 1, 30, 7, 9, 21, 2, 40, 11]
     starts = [sum(lengths[:i]) for i in range(len(lengths))]
-    total = sum(lengths)
-    n = (total - 1) // seq
-    order = loader.SequenceOrder([n], [1.0], ["fp"], 3)
-    for start, length in zip(starts, lengths, strict=True):
-        end = start + length
-        brute = next(
-            (
-                g // batch
-                for g in range(10 * batch)
-                if (w := order.locate(g)[1]) * seq < end and start < w * seq + seq + 1
-            ),
-            None,
-        )
-        touched = [replay.windows_touching([(start, end)], seq, n)]
-        assert replay.first_exposure(order, touched, batch, 10) == brute, (start, end)
+    n = (sum(lengths) - 1) // seq
+    order = loader.SequenceOrder([n] * len(weights), weights, [f"fp{i}" for i in range(len(weights))], 3)
+    picks = [order.locate(g) for g in range(steps * batch)]
+    for src in range(len(weights)):
+        for start, length in zip(starts, lengths, strict=True):
+            end = start + length
+            brute = next(
+                (
+                    g // batch
+                    for g, (s, w) in enumerate(picks)
+                    if s == src and w * seq < end and start < w * seq + seq + 1
+                ),
+                None,
+            )
+            touched = [set() for _ in weights]
+            touched[src] = replay.windows_touching([(start, end)], seq, n)
+            assert replay.first_exposure(order, touched, batch, steps) == brute, (src, start, end)
+
+
+def test_index_of_inverts_locate():
+    order = loader.SequenceOrder([37, 1000], [1.0, 2.0], ["a", "b"], 11)
+    for g in range(0, 5000, 7):
+        src, window = order.locate(g)
+        assert g in {order.index_of(src, window, e) for e in range(100)}, (g, src, window)
 
 
 def test_a_replay_with_other_training_settings_is_refused(replayed, tmp_path):

@@ -120,8 +120,6 @@ def plan(cfg: TrainConfig) -> ReplayInfo:
         hit = [ranges[d] for d in sorted(gone) if d in ranges]
         removed += len(hit)
         touched.append(windows_touching(hit, o.seq_len, n_windows))
-        if new.fingerprint == entry["fingerprint"] and hit:
-            raise ConfigError(f"spec.datasets[{i}]: the same revision the replayed run trained on")
     order = loader.SequenceOrder(
         [s.windows for s in old], [s.weight for s in old], [s.fingerprint for s in old], o.seed
     )

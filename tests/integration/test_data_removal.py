@@ -62,7 +62,9 @@ def test_exclusions_make_a_revision_and_mark_what_trained_on_the_old_one(
     assert status(driver, "before")["trainedOn"] == [f"{out}/revisions/1/manifest.json"]
 
     # ---- the removal request: a new revision without the documents, counted per rule
-    patch = json.dumps({"spec": {"exclusions": {"urls": [GLOB]}}})
+    # The old revision's tokenizer, so a replay's tokens mean what its checkpoint learnt.
+    tokenizer = {"uri": f"{out}/revisions/1/tokenizer.json"}
+    patch = json.dumps({"spec": {"exclusions": {"urls": [GLOB]}, "tokenizer": tokenizer}})
     operator_cluster.kubectl("patch", "dataset", "stories", "-n", namespace, "--type=merge", "-p", patch)
 
     def revision_2():

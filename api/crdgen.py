@@ -79,6 +79,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         _age(),
         _col("Revision", "integer", ".status.revision", priority=1),
         _col("Shards", "integer", ".status.shards", priority=1),
+        _col("Removed", "integer", ".status.removed", priority=1),
         _MESSAGE,
     ],
     "TrainingRun": [
@@ -86,6 +87,12 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         _col("Progress", "string", ".status.progress", description="step/totalSteps"),
         _col("Loss", "number", ".status.loss", description="last training loss"),
         _col("Tokens/s", "number", ".status.tokensPerSec", description="training throughput"),
+        _col(
+            "Data Removed",
+            "string",
+            ".status.dataRemoved",
+            description="Dataset@revision: removed documents it trained on",
+        ),
         _age(),
         _col("Nodes", "integer", ".status.nodes", priority=1),
         _col("Eval Loss", "number", ".status.evalLoss", priority=1),
@@ -103,6 +110,12 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         _col("Revision", "integer", ".status.revision", description="stable revision"),
         _col("Canary", "integer", ".status.canaryWeight", description="canary weight, percent"),
         _col("Ready", "integer", ".status.readyReplicas", description="ready serving pods"),
+        _col(
+            "Data Removed",
+            "string",
+            ".status.dataRemoved",
+            description="a served run trained on removed documents",
+        ),
         _age(),
         _col("URL", "string", ".status.url", priority=1),
         _MESSAGE,

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from capstan_api.cleaning import Cleaning, Dedup, Filters, Pii
 from capstan_api.common import SPDX_PATTERN, URI_PATTERN, ApiModel, cel, immutable
+from capstan_api.exclusions import Exclusions
 from capstan_api.mitigation import Augmentation
 from capstan_api.tokenizer import Tokenizer
 from capstan_api.workload import (
@@ -132,6 +133,13 @@ class DatasetSpec(ApiModel):
         description="augmentation adds counterfactual copies of kept documents, after deduplication.",
     )
     tokenizer: Tokenizer = Field(default_factory=Tokenizer, description="tokenizer to train or use.")
+    # None, not an empty default: an unset field stays off the wire, so Datasets written before it
+    # existed keep their spec hash (and are not prepared again on upgrade).
+    exclusions: Exclusions | None = Field(
+        default=None,
+        description="exclusions are documents to remove (data-subject requests): ids, source URLs or "
+        "globs, regexes over text, or a list file; a change prepares a new revision without them.",
+    )
     output: Output = Field(description="output says where and how the shards are written.")
     max_error_rate: float = Field(
         default=0.001,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from capstan_api.lineage import ReplayInfo
 from capstan_api.status import CheckpointRef, Phase, UnreadableCheckpoint
 
 PROGRESS_FILE = "progress.json"
@@ -107,6 +108,8 @@ class TrainingProgress(FileModel):
     """last_checkpoint: the newest committed checkpoint; None before the first."""
     unreadable_checkpoints: list[UnreadableCheckpoint] = Field(default_factory=list)
     """unreadable_checkpoints: committed ones that failed to load at this start; an older one was used."""
+    replay: ReplayInfo | None = None
+    """replay: where a replay (init.replayFrom) started and the steps it saved; None otherwise."""
     world_size: int | None = None
     """world_size: trainer processes in this attempt."""
     restarts: int = 0

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from capstan_api.capacity import CapacityPlan
 from capstan_api.common import ApiModel, Condition
+from capstan_api.lineage import ReplayInfo, RevisionUse, RuleCount
 from capstan_api.mitigation import AugmentationCounts, ToxicityCounts
 
 # Condition types (module constants, as the style guide asks).
@@ -125,6 +126,18 @@ class DatasetStatus(StatusBase):
     fingerprint: str | None = Field(
         default=None, description="fingerprint is the content hash of the prepared dataset."
     )
+    removed: int | None = Field(
+        default=None,
+        description="removed is how many documents spec.exclusions removed from this revision (absent without rules).",
+    )
+    removed_by_rule: list[RuleCount] = Field(
+        default_factory=list, description="removedByRule counts the documents each exclusion rule removed."
+    )
+    used_by: list[RevisionUse] = Field(
+        default_factory=list,
+        description="usedBy lists, per revision, the TrainingRuns trained on it and the Evaluations and "
+        "Deployments built from those (reverse lineage).",
+    )
 
 
 class CheckpointRef(ApiModel):
@@ -167,6 +180,21 @@ class TrainingRunStatus(StatusBase):
     world_size: int | None = Field(default=None, description="worldSize is the number of trainer processes.")
     nodes: int | None = Field(default=None, description="nodes is the number of trainer pods running.")
     output_uri: str | None = Field(default=None, description="outputUri is where checkpoints are written.")
+    replay: ReplayInfo | None = Field(
+        default=None,
+        description="replay says where a replay (init.replayWithout) started: the checkpoint, the first "
+        "exposure to a removed document, and the steps saved against training from scratch.",
+    )
+    data_removed: str = Field(
+        default="",
+        description="dataRemoved names the revision trained on that held documents removed since, "
+        "with the count (for kubectl get; the DataRemoved condition says the same).",
+    )
+    trained_on: list[str] = Field(
+        default_factory=list,
+        description="trainedOn are the manifest URIs of spec.datasets (in order) the first gang trained on, "
+        "each a Dataset revision's for a datasetRef: what reverse lineage and DataRemoved read.",
+    )
     plan: CapacityPlan | None = Field(
         default=None,
         description="plan is the capacity plan computed before any pod: parameters, FLOPs per "
@@ -212,6 +240,11 @@ class DeploymentStatus(StatusBase):
     phase: Literal["Pending", "Waiting", "Progressing", "Available", "Degraded", "Failed"] = Field(
         default="Pending",
         description="phase is Pending, Waiting, Progressing, Available, Degraded or Failed.",
+    )
+    data_removed: str = Field(
+        default="",
+        description="dataRemoved is set when a TrainingRun this Deployment serves trained on documents "
+        "removed since (Dataset@revision: count; the DataRemoved condition says more).",
     )
     revision: int | None = Field(default=None, description="revision is the stable revision serving traffic.")
     model_uri: str | None = Field(default=None, description="modelUri is the stable revision's model.")

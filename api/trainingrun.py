@@ -78,14 +78,23 @@ class DatasetSource(ApiModel):
 
 
 class InitSpec(ApiModel):
-    """Where the weights start. Neither field set means from scratch (random init from the seed)."""
+    """Where the weights start. No field set means from scratch (random init from the seed)."""
 
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                f"({cel_set('checkpointUri')} ? 1 : 0) + ({cel_set('fromTrainingRun')} ? 1 : 0) + "
-                f"({cel_set('huggingFace')} ? 1 : 0) <= 1",
-                "at most one of checkpointUri, fromTrainingRun or huggingFace may be set",
+                " + ".join(
+                    f"({cel_set(f)} ? 1 : 0)"
+                    for f in (
+                        "checkpointUri",
+                        "fromTrainingRun",
+                        "huggingFace",
+                        "replayWithout",
+                        "replayFrom",
+                    )
+                )
+                + " <= 1",
+                "at most one of checkpointUri, fromTrainingRun, huggingFace, replayWithout or replayFrom may be set",
             )
         )
     )
@@ -104,6 +113,23 @@ class InitSpec(ApiModel):
         description="fromTrainingRun names a TrainingRun in the same namespace whose last checkpoint "
         "is the start (fine-tuning, continued training); the operator resolves it to checkpointUri.",
     )
+    # None, not "": unset, they stay off the wire, so a trainer image older than them still
+    # accepts the resolved file the operator writes.
+    replay_without: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=OPTIONAL_NAME_PATTERN,
+        description="replayWithout names a TrainingRun in the same namespace to replay on a newer revision "
+        "of its datasets (documents removed): this run starts from that run's newest checkpoint before its "
+        "first step that saw a removed document (whole state) and trains on from there. Seed, batch, "
+        "seqLen, totalSteps and weights must be that run's. The operator resolves it to replayFrom.",
+    )
+    replay_from: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
+        description="replayFrom is the checkpoint root of the run to replay (what replayWithout resolves to).",
+    )
 
     hugging_face: str = Field(
         default="",
@@ -118,8 +144,17 @@ class InitSpec(ApiModel):
 
     @model_validator(mode="after")
     def _at_most_one(self) -> InitSpec:
-        if sum(map(bool, (self.checkpoint_uri, self.from_training_run, self.hugging_face))) > 1:
-            raise ValueError("at most one of checkpointUri, fromTrainingRun or huggingFace may be set")
+        given = [
+            self.checkpoint_uri,
+            self.from_training_run,
+            self.hugging_face,
+            self.replay_without,
+            self.replay_from,
+        ]
+        if sum(bool(x) for x in given) > 1:
+            raise ValueError(
+                "at most one of checkpointUri, fromTrainingRun, huggingFace, replayWithout or replayFrom may be set"
+            )
         return self
 
 

@@ -12,6 +12,7 @@ controller turns both into conditions instead of retrying them for ever."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -78,3 +79,26 @@ def read_json(uri: str, cfg: OperatorConfig, field: str = "uri") -> dict[str, An
     if not isinstance(doc, dict):
         raise Unreadable(f"{field} {uri}: not a JSON object")
     return doc
+
+
+def json_lines(uri: str, cfg: OperatorConfig, field: str = "uri") -> Iterator[dict[str, Any]] | None:
+    """The objects of a JSON-lines file, streamed (documents.jsonl may be large); None when it
+    does not exist."""
+    try:
+        fs, path = _filesystem(uri, cfg, field)
+        f = fs.open(path, "rb")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise Unreadable(f"{field} {uri}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def lines() -> Iterator[dict[str, Any]]:
+        with f:
+            try:
+                for line in f:
+                    if line.strip():
+                        yield json.loads(line)
+            except (OSError, ValueError) as exc:
+                raise Unreadable(f"{field} {uri}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    return lines()

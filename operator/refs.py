@@ -64,6 +64,16 @@ def last_checkpoint(field: str, name: str, run: dict | None) -> Ref:
     return Ref(uri=uri)
 
 
+def checkpoint_root(field: str, name: str, run: dict | None) -> Ref:
+    """A TrainingRun reference to replay (`field` names it) -> its checkpoint root, once it has
+    ended with a checkpoint (a replay reads every checkpoint it kept, not only the last)."""
+    base = last_checkpoint(field, name, run)
+    if not base.uri:
+        return base
+    root = status_of(run).get("outputUri") or base.uri.rstrip("/").rsplit("/", 1)[0]
+    return Ref(uri=root)
+
+
 def step_folder(run: dict | None, step: int) -> str:
     """The run's step folder of `step` when the run reports a checkpoint at or past `step`, so
     that its commit marker tells whether `step` is there; else "" (too early: nothing to read)."""

@@ -17,7 +17,7 @@ from capstan_api.dataset import DatasetSpec
 from capstan_api.status import Phase
 from capstan_operator import children, identity, kube, objectstore
 from capstan_operator.config import OperatorConfig
-from capstan_operator.dataset import build, progress, resolve
+from capstan_operator.dataset import build, lineage, progress, resolve
 from capstan_operator.jobs import blocked, job_condition, job_failure, start_overdue
 from capstan_operator.status import Outcome, StatusDraft, read_spec
 
@@ -47,7 +47,17 @@ def stats_to_status(manifest: dict, output_uri: str) -> dict:
         "manifestUri": files.join(output_uri, files.MANIFEST_FILE),
         "datasheetUri": files.join(output_uri, files.DATASHEET_FILE),
         "fingerprint": manifest.get("fingerprint") or None,
+        **removal_status(stats),
     }
+
+
+def removal_status(stats: dict) -> dict:
+    """removed and removedByRule from the manifest's exclusion counts (nothing without rules)."""
+    ex = stats.get("exclusions") or {}
+    if not ex.get("byRule"):
+        return {"removed": None, "removedByRule": []}
+    by_rule = [{"rule": rule, "documents": n} for rule, n in ex["byRule"].items()]
+    return {"removed": ex.get("removed", 0), "removedByRule": by_rule}
 
 
 def stage_jobs(ns: str, name: str) -> dict[str, dict]:
@@ -66,7 +76,7 @@ def started_spec(cm: dict) -> DatasetSpec:
 # Status fields that describe one revision's outputs: cleared when the next one starts.
 REVISION_FIELDS = (
     "steps", "documents", "tokens", "validationTokens", "shards", "toxicity", "augmentation",
-    "manifestUri", "datasheetUri", "fingerprint", "startTime", "completionTime",
+    "manifestUri", "datasheetUri", "fingerprint", "startTime", "completionTime", "removed",
 )  # fmt: skip
 
 
@@ -76,6 +86,11 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     ns, name = meta["namespace"], meta["name"]
     # ---- finished: nothing more to do for this generation
     if draft.finished(Phase.READY, Phase.FAILED):
+        if draft.old.get("phase") == Phase.READY:  # lineage and removal, looked at again later
+            used = lineage.update(body, draft.old, cfg)
+            if used != (draft.old.get("usedBy") or []):
+                draft.set(usedBy=used)
+            return draft.outcome(lineage.LINEAGE_POLL)
         return draft.outcome()
     spec, problem = read_spec(body, DatasetSpec)
     if problem:
@@ -173,7 +188,7 @@ def _start_revision(body: dict, draft: StatusDraft, spec: DatasetSpec) -> dict:
     status."""
     revision = int(draft.get("revision") or 0) + 1
     cm = kube.apply(build.build_config_map(body, spec, revision))
-    draft.set(stages=[], **dict.fromkeys(REVISION_FIELDS))
+    draft.set(stages=[], removedByRule=[], **dict.fromkeys(REVISION_FIELDS))
     where = build.revision_uri(spec.output.uri, revision)
     draft.event("Normal", "RevisionStarted", f"revision {revision}: preparing into {where}")
     return cm
@@ -191,4 +206,4 @@ def _ready(draft: StatusDraft, run: DatasetSpec, cfg: OperatorConfig) -> Outcome
     msg = f"{draft.get('documents')} documents, {draft.get('tokens')} training tokens in {draft.get('shards')} shards"
     draft.condition(st.READY, "True", "Prepared", msg)
     draft.clear(st.FAILED)
-    return draft.phase(Phase.READY, msg, "Prepared").outcome()
+    return draft.phase(Phase.READY, msg, "Prepared").outcome(lineage.LINEAGE_POLL)

@@ -79,6 +79,7 @@ def progress_fields(doc: dict, running_pods: int | None) -> dict:
         "mfu": _short(p.mfu),
         "worldSize": p.world_size,
         "lastCheckpoint": p.last_checkpoint.to_wire() if p.last_checkpoint else None,
+        "replay": p.replay.to_wire() if p.replay else None,
     }
     if running_pods is not None:
         out["nodes"] = running_pods
@@ -110,7 +111,7 @@ def _read_dependencies(ns: str, spec: TrainingRunSpec) -> tuple[dict, dict]:
     datasets = {
         d.dataset_ref: kube.get_custom("datasets", ns, d.dataset_ref) for d in spec.datasets if d.dataset_ref
     }
-    ref = spec.init.from_training_run
+    ref = spec.init.from_training_run or spec.init.replay_without
     runs = {ref: kube.get_custom("trainingruns", ns, ref)} if ref else {}
     return datasets, runs
 
@@ -420,6 +421,8 @@ def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> 
             kube.apply_custom(child)
         else:
             kube.apply(child)
+    if not draft.get("trainedOn"):  # the first gang's data: checkpoints refuse any other later
+        draft.set(trainedOn=[d.uri for d in spec.datasets])
     draft.event(
         "Normal", "Created", f"Job {job_name}: {nodes} pod(s) x {spec.resources.nproc_per_node} process(es)"
     )

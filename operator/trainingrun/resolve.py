@@ -1,5 +1,5 @@
 """Resolve a TrainingRun's references: datasetRef -> the Dataset's manifest URI, fromTrainingRun
--> that run's last checkpoint, empty checkpoint.uri -> the operator's artifact location. Pure: the
+-> that run's last checkpoint, replayWithout -> that run's checkpoint root, empty checkpoint.uri -> the operator's artifact location. Pure: the
 caller passes the referenced objects (None when missing)."""
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ def resolve(
             "spec.init.fromTrainingRun", init.from_training_run, runs.get(init.from_training_run)
         )
         init = init.model_copy(update={"from_training_run": "", "checkpoint_uri": base.uri})
+    if init.replay_without:
+        base = refs.checkpoint_root(
+            "spec.init.replayWithout", init.replay_without, runs.get(init.replay_without)
+        )
+        init = init.model_copy(update={"replay_without": None, "replay_from": base.uri or None})
     ckpt, where = spec.checkpoint, None
     if not ckpt.uri:
         where = refs.artifact_uri(cfg, "spec.checkpoint.uri", "checkpoints", namespace, name, "checkpoints")

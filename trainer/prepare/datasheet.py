@@ -102,6 +102,19 @@ def preprocessing(spec: DatasetSpec, stats: dict) -> str:
     pii = (
         _table(sorted(stats["pii"].items()), ("type", "redactions")) if stats["pii"] else "No PII was found."
     )
+    removed = stats.get("exclusions") or {}
+    exclusions = (
+        [
+            "",
+            f"Removal requests (spec.exclusions): {removed['removed']} documents removed before any other step,",
+            f"and {removed.get('copies', 0)} duplicates of them at deduplication; per rule (named by its",
+            "place in the spec, not its content):",
+            "",
+            _table(list(removed["byRule"].items()), ("rule", "documents removed")),
+        ]
+        if removed.get("byRule")
+        else []
+    )
     controls = "removed" if cleaning.control_characters else "kept"
     return "\n".join(
         [
@@ -124,6 +137,7 @@ def preprocessing(spec: DatasetSpec, stats: dict) -> str:
             "PII redactions in the output:",
             "",
             pii,
+            *exclusions,
         ]
     )
 

@@ -119,22 +119,35 @@ class Clusters:
         if len(pairs):
             self.pairs.append(np.unique(pairs[:, :2].astype(np.uint64), axis=0))
 
-    def dropped(self) -> np.ndarray:
-        """Sorted ids that are not their cluster's lowest."""
+    def _components(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids in a pair, sorted; each one's component label)."""
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
-        if not self.pairs:
-            return np.zeros(0, dtype=np.uint64)
         pairs = np.unique(np.concatenate(self.pairs), axis=0)
         nodes, edges = np.unique(pairs, return_inverse=True)  # nodes sorted: index order = id order
         edges = edges.reshape(-1, 2)
         n = len(nodes)
         graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
-        _, label = connected_components(graph, directed=False)
+        return nodes, connected_components(graph, directed=False)[1]
+
+    def dropped(self) -> np.ndarray:
+        """Sorted ids that are not their cluster's lowest."""
+        if not self.pairs:
+            return np.zeros(0, dtype=np.uint64)
+        nodes, label = self._components()
+        n = len(nodes)
         first = np.full(label.max() + 1, n, dtype=np.int64)
         np.minimum.at(first, label, np.arange(n))  # lowest node index (= lowest id) per cluster
         return nodes[first[label] != np.arange(n)]
+
+    def with_any(self, ids: np.ndarray) -> np.ndarray:
+        """Sorted ids of every cluster that holds one of `ids` (the removed documents' copies)."""
+        if not self.pairs or not len(ids):
+            return np.zeros(0, dtype=np.uint64)
+        nodes, label = self._components()
+        hit = np.unique(label[np.isin(nodes, ids.astype(np.uint64))])
+        return nodes[np.isin(label, hit)]
 
 
 def near_duplicates(keys: np.ndarray, sig: np.ndarray | None = None, threshold: float = 0.0) -> np.ndarray:

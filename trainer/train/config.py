@@ -65,6 +65,8 @@ class TrainConfig:
     """sources: spec.datasets opened, in the spec's order."""
     init_checkpoint: str = ""
     """init_checkpoint: a committed step folder to take the initial weights from ("" = scratch)."""
+    replay_from: str = ""
+    """replay_from: checkpoint root of a run to replay without removed documents ("" = no replay)."""
     tokenizer_uri: str = ""
     """tokenizer_uri: the first source's tokenizer.json (the HF model's with init_hf), copied into
     each checkpoint."""
@@ -89,6 +91,8 @@ class TrainConfig:
         }
         if self.init_hf:  # only then: the fingerprints of other runs stay what they were
             shape["initHuggingFace"] = self.init_hf
+        if self.replay_from:  # only when set: existing runs keep their fingerprint
+            shape["replay"] = self.replay_from
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -185,6 +189,11 @@ def resolve(
             f"spec.init.fromTrainingRun: {spec.init.from_training_run!r} is not resolved to a checkpoint URI; "
             "the operator does that, or set init.checkpointUri"
         )
+    if spec.init.replay_without and not spec.init.replay_from:
+        raise ConfigError(
+            f"spec.init.replayWithout: {spec.init.replay_without!r} is not resolved to a checkpoint root; "
+            "the operator does that, or set init.replayFrom"
+        )
     need_val = spec.eval.interval_steps > 0
     sources = [_open_source(i, e, need_val, check_storage, checksums) for i, e in enumerate(spec.datasets)]
     toks = {s.manifest.tokenizer.get("sha256", "") for s in sources}
@@ -207,6 +216,12 @@ def resolve(
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"spec.init.checkpointUri: {exc}") from exc
         init = folder.uri
+    elif spec.init.replay_from:  # the replayed run's shape: its checkpoints load into no other
+        try:
+            meta = checkpoint.read_meta(checkpoint.resolve(spec.init.replay_from).uri)
+            model = checkpoint.model_config_from_meta(meta)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"spec.init.replayFrom: {exc}") from exc
     else:
         model = model_config(spec, vocab)
     if model.vocab_size < vocab:
@@ -253,6 +268,7 @@ def resolve(
         resources=spec.resources,
         sources=sources,
         init_checkpoint=init,
+        replay_from=spec.init.replay_from or "",
         tokenizer_uri=tok_uri,
         init_hf=spec.init.hugging_face,
         stop_ids=stops,

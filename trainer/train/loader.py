@@ -44,22 +44,37 @@ def key_of(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def permute(i: int, n: int, key: int) -> int:
-    """A bijection on [0, n) chosen by `key`: 4-round Feistel network plus cycle walking."""
-    if n <= 1:
-        return 0
+_ROUND = 0x632BE59BD9B4E019
+
+
+def _walk(x: int, n: int, key: int, backwards: bool) -> int:
+    """4-round Feistel network on [0, 2^bits) (bits even, 2^bits < 4n), repeated while outside
+    [0, n) (cycle walking); `backwards` runs the rounds in reverse: the inverse map."""
     bits = max(2, (n - 1).bit_length())
     bits += bits % 2
     half = bits // 2
     mask = (1 << half) - 1
-    x = i
     while True:
         left, right = x >> half, x & mask
-        for rnd in range(4):
-            left, right = right, left ^ (_mix64(right ^ key ^ (rnd * 0x632BE59BD9B4E019)) & mask)
+        if backwards:
+            for rnd in reversed(range(4)):
+                left, right = right ^ (_mix64(left ^ key ^ (rnd * _ROUND)) & mask), left
+        else:
+            for rnd in range(4):
+                left, right = right, left ^ (_mix64(right ^ key ^ (rnd * _ROUND)) & mask)
         x = (left << half) | right
         if x < n:  # walking stays inside [0, 2^bits) < 4n, so this ends quickly
             return x
+
+
+def permute(i: int, n: int, key: int) -> int:
+    """A bijection on [0, n) chosen by `key`: 4-round Feistel network plus cycle walking."""
+    return 0 if n <= 1 else _walk(i, n, key, backwards=False)
+
+
+def unpermute(y: int, n: int, key: int) -> int:
+    """The inverse of `permute`: the i with permute(i, n, key) == y (the cycle walked back)."""
+    return 0 if n <= 1 else _walk(y, n, key, backwards=True)
 
 
 @dataclass
@@ -152,6 +167,18 @@ class SequenceOrder:
             local = block * self.counts[src] + slot - self.offsets[src]
         epoch, pos = divmod(local, self.windows[src])
         return src, permute(pos, self.windows[src], key_of("epoch", self.seed, self.fingerprints[src], epoch))
+
+    def index_of(self, src: int, window: int, epoch: int) -> int:
+        """The inverse of `locate`: the global index g reading `window` of source `src` in its
+        `epoch`-th pass (locate(g) == (src, window))."""
+        n = self.windows[src]
+        pos = unpermute(window, n, key_of("epoch", self.seed, self.fingerprints[src], epoch))
+        local = epoch * n + pos
+        if len(self.counts) == 1:
+            return local
+        block, r = divmod(local, self.counts[src])
+        j = unpermute(self.offsets[src] + r, MIX_BLOCK, key_of("mix", self.seed, *self.fingerprints, block))
+        return block * MIX_BLOCK + j
 
 
 def read_windows(splits: list[Split], picks: list[tuple[int, int]], seq_len: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict, set_state_dict
 
 from capstan_trainer import checkpoint, storage
-from capstan_trainer.train import hfinit, metrics, stopping
+from capstan_trainer.train import hfinit, metrics, replay, stopping
 from capstan_trainer.train.config import ConfigError, TrainConfig
 from capstan_trainer.train.step import state_for
 
@@ -78,7 +78,8 @@ def resume(
     rank: int,
 ) -> tuple[int, int, checkpoint.StepFolder | None, list[dict]]:
     """Load this run's newest loadable checkpoint (a restart), else the initial weights when
-    init.checkpointUri is set. Returns (step, sequences consumed, the folder resumed from, the
+    init.checkpointUri is set, or the replayed run's checkpoint that `replay.plan` picks when
+    init.replayFrom is. Returns (step, sequences consumed, the folder resumed from, the
     checkpoints skipped as unreadable: {uri, step, reason})."""
     if rank == 0:
         ckpt.remove_uncommitted()
@@ -100,12 +101,21 @@ def resume(
                 metrics.emit({"event": "checkpointUnreadable", **skipped[-1]})
             dist.barrier()
             continue
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        step, cursor = int(state["scheduler"]["step"]), int(state["loader"]["sequences_consumed"])
-        torch.set_rng_state(state["rng"]["torch"])
-        watch.load_json(state["validation"]["watch"])
+        step, cursor = _apply(state, model, optimizer, watch)
         ckpt.last_committed = folder
         return step, cursor, folder, skipped
+    if cfg.replay_from:
+        # Another run's whole state: a failure to load it is this spec's problem, not a retry's.
+        info = replay.plan(cfg)
+        if rank == 0:
+            replay.record(cfg, info)
+            metrics.emit({"event": "replay", **info.to_wire()})
+        if not info.checkpoint:
+            return 0, 0, None, skipped
+        state = state_for(model, optimizer, 0, 0, watch)
+        checkpoint.load_state(info.checkpoint, state)
+        step, cursor = _apply(state, model, optimizer, watch)
+        return step, cursor, None, skipped
     if cfg.init_hf:
         hfinit.load_weights(model, cfg.init_hf, cfg.model, rank)
     elif cfg.init_checkpoint:
@@ -113,6 +123,14 @@ def resume(
         checkpoint.load_state(cfg.init_checkpoint, {"model": msd})
         set_model_state_dict(model, msd)
     return 0, 0, None, skipped
+
+
+def _apply(state: dict, model, optimizer, watch: stopping.ValidationWatch) -> tuple[int, int]:
+    """A loaded checkpoint's whole state into the live objects; returns (step, sequences consumed)."""
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    watch.load_json(state["validation"]["watch"])
+    return int(state["scheduler"]["step"]), int(state["loader"]["sequences_consumed"])
 
 
 def _reason(exc: BaseException) -> str:

@@ -35,7 +35,7 @@ from capstan_api.resource import load_resource
 from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer import checkpoint, storage
-from capstan_trainer.train import fault_hook, launch, loader, metrics, parallel, resume, stopping
+from capstan_trainer.train import fault_hook, launch, loader, metrics, parallel, replay, resume, stopping
 from capstan_trainer.train.config import ConfigError, TrainConfig, resolve
 from capstan_trainer.train.step import build_model, build_optimizer, evaluate, lr_at, state_for, train_step
 
@@ -172,6 +172,7 @@ def checkpoint_meta(cfg: TrainConfig) -> dict:
         "init": cfg.init_checkpoint or cfg.init_hf or None,
         "owner": resume.owner(cfg),
         **({"stopIds": cfg.stop_ids} if cfg.stop_ids else {}),
+        "order": replay.order_meta(cfg),
     }
 
 
@@ -193,6 +194,7 @@ def open_progress(
         tokens_seen=cursor * cfg.optimizer.seq_len,
         last_checkpoint=resumed,
         unreadable_checkpoints=skipped,
+        replay=replay.recorded(cfg),
     )
     return progress
 

@@ -71,7 +71,7 @@ def test_minimal_spec_gets_defaults():
                 "datasets": [{"uri": "s3://data/x"}],
                 "init": {"fromTrainingRun": "b", "huggingFace": "s3://models/llama"},
             },
-            "at most one of checkpointUri, fromTrainingRun or huggingFace may be set",
+            "at most one of checkpointUri, fromTrainingRun, huggingFace, replayWithout or replayFrom may be set",
         ),
         ({"datasets": [{"uri": "s3://data/x"}], "optimizr": {}}, "spec.optimizr: unknown field"),
         (
@@ -95,7 +95,7 @@ def test_cross_field_rules_are_also_cel():
         "globalBatchTokens must be divisible by microBatch x seqLen",
         "minNodes must not exceed maxNodes",
         "queueName is required when scheduler is kueue",
-        "at most one of checkpointUri, fromTrainingRun or huggingFace may be set",
+        "at most one of checkpointUri, fromTrainingRun, huggingFace, replayWithout or replayFrom may be set",
         "global batch sequences must be divisible by microBatch x world size at every node count",
     ):
         assert message in schema, message

@@ -14,6 +14,7 @@ from capstan_trainer.train import train
 from tests.unit.trainer.helpers import run_resource, single_process, torchrun, write_resource
 
 PROGRESS_FIELDS = {
+    "replay",
     "specHash",
     "phase",
     "step",

@@ -38,7 +38,8 @@ def run(ctx: Context) -> dict:
     n = sum(m["documents"] for m in maps)
     with Progress(ctx) as progress:
         progress.documents_in = n
-        exact_ids, drop = find_duplicates(ctx)
+        removed = np.array(sorted(row[0] for m in maps for row in m.get("excluded") or []), np.uint64)
+        exact_ids, drop, copies = find_duplicates(ctx, removed)
         progress.documents_out = n - len(drop)
         if n - len(drop) == 0:
             raise InputError("spec.sources: no documents left after licence, filters and deduplication")
@@ -62,7 +63,8 @@ def run(ctx: Context) -> dict:
     body = {
         "documents": n,
         "exact": len(exact_ids),
-        "near": len(drop) - len(exact_ids),
+        "near": len(drop) - len(exact_ids) - len(copies),
+        "copiesOfRemoved": copies.tolist(),
         "sampleDocuments": sampled,
         "tokenizerSha256": hashlib.sha256(tok_json).hexdigest(),
     }
@@ -83,8 +85,11 @@ def check_error_rate(counts: Counter, maps: list[dict], max_error_rate: float) -
         )
 
 
-def find_duplicates(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
-    """(ids removed as exact duplicates, every id removed), both sorted."""
+def find_duplicates(ctx: Context, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids dropped as exact duplicates, every id dropped, ids dropped as copies of a removed
+    document), sorted. `removed` (spec.exclusions' matches) have dedup keys but no output line:
+    they are never among the dropped, but a cluster holding one goes whole, its lowest id too,
+    since a copy of a removed document holds what its removal was asked for."""
     near = ctx.spec.dedup.near
     tasks = preparation.dedup_tasks(ctx.spec)
     clusters = Clusters()
@@ -96,7 +101,9 @@ def find_duplicates(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
         elif near.threshold > 0 and len(pairs):
             pairs = pairs[similar(ctx, pairs, near.threshold)]
         clusters.join(pairs)
-    return exact, clusters.dropped()
+    dropped = np.setdiff1d(clusters.dropped(), removed)
+    copies = np.setdiff1d(np.setdiff1d(clusters.with_any(removed), removed), dropped)
+    return np.setdiff1d(exact, removed), np.union1d(dropped, copies), copies
 
 
 def similar(ctx: Context, pairs: np.ndarray, threshold: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from collections import Counter
 from capstan_api import preparation
 from capstan_api.dataset import DatasetSpec
 from capstan_trainer import shards, storage
-from capstan_trainer.prepare import datasheet
+from capstan_trainer.prepare import datasheet, exclusions
 from capstan_trainer.prepare.stages import cluster, tokenize
 from capstan_trainer.prepare.stats import manifest_stats
 from capstan_trainer.prepare.tokenize_layout import layout
@@ -38,9 +38,21 @@ def run(ctx: Context) -> dict:
         pii = sum((Counter(p["pii"]) for p in parts), Counter())
         licences = sum((Counter(p["licences"]) for p in parts), Counter())
         augmentation = sum((Counter(p.get("augmentation") or {}) for p in parts), Counter())
+        _, labels = exclusions.load_rules(spec)
+        copies = clus.get("copiesOfRemoved") or []
         stats = manifest_stats(
-            counts, clus["documents"], clus["exact"], clus["near"], pii, licences, splits, augmentation
+            counts,
+            clus["documents"],
+            clus["exact"],
+            clus["near"],
+            pii,
+            licences,
+            splits,
+            augmentation=augmentation,
+            exclusion_labels=labels,
+            copies=len(copies),
         )
+        write_excluded(ctx, maps, labels, copies)
         tok, dtype, eos = tokenize.load_tokenizer(ctx)
         tok_json = storage.read_bytes(ctx.path("cluster", cluster.TOKENIZER_FILE))
         sha = hashlib.sha256(tok_json).hexdigest()
@@ -80,6 +92,23 @@ def split_infos(shard_markers: list[dict], parts: list[dict]) -> dict[str, shard
         )
         for split in tokenize.SPLITS
     }
+
+
+COPY_RULE = "copy of a removed document"
+
+
+def write_excluded(ctx: Context, maps: list[dict], labels: list[str], copies: list[int]) -> None:
+    """excluded.jsonl: every removed document (id order) and the rule that removed it, copies of
+    them that dedup dropped included (an older revision may have kept one); written only when
+    there are rules, so its absence means "nothing was asked to be removed"."""
+    if not labels:
+        return
+    rows = [(i, url, labels[r]) for m in maps for i, url, r in m.get("excluded") or []]
+    rows = sorted(rows + [(i, "", COPY_RULE) for i in copies])
+    body = "".join(
+        json.dumps({"id": i, "url": url, "rule": rule}, sort_keys=True) + "\n" for i, url, rule in rows
+    )
+    storage.write_bytes(storage.join(ctx.out, exclusions.EXCLUDED_FILE), body.encode())
 
 
 def write_documents(ctx: Context, parts: list[dict]) -> int:

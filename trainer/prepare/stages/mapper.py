@@ -20,7 +20,7 @@ import zstandard
 
 from capstan_api import preparation
 from capstan_trainer import storage
-from capstan_trainer.prepare import dedup, pii, read, runs, sample, toxicity
+from capstan_trainer.prepare import dedup, exclusions, pii, read, runs, sample, toxicity
 from capstan_trainer.prepare.filters import apply_filters
 from capstan_trainer.prepare.normalize import normalize
 from capstan_trainer.prepare.work import Context, Progress, write_marker
@@ -116,6 +116,8 @@ def run(ctx: Context) -> dict:
     allowed = set(ctx.allowed)
     rules = pii.build_rules(spec.pii)
     tox = toxicity.load(spec.filters.toxicity) if spec.filters.toxicity.enabled else None
+    excluding = exclusions.matcher(spec)
+    excluded: list[list] = []  # [id, url, rule index]: the finish stage writes excluded.jsonl
     files = [f for f in read.list_files(spec.sources) if f.index % ctx.workers == ctx.index]
     counts: Counter = Counter()
     seconds: Counter = Counter()
@@ -125,6 +127,7 @@ def run(ctx: Context) -> dict:
     threshold = spec.dedup.near.enabled and spec.dedup.near.threshold > 0
     clock = time.perf_counter
     kept = 0
+    keyed = 0  # documents given dedup keys: their signature rows (kept ones and removed ones)
     with ExitStack() as stack:
         progress = stack.enter_context(Progress(ctx))
         raw_docs = stack.enter_context(storage.open_write(ctx.path("map", docs_name(ctx.index))))
@@ -139,6 +142,18 @@ def run(ctx: Context) -> dict:
                 t1 = clock()
                 seconds["read"] += t1 - t0
                 progress.documents_in, progress.bytes_in = stats.records, stats.bytes
+                # First: a removed document leaves no token and no tokenizer sample; it keeps
+                # its dedup keys only so that the cluster stage drops its duplicates too.
+                hit = excluding.match(doc.id, doc.url, doc.text) if excluding else None
+                if hit is not None:
+                    counts[f"exclusion:{hit}"] += 1
+                    excluded.append([doc.id, doc.url, hit])
+                    text = normalize(doc.text, spec.cleaning)
+                    text = apply_filters(text, spec.filters)[0] or text
+                    keys.add(doc.id, keyed, dedup.text_digest(text, spec.seed), text)
+                    keyed += 1
+                    t0 = clock()
+                    continue
                 if doc.licence not in allowed:
                     counts[f"licence:{doc.licence}"] += 1
                     t0 = clock()
@@ -161,7 +176,8 @@ def run(ctx: Context) -> dict:
                     t0 = clock()
                     continue
                 digest = dedup.text_digest(text, spec.seed)
-                keys.add(doc.id, kept, digest, text)
+                keys.add(doc.id, keyed, digest, text)
+                keyed += 1
                 t4 = clock()
                 text, found = pii.redact(text, rules)
                 t5 = clock()
@@ -194,6 +210,7 @@ def run(ctx: Context) -> dict:
         "files": stats.files,
         "documents": kept,
         "runs": run_sizes,
+        "excluded": excluded,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
     write_marker(ctx, body)

@@ -12,7 +12,7 @@ import pytest
 from capstan_api.preparation import STAGES, progress_uri
 from capstan_operator.config import OperatorConfig
 from capstan_operator.dataset import build as build_dataset
-from capstan_operator.dataset import progress
+from capstan_operator.dataset import lineage, progress
 from capstan_operator.dataset import reconcile as reconcile_dataset
 from tests.unit.operator.fake_kube import FakeKube, fake_kube, write_status
 from tests.unit.operator.resources import dataset
@@ -302,7 +302,7 @@ def test_after_the_last_stage_the_manifest_or_its_absence(fake_kube: FakeKube, m
     assert s["manifestUri"] == f"{OUT}/manifest.json" and s["fingerprint"] == "sha256:ab"
     assert s["toxicity"] == {"removed": 1, "byCategory": {"insult": 1}}
     assert s["augmentation"] == {"drawn": 3, "copies": 2, "swaps": 5}
-    assert cond(body, "Ready")["status"] == "True" and out.requeue_after is None
+    assert cond(body, "Ready")["status"] == "True" and out.requeue_after == lineage.LINEAGE_POLL
     # Ready at this generation: the next pass reads nothing and writes nothing.
     fake_kube.objects.clear()
     body["status"]["observedGeneration"] = 1

@@ -83,6 +83,12 @@ def test_first_reconcile_creates_configmap_service_and_job(fake_kube: FakeKube):
     assert cond(out, "GangScheduled")["message"] == "0 of 2 pods running"
     assert ("Normal", "Created", "Job llm-train: 2 pod(s) x 2 process(es)") in out.events
     assert out.requeue_after is not None
+    # What reverse lineage reads: the data this gang trains on.
+    assert out.status["trainedOn"] == [d["uri"] for d in run()["spec"]["datasets"]]
+
+
+def test_a_later_gang_keeps_the_data_the_first_trained_on(fake_kube: FakeKube):
+    assert "trainedOn" not in reconcile(run({"trainedOn": ["s3://x/1/manifest.json"]}), CFG).status
 
 
 def test_all_pods_running_reports_progress(fake_kube: FakeKube):

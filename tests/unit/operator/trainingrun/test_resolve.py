@@ -86,3 +86,17 @@ def test_empty_checkpoint_uri_goes_under_the_artifact_location_or_fails():
     assert res.failure.startswith("spec.checkpoint.uri: empty") and "CAPSTAN_ARTIFACT_URI" in res.failure
     cfg = OperatorConfig(artifact_uri="s3://art/")
     assert resolve("team", "llm", s, {}, {}, cfg).spec.checkpoint.uri == "s3://art/team/llm/checkpoints"
+
+
+def test_replay_without_waits_for_the_run_then_takes_its_checkpoint_root():
+    s = spec(init={"replayWithout": "old"})
+    assert resolve("ns", "r", s, {}, {"old": obj("Running")}, CFG).waiting == (
+        "waiting for TrainingRun old to succeed (now Running)"
+    )
+    done = obj("Succeeded", outputUri="s3://b/old", lastCheckpoint={"uri": "s3://b/old/step-40", "step": 40})
+    init = resolve("ns", "r", s, {}, {"old": done}, CFG).spec.init
+    assert (init.replay_without, init.replay_from, init.checkpoint_uri) == (None, "s3://b/old", "")
+    assert "replayWithout" not in init.to_wire()
+    assert resolve("ns", "r", s, {}, {"old": obj("Failed")}, CFG).failure == (
+        "spec.init.replayWithout: TrainingRun old failed"
+    )

@@ -4,9 +4,10 @@
 Counters are cumulative since each canary pod started, and every canary pod is new, so the sample
 covers the canary's whole life: a step is judged on everything the canary has served so far.
 
-Each runtime names the same two things differently (METRICS): the built-in server counts its /v1
-responses by status code; vLLM counts every route's responses by status class (http_requests_total
-from its HTTP instrumentation, `handler` naming the route) and times requests in its engine."""
+Both runtimes serve the same names (the built-in server took vLLM's, trainer/serve/metrics.py):
+responses counted by status class in http_requests_total, `handler` naming the route, and
+vllm:e2e_request_latency_seconds. When the operator is given a Prometheus URL, prometheus.py
+judges the canary from PromQL instead; this direct scrape is the fallback."""
 
 from __future__ import annotations
 
@@ -33,10 +34,9 @@ class MetricNames:
     routes (the API) count. Empty: `requests` counts only those already."""
 
 
-METRICS = {
-    "builtin": MetricNames("capstan_serve_requests", "capstan_serve_e2e_request_latency_seconds"),
-    "vllm": MetricNames("http_requests", "vllm:e2e_request_latency_seconds", route_label="handler"),
-}
+SERVING = MetricNames("http_requests", "vllm:e2e_request_latency_seconds", route_label="handler")
+METRICS = {"builtin": SERVING, "vllm": SERVING}
+"""METRICS by runtime: the same for both since the built-in server serves vLLM's names."""
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Sample:
         return lower
 
 
-def parse(text: str, names: MetricNames = METRICS["builtin"]) -> Sample:
+def parse(text: str, names: MetricNames = SERVING) -> Sample:
     out = Sample()
     for fam in text_string_to_metric_families(text):
         if fam.name == names.requests:

@@ -36,7 +36,10 @@ class ServerState:
     draining: bool = False
     inflight: int = 0
     created: int = field(default_factory=lambda: int(time.time()))
-    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    metrics: ServerMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = ServerMetrics(self.model_name)
 
     def attach(self, engine: Engine) -> None:
         self.engine = engine

@@ -32,11 +32,7 @@ RUNNING_REQUESTS_METRIC = {"builtin": vllm.RUNNING_REQUESTS_METRIC, "vllm": vllm
 """The running-requests gauge each runtime serves on /metrics (one name since the built-in server
 serves vLLM's): the HPA's metric."""
 # Where Prometheus finds each serving pod's metrics (both runtimes serve /metrics on the API port).
-SCRAPE_ANNOTATIONS = {
-    "prometheus.io/scrape": "true",
-    "prometheus.io/port": str(PORT),
-    "prometheus.io/path": "/metrics",
-}
+SCRAPE_ANNOTATIONS = children.scrape_annotations(PORT)
 
 
 def deployment_name(name: str, revision: int) -> str:

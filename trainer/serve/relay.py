@@ -48,6 +48,8 @@ async def events(st: ServerState, prompt: list[int], params: SamplingParams, n: 
             if ev.finish_reason == "error":
                 raise ApiError(500, "generation failed", "server_error")
             yield ev
+        if st.fault_delay_s:
+            await asyncio.sleep(st.fault_delay_s)
         st.metrics.e2e.observe(time.monotonic() - req.arrival)
     finally:
         if open_choices:

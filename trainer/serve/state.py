@@ -37,6 +37,8 @@ class ServerState:
     inflight: int = 0
     created: int = field(default_factory=lambda: int(time.time()))
     metrics: ServerMetrics = field(init=False)
+    fault_delay_s: float = 0.0
+    """fault_delay_s: added to every generation (fault_hook.py; tests only)."""
 
     def __post_init__(self) -> None:
         self.metrics = ServerMetrics(self.model_name)

@@ -98,3 +98,19 @@ def test_parse_reads_vllms_names_counting_only_api_routes():
     builtin = metrics_text(3, 1, {"+Inf": 4})
     assert parse(builtin, METRICS["vllm"]) == parse(builtin, METRICS["builtin"]) == parse(builtin)
     assert (parse(builtin).requests, parse(builtin).errors) == (5, 1)
+
+
+def test_relative_bounds_against_stable():
+    from capstan_operator.deployment.analysis import Figures, judge_figures
+
+    stable = Figures(requests=100, error_rate=0.0, p99=0.5)
+    a = Analysis(minRequests=10)
+    assert judge_figures(Figures(50, 0.0, 0.6), a, stable).passed  # 1.2x exactly is allowed
+    slow = judge_figures(Figures(50, 0.0, 0.61), a, stable)
+    assert (slow.decided, slow.passed) == (True, False) and "above 1.2x stable's (0.600 s)" in slow.summary
+    assert judge_figures(Figures(50, 0.0, 0.61), Analysis(minRequests=10, maxP99LatencyRatio=0), stable).passed
+    errors = judge_figures(Figures(50, 0.012, 0.5), Analysis(minRequests=10, maxErrorRate=0.05), stable)
+    assert not errors.passed and "error rate above stable's + 0.01" in errors.summary
+    # Without stable traffic there is nothing to compare: absolute bounds alone decide.
+    idle = judge_figures(Figures(50, 0.0, 9.0), a, Figures(0, 0.0, None))
+    assert idle.passed and "stable served nothing to compare" in idle.summary

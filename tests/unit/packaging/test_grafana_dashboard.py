@@ -31,6 +31,7 @@ class Workload:
     def __init__(self) -> None:
         self.server, self.trainer, self.step = ServerMetrics("chat"), Exporter(), 0
         self.server.watch(lambda: 1, lambda: 2)
+        operator_metrics.track_depth(lambda: 3)  # as the operator's runtime does with its queue
 
     def text(self) -> str:
         s, self.step = self.server, self.step + 1

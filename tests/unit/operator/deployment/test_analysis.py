@@ -108,7 +108,9 @@ def test_relative_bounds_against_stable():
     assert judge_figures(Figures(50, 0.0, 0.6), a, stable).passed  # 1.2x exactly is allowed
     slow = judge_figures(Figures(50, 0.0, 0.61), a, stable)
     assert (slow.decided, slow.passed) == (True, False) and "above 1.2x stable's (0.600 s)" in slow.summary
-    assert judge_figures(Figures(50, 0.0, 0.61), Analysis(minRequests=10, maxP99LatencyRatio=0), stable).passed
+    assert judge_figures(
+        Figures(50, 0.0, 0.61), Analysis(minRequests=10, maxP99LatencyRatio=0), stable
+    ).passed
     errors = judge_figures(Figures(50, 0.012, 0.5), Analysis(minRequests=10, maxErrorRate=0.05), stable)
     assert not errors.passed and "error rate above stable's + 0.01" in errors.summary
     # Without stable traffic there is nothing to compare: absolute bounds alone decide.

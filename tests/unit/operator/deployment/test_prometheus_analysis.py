@@ -78,5 +78,5 @@ def test_query_prometheus_refuses_keeps_the_step_undecided_with_its_message(runn
 
 
 def test_unknown_template_variable_is_refused_naming_the_field():
-    with pytest.raises(ValueError, match="requests.*unknown template variable.*'rev'"):
+    with pytest.raises(ValueError, match="(?s)queries.requests.*unknown template variable.*'rev'"):
         Analysis.model_validate({"queries": {"requests": "sum(x{revision='{{ rev }}'})"}})

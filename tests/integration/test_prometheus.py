@@ -10,6 +10,7 @@ import json
 import pytest
 
 from capstan_operator import prometheus as client
+from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
 from tests.integration.test_helm import CHART, DATASET, helm, wait_ready
 from tests.integration.test_reconcile_deployment import (
     become_available,
@@ -19,9 +20,10 @@ from tests.integration.test_reconcile_deployment import (
     status,
 )
 from tests.support.operator_env import driver, op_cfg, operator_cluster
+from tests.support.trainingruns import data, run_yaml
 
 pytestmark = pytest.mark.cluster
-__all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
+__all__ = ["data", "driver", "op_cfg", "operator_cluster"]  # fixtures
 
 DASHBOARD = CHART / "dashboards" / "capstan.json"
 
@@ -59,10 +61,11 @@ def test_operator_pod_is_discovered_and_its_dashboard_panels_answer(cluster, nam
         lambda: (client.number(prometheus_url, reconciled) or 0) >= 1,
         timeout=90,
     )
-    # Two scrapes after the reconcile, so rate() over the panel windows has data.
-    samples = f'count_over_time(workqueue_depth{{namespace="{namespace}"}}[5m])'
+    # rate() needs two samples of a series: a second scrape after the first reconcile.
+    samples = f'max(count_over_time(capstan_reconciles_total{{namespace="{namespace}"}}[5m]))'
     cluster.wait_for(
-        "three scrapes of the operator pod", lambda: (client.number(prometheus_url, samples) or 0) >= 3
+        "two scrapes of the operator's reconcile counter",
+        lambda: (client.number(prometheus_url, samples) or 0) >= 2,
     )
     for title, expr in panel_queries("Operator"):
         assert client.instant(prometheus_url, expr), f"operator panel {title!r} returned no data: {expr}"
@@ -103,3 +106,28 @@ def test_a_slow_canary_is_rolled_back_by_prometheus_analysis(
     assert (rec["revision"], rec["outcome"]) == (2, "RolledBack")
     assert "above 1.2x stable's" in rec["reason"] and "(Prometheus, last" in rec["reason"], rec["reason"]
     assert status(driver, "slow")["revision"] == 1
+
+
+def test_trainer_pod_is_scraped_and_the_training_panels_answer(
+    operator_cluster, namespace, driver, s3_bucket, data, prometheus_url
+):
+    """Needs images with this tree's trainer (rank 0's /metrics on port 9400)."""
+    # Long enough for several scrapes (every 2 s) while it trains.
+    operator_cluster.apply(
+        run_yaml("scraped", f"{s3_bucket}/ckpt/scraped", {"uri": data}, steps=300), namespace
+    )
+    driver.add("trainingruns", "scraped", reconcile_trainingrun.reconcile)
+    sel = f'namespace="{namespace}", capstan_owner="scraped"'
+    seen = f"count_over_time(capstan_train_loss{{{sel}}}[5m])"
+
+    driver.run_until(
+        f"two scrapes of rank 0's training metrics ({seen})",
+        lambda: (client.number(prometheus_url, seen) or 0) >= 2,
+        300,
+    )
+    assert client.number(prometheus_url, f"capstan_train_tokens_per_second{{{sel}}}") > 0
+    assert 0 < client.number(prometheus_url, f"capstan_train_step{{{sel}}}") <= 300
+    for title, expr in panel_queries("Training"):
+        if title == "MFU":  # no peak FLOP/s on CPU: absent by design, not zero
+            continue
+        assert client.instant(prometheus_url, expr), f"training panel {title!r} returned no data: {expr}"

@@ -62,12 +62,19 @@ def pod_scrape_job(kubeconfig: Path) -> dict:
     }
 
 
-def config(kubeconfig: Path | None, static_targets: tuple[str, ...] = ()) -> str:
+Targets = tuple[str, ...] | dict[str, dict[str, str]]
+"""Targets: host:port addresses, or each mapped to labels added to its series (as the pod job
+adds namespace and revision)."""
+
+
+def config(kubeconfig: Path | None, static_targets: Targets = ()) -> str:
     """prometheus.yml (JSON is YAML): the pod job when a kubeconfig is given, and a static job for
-    `static_targets` (host:port; the tests' own HTTP targets)."""
+    `static_targets` (the tests' own HTTP targets)."""
     jobs = [pod_scrape_job(kubeconfig)] if kubeconfig is not None else []
-    if static_targets:
-        jobs.append({"job_name": "static", "static_configs": [{"targets": list(static_targets)}]})
+    labelled = static_targets if isinstance(static_targets, dict) else dict.fromkeys(static_targets, {})
+    if labelled:
+        groups = [{"targets": [t], "labels": labels} for t, labels in labelled.items()]
+        jobs.append({"job_name": "static", "static_configs": groups})
     body = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "scrape_configs": jobs,
@@ -106,7 +113,7 @@ def start(
     data_dir: Path,
     log: Path,
     kubeconfig: Path | None = None,
-    static_targets: tuple[str, ...] = (),
+    static_targets: Targets = (),
     deadline_s: float = 60.0,
 ) -> tuple[subprocess.Popen, int]:
     """A Prometheus of its own (tests); returns the process and its port once /-/ready answers."""

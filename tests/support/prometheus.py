@@ -104,14 +104,20 @@ class Running:
         self.server.server_close()
 
 
-def start(folder: Path, target: Target, kubeconfig: Path | None = None) -> Running:
-    """Prometheus scraping `target` (served on a free loopback port) and, given a kubeconfig, the
-    annotated pods of that cluster."""
+def start(
+    folder: Path,
+    target: Target,
+    kubeconfig: Path | None = None,
+    others: dict[str, dict[str, str]] | None = None,
+) -> Running:
+    """Prometheus scraping `target` (served on a free loopback port), the `others` (host:port ->
+    labels added to their series) and, given a kubeconfig, the annotated pods of that cluster."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.target = target
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
+    targets = {f"{host}:{port}": {}, **(others or {})}
     proc, prom_port = prometheus.start(
-        str(binary()), folder, folder / "prometheus.log", kubeconfig, static_targets=(f"{host}:{port}",)
+        str(binary()), folder, folder / "prometheus.log", kubeconfig, static_targets=targets
     )
     return Running(prometheus.url(prom_port), target, proc, server)

@@ -28,10 +28,3 @@ def tiny(s3_session_bucket) -> tiny_model.TinyModel:
     """The tiny model in S3: workload pods run from their images and see none of the node's
     folders, so a file:// model would not be there for them."""
     return tiny_model.session_model_s3(s3_session_bucket)
-
-
-@pytest.fixture(scope="session")
-def prometheus_url(cluster) -> str:
-    """The test cluster's Prometheus (started with it, hack/localcluster/prometheus.py): it
-    discovers the annotated pods through the cluster's API server."""
-    return cluster.cluster.prometheus_file.read_text().strip()

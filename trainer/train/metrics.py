@@ -114,7 +114,12 @@ class Exporter:
         port = os.environ.get(TRAIN_METRICS_PORT_ENV)
         if not port or os.environ.get("LOCAL_RANK", "0") != "0":
             return None
-        start_http_server(int(port), addr=listen_address(os.environ.get("POD_IP")), registry=self.registry)
+        addr = listen_address(os.environ.get("POD_IP"))
+        try:
+            start_http_server(int(port), addr=addr, registry=self.registry)
+        except OSError as exc:  # metrics are not worth a failed run (e.g. the port taken on a host network)
+            logging.getLogger("capstan.train").warning("not serving /metrics on %s:%s: %s", addr, port, exc)
+            return None
         return int(port)
 
     def update(

@@ -42,3 +42,13 @@ def test_no_port_outside_a_pod_or_on_other_local_ranks(monkeypatch):
     monkeypatch.setenv("CAPSTAN_TRAIN_METRICS_PORT", str(free_port()))
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert Exporter().serve_from_env() is None
+
+
+def test_a_taken_port_leaves_training_running_without_metrics(monkeypatch, caplog):
+    port = free_port()
+    monkeypatch.setenv("CAPSTAN_TRAIN_METRICS_PORT", str(port))
+    monkeypatch.setenv("POD_IP", "127.0.0.1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert Exporter().serve_from_env() == port
+    assert Exporter().serve_from_env() is None  # a second server on the same address
+    assert "not serving /metrics on 127.0.0.1" in caplog.text

@@ -34,6 +34,12 @@ class Revision:
     latency_s: float = 0.1
 
 
+def revision(namespace: str, name: str, n: int, **traffic) -> Revision:
+    """Revision `n` of Deployment `name`, labelled as the cluster's pod job labels serving pods."""
+    labels = {"namespace": namespace, "capstan_owner": name, "revision": str(n), "model_name": name}
+    return Revision(labels, **traffic)
+
+
 E2E = "vllm:e2e_request_latency_seconds"
 BOUNDS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0)
 

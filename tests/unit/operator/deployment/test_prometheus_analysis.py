@@ -13,8 +13,7 @@ NS, NAME = "team-a", "chat"
 
 
 def rev(n: int, **traffic) -> prom.Revision:
-    labels = {"namespace": NS, "capstan_owner": NAME, "revision": str(n), "model_name": NAME}
-    return prom.Revision(labels, **traffic)
+    return prom.revision(NS, NAME, n, **traffic)
 
 
 @pytest.fixture(scope="module")

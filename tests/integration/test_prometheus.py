@@ -125,9 +125,12 @@ def test_trainer_pod_is_scraped_and_the_training_panels_answer(
         lambda: (client.number(prometheus_url, seen) or 0) >= 2,
         300,
     )
-    assert client.number(prometheus_url, f"capstan_train_tokens_per_second{{{sel}}}") > 0
-    assert 0 < client.number(prometheus_url, f"capstan_train_step{{{sel}}}") <= 300
+    # Over the last minutes, as Grafana draws it: the pod may have finished (its series then end).
+    last = "[5m:2s]"
+    assert client.number(prometheus_url, f"max_over_time(capstan_train_tokens_per_second{{{sel}}}[5m])") > 0
+    assert 0 < client.number(prometheus_url, f"max_over_time(capstan_train_step{{{sel}}}[5m])") <= 300
     for title, expr in panel_queries("Training"):
         if title == "MFU":  # no peak FLOP/s on CPU: absent by design, not zero
             continue
-        assert client.instant(prometheus_url, expr), f"training panel {title!r} returned no data: {expr}"
+        drawn = client.instant(prometheus_url, f"max_over_time(({expr}){last})")
+        assert drawn, f"training panel {title!r} returned no data: {expr}"

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  export KUBECONFIG={cluster.kubeconfig}")
         if cluster.options.s3:
             print(f"  S3 endpoint and credentials: {cluster.s3_env_file}")
-        if cluster.options.prometheus:
+        if cluster.options.prometheus and cluster.prometheus_file.exists():  # absent: started before it
             print(f"  Prometheus: {cluster.prometheus_file.read_text().strip()}")
         if cluster.registry_file.exists() and cluster.options.registry_storage:
             print(f"  registry (images from `make images`): {cluster.registry_file.read_text().strip()}")

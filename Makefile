@@ -9,9 +9,9 @@ PYTEST_ARGS ?=
 IMAGES_FLAGS ?=
 CHECK_PYTHON = $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
 
-.PHONY: install control-plane seaweedfs image-tools registry images test demo cluster-up cluster-down lint unit clean crds
+.PHONY: install control-plane seaweedfs prometheus image-tools registry images test demo cluster-up cluster-down lint unit clean crds
 
-install: $(VENV)/.installed control-plane seaweedfs
+install: $(VENV)/.installed control-plane seaweedfs prometheus
 
 $(VENV)/.installed: pyproject.toml
 	@$(CHECK_PYTHON)
@@ -31,6 +31,10 @@ registry:
 # The S3 endpoint of the local cluster and the tests (SeaweedFS's `weed`, ~10 min once per machine).
 seaweedfs:
 	bash hack/build-seaweedfs.sh
+
+# The local cluster's and the tests' metrics (cmd/prometheus only, without the web UI's assets).
+prometheus:
+	bash hack/build-prometheus.sh
 
 # Debian packages: mmdebstrap builds the base root filesystem, buildah the images (no daemon),
 # skopeo pulls them on the local node.
@@ -60,7 +64,7 @@ crds: $(VENV)/.installed
 test: images install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: $(VENV)/.installed seaweedfs
+unit: $(VENV)/.installed seaweedfs prometheus
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 cluster-up: install images

@@ -3,9 +3,10 @@ canaries with analysis and automatic rollback. (`deployments.capstan.dev`, not `
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from capstan_api.common import NAME_PATTERN, OPTIONAL_URI_PATTERN, ApiModel, cel
 from capstan_api.workload import LocalRef, PodResources, StorageAccess, service_account_field, storage_field
@@ -158,6 +159,62 @@ class RolloutStep(ApiModel):
     )
 
 
+# The default queries read the series the local cluster's Prometheus keeps (hack/localcluster/
+# prometheus.py relabels pods to namespace, capstan_owner and revision); another Prometheus needs
+# the same relabeling or its own queries. Both runtimes serve these names (vLLM's).
+_SELECT = 'namespace="{{ namespace }}", capstan_owner="{{ name }}", revision="{{ revision }}"'
+DEFAULT_REQUESTS_QUERY = (
+    f'sum(increase(http_requests_total{{{_SELECT}, handler=~"/v1/.*"}}[{{{{ window }}}}]))'
+)
+# `or vector(0)`: a revision without a single 5xx has no such series, which is a rate of 0.
+DEFAULT_ERROR_RATE_QUERY = (
+    f'(sum(increase(http_requests_total{{{_SELECT}, handler=~"/v1/.*", status="5xx"}}[{{{{ window }}}}]))'
+    f' or vector(0)) / sum(increase(http_requests_total{{{_SELECT}, handler=~"/v1/.*"}}[{{{{ window }}}}]))'
+)
+DEFAULT_P99_LATENCY_QUERY = (
+    "histogram_quantile(0.99, sum by (le) "
+    f"(increase(vllm:e2e_request_latency_seconds_bucket{{{_SELECT}}}[{{{{ window }}}}])))"
+)
+TEMPLATE_VARIABLES = ("namespace", "name", "revision", "window")
+"""TEMPLATE_VARIABLES a query may use as `{{ variable }}`: the Deployment's namespace and name, the
+revision judged (the canary's, then the stable one's), and the window (the canary step's age,
+e.g. `95s`)."""
+
+
+class AnalysisQueries(ApiModel):
+    """PromQL judged when the operator has a Prometheus URL, each run once for the canary and once
+    for the stable revision (as Argo Rollouts' AnalysisTemplate and Flagger's metric templates).
+    Each must return one number (a vector of one sample); `{{ namespace }}`, `{{ name }}`,
+    `{{ revision }}` and `{{ window }}` are substituted first."""
+
+    requests: str = Field(
+        default=DEFAULT_REQUESTS_QUERY,
+        min_length=1,
+        max_length=4096,
+        description="requests is PromQL for how many requests the revision served in the window.",
+    )
+    error_rate: str = Field(
+        default=DEFAULT_ERROR_RATE_QUERY,
+        min_length=1,
+        max_length=4096,
+        description="errorRate is PromQL for the revision's share of 5xx responses (0-1) in the window.",
+    )
+    p99_latency_seconds: str = Field(
+        default=DEFAULT_P99_LATENCY_QUERY,
+        min_length=1,
+        max_length=4096,
+        description="p99LatencySeconds is PromQL for the revision's p99 end-to-end latency in seconds.",
+    )
+
+    @field_validator("requests", "error_rate", "p99_latency_seconds")
+    @classmethod
+    def _known_variables(cls, query: str) -> str:
+        unknown = sorted(set(re.findall(r"{{\s*([^}\s]*)\s*}}", query)) - set(TEMPLATE_VARIABLES))
+        if unknown:
+            raise ValueError(f"unknown template variable(s) {unknown}; known: {list(TEMPLATE_VARIABLES)}")
+        return query
+
+
 class Analysis(ApiModel):
     """What a canary must show at each step; failing it rolls back to the stable revision."""
 
@@ -173,6 +230,25 @@ class Analysis(ApiModel):
         le=1_000_000,
         description="minRequests is how many canary requests a step needs before it can be judged; "
         "fewer keeps the step paused.",
+    )
+    max_p99_latency_ratio: float = Field(
+        default=1.2,
+        ge=0,
+        le=100,
+        description="maxP99LatencyRatio bounds the canary's p99 latency by this multiple of the stable "
+        "revision's over the same window (Prometheus analysis only; 0 turns the bound off).",
+    )
+    max_error_rate_increase: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="maxErrorRateIncrease bounds the canary's error rate by the stable revision's plus "
+        "this (0.01 is one point; Prometheus analysis only).",
+    )
+    queries: AnalysisQueries = Field(
+        default_factory=AnalysisQueries,
+        description="queries are the PromQL the analysis runs when the operator is given a Prometheus "
+        "URL; without one it scrapes the canary pods directly and judges absolute bounds only.",
     )
 
 

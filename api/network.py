@@ -5,6 +5,11 @@ from __future__ import annotations
 import ipaddress
 
 ALL = "0.0.0.0"
+TRAIN_METRICS_PORT = 9400
+"""TRAIN_METRICS_PORT: where each trainer pod's first process serves /metrics (rank 0's figures;
+the operator annotates the pods with it for Prometheus)."""
+TRAIN_METRICS_PORT_ENV = "CAPSTAN_TRAIN_METRICS_PORT"
+"""TRAIN_METRICS_PORT_ENV carries that port into trainer pods; unset, the trainer opens no port."""
 
 
 def listen_address(pod_ip: str | None) -> str:

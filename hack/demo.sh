@@ -51,9 +51,12 @@ for ns in capstan-system "$NS"; do
     --from-literal=AWS_REGION="$AWS_REGION" \
     --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 done
+# The cluster's Prometheus judges canaries (pods share the host's loopback, so its address works).
+PROM_URL=$(cat .capstan/prometheus.addr 2>/dev/null || true)
 show $HELM upgrade --install capstan charts/capstan -n capstan-system \
   --set objectStorage.endpoint="$AWS_ENDPOINT_URL" \
   --set objectStorage.credentialsSecret="$SECRET" \
+  --set metrics.prometheusUrl="$PROM_URL" \
   --wait --timeout 180s
 kubectl get pods -n capstan-system -l app.kubernetes.io/component=operator
 

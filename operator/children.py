@@ -209,6 +209,11 @@ def pod_identity(body: dict, cfg: OperatorConfig) -> dict[str, Any]:
     return {"serviceAccountName": name} if name else {}
 
 
+def scrape_annotations(port: int) -> dict[str, str]:
+    """The prometheus.io/* annotations a kubernetes_sd_configs (role pod) job keeps targets by."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+
+
 def pod_labels(body: dict, component: str) -> dict[str, str]:
     """Labels on workload pods; also the selector the operator lists them with."""
     return labels(body["kind"], body["metadata"]["name"], component)

@@ -100,6 +100,10 @@ class OperatorConfig:
     """progress_interval_seconds between reads of a running trainer's progress file."""
     workers: int = 4
     """workers are the threads running reconciles in parallel (each mostly waits on the API)."""
+    prometheus_url: str = ""
+    """prometheus_url (e.g. http://prometheus.monitoring:9090) judges canaries from PromQL
+    (spec.rollout.analysis.queries), canary against stable; empty: the operator scrapes the canary
+    pods itself and judges absolute bounds only."""
     extra_env: dict[str, str] = field(default_factory=dict)
     """extra_env is passed to every workload container (e.g. a proxy setting)."""
 
@@ -140,4 +144,5 @@ class OperatorConfig:
             gang_backoff_seconds=int(e.get("CAPSTAN_GANG_BACKOFF_SECONDS", "10")),
             workers=int(e.get("CAPSTAN_WORKERS", "4")),
             progress_interval_seconds=int(e.get("CAPSTAN_PROGRESS_INTERVAL_SECONDS", "10")),
+            prometheus_url=e.get("CAPSTAN_PROMETHEUS_URL", ""),
         )

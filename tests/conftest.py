@@ -86,6 +86,13 @@ def cluster(tmp_path_factory):
     c.down()
 
 
+@pytest.fixture(scope="session")
+def prometheus_url(cluster) -> str:
+    """The test cluster's Prometheus (started with it, hack/localcluster/prometheus.py): it
+    discovers the annotated pods through the cluster's API server."""
+    return cluster.cluster.prometheus_file.read_text().strip()
+
+
 @pytest.fixture
 def namespace(cluster, request):
     """A fresh namespace per test, deleted afterwards (without waiting)."""

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gpus-per-node", type=int, default=4)
     p.add_argument("--simulate", action="store_true", help="mark pods Running without starting processes")
     p.add_argument("--no-s3", action="store_true", help="do not start the S3 server (SeaweedFS)")
+    p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     p.add_argument(
         "--from-venv",
         action="store_true",
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             gpus_per_node=args.gpus_per_node,
             simulate=args.simulate,
             s3=not args.no_s3,
+            prometheus=not args.no_prometheus,
             registry_storage=None if args.from_venv else state / "registry",
             image_store=None if args.from_venv else state / "nodeimages",
             prepull=() if args.from_venv else IMAGES,
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  export KUBECONFIG={cluster.kubeconfig}")
         if cluster.options.s3:
             print(f"  S3 endpoint and credentials: {cluster.s3_env_file}")
+        if cluster.options.prometheus and cluster.prometheus_file.exists():  # absent: started before it
+            print(f"  Prometheus: {cluster.prometheus_file.read_text().strip()}")
         if cluster.registry_file.exists() and cluster.options.registry_storage:
             print(f"  registry (images from `make images`): {cluster.registry_file.read_text().strip()}")
     elif args.command == "down":

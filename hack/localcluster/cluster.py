@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from hack.localcluster import commands, registry, s3
+from hack.localcluster import commands, prometheus, registry, s3
 from hack.localcluster.kubeconfig import write_kubeconfig
 from hack.localcluster.pki import PKI
 from hack.localcluster.ports import free_port
@@ -38,6 +38,8 @@ class ClusterOptions:
     memory_per_node: str = "64Gi"
     simulate: bool = False
     s3: bool = True
+    prometheus: bool = True
+    """prometheus: start Prometheus scraping the annotated pods (its URL in prometheus.addr)."""
     start_deadline_s: float = 120.0
     registry_storage: Path | None = None
     """registry_storage, when set, is served by an OCI registry on loopback (what `make images`
@@ -76,6 +78,7 @@ class Cluster:
         self.kubeconfig = self.root / "kubeconfig"
         self.s3_env_file = self.root / "s3.env"
         self.registry_file = self.root / "registry.addr"
+        self.prometheus_file = self.root / "prometheus.addr"
         self.state_file = self.state_dir / "state.json"
 
     # ---- state -------------------------------------------------------------------------------
@@ -129,6 +132,8 @@ class Cluster:
             self._start_s3(state)
         if self.options.registry_storage is not None:
             self._start_registry(state)
+        if self.options.prometheus:
+            self._start_prometheus(state, creds)
         self._start_node_agent(state, pki, creds)
         self._wait_for_default_service_account()
 
@@ -223,6 +228,26 @@ class Cluster:
         env = s3.env(ports["s3"])
         self.s3_env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
 
+    def _start_prometheus(self, state: dict, creds: commands.Credentials) -> None:
+        """Prometheus (prometheus.py) discovering pods through the API server as the admin user;
+        `prometheus.addr` holds its URL."""
+        port = state["prometheus_port"] = free_port()
+        data = self.state_dir / "prometheus"
+        data.mkdir(parents=True, exist_ok=True)
+        cfg = data / "prometheus.yml"
+        cfg.write_text(prometheus.config(creds.kubeconfigs["admin"]))
+        proc = self._spawn(
+            state, "prometheus", prometheus.command(self._bin("prometheus"), cfg, data / "tsdb", port)
+        )
+        wait_until(
+            f"Prometheus' /-/ready on 127.0.0.1:{port}",
+            lambda: prometheus.ready(port),
+            self.options.start_deadline_s,
+            proc,
+            self._log("prometheus"),
+        )
+        self.prometheus_file.write_text(prometheus.url(port) + "\n")
+
     def _start_registry(self, state: dict) -> None:
         """The registry over the shared storage; `registry` holds its host:port."""
         port = state["ports"]["registry"]
@@ -306,6 +331,7 @@ class Cluster:
             "kube-scheduler",
             "kube-controller-manager",
             "kube-apiserver",
+            "prometheus",
             "registry",
             "s3",
             "etcd",
@@ -326,6 +352,7 @@ class Cluster:
         count = len([p for p in pids.values()]) + len(marked)
         shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)
         shutil.rmtree(self.state_dir / "s3", ignore_errors=True)
+        shutil.rmtree(self.state_dir / "prometheus", ignore_errors=True)
         shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
         if not quiet:

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from hack.localcluster import procs
 from hack.localcluster.ports import free_port
 
 ACCESS_KEY = "capstan"
@@ -150,10 +151,4 @@ def start(binary: str, data_dir: Path, log: Path, deadline_s: float = 60.0) -> t
 
 def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     """SIGTERM (weed mini stops in ~1.5 s), then SIGKILL after `grace_s`."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait()
+    procs.stop(proc, grace_s)

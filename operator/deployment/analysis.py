@@ -4,9 +4,10 @@
 Counters are cumulative since each canary pod started, and every canary pod is new, so the sample
 covers the canary's whole life: a step is judged on everything the canary has served so far.
 
-Each runtime names the same two things differently (METRICS): the built-in server counts its /v1
-responses by status code; vLLM counts every route's responses by status class (http_requests_total
-from its HTTP instrumentation, `handler` naming the route) and times requests in its engine."""
+Both runtimes serve the same names (the built-in server took vLLM's, trainer/serve/metrics.py):
+responses counted by status class in http_requests_total, `handler` naming the route, and
+vllm:e2e_request_latency_seconds. When the operator is given a Prometheus URL, prometheus.py
+judges the canary from PromQL instead; this direct scrape is the fallback."""
 
 from __future__ import annotations
 
@@ -33,10 +34,9 @@ class MetricNames:
     routes (the API) count. Empty: `requests` counts only those already."""
 
 
-METRICS = {
-    "builtin": MetricNames("capstan_serve_requests", "capstan_serve_e2e_request_latency_seconds"),
-    "vllm": MetricNames("http_requests", "vllm:e2e_request_latency_seconds", route_label="handler"),
-}
+SERVING = MetricNames("http_requests", "vllm:e2e_request_latency_seconds", route_label="handler")
+METRICS = {"builtin": SERVING, "vllm": SERVING}
+"""METRICS by runtime: the same for both since the built-in server serves vLLM's names."""
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Sample:
         return lower
 
 
-def parse(text: str, names: MetricNames = METRICS["builtin"]) -> Sample:
+def parse(text: str, names: MetricNames = SERVING) -> Sample:
     out = Sample()
     for fam in text_string_to_metric_families(text):
         if fam.name == names.requests:
@@ -111,17 +111,48 @@ class Verdict:
     summary: str
 
 
+@dataclass(frozen=True)
+class Figures:
+    """What a revision showed over the analysed window."""
+
+    requests: float
+    error_rate: float
+    p99: float | None
+    """p99: end-to-end latency in seconds; None without observations."""
+
+    def text(self) -> str:
+        p99 = "n/a" if self.p99 is None else f"{self.p99:.3f} s"
+        return f"error rate {self.error_rate:.3f}, p99 latency {p99} over {int(self.requests)} request(s)"
+
+
 def judge(sample: Sample, analysis: Analysis) -> Verdict:
-    n = int(sample.requests)
-    p99 = sample.quantile(0.99)
-    p99_text = "n/a" if p99 is None else f"{p99:.3f} s"
-    figures = f"error rate {sample.error_rate:.3f}, p99 latency {p99_text} over {n} request(s)"
-    if n < analysis.min_requests or n == 0:
-        return Verdict(False, False, f"{figures}; waiting for at least {max(analysis.min_requests, 1)}")
-    if sample.error_rate > analysis.max_error_rate:
-        return Verdict(True, False, f"{figures}: error rate above the maximum {analysis.max_error_rate}")
-    if p99 is not None and p99 > analysis.max_p99_latency_seconds:
-        return Verdict(
-            True, False, f"{figures}: p99 latency above the maximum {analysis.max_p99_latency_seconds} s"
-        )
-    return Verdict(True, True, figures)
+    """The direct scrape's verdict: absolute bounds only (the stable pods' counters span their whole
+    life, not the canary's window, so comparing them would compare different things)."""
+    return judge_figures(Figures(sample.requests, sample.error_rate, sample.quantile(0.99)), analysis)
+
+
+def judge_figures(canary: Figures, analysis: Analysis, stable: Figures | None = None) -> Verdict:
+    """Absolute bounds, and with `stable` (its figures over the same window) relative ones: canary
+    p99 <= maxP99LatencyRatio x stable p99, error rate <= stable's + maxErrorRateIncrease."""
+    a, n = analysis, int(canary.requests)
+    figures = canary.text()
+    if n < a.min_requests or n == 0:
+        return Verdict(False, False, f"{figures}; waiting for at least {max(a.min_requests, 1)}")
+    if canary.error_rate > a.max_error_rate:
+        return Verdict(True, False, f"{figures}: error rate above the maximum {a.max_error_rate}")
+    if canary.p99 is not None and canary.p99 > a.max_p99_latency_seconds:
+        return Verdict(True, False, f"{figures}: p99 latency above the maximum {a.max_p99_latency_seconds} s")
+    if stable is None or stable.requests <= 0:
+        return Verdict(True, True, figures + ("; stable served nothing to compare" if stable else ""))
+    versus = f"{figures}; stable {stable.text()}"
+    if canary.error_rate > stable.error_rate + a.max_error_rate_increase:
+        return Verdict(True, False, f"{versus}: error rate above stable's + {a.max_error_rate_increase}")
+    if a.max_p99_latency_ratio > 0 and canary.p99 is not None and stable.p99 is not None:
+        bound = a.max_p99_latency_ratio * stable.p99
+        if canary.p99 > bound:
+            return Verdict(
+                True,
+                False,
+                f"{versus}: p99 latency above {a.max_p99_latency_ratio}x stable's ({bound:.3f} s)",
+            )
+    return Verdict(True, True, versus)

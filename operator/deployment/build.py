@@ -28,14 +28,11 @@ so an operator restart resumes the step where it was."""
 MODEL_LOAD_SECONDS = 600  # the startup probe allows this long before liveness takes over
 VLLM_MODEL_LOAD_SECONDS = 1200
 PROBE_PERIOD = 2
-RUNNING_REQUESTS_METRIC = {"builtin": "capstan_serve_requests_running", "vllm": vllm.RUNNING_REQUESTS_METRIC}
-"""The running-requests gauge each runtime serves on /metrics: the HPA's metric."""
+RUNNING_REQUESTS_METRIC = {"builtin": vllm.RUNNING_REQUESTS_METRIC, "vllm": vllm.RUNNING_REQUESTS_METRIC}
+"""The running-requests gauge each runtime serves on /metrics (one name since the built-in server
+serves vLLM's): the HPA's metric."""
 # Where Prometheus finds each serving pod's metrics (both runtimes serve /metrics on the API port).
-SCRAPE_ANNOTATIONS = {
-    "prometheus.io/scrape": "true",
-    "prometheus.io/port": str(PORT),
-    "prometheus.io/path": "/metrics",
-}
+SCRAPE_ANNOTATIONS = children.scrape_annotations(PORT)
 
 
 def deployment_name(name: str, revision: int) -> str:

@@ -22,7 +22,7 @@ from capstan_api.deployment import DeploymentSpec
 from capstan_api.status import Phase
 from capstan_operator import identity, kube, objectstore
 from capstan_operator.config import OperatorConfig
-from capstan_operator.deployment import analysis, canary, export, resolve
+from capstan_operator.deployment import analysis, canary, export, promql, resolve
 from capstan_operator.deployment import build as bd
 from capstan_operator.jobs import (
     blocked,
@@ -361,9 +361,7 @@ def _progress_canary(ctx: Ctx, rev: int, rec: dict) -> Outcome:
         )
     if total == 0:
         return _promote(ctx, rev, "no replicas to analyse")
-    ips = [p["status"]["podIP"] for p in pods if _pod_ready(p)]
-    sample, unreadable = analysis.scrape(ips, bd.PORT, spec.runtime)
-    verdict = analysis.judge(sample, spec.rollout.analysis)
+    verdict, unreadable = _analyse(ctx, spec, rev, stable, [p for p in pods if _pod_ready(p)], note["ready"])
     if verdict.decided and not verdict.passed:
         return _rollback(ctx, rev, f"analysis failed at {step.weight}%: {verdict.summary}")
     left = step.pause_seconds - seconds_since(note["ready"])
@@ -382,6 +380,19 @@ def _progress_canary(ctx: Ctx, rev: int, rec: dict) -> Outcome:
         d.event("Normal", "CanaryStep", f"{where} passed ({verdict.summary}); stepping to {nxt}%")
         return _holding(ctx, f"canary revision {rev} stepping to {nxt}%", 0.5)
     return _promote(ctx, rev, f"analysis passed: {verdict.summary}")
+
+
+def _analyse(
+    ctx: Ctx, spec: DeploymentSpec, rev: int, stable: int, ready_pods: list[dict], ready_since: str
+) -> tuple[analysis.Verdict, list[str]]:
+    """From Prometheus when the operator has its URL (canary against stable over the step so far),
+    else from the canary pods' own /metrics; also the pods whose metrics could not be read."""
+    a = spec.rollout.analysis
+    if ctx.cfg.prometheus_url:
+        name, since = ctx.body["metadata"]["name"], seconds_since(ready_since)
+        return promql.judge(ctx.cfg.prometheus_url, a, ctx.ns, name, rev, stable, since), []
+    sample, unreadable = analysis.scrape([p["status"]["podIP"] for p in ready_pods], bd.PORT, spec.runtime)
+    return analysis.judge(sample, a), unreadable
 
 
 def _pod_ready(pod: dict) -> bool:

@@ -14,6 +14,7 @@ from torchx import specs
 from torchx.specs import macros
 
 from capstan_api import exitcodes, files
+from capstan_api.network import TRAIN_METRICS_PORT, TRAIN_METRICS_PORT_ENV
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator import children
 from capstan_operator.config import OperatorConfig
@@ -186,7 +187,8 @@ def trainer_container(role: specs.Role, env: list[dict], spec: TrainingRunSpec, 
         "imagePullPolicy": cfg.image_pull_policy,
         "command": [role.entrypoint, *role.args],
         "env": env,
-        "ports": [{"containerPort": port, "name": name} for name, port in role.port_map.items()],
+        "ports": [{"containerPort": port, "name": name} for name, port in role.port_map.items()]
+        + [{"containerPort": TRAIN_METRICS_PORT, "name": "metrics"}],
         "resources": trainer_resources(spec),
         # Data loader workers and NCCL share tensors through /dev/shm; the default 64 MB is too small.
         "volumeMounts": [{"mountPath": "/dev/shm", "name": SHM_VOLUME}, children.config_mount()],
@@ -198,6 +200,11 @@ def pod_spec(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str
     role = trainer_role(name, body["metadata"]["namespace"], spec, cfg)
     # The trainers record it in progress.json: a run "already finished" is one this spec finished.
     env = children.workload_env(body, cfg, {**role.env, files.SPEC_HASH_ENV: spec_hash(body)})
+    # The first trainer process serves /metrics on the pod IP (trainer/train/metrics.py).
+    env += [
+        {"name": TRAIN_METRICS_PORT_ENV, "value": str(TRAIN_METRICS_PORT)},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
     # The user's first: a name the operator sets is refused by the API, and would lose here anyway.
     ours = {e["name"] for e in env}
     users = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
@@ -274,9 +281,12 @@ def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any
     s = spec.scheduling
     extra_labels = {LABEL_KUEUE_QUEUE: s.queue_name} if s.scheduler == "kueue" else {}
     annotations = {ANNOTATION_VOLCANO_GROUP: job_name(name)} if s.scheduler == "volcano" else {}
-    template_meta: dict[str, Any] = {"labels": children.pod_labels(body, COMPONENT)}
-    if annotations:
-        template_meta["annotations"] = annotations
+    # Prometheus finds rank 0's training metrics by these (every pod answers; rank 0's has the series).
+    annotations.update(children.scrape_annotations(TRAIN_METRICS_PORT))
+    template_meta: dict[str, Any] = {
+        "labels": children.pod_labels(body, COMPONENT),
+        "annotations": annotations,
+    }
     meta = children.child_meta(body, job_name(name), COMPONENT, extra_labels)
     if elastic(spec):
         # A lost or crashed pod is replaced by the Job controller (up to maxRestarts) while the

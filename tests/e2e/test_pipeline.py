@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from capstan_operator import prometheus as client
 from hack.upload_corpus import s3_client, upload_corpus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -142,7 +143,9 @@ def chat_from_a_pod(cluster, namespace: str, url: str, model: str) -> dict:
 
 # Above pytest's 600 s default: the pipeline's own deadline plus install, chat and teardown.
 @pytest.mark.timeout(900)
-def test_pipeline_yaml_goes_from_raw_text_to_a_model_that_answers(cluster, namespace, operator):
+def test_pipeline_yaml_goes_from_raw_text_to_a_model_that_answers(
+    cluster, namespace, operator, prometheus_url
+):
     cluster.kubectl("apply", "-n", namespace, "-f", str(PIPELINE))
     finished, seen = watch_pipeline(cluster, namespace)
 
@@ -173,3 +176,18 @@ def test_pipeline_yaml_goes_from_raw_text_to_a_model_that_answers(cluster, names
     reply = chat_from_a_pod(cluster, namespace, deployment["url"], model_name)
     assert reply["model"] == model_name
     assert reply["answer"].strip(), reply
+
+    # The chart's dashboard shows the run: every panel has data over the pipeline's time, as
+    # Grafana would draw it (a subquery over the last 30 min; the trainer pods are gone by now).
+    # MFU is absent on CPU by design.
+    cluster.wait_for(
+        "a scrape of the serving pod after the chat",
+        lambda: client.instant(prometheus_url, f'vllm:request_success_total{{namespace="{namespace}"}}'),
+        timeout=30,
+    )
+    panels = json.loads((CHART / "dashboards" / "capstan.json").read_text())["panels"]
+    for p in panels:
+        for t in p.get("targets", []):
+            if p["title"] != "MFU":
+                drawn = client.instant(prometheus_url, f"max_over_time(({t['expr']})[30m:10s])")
+                assert drawn, f"dashboard panel {p['title']!r} has no data after the pipeline: {t['expr']}"

@@ -69,6 +69,13 @@ def test_default_values_render_a_cluster_wide_standalone_operator():
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert "PodDisruptionBudget" not in kinds and "PodMonitor" not in kinds
+    # Found by a kubernetes_sd_configs (role pod) job; canaries judged by direct scrape; no dashboard.
+    assert dep["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9090",
+        "prometheus.io/path": "/metrics",
+    }
+    assert env["CAPSTAN_PROMETHEUS_URL"] == "" and "ConfigMap" not in kinds
     assert "AWS_ACCESS_KEY_ID" not in env and "AWS_ENDPOINT_URL" not in env
     assert "CC0-1.0" in env["CAPSTAN_ALLOWED_LICENCES"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
@@ -261,6 +268,8 @@ def test_schema_rejects_bad_values_naming_the_key():
     assert r.returncode != 0 and "image/digest" in r.stderr
     r = helm(*args, "artifactUri=/no/scheme", check=False)
     assert r.returncode != 0 and "artifactUri" in r.stderr
+    r = helm(*args, "metrics.prometheusUrl=prometheus:9090", check=False)
+    assert r.returncode != 0 and "metrics/prometheusUrl" in r.stderr
 
 
 DATASET = textwrap.dedent("""\

@@ -186,7 +186,8 @@ def test_cluster_down_leaves_no_processes(tmp_path):
     state = c.cluster._state()
     c.apply(pod_yaml("sleeper", "import time; time.sleep(600)"))
     c.wait_for("sleeper to run", lambda: c.pod_phase("sleeper") == "Running")
-    assert len(_marked_processes(state["id"])) >= 6  # etcd, 3 control-plane, agent, the pod
+    assert len(_marked_processes(state["id"])) >= 7  # etcd, 3 control-plane, Prometheus, agent, the pod
+    assert "prometheus" in state["pids"]
     subprocess.run(
         [PY, "-m", "hack.localcluster", "down", "--root", str(root)],
         check=True,

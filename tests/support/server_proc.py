@@ -37,10 +37,10 @@ class Server:
                 self.proc.wait(timeout=10)
 
 
-def launch(model_uri: str, log_path: str, *args: str) -> Server:
+def launch(model_uri: str, log_path: str, *args: str, env: dict[str, str] | None = None) -> Server:
     """Start the server process without waiting for it (start several, then `wait_ready` each)."""
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "POD_IP": "127.0.0.1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "POD_IP": "127.0.0.1", **(env or {})}
     cmd = [sys.executable, "-m", "capstan_trainer.serve", "--model", model_uri, "--port", str(port), *args]
     with open(log_path, "w") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)

@@ -36,7 +36,10 @@ async def errors(request: web.Request, handler):
         log.exception("unhandled error for %s %s", request.method, request.path)
         resp = web.json_response(ApiError(500, "internal server error", "server_error").body(), status=500)
     if counted:
-        st.metrics.requests.labels(str(resp.status)).inc()
+        # The route's template, not the raw path: unknown paths must not grow the label set.
+        route = request.match_info.route.resource
+        handler_name = route.canonical if route is not None else "none"
+        st.metrics.response(handler_name, request.method, resp.status)
     return resp
 
 

@@ -43,9 +43,13 @@ async def events(st: ServerState, prompt: list[int], params: SamplingParams, n: 
                 last = now
             if ev.finish_reason is not None:
                 open_choices -= 1
+                if ev.finish_reason != "error":
+                    st.metrics.finished(ev.finish_reason)
             if ev.finish_reason == "error":
                 raise ApiError(500, "generation failed", "server_error")
             yield ev
+        if st.fault_delay_s:
+            await asyncio.sleep(st.fault_delay_s)
         st.metrics.e2e.observe(time.monotonic() - req.arrival)
     finally:
         if open_choices:

@@ -29,6 +29,7 @@ from capstan_api.network import listen_address
 from capstan_trainer import model_load
 from capstan_trainer.generation.engine import Engine
 from capstan_trainer.generation.sampling import SamplingParams
+from capstan_trainer.serve import fault_hook
 from capstan_trainer.serve.app import make_app
 from capstan_trainer.serve.state import Limits, ServerState
 
@@ -90,7 +91,7 @@ def load_engine(a: argparse.Namespace) -> Engine:
 async def serve(a: argparse.Namespace) -> int:
     name = a.served_model_name or a.model.rstrip("/").rsplit("/", 1)[-1]
     limits = Limits(a.max_prompts_per_request, a.request_timeout_seconds, a.api_key)
-    state = ServerState(model_name=name, limits=limits)
+    state = ServerState(model_name=name, limits=limits, fault_delay_s=fault_hook.delay_s(a.model))
     app = make_app(state, max_body_bytes=a.max_body_bytes)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()

@@ -36,7 +36,12 @@ class ServerState:
     draining: bool = False
     inflight: int = 0
     created: int = field(default_factory=lambda: int(time.time()))
-    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    metrics: ServerMetrics = field(init=False)
+    fault_delay_s: float = 0.0
+    """fault_delay_s: added to every generation (fault_hook.py; tests only)."""
+
+    def __post_init__(self) -> None:
+        self.metrics = ServerMetrics(self.model_name)
 
     def attach(self, engine: Engine) -> None:
         self.engine = engine

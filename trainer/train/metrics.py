@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from capstan_api import files
 from capstan_api.capacity import PEAK_BF16_FLOPS, flops_per_token, peak_for  # noqa: F401 (re-exported)
 from capstan_api.common import now_rfc3339
+from capstan_api.network import TRAIN_METRICS_PORT_ENV, listen_address
 from capstan_trainer import storage
 from capstan_trainer.model import ModelConfig
 
@@ -57,6 +59,8 @@ class Throughput:
     world: int
     tokens: int = 0
     """tokens: trained over all ranks since `since`."""
+    steps: int = 0
+    """steps: optimizer steps since `since`."""
     since: float = field(default_factory=time.perf_counter)
 
     @classmethod
@@ -76,8 +80,68 @@ class Throughput:
         mfu = tps / self.world * self.flops_per_token / self.peak if self.peak else None
         return tps, mfu
 
+    def step_seconds(self) -> float:
+        """Mean wall time of a step since the last reset."""
+        return (time.perf_counter() - self.since) / max(self.steps, 1)
+
     def reset(self) -> None:
-        self.tokens, self.since = 0, time.perf_counter()
+        self.tokens, self.steps, self.since = 0, 0, time.perf_counter()
+
+
+class Exporter:
+    """Prometheus gauges at :TRAIN_METRICS_PORT/metrics, beside progress.json. The first process
+    of every pod serves (so every annotated pod answers a scrape); only rank 0 sets values, so the
+    series come from one pod, labelled rank="0"."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"capstan_train_{name}", doc, ["rank"], registry=r)
+
+        self.loss = gauge("loss", "Training loss of the last reported step.")
+        self.eval_loss = gauge("eval_loss", "Validation loss of the last evaluation.")
+        self.tokens_per_second = gauge("tokens_per_second", "Tokens trained per second, all ranks.")
+        self.mfu = gauge("mfu", "Model FLOPs utilisation (0-1); absent on CPU or an unknown device.")
+        self.step_seconds = gauge("step_seconds", "Mean wall time of a step since the last report.")
+        self.step = gauge("step", "Optimizer steps done.")
+        self.total_steps = gauge("total_steps", "Optimizer steps planned.")
+
+    def serve_from_env(self) -> int | None:
+        """Serves when TRAIN_METRICS_PORT_ENV names a port (the operator sets it in trainer pods; a run
+        outside a pod opens no port) and this is the pod's first process (LOCAL_RANK 0). Listens
+        on the pod IP where it is a loopback address (the local cluster), else 0.0.0.0."""
+        port = os.environ.get(TRAIN_METRICS_PORT_ENV)
+        if not port or os.environ.get("LOCAL_RANK", "0") != "0":
+            return None
+        addr = listen_address(os.environ.get("POD_IP"))
+        try:
+            start_http_server(int(port), addr=addr, registry=self.registry)
+        except OSError as exc:  # metrics are not worth a failed run (e.g. the port taken on a host network)
+            logging.getLogger("capstan.train").warning("not serving /metrics on %s:%s: %s", addr, port, exc)
+            return None
+        return int(port)
+
+    def update(
+        self,
+        *,
+        step: int,
+        total_steps: int,
+        loss: float,
+        tps: float,
+        mfu: float | None,
+        step_s: float,
+        eval_loss: float | None,
+    ) -> None:
+        self.step.labels("0").set(step)
+        self.total_steps.labels("0").set(total_steps)
+        self.loss.labels("0").set(loss)
+        self.tokens_per_second.labels("0").set(tps)
+        self.step_seconds.labels("0").set(step_s)
+        if mfu is not None:
+            self.mfu.labels("0").set(mfu)
+        if eval_loss is not None:
+            self.eval_loss.labels("0").set(eval_loss)
 
 
 def emit(record: dict) -> None:

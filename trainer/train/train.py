@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
@@ -99,6 +99,7 @@ def run(cfg: TrainConfig) -> int:
         throughput=metrics.Throughput.start(cfg.model, o.seq_len, device, param_dtype, world),
         progress=open_progress(cfg, world, step, cursor, latest, skipped) if rank == 0 else None,
     )
+    s.exporter.serve_from_env()
     phase = train_loop(s)
 
     # ---- finish ---------------------------------------------------------------------------
@@ -132,6 +133,8 @@ class Session:
     throughput: metrics.Throughput
     progress: metrics.Progress | None
     """progress: progress.json; rank 0 only."""
+    exporter: metrics.Exporter = field(default_factory=metrics.Exporter)
+    """exporter: /metrics for Prometheus; rank 0 sets its values."""
     last_eval: float | None = None
     """last_eval: the newest mixture-weighted validation loss; None before the first evaluation."""
 
@@ -224,6 +227,7 @@ def train_loop(s: Session) -> str:
                 metrics.emit({"event": "stopped", "step": s.step, "signal": "SIGTERM"})
             return Phase.STOPPED
         s.throughput.tokens += cfg.batch_seqs * o.seq_len
+        s.throughput.steps += 1
         s.committed(s.ckpt.poll())
         if _due(s.step, cfg.metrics.interval_steps, o.total_steps):
             report_step(s, loss, lr, norm)
@@ -270,6 +274,15 @@ def report_step(s: Session, loss: torch.Tensor, lr: float, norm: torch.Tensor) -
             tokens_seen=rec["tokensSeen"],
             tokens_per_sec=rec["tokensPerSec"],
             mfu=mfu,
+            eval_loss=s.last_eval,
+        )
+        s.exporter.update(
+            step=s.step,
+            total_steps=s.cfg.optimizer.total_steps,
+            loss=loss_v,
+            tps=tps,
+            mfu=mfu,
+            step_s=s.throughput.step_seconds(),
             eval_loss=s.last_eval,
         )
     s.throughput.reset()

@@ -11,6 +11,7 @@ import socket
 import time
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import tiny_model
 from tests.support.server_proc import get, get_json, post, stream
@@ -210,21 +211,32 @@ def test_32_concurrent_clients_all_answered_correctly(server, tiny):
         assert _words(body["choices"][0]["text"]) == tiny_model.greedy_reference(tiny, [k, k + 1], 8)
 
 
-def test_metrics_report_latency_tokens_and_outcomes(server):
+def test_metrics_report_latency_tokens_and_outcomes_under_vllm_names(server):
     post(server.url + "/v1/completions", {"prompt": "w1", "max_tokens": 3})
     post(server.url + "/v1/completions", {"prompt": "w1", "max_tokens": -3})
     _, text = get(server.url + "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    model = {"model_name": "tiny"}  # --served-model-name
     for name in (
-        "capstan_serve_time_to_first_token_seconds_bucket",
-        "capstan_serve_inter_token_latency_seconds_count",
-        "capstan_serve_e2e_request_latency_seconds_sum",
-        "capstan_serve_requests_waiting",
-        "capstan_serve_requests_running",
-        "capstan_serve_prompt_tokens_total",
-        "capstan_serve_generation_tokens_total",
+        "vllm:time_to_first_token_seconds",
+        "vllm:inter_token_latency_seconds",
+        "vllm:time_per_output_token_seconds",
+        "vllm:e2e_request_latency_seconds",
+        "vllm:num_requests_waiting",
+        "vllm:num_requests_running",
+        "vllm:prompt_tokens",
+        "vllm:generation_tokens",
+        "vllm:request_success",
     ):
-        assert name in text, name
-    assert re.search(r'capstan_serve_requests_total\{status="200"\} [1-9]', text)
+        assert name in families, name
+        assert all(s.labels.get("model_name") == "tiny" for s in families[name].samples), name
+    value = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert value[("vllm:generation_tokens_total", tuple(model.items()))] >= 3
+    assert value[("vllm:e2e_request_latency_seconds_count", tuple(model.items()))] >= 1
+    assert value[("vllm:request_success_total", (("finished_reason", "length"), *model.items()))] >= 1
+    ok = (("handler", "/v1/completions"), ("method", "POST"), ("status", "2xx"))
+    bad = (("handler", "/v1/completions"), ("method", "POST"), ("status", "4xx"))
+    assert value[("http_requests_total", ok)] >= 1 and value[("http_requests_total", bad)] >= 1
     assert re.search(r'capstan_serve_requests_total\{status="400"\} [1-9]', text)
 
 
@@ -245,7 +257,7 @@ def test_disconnected_client_is_cancelled(server):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         _, text = get(server.url + "/metrics")
-        if re.search(r"^capstan_serve_requests_running 0\.0$", text, re.M):
+        if re.search(r"^vllm:num_requests_running\{[^}]*\} 0\.0$", text, re.M):
             return
         time.sleep(0.1)
     raise AssertionError("the abandoned request was still running 20 s after its client left")

@@ -9,18 +9,19 @@ from capstan_operator.deployment.analysis import METRICS, Sample, judge, parse
 
 
 def metrics_text(ok: int, errors: int, buckets: dict[str, int]) -> str:
+    """What the built-in server serves (vLLM's names): responses by route and status class."""
     lines = [
-        "# TYPE capstan_serve_requests_total counter",
-        f'capstan_serve_requests_total{{status="200"}} {ok}.0',
-        'capstan_serve_requests_total{status="400"} 1.0',
-        f'capstan_serve_requests_total{{status="500"}} {errors}.0',
-        "# TYPE capstan_serve_e2e_request_latency_seconds histogram",
+        "# TYPE http_requests_total counter",
+        f'http_requests_total{{handler="/v1/completions",method="POST",status="2xx"}} {ok}.0',
+        'http_requests_total{handler="/v1/completions",method="POST",status="4xx"} 1.0',
+        f'http_requests_total{{handler="/v1/completions",method="POST",status="5xx"}} {errors}.0',
+        "# TYPE vllm:e2e_request_latency_seconds histogram",
         *(
-            f'capstan_serve_e2e_request_latency_seconds_bucket{{le="{le}"}} {c}.0'
+            f'vllm:e2e_request_latency_seconds_bucket{{le="{le}",model_name="m"}} {c}.0'
             for le, c in buckets.items()
         ),
-        f"capstan_serve_e2e_request_latency_seconds_count {max(buckets.values())}.0",
-        "capstan_serve_e2e_request_latency_seconds_sum 1.0",
+        f'vllm:e2e_request_latency_seconds_count{{model_name="m"}} {max(buckets.values())}.0',
+        'vllm:e2e_request_latency_seconds_sum{model_name="m"} 1.0',
     ]
     return "\n".join(lines) + "\n"
 
@@ -93,8 +94,25 @@ def test_parse_reads_vllms_names_counting_only_api_routes():
     assert s.buckets == {0.3: 12, 1.0: 19, float("inf"): 20}
     verdict = judge(s, Analysis(minRequests=10, maxErrorRate=0.2, maxP99LatencySeconds=5))
     assert verdict.passed and "over 21 request(s)" in verdict.summary
-    # The built-in server's names are not vLLM's: read with the wrong ones, nothing is seen.
-    assert (
-        parse(VLLM_TEXT).requests == 0
-        and parse(metrics_text(3, 0, {"+Inf": 3}), METRICS["vllm"]).requests == 0
-    )
+    # One analysis for both runtimes: the built-in server's text reads the same with either.
+    builtin = metrics_text(3, 1, {"+Inf": 4})
+    assert parse(builtin, METRICS["vllm"]) == parse(builtin, METRICS["builtin"]) == parse(builtin)
+    assert (parse(builtin).requests, parse(builtin).errors) == (5, 1)
+
+
+def test_relative_bounds_against_stable():
+    from capstan_operator.deployment.analysis import Figures, judge_figures
+
+    stable = Figures(requests=100, error_rate=0.0, p99=0.5)
+    a = Analysis(minRequests=10)
+    assert judge_figures(Figures(50, 0.0, 0.6), a, stable).passed  # 1.2x exactly is allowed
+    slow = judge_figures(Figures(50, 0.0, 0.61), a, stable)
+    assert (slow.decided, slow.passed) == (True, False) and "above 1.2x stable's (0.600 s)" in slow.summary
+    assert judge_figures(
+        Figures(50, 0.0, 0.61), Analysis(minRequests=10, maxP99LatencyRatio=0), stable
+    ).passed
+    errors = judge_figures(Figures(50, 0.012, 0.5), Analysis(minRequests=10, maxErrorRate=0.05), stable)
+    assert not errors.passed and "error rate above stable's + 0.01" in errors.summary
+    # Without stable traffic there is nothing to compare: absolute bounds alone decide.
+    idle = judge_figures(Figures(50, 0.0, 9.0), a, Figures(0, 0.0, None))
+    assert idle.passed and "stable served nothing to compare" in idle.summary

@@ -171,7 +171,7 @@ def test_hpa_targets_the_stable_revision():
     assert h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chat-r4"}
     assert (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) == (2, 6)
     metric = h["spec"]["metrics"][0]["pods"]
-    assert metric["metric"]["name"] == "capstan_serve_requests_running"
+    assert metric["metric"]["name"] == "vllm:num_requests_running"
     assert metric["target"] == {"type": "AverageValue", "averageValue": "8"}
 
 

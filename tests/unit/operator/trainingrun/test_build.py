@@ -86,8 +86,19 @@ def test_indexed_job_one_pod_per_node_running_torchrun():
         "-m", "capstan_trainer.train", "-f", "/etc/capstan/resource.yaml",
     ]  # fmt: skip
     assert c["image"] == "img:1"
-    assert c["ports"] == [{"containerPort": 29400, "name": "c10d"}]
+    assert c["ports"] == [
+        {"containerPort": 29400, "name": "c10d"},
+        {"containerPort": 9400, "name": "metrics"},
+    ]
     env = {e["name"]: e for e in c["env"]}
+    # Prometheus discovers the pods by annotation; rank 0 serves /metrics on the pod IP.
+    assert spec["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9400",
+        "prometheus.io/path": "/metrics",
+    }
+    assert env["CAPSTAN_TRAIN_METRICS_PORT"]["value"] == "9400"
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["CAPSTAN_NODE_RANK"]["value"] == "$(JOB_COMPLETION_INDEX)"
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://s3:9000"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "creds"
@@ -144,7 +155,7 @@ def test_volcano_podgroup_and_scheduler_name():
     assert pg["spec"] == {"minMember": 2, "queue": "research"}
     tmpl = kids["Job"]["spec"]["template"]
     assert tmpl["spec"]["schedulerName"] == "volcano"
-    assert tmpl["metadata"]["annotations"] == {"scheduling.k8s.io/group-name": "llm-train"}
+    assert tmpl["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == "llm-train"
 
 
 def test_an_elastic_job_has_lost_pods_replaced_instead_of_failing():

@@ -107,6 +107,7 @@ def code_permissions() -> dict[tuple[str, str], set[str]]:
         grant(group, plural[kind], "create", "patch")  # kube.apply of what the builders return
     grant("autoscaling", "horizontalpodautoscalers", "create", "patch")
     grant("scheduling.volcano.sh", "podgroups", "create", "patch")  # kube.apply_custom
+    grant("kueue.x-k8s.io", "workloads", "list")  # trainingrun/queue.py: kube.list_custom
     for info in KINDS.values():
         grant("capstan.dev", info.plural, "get", "list", "watch")  # get_custom, list_custom, kopf
         grant("capstan.dev", f"{info.plural}/status", "patch")  # patch_custom_status

@@ -9,9 +9,9 @@ PYTEST_ARGS ?=
 IMAGES_FLAGS ?=
 CHECK_PYTHON = $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
 
-.PHONY: install control-plane seaweedfs image-tools registry images test demo cluster-up cluster-down lint unit clean crds
+.PHONY: install control-plane seaweedfs kueue image-tools registry images test demo cluster-up cluster-down lint unit clean crds
 
-install: $(VENV)/.installed control-plane seaweedfs
+install: $(VENV)/.installed control-plane seaweedfs kueue
 
 $(VENV)/.installed: pyproject.toml
 	@$(CHECK_PYTHON)
@@ -31,6 +31,10 @@ registry:
 # The S3 endpoint of the local cluster and the tests (SeaweedFS's `weed`, ~10 min once per machine).
 seaweedfs:
 	bash hack/build-seaweedfs.sh
+
+# Kueue's controller manager (cmd/kueue only, ~6-10 min once per machine), for the Kueue tests.
+kueue:
+	bash hack/build-kueue.sh
 
 # Debian packages: mmdebstrap builds the base root filesystem, buildah the images (no daemon),
 # skopeo pulls them on the local node.

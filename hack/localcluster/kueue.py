@@ -137,9 +137,19 @@ def config(ports: dict[str, int], cert_dir: Path, wait_for_pods_ready_s: int | N
     return out
 
 
-def command(binary: str, config_path: Path) -> list[str]:
+METRICS_CERTS = "/etc/kueue/metrics/certs"
+"""METRICS_CERTS: where Kueue reads its metrics server's certificate when its internal cert
+management is off (fixed in cmd/kueue/main.go; it exits if the files are missing)."""
+
+
+def command(binary: str, config_path: Path, cert_dir: Path) -> list[str]:
+    """The manager in a mount namespace of its own where `cert_dir` is bind-mounted over
+    METRICS_CERTS: several clusters on one machine each serve their own certificate, and
+    nothing is written under /etc but the empty mount point."""
     # The visibility API server would bind :8082 on every address; nothing here uses it.
-    return [binary, f"--config={config_path}", "--feature-gates=VisibilityOnDemand=false"]
+    kueue = [binary, f"--config={config_path}", "--feature-gates=VisibilityOnDemand=false"]
+    mount = f'mount --bind "$0" {METRICS_CERTS} && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", mount, str(cert_dir), *kueue]
 
 
 def ready(port: int) -> bool:
@@ -199,13 +209,14 @@ class Kueue:
         names = [f"crd/{d['metadata']['name']}" for d in docs]
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
         self.kubectl("apply", "-f", "-", input=_list([_namespace(SYSTEM_NAMESPACE)]))
+        Path(METRICS_CERTS).mkdir(parents=True, exist_ok=True)
         cfg = self.work_dir / "config.yaml"
         cfg.write_text(yaml.safe_dump(config(self.ports, cert_dir, self.wait_for_pods_ready_s)))
         log = self.work_dir / "kueue.log"
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                command(str(self.binary), cfg),
+                command(str(self.binary), cfg, cert_dir),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

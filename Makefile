@@ -67,8 +67,10 @@ test: images install
 unit: $(VENV)/.installed seaweedfs
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# CLUSTER_UP_FLAGS: extra flags of `python -m hack.localcluster up` (--kueue also runs Kueue).
+CLUSTER_UP_FLAGS ?=
 cluster-up: install images
-	$(PY) -m hack.localcluster up
+	$(PY) -m hack.localcluster up $(CLUSTER_UP_FLAGS)
 
 cluster-down:
 	@if [ -x $(PY) ]; then $(PY) -m hack.localcluster down; else echo "nothing to stop"; fi

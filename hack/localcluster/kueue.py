@@ -232,6 +232,17 @@ class Kueue:
         # Webhooks last: registered before the server answers, they would refuse every Job.
         self.kubectl("apply", "-f", "-", input=_list(webhooks(module, url, ca)))
 
+    def ensure(self) -> str:
+        """Start Kueue unless the one this work_dir's config names still answers (`up` run
+        again); returns where its log is."""
+        cfg = self.work_dir / "config.yaml"
+        if cfg.exists():
+            port = int(yaml.safe_load(cfg.read_text())["health"]["healthProbeBindAddress"].rsplit(":", 1)[1])
+            if ready(port):
+                return f"already running, log {self.work_dir / 'kueue.log'}"
+        self.start()
+        return f"webhooks on 127.0.0.1:{self.ports['webhook']}, log {self.work_dir / 'kueue.log'}"
+
     def stop(self, grace_s: float = 10.0) -> None:
         """Webhook configurations first (without the server they would refuse every Job), then
         the process. The CRDs and their objects stay."""

@@ -186,3 +186,36 @@ def test_kueue_evicts_a_gang_whose_pods_are_not_ready_and_the_native_guard_stays
     assert "GangTimeout" not in seen and "Scheduling" in seen, seen  # admitted, pods Pending > 3 s
     assert operator_cluster.get("job", "held-train", namespace)["metadata"]["uid"] == job_uid
     assert st.get("restarts", 0) == 0, st
+
+
+def test_a_deleted_pod_of_a_kueue_gang_recreates_it_without_spending_a_restart(
+    operator_cluster, namespace, driver, s3_bucket, data, local_queue
+):
+    """Outside a preemption, a pod lost from a running Kueue gang (deleted: it checkpoints and
+    exits 4, which a Kueue Job ignores) still makes the operator recreate the gang for free."""
+    operator_cluster.apply(
+        run_yaml(
+            "lost", f"{s3_bucket}/ckpt/lost", {"uri": data}, steps=60, every=5, **kueue_run(local_queue)
+        ),
+        namespace,
+    )
+    driver.add("trainingruns", "lost", reconcile_trainingrun.reconcile)
+    driver.run_until(
+        "a committed checkpoint of TrainingRun lost",
+        lambda: (status(driver, "lost").get("lastCheckpoint") or {}).get("step", 0) >= 5,
+        timeout=300,
+    )
+    pods = operator_cluster.list(
+        "pods", namespace, "capstan.dev/owner=lost,batch.kubernetes.io/job-completion-index=1"
+    )
+    operator_cluster.kubectl("delete", "pod", pods[0]["metadata"]["name"], "-n", namespace, "--wait=false")
+    driver.run_until(
+        "TrainingRun lost to finish",
+        lambda: driver.phase("trainingruns", "lost") in ("Succeeded", "Failed"),
+        timeout=420,
+    )
+    st = status(driver, "lost")
+    events = [e for e in driver.events if e[0] == "lost"]
+    print("events of TrainingRun lost:", *events, sep="\n")
+    assert st["phase"] == "Succeeded" and st["step"] == 60, st
+    assert st.get("restarts", 0) == 0 and not [e for e in events if e[2] == "GangRestart"], events

@@ -9,9 +9,9 @@ PYTEST_ARGS ?=
 IMAGES_FLAGS ?=
 CHECK_PYTHON = $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
 
-.PHONY: install control-plane seaweedfs prometheus image-tools registry images test demo cluster-up cluster-down lint unit clean crds
+.PHONY: install control-plane seaweedfs prometheus kueue image-tools registry images test demo cluster-up cluster-down lint unit clean crds
 
-install: $(VENV)/.installed control-plane seaweedfs prometheus
+install: $(VENV)/.installed control-plane seaweedfs prometheus kueue
 
 $(VENV)/.installed: pyproject.toml
 	@$(CHECK_PYTHON)
@@ -35,6 +35,10 @@ seaweedfs:
 # The local cluster's and the tests' metrics (cmd/prometheus only, without the web UI's assets).
 prometheus:
 	bash hack/build-prometheus.sh
+
+# Kueue's controller manager (cmd/kueue only, ~6-10 min once per machine), for the Kueue tests.
+kueue:
+	bash hack/build-kueue.sh
 
 # Debian packages: mmdebstrap builds the base root filesystem, buildah the images (no daemon),
 # skopeo pulls them on the local node.
@@ -67,8 +71,10 @@ test: images install
 unit: $(VENV)/.installed seaweedfs prometheus
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# CLUSTER_UP_FLAGS: extra flags of `python -m hack.localcluster up` (--kueue also runs Kueue).
+CLUSTER_UP_FLAGS ?=
 cluster-up: install images
-	$(PY) -m hack.localcluster up
+	$(PY) -m hack.localcluster up $(CLUSTER_UP_FLAGS)
 
 cluster-down:
 	@if [ -x $(PY) ]; then $(PY) -m hack.localcluster down; else echo "nothing to stop"; fi

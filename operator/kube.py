@@ -186,11 +186,16 @@ def get_custom(plural: str, namespace: str, name: str) -> dict | None:
         raise
 
 
-def list_custom(plural: str, namespace: str) -> list[dict]:
+def list_custom(
+    plural: str, namespace: str, selector: str = "", group: str = GROUP, version: str = VERSION
+) -> list[dict]:
+    """Custom objects of `plural` (capstan.dev's unless `group`/`version` say another's)."""
     api = client.CustomObjectsApi(api_client())
-    return _raw(api.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, _preload_content=False))[
-        "items"
-    ]
+    return _raw(
+        api.list_namespaced_custom_object(
+            group, version, namespace, plural, label_selector=selector, _preload_content=False
+        )
+    )["items"]
 
 
 def pod_log(namespace: str, name: str, container: str, tail_lines: int) -> str:

@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="run pods from the project's virtualenv instead of their images (no registry)",
     )
+    p.add_argument(
+        "--kueue",
+        action="store_true",
+        help="also install Kueue (CRDs, webhooks on loopback) and run its manager (make install builds it)",
+    )
     args = p.parse_args(argv)
     state = ROOT / ".capstan"
     cluster = Cluster(
@@ -58,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  S3 endpoint and credentials: {cluster.s3_env_file}")
         if cluster.options.prometheus and cluster.prometheus_file.exists():  # absent: started before it
             print(f"  Prometheus: {cluster.prometheus_file.read_text().strip()}")
+        if args.kueue:
+            print(f"  Kueue: {start_kueue(cluster)}")
         if cluster.registry_file.exists() and cluster.options.registry_storage:
             print(f"  registry (images from `make images`): {cluster.registry_file.read_text().strip()}")
     elif args.command == "down":
@@ -67,3 +74,18 @@ def main(argv: list[str] | None = None) -> None:
         ok = cluster.healthy()
         print("running" if ok else "not running")
         sys.exit(0 if ok else 1)
+
+
+def start_kueue(cluster: Cluster) -> str:
+    """Kueue's manager for this cluster (stopped by `down` with the rest); says where its log is.
+    A second `up --kueue` finds it answering and leaves it."""
+    from hack.localcluster.kueue import Kueue
+
+    k = Kueue(
+        binary=ROOT / ".capstan" / "bin" / "kueue",
+        kubeconfig=cluster.kubeconfig,
+        pki_dir=cluster.root / "pki",
+        work_dir=cluster.state_dir / "kueue",
+        env=cluster.marker,
+    )
+    return k.ensure()

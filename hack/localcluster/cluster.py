@@ -82,6 +82,11 @@ class Cluster:
         self.state_file = self.state_dir / "state.json"
 
     # ---- state -------------------------------------------------------------------------------
+    @property
+    def marker(self) -> dict[str, str]:
+        """The environment entry that makes a process this cluster's: `down` stops it too."""
+        return {MARKER: self._state()["id"]}
+
     def _state(self) -> dict:
         return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
 

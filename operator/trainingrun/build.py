@@ -37,13 +37,14 @@ the gang without counting a restart); with a pod failure policy a deleted pod al
 failed only once it has exited, so its exit code is seen."""
 
 
-ELASTIC_STOPPED_RULE = {
+IGNORE_STOPPED_RULE = {
     "action": "Ignore",
     "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [exitcodes.STOPPED]},
 }
-"""ELASTIC_STOPPED_RULE: in an elastic gang a pod that stopped after checkpointing (deleted,
+"""IGNORE_STOPPED_RULE: in an elastic gang a pod that stopped after checkpointing (deleted,
 preempted) is replaced by the Job controller without counting a failure, while the others
-re-rendezvous at the smaller world size; the replacement joins them when it starts."""
+re-rendezvous at the smaller world size; the replacement joins them when it starts. Under Kueue,
+the pods of a Job it suspends (preemption) stop so, and the Job waits to be readmitted."""
 DISRUPTION_RULE = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
 """DISRUPTION_RULE: an evicted or preempted pod of an elastic gang is replaced without counting."""
 DISRUPTED_RULE = {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
@@ -293,14 +294,18 @@ def job(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> dict[str, Any
         # others train on; the operator recreates the gang only once the Job has failed.
         failures: dict[str, Any] = {
             "backoffLimit": restarts_left(body, spec),
-            "podFailurePolicy": {"rules": [INVALID_RULE, ELASTIC_STOPPED_RULE, DISRUPTION_RULE]},
+            "podFailurePolicy": {"rules": [INVALID_RULE, IGNORE_STOPPED_RULE, DISRUPTION_RULE]},
         }
     else:
         # A lost pod fails the whole Job at once; the operator recreates the gang (torchrun
         # handles worker crashes inside a pod on its own).
+        # Under Kueue a gang whose Job is suspended (preempted) stops after checkpointing: that
+        # must not fail the Job, which Kueue resumes when it readmits it; a pod lost otherwise
+        # is seen on the pod (exit 4) and the operator recreates the gang all the same.
+        stopped = IGNORE_STOPPED_RULE if s.scheduler == "kueue" else STOPPED_RULE
         failures = {
             "backoffLimit": 0,
-            "podFailurePolicy": {"rules": [INVALID_RULE, STOPPED_RULE, DISRUPTED_RULE]},
+            "podFailurePolicy": {"rules": [INVALID_RULE, stopped, DISRUPTED_RULE]},
         }
     children.stamped({"metadata": meta}, spec_hash(body))
     return {

@@ -5,7 +5,9 @@ a gang being torn down -> wait; a gang made from another spec (or a failed run, 
 it, to continue from the newest checkpoint; Job complete -> Succeeded; permanent error (exit 3) -> Failed;
 a lost pod or failed Job -> recreate the gang (restarts += 1, up to failurePolicy.maxRestarts;
 not counted when the pods stopped after checkpointing, exit 4, or were evicted);
-not all pods Running within gangTimeoutSeconds -> tear down, back off, retry;
+a Job Kueue holds suspended (queued, preempted) -> wait, quoting Kueue's reason;
+not all pods Running within gangTimeoutSeconds -> tear down, back off, retry (native scheduler
+only: Kueue's waitForPodsReady evicts a gang that does not come up);
 all Running -> progress from progress.json; nothing there -> create the children.
 """
 
@@ -22,7 +24,7 @@ from capstan_operator import children, identity, kube, objectstore
 from capstan_operator.config import OperatorConfig
 from capstan_operator.jobs import blocked, job_condition, pod_failure, terminated_containers
 from capstan_operator.status import Outcome, StatusDraft, read_spec, seconds_since
-from capstan_operator.trainingrun import build, hfinit, plan
+from capstan_operator.trainingrun import build, hfinit, plan, queue
 from capstan_operator.trainingrun.resolve import checkpoint_taken, resolve
 
 DONE = (Phase.SUCCEEDED, Phase.EARLY_STOPPED, Phase.FAILED)
@@ -182,7 +184,12 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         return _create(body, draft, gang, cfg)
     if job_condition(gang.job, "Complete"):
         return _complete(draft, gang, cfg)
-    return _failures(draft, gang) or _gang_guard(draft, gang, cfg) or _running(draft, gang, cfg)
+    return (
+        _held_by_kueue(draft, gang)
+        or _failures(draft, gang)
+        or _gang_guard(draft, gang, cfg)
+        or _running(draft, gang, cfg)
+    )
 
 
 def _observe(body: dict, draft: StatusDraft, spec: TrainingRunSpec) -> Gang:
@@ -327,14 +334,24 @@ def _stopped_after_checkpoint(failed: list[dict], lost: list[dict], job_failed: 
     return all(free) and (bool(free) or by_rule)
 
 
+def _held_by_kueue(draft: StatusDraft, gang: Gang) -> Outcome | None:
+    """The Job is suspended: Kueue has not admitted it yet, or evicted it (preempted, or pods not
+    Ready within its waitForPodsReady) and the Job controller is stopping its pods, which
+    checkpoint the step they reached: not failures. Status quotes Kueue's reason. None when the
+    Job runs."""
+    if not gang.job["spec"].get("suspend"):
+        return None
+    reason, msg = queue.why_suspended(
+        queue.workload_of(gang.namespace, gang.job), gang.spec.scheduling.queue_name
+    )
+    draft.condition(st.GANG_SCHEDULED, "False", reason, msg)
+    return draft.phase(Phase.SCHEDULING, msg, reason).outcome(WAIT_POLL)
+
+
 def _gang_guard(draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> Outcome | None:
     """Not every pod Running: wait, and with the native scheduler tear the gang down after
     gangTimeoutSeconds and back off. None when the whole gang runs."""
     spec, job, nodes = gang.spec, gang.job, gang.nodes
-    if job["spec"].get("suspend"):
-        msg = f"queued in Kueue queue {spec.scheduling.queue_name}"
-        draft.condition(st.GANG_SCHEDULED, "Unknown", "Queued", msg)
-        return draft.phase(Phase.SCHEDULING, msg, "Queued").outcome(WAIT_POLL)
     need = spec.resources.min_nodes if build.elastic(spec) else nodes
     if gang.running >= need:
         return None

@@ -115,6 +115,7 @@ def code_permissions() -> dict[tuple[str, str], set[str]]:
     grant("autoscaling", "horizontalpodautoscalers", "create", "patch")
     grant("", "serviceaccounts", "create", "patch")  # identity.ensure_service_account: kube.apply
     grant("scheduling.volcano.sh", "podgroups", "create", "patch")  # kube.apply_custom
+    grant("kueue.x-k8s.io", "workloads", "list")  # trainingrun/queue.py: kube.list_custom
     for info in KINDS.values():
         grant("capstan.dev", info.plural, "get", "list", "watch")  # get_custom, list_custom, kopf
         grant("capstan.dev", f"{info.plural}/status", "patch")  # patch_custom_status

@@ -73,6 +73,10 @@ app.kubernetes.io/component: operator
 - apiGroups: ["scheduling.volcano.sh"]
   resources: ["podgroups"]
   verbs: ["create", "patch"]
+# Kueue's Workloads, read for why it holds a TrainingRun's Job suspended (queued, preempted).
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list"]
 # Trainer and serving pods: listed when a Job's counters say a gang is not whole, and for the
 # serving pods' metrics; never watched (their Jobs and Deployments are) and never deleted.
 - apiGroups: [""]

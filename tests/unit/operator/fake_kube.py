@@ -88,8 +88,13 @@ class FakeKube:
     def get_custom(self, plural: str, namespace: str, name: str) -> dict | None:
         return copy.deepcopy(self.custom.get((plural, name)))
 
-    def list_custom(self, plural: str, namespace: str) -> list[dict]:
-        return [copy.deepcopy(o) for (p, _), o in sorted(self.custom.items()) if p == plural]
+    def list_custom(self, plural: str, namespace: str, selector: str = "", **group_version) -> list[dict]:
+        want = dict(kv.split("=", 1) for kv in selector.split(",") if kv)
+        return [
+            copy.deepcopy(o)
+            for (p, _), o in sorted(self.custom.items())
+            if p == plural and want.items() <= (o["metadata"].get("labels") or {}).items()
+        ]
 
     def pod_log(self, namespace: str, name: str, container: str, tail_lines: int) -> str:
         return self.logs.get(name, "")

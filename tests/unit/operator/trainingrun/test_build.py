@@ -304,3 +304,17 @@ def test_env_value_sources_are_checked():
         TrainingRunSpec.model_validate(
             {**spec, "envValueFrom": {"AWS_ROLE_ARN": {"secretKeyRef": {"name": "s", "key": "k"}}}}
         )
+
+
+def test_a_kueue_gang_stopped_after_checkpointing_does_not_fail_its_job():
+    """Kueue preempts by suspending the Job; its trainers exit 4 after checkpointing. That must
+    leave the Job for Kueue to resume, not fail it (the native gang's Job fails, and the operator
+    recreates it)."""
+    kueue = build(trainingrun("llm", scheduling={"scheduler": "kueue", "queueName": "team-q"}))[0]["Job"]
+    native = build(trainingrun("llm"))[0]["Job"]
+
+    def on_exit_4(job):
+        rules = job["spec"]["podFailurePolicy"]["rules"]
+        return [r["action"] for r in rules if 4 in (r.get("onExitCodes") or {}).get("values", [])]
+
+    assert on_exit_4(kueue) == ["Ignore"] and on_exit_4(native) == ["FailJob"]

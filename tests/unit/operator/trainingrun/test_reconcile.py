@@ -489,3 +489,56 @@ def test_nodes_that_cannot_be_listed_leave_the_gpu_memory_unknown(fake_kube: Fak
     out = reconcile(big_run(), CFG)
     assert ("apply", "Job", "llm-train") in fake_kube.calls
     assert "fits" not in out.status["plan"] and "gpuMemoryGiB" not in out.status["plan"]
+
+
+def kueue_run(status: dict | None = None) -> dict:
+    return run(status, scheduling={"scheduler": "kueue", "queueName": "team-q"})
+
+
+def workload(*conditions: tuple[str, str, str, str]) -> dict:
+    """Kueue's Workload for the Job uid `u1`, with (type, status, reason, message) conditions."""
+    conds = [{"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in conditions]
+    meta = {
+        "name": "job-llm-train-abcde",
+        "creationTimestamp": ago(5),
+        "labels": {"kueue.x-k8s.io/job-uid": "u1"},
+    }
+    return {"kind": "Workload", "metadata": meta, "status": {"conditions": conds}}
+
+
+def kueue_job(suspend: bool) -> dict:
+    j = job(of=kueue_run())
+    j["metadata"]["uid"] = "u1"
+    j["spec"]["suspend"] = suspend
+    return j
+
+
+def test_a_queued_kueue_job_shows_kueues_reason(fake_kube: FakeKube):
+    fake_kube.add(kueue_job(suspend=True))
+    msg = "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor gpu, 8 more needed"
+    fake_kube.custom[("workloads", "w")] = workload(("QuotaReserved", "False", "Pending", msg))
+    out = reconcile(kueue_run({"phase": "Pending"}), CFG)
+    gang = cond(out, "GangScheduled")
+    assert (out.status["phase"], gang["status"], gang["reason"]) == ("Scheduling", "False", "Queued")
+    assert gang["message"] == f"queued in Kueue LocalQueue team-q: QuotaReserved (Pending): {msg}"
+    assert fake_kube.calls == []
+
+
+def test_a_gang_preempted_by_kueue_is_left_to_stop_and_wait_not_recreated(fake_kube: FakeKube):
+    """Kueue suspended the running Job; its pods are stopping or stopped (exit 4): no failure,
+    no restart, no deletion; status says it was preempted."""
+    fake_kube.add(kueue_job(suspend=True))
+    fake_kube.add(pod(0, phase="Failed", deleting=1, exit=4))
+    fake_kube.add(pod(1, deleting=1))
+    why = "Preempted to accommodate a workload (UID: x) due to prioritization in the ClusterQueue"
+    fake_kube.custom[("workloads", "w")] = workload(
+        ("Evicted", "True", "Preempted", why), ("QuotaReserved", "False", "Pending", "insufficient quota")
+    )
+    out = reconcile(kueue_run({"phase": "Running", "restarts": 0}), CFG)
+    gang = cond(out, "GangScheduled")
+    assert (out.status["phase"], gang["reason"]) == ("Scheduling", "Preempted")
+    assert (
+        f"Evicted (Preempted): {why}" in gang["message"] and "resumes from its checkpoint" in gang["message"]
+    )
+    assert fake_kube.calls == [] and "restarts" not in out.status
+    assert [e[1] for e in out.events] == ["Preempted"]

@@ -60,9 +60,14 @@ class Source(ApiModel):
         pattern=URI_PATTERN,
         description="uri is an fsspec URI (s3://, file://, ...) of a file, folder or glob (*, **, ?).",
     )
-    format: Literal["jsonl", "text", "parquet"] = Field(
+    format: Literal["jsonl", "text", "parquet", "chat"] = Field(
         default="jsonl",
-        description="format is jsonl (one JSON object per line), text (one document per file) or parquet.",
+        description=(
+            "format is jsonl (one JSON object per line), text (one document per file), parquet, or chat: "
+            "JSONL conversations, OpenAI-style `messages` (role system/user/assistant, content) or "
+            "ShareGPT-style `conversations` (from system/human/gpt, value), rendered with "
+            "tokenizer.chatTemplate."
+        ),
     )
     compression: Literal["infer", "none", "gzip", "zstd"] = Field(
         default="infer", description="compression of jsonl/text files; infer uses the suffix (.gz, .zst)."
@@ -128,6 +133,13 @@ class DatasetSpec(ApiModel):
     pii: Pii = Field(default_factory=Pii, description="pii is personal-data redaction.")
     tokenizer: Tokenizer = Field(default_factory=Tokenizer, description="tokenizer to train or use.")
     output: Output = Field(description="output says where and how the shards are written.")
+    train_on: Literal["assistant", "all"] = Field(
+        default="assistant",
+        description=(
+            "trainOn says which tokens of a chat conversation carry loss in an sft TrainingRun: the "
+            "assistant turns (their end-of-turn token included) or all of the rendered text."
+        ),
+    )
     max_error_rate: float = Field(
         default=0.001,
         ge=0,
@@ -159,6 +171,11 @@ class DatasetSpec(ApiModel):
             ("size(self.allowedLicences) > 0", "allowedLicences must name at least one licence"),
         )
     )
+
+    @property
+    def loss_mask(self) -> bool:
+        """Whether the shards carry a loss mask: they do when any source is chat."""
+        return any(s.format == "chat" for s in self.sources)
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:

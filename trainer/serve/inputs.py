@@ -8,8 +8,8 @@ import json
 from typing import TypeVar
 
 from aiohttp import web
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from capstan_trainer import chat_template
 from capstan_trainer.generation.engine import Engine
 from capstan_trainer.generation.sampling import SamplingParams
 from capstan_trainer.serve.protocol import ApiError, ChatMessage, ChatRequest, CompletionRequest, parse
@@ -69,20 +69,16 @@ def completion_prompts(eng: Engine, prompt, max_prompts: int) -> list[list[int]]
     return out
 
 
-_jinja = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-
 def render_chat(eng: Engine, messages: list[ChatMessage]) -> str:
     lm = eng.loaded
+    bos, eos = chat_template.template_tokens(lm.tokenizer, lm.eos_id)
     try:
-        template = _jinja.from_string(lm.chat_template)
-        return template.render(
-            messages=[{"role": m.role, "content": m.text()} for m in messages],
+        return chat_template.render(
+            lm.chat_template,
+            [{"role": m.role, "content": m.text()} for m in messages],
             add_generation_prompt=True,
-            bos_token="<|begin_of_text|>"
-            if lm.tokenizer.token_to_id("<|begin_of_text|>") is not None
-            else "",
-            eos_token=lm.token_text(lm.eos_id),
+            bos_token=bos,
+            eos_token=eos,
         )
     except Exception as exc:  # template errors are the model's, but the client sees why
         raise ApiError(400, f"messages: the chat template failed: {exc}", param="messages") from exc

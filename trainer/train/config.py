@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from capstan_api import modelshape
 from capstan_api.common import InvalidResource
+from capstan_api.objective import DpoSpec, Objective
 from capstan_api.training import FsdpSpec, OptimizerSpec
 from capstan_api.trainingrun import CheckpointSpec, EvalSpec, MetricsSpec, ResourcesSpec, TrainingRunSpec
 from capstan_trainer import checkpoint, shards, storage
@@ -29,6 +30,9 @@ class Source:
     manifest: shards.Manifest
     train: loader.Split
     validation: loader.Split
+    train_mask: loader.Split | None = None
+    """train_mask: the loss-mask files over the same tokens (objective sft); None otherwise."""
+    validation_mask: loader.Split | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -69,6 +73,10 @@ class TrainConfig:
     """tokenizer_uri: the first source's tokenizer.json, copied into each checkpoint."""
     uid: str = ""
     """uid: the TrainingRun's metadata.uid ("" without a cluster), recorded as each checkpoint's owner."""
+    objective: Objective = "pretrain"
+    """objective: spec.objective: pretrain, sft (masked loss, document-masked attention) or dpo."""
+    dpo: DpoSpec | None = None
+    """dpo: spec.dpo when objective is dpo."""
 
     @property
     def fingerprint(self) -> str:
@@ -82,6 +90,8 @@ class TrainConfig:
             "seed": o.seed,
             "init": self.init_checkpoint,
         }
+        if self.objective != "pretrain":  # absent for pretraining: older checkpoints stay this run's
+            shape["objective"] = self.objective
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -116,7 +126,12 @@ def model_config(spec: TrainingRunSpec, vocab_size: int) -> ModelConfig:
 
 
 def _open_source(
-    i: int, entry, need_validation: bool, check_storage: bool, checksums: bool = False
+    i: int,
+    entry,
+    need_validation: bool,
+    check_storage: bool,
+    checksums: bool = False,
+    objective: Objective = "pretrain",
 ) -> Source:
     where = f"spec.datasets[{i}]"
     if entry.dataset_ref and not entry.uri:
@@ -144,7 +159,22 @@ def _open_source(
             shards.verify_checksums(uri, manifest)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{where}.uri: {exc}") from exc
-    return Source(uri, entry.weight, manifest, train, validation)
+    src = Source(uri, entry.weight, manifest, train, validation)
+    if objective == "sft":
+        if not manifest.loss_mask:
+            raise ConfigError(
+                f"{where}.uri: objective sft needs a chat Dataset (format: chat), whose shards carry a "
+                f"loss mask; {uri} has none"
+            )
+        src.train_mask = loader.open_split(uri, manifest, "train", mask=True)
+        src.validation_mask = loader.open_split(uri, manifest, "validation", mask=True)
+        if check_storage:
+            for split in (src.train_mask, src.validation_mask):
+                try:
+                    loader.check_shards(split)
+                except (OSError, ValueError) as exc:
+                    raise ConfigError(f"{where}.uri: {exc}") from exc
+    return src
 
 
 def _check_writable(uri: str) -> None:
@@ -179,7 +209,10 @@ def resolve(
             "the operator does that, or set init.checkpointUri"
         )
     need_val = spec.eval.interval_steps > 0
-    sources = [_open_source(i, e, need_val, check_storage, checksums) for i, e in enumerate(spec.datasets)]
+    sources = [
+        _open_source(i, e, need_val, check_storage, checksums, spec.objective)
+        for i, e in enumerate(spec.datasets)
+    ]
     toks = {s.manifest.tokenizer.get("sha256", "") for s in sources}
     if len(toks) > 1:
         raise ConfigError(
@@ -232,4 +265,6 @@ def resolve(
         init_checkpoint=init,
         tokenizer_uri=tok_uri,
         uid=uid,
+        objective=spec.objective,
+        dpo=spec.dpo if spec.objective == "dpo" else None,
     )

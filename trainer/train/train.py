@@ -76,6 +76,7 @@ def run(cfg: TrainConfig) -> int:
                 "resumedFrom": latest.uri if latest else None,
                 "skippedUnreadable": [s["uri"] for s in skipped],
                 "init": cfg.init_checkpoint or None,
+                "objective": cfg.objective,
                 "worldSize": world,
                 "accumulation": accum,
             }
@@ -134,6 +135,8 @@ class Session:
     """progress: progress.json; rank 0 only."""
     last_eval: float | None = None
     """last_eval: the newest mixture-weighted validation loss; None before the first evaluation."""
+    loss_tokens: int | None = None
+    """loss_tokens: targets that carried loss in the last step (all ranks); None without a loss mask."""
 
     def save(self, at: int) -> None:
         state = state_for(self.model, self.optimizer, at, self.data.cursor, self.watch)
@@ -157,7 +160,10 @@ def open_loader(cfg: TrainConfig, rank: int, world: int, cursor: int) -> loader.
         o.seed,
     )
     splits = [s.train for s in sources]
-    return loader.TrainLoader(splits, order, o.seq_len, o.micro_batch, cfg.batch_seqs, rank, world, cursor)
+    masks = [s.train_mask for s in sources] if cfg.objective == "sft" else None
+    return loader.TrainLoader(
+        splits, order, o.seq_len, o.micro_batch, cfg.batch_seqs, rank, world, cursor, masks=masks
+    )
 
 
 def checkpoint_meta(cfg: TrainConfig) -> dict:
@@ -211,7 +217,9 @@ def train_loop(s: Session) -> str:
         lr = lr_at(s.step, o.lr, o.min_lr, o.warmup_steps, o.total_steps)
         for group in s.optimizer.param_groups:
             group["lr"] = lr
-        loss, norm = train_step(s.model, s.optimizer, s.data.step_batches(), s.accum, o.grad_clip, s.device)
+        loss, norm, s.loss_tokens = train_step(
+            s.model, s.optimizer, s.data.step_batches(), s.accum, o.grad_clip, s.device
+        )
         synced = torch.stack([loss.detach().reshape(()), loss.new_tensor(float(term["asked"]))])
         dist.all_reduce(synced)  # [sum of ranks' mean losses (divided below), ranks asked to stop]
         loss = synced[0]
@@ -259,6 +267,8 @@ def report_step(s: Session, loss: torch.Tensor, lr: float, norm: torch.Tensor) -
             "memGiB": round(metrics.memory_gib(s.device), 3),
             "tokensSeen": s.data.cursor * s.cfg.optimizer.seq_len,
         }
+        if s.loss_tokens is not None:
+            rec["lossTokens"] = s.loss_tokens
         metrics.emit(rec)
         s.progress.update(
             step=s.step,
@@ -268,6 +278,7 @@ def report_step(s: Session, loss: torch.Tensor, lr: float, norm: torch.Tensor) -
             tokens_per_sec=rec["tokensPerSec"],
             mfu=mfu,
             eval_loss=s.last_eval,
+            loss_tokens=s.loss_tokens,
         )
     s.throughput.reset()
 

@@ -60,13 +60,14 @@ class Source(ApiModel):
         pattern=URI_PATTERN,
         description="uri is an fsspec URI (s3://, file://, ...) of a file, folder or glob (*, **, ?).",
     )
-    format: Literal["jsonl", "text", "parquet", "chat"] = Field(
+    format: Literal["jsonl", "text", "parquet", "chat", "preference"] = Field(
         default="jsonl",
         description=(
             "format is jsonl (one JSON object per line), text (one document per file), parquet, or chat: "
             "JSONL conversations, OpenAI-style `messages` (role system/user/assistant, content) or "
             "ShareGPT-style `conversations` (from system/human/gpt, value), rendered with "
-            "tokenizer.chatTemplate."
+            "tokenizer.chatTemplate; or preference: JSONL pairs `prompt`, `chosen`, `rejected`, each a "
+            "string or a list of messages, for a dpo TrainingRun."
         ),
     )
     compression: Literal["infer", "none", "gzip", "zstd"] = Field(
@@ -169,16 +170,28 @@ class DatasetSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             ("size(self.allowedLicences) > 0", "allowedLicences must name at least one licence"),
+            (
+                "self.sources.all(s, s.format == 'preference') || self.sources.all(s, s.format != 'preference')",
+                "preference sources cannot be mixed with other formats",
+            ),
         )
     )
 
     @property
     def loss_mask(self) -> bool:
-        """Whether the shards carry a loss mask: they do when any source is chat."""
-        return any(s.format == "chat" for s in self.sources)
+        """Whether the shards carry a loss mask: they do when any source is chat or preference."""
+        return any(s.format in ("chat", "preference") for s in self.sources)
+
+    @property
+    def preference(self) -> bool:
+        """Preference pairs: each document is a chosen then a rejected sequence."""
+        return any(s.format == "preference" for s in self.sources)
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
+        kinds = {s.format == "preference" for s in self.sources}
+        if len(kinds) > 1:
+            raise ValueError("sources: preference sources cannot be mixed with other formats")
         if not self.allowed_licences:
             raise ValueError("allowedLicences must name at least one licence")
         return self

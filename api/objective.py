@@ -42,3 +42,7 @@ class DpoFigures(ApiModel):
     rewards_accuracy: float = Field(
         description="rewardsAccuracy: share of pairs whose chosen reward is higher, 0..1."
     )
+    eval_rewards_accuracy: float | None = Field(
+        default=None,
+        description="evalRewardsAccuracy: rewardsAccuracy over the held-out (validation) pairs at the last evaluation.",
+    )

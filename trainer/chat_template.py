@@ -33,7 +33,7 @@ def render(
 
 
 def assistant_spans(
-    template: str, messages: Sequence[dict], *, bos_token: str, eos_token: str
+    template: str, messages: Sequence[dict], *, bos_token: str, eos_token: str, first: int = 0
 ) -> tuple[str, list[tuple[int, int]]]:
     """(the whole conversation rendered, [start, end) character spans of the assistant turns).
 
@@ -49,7 +49,7 @@ def assistant_spans(
     full = at(len(messages), False)
     spans = []
     for k, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or k < first:  # turns before `first` are a prompt's
             continue
         prompt, upto = at(k, True), at(k + 1, False)
         if not (upto.startswith(prompt) and full.startswith(upto)):

@@ -72,7 +72,9 @@ class Manifest:
     stats: dict[str, Any] = field(default_factory=dict)
     """stats: per-stage document counts and other figures from preparation."""
     loss_mask: str = ""
-    """loss_mask: "" (no mask: every token is a target), or the Dataset's trainOn (assistant, all)."""
+    """loss_mask: "" (no mask: every token is a target), the Dataset's trainOn (assistant, all),
+    or "pairs": preference data, each document a chosen then a rejected sequence (each with
+    DOC_START), LOSS on their answers."""
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:

@@ -23,11 +23,14 @@ def plain_mask(n: int) -> np.ndarray:
 
 
 def encode(
-    tok: Tokenizer, template: str, messages: list[dict], eos: int, train_on: str
+    tok: Tokenizer, template: str, messages: list[dict], eos: int, train_on: str, first: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(token ids followed by the end-of-text separator, mask bytes), both of the same length."""
+    """(token ids followed by the end-of-text separator, mask bytes), both of the same length.
+    Assistant turns before message `first` carry no loss (a preference pair's prompt)."""
     bos_text, eos_text = chat_template.template_tokens(tok, eos)
-    text, spans = chat_template.assistant_spans(template, messages, bos_token=bos_text, eos_token=eos_text)
+    text, spans = chat_template.assistant_spans(
+        template, messages, bos_token=bos_text, eos_token=eos_text, first=first
+    )
     enc = tok.encode(text, add_special_tokens=False)
     ids = np.array([*enc.ids, eos], dtype=np.int64)
     mask = np.zeros(len(ids), dtype=np.uint8)
@@ -39,3 +42,12 @@ def encode(
             mask[:-1][(starts >= a) & (starts < b)] = LOSS
     mask[0] |= DOC_START
     return ids, mask
+
+
+def encode_pair(tok: Tokenizer, template: str, pair: dict, eos: int) -> tuple[np.ndarray, np.ndarray]:
+    """A preference pair as one document: prompt + chosen, then prompt + rejected, each rendered
+    like a conversation, with loss only on the answer and a document start at each."""
+    n = len(pair["prompt"])
+    chosen = encode(tok, template, pair["prompt"] + pair["chosen"], eos, "assistant", first=n)
+    rejected = encode(tok, template, pair["prompt"] + pair["rejected"], eos, "assistant", first=n)
+    return np.concatenate([chosen[0], rejected[0]]), np.concatenate([chosen[1], rejected[1]])

@@ -3,7 +3,8 @@ onto one shape, [{"role": system|user|assistant, "content": str}], before any st
 
 A conversation travels through the stages as one document whose text is its messages' contents
 joined by newlines (what the filters and dedup look at); normalisation and PII redaction apply
-to each message's content.
+to each message's content. A preference record (prompt, chosen, rejected) is one document too,
+so a pair is never split between train and validation.
 """
 
 from __future__ import annotations
@@ -56,21 +57,65 @@ def _turns(items: object, field: str, role_key: str, text_key: str, roles: dict[
     return out
 
 
-def text_of(messages: list[dict]) -> str:
+def parse_preference(obj: object) -> dict:
+    """A preference record as {"prompt", "chosen", "rejected"}, each a list of messages: a prompt
+    string is one user turn, an answer string one assistant turn."""
+    if not isinstance(obj, dict):
+        raise BadRecord("not a JSON object")
+    out = {}
+    for key in ("prompt", "chosen", "rejected"):
+        value = obj.get(key)
+        if isinstance(value, str):
+            out[key] = [{"role": "user" if key == "prompt" else "assistant", "content": value}]
+        elif isinstance(value, list):
+            out[key] = _turns_or_empty(value, key)
+        else:
+            raise BadRecord(f"{key}: expected a string or a list of messages")
+    for key in ("chosen", "rejected"):
+        if not any(m["role"] == "assistant" for m in out[key]):
+            raise BadRecord(f"{key}: no assistant turn")
+    return out
+
+
+def _turns_or_empty(items: list, field: str) -> list[dict]:
+    try:
+        return _turns(items, field, "role", "content", {r: r for r in ROLES})
+    except BadRecord as exc:
+        if "no assistant turn" in str(exc):  # a prompt need not hold one
+            return [{"role": m["role"], "content": m["content"]} for m in items]
+        raise
+
+
+def _messages(record: list[dict] | dict) -> list[dict]:
+    """Every message of a conversation or of a preference pair (prompt, chosen, rejected)."""
+    if isinstance(record, dict):
+        return [*record["prompt"], *record["chosen"], *record["rejected"]]
+    return record
+
+
+def _each(record: list[dict] | dict, f) -> list[dict] | dict:
+    if isinstance(record, dict):
+        return {k: [f(m) for m in v] for k, v in record.items()}
+    return [f(m) for m in record]
+
+
+def text_of(record: list[dict] | dict) -> str:
     """The text the filters and dedup judge: the contents, one per line."""
-    return "\n".join(m["content"] for m in messages)
+    return "\n".join(m["content"] for m in _messages(record))
 
 
-def normalised(messages: list[dict], cleaning) -> list[dict]:
+def normalised(record: list[dict] | dict, cleaning) -> list[dict] | dict:
     """Each message's content normalised as a document's text would be."""
-    return [{**m, "content": normalize(m["content"], cleaning)} for m in messages]
+    return _each(record, lambda m: {**m, "content": normalize(m["content"], cleaning)})
 
 
-def redacted(messages: list[dict], rules) -> tuple[list[dict], dict[str, int]]:
+def redacted(record: list[dict] | dict, rules) -> tuple[list[dict] | dict, dict[str, int]]:
     """Each content PII-redacted; the replacements per type summed over the messages."""
-    out, found = [], Counter()
-    for m in messages:
+    found: Counter = Counter()
+
+    def one(m: dict) -> dict:
         content, n = pii.redact(m["content"], rules)
-        out.append({**m, "content": content})
         found.update(n)
-    return out, dict(found)
+        return {**m, "content": content}
+
+    return _each(record, one), dict(found)

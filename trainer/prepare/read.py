@@ -47,8 +47,9 @@ class Doc:
     record: int
     licence: str
     url: str = ""
-    messages: list[dict] | None = None
-    """messages: a chat record's turns ({"role", "content"}); text is then their contents joined."""
+    messages: list[dict] | dict | None = None
+    """messages: a chat record's turns ({"role", "content"}), or a preference record's
+    {"prompt", "chosen", "rejected"} turns; text is then their contents joined."""
 
 
 @dataclass
@@ -200,9 +201,9 @@ def _jsonl_record(
     except ValueError:
         _bad(stats, f.uri, f"line {i + 1}: not JSON")
         return
-    if src.format == "chat":
+    if src.format in ("chat", "preference"):
         try:
-            messages = conversation.parse(obj)
+            messages = conversation.parse(obj) if src.format == "chat" else conversation.parse_preference(obj)
         except conversation.BadRecord as exc:
             _bad(stats, f.uri, f"line {i + 1}: {exc}")
             return

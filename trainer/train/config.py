@@ -160,12 +160,16 @@ def _open_source(
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{where}.uri: {exc}") from exc
     src = Source(uri, entry.weight, manifest, train, validation)
-    if objective == "sft":
-        if not manifest.loss_mask:
-            raise ConfigError(
-                f"{where}.uri: objective sft needs a chat Dataset (format: chat), whose shards carry a "
-                f"loss mask; {uri} has none"
-            )
+    if objective == "sft" and manifest.loss_mask in ("", "pairs"):
+        raise ConfigError(
+            f"{where}.uri: objective sft needs a chat Dataset (format: chat), whose shards carry a "
+            f"loss mask; {uri} has {'preference pairs' if manifest.loss_mask else 'none'}"
+        )
+    if objective == "dpo" and manifest.loss_mask != "pairs":
+        raise ConfigError(
+            f"{where}.uri: objective dpo needs a preference Dataset (format: preference); {uri} is not one"
+        )
+    if objective != "pretrain":
         src.train_mask = loader.open_split(uri, manifest, "train", mask=True)
         src.validation_mask = loader.open_split(uri, manifest, "validation", mask=True)
         if check_storage:
@@ -209,6 +213,10 @@ def resolve(
             "the operator does that, or set init.checkpointUri"
         )
     need_val = spec.eval.interval_steps > 0
+    if spec.objective == "dpo" and len(spec.datasets) > 1:
+        raise ConfigError(
+            f"spec.datasets: objective dpo takes one preference Dataset, got {len(spec.datasets)}"
+        )
     sources = [
         _open_source(i, e, need_val, check_storage, checksums, spec.objective)
         for i, e in enumerate(spec.datasets)

@@ -99,6 +99,11 @@ def train_step(
             loss = (ce * b.weight.to(device).flatten()).sum() * scale
         loss.backward()
         total += loss.detach()
+    return total, apply_gradients(model, optimizer, grad_clip), count
+
+
+def apply_gradients(model, optimizer, grad_clip: float) -> torch.Tensor:
+    """Clip (when grad_clip > 0), step, zero; returns the gradient norm before clipping."""
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
     else:
@@ -107,7 +112,7 @@ def train_step(
         norm = norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, norm, count
+    return norm
 
 
 @torch.no_grad()

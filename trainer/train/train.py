@@ -31,11 +31,12 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from capstan_api import exitcodes
 from capstan_api.common import InvalidResource
+from capstan_api.objective import DpoFigures
 from capstan_api.resource import load_resource
 from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer import checkpoint, storage
-from capstan_trainer.train import fault_hook, launch, loader, metrics, parallel, resume, stopping
+from capstan_trainer.train import dpo, fault_hook, launch, loader, metrics, pairs, parallel, resume, stopping
 from capstan_trainer.train.config import ConfigError, TrainConfig, resolve
 from capstan_trainer.train.step import build_model, build_optimizer, evaluate, lr_at, state_for, train_step
 
@@ -64,6 +65,9 @@ def run(cfg: TrainConfig) -> int:
     stop = cfg.eval.early_stopping
     watch = stopping.ValidationWatch(stop.patience, stop.min_delta)
     log.info("model: %s, %.2fM parameters", cfg.model, cfg.model.num_params() / 1e6)
+
+    # DPO's frozen reference (the init weights), built before a resume restores the RNG.
+    ref = dpo.reference_model(cfg, mesh, device) if cfg.objective == "dpo" else None
 
     # ---- resume, or start from an initial checkpoint ---------------------------------------
     ckpt = checkpoint.Checkpointer(cfg.checkpoint.uri, cfg.checkpoint.keep_last, rank, ckpt_group)
@@ -94,6 +98,7 @@ def run(cfg: TrainConfig) -> int:
         watch=watch,
         ckpt=ckpt,
         step=step,
+        ref=ref,
         data=open_loader(cfg, rank, world, cursor),
         tokenizer=storage.read_bytes(cfg.tokenizer_uri) if rank == 0 else None,
         meta=checkpoint_meta(cfg),
@@ -125,7 +130,9 @@ class Session:
     ckpt: checkpoint.Checkpointer
     step: int
     """step: optimizer steps completed, counting those before a resume."""
-    data: loader.TrainLoader
+    ref: torch.nn.Module | None
+    """ref: DPO's frozen reference model; None for other objectives."""
+    data: loader.TrainLoader | pairs.PairLoader
     tokenizer: bytes | None
     """tokenizer: tokenizer.json's bytes on rank 0 (copied into each checkpoint); None elsewhere."""
     meta: dict
@@ -137,6 +144,8 @@ class Session:
     """last_eval: the newest mixture-weighted validation loss; None before the first evaluation."""
     loss_tokens: int | None = None
     """loss_tokens: targets that carried loss in the last step (all ranks); None without a loss mask."""
+    dpo: dict | None = None
+    """dpo: the last step's DPO figures (dpo.figures), with the last evaluation's accuracy."""
 
     def save(self, at: int) -> None:
         state = state_for(self.model, self.optimizer, at, self.data.cursor, self.watch)
@@ -150,9 +159,26 @@ class Session:
             self.progress.update(force=True, last_checkpoint={"uri": folder.uri, "step": folder.step})
 
 
-def open_loader(cfg: TrainConfig, rank: int, world: int, cursor: int) -> loader.TrainLoader:
-    """This rank's batches from `cursor` sequences on, in the order the seed fixes."""
+def open_loader(
+    cfg: TrainConfig, rank: int, world: int, cursor: int
+) -> loader.TrainLoader | pairs.PairLoader:
+    """This rank's batches from `cursor` sequences (DPO: pairs) on, in the order the seed fixes."""
     o, sources = cfg.optimizer, cfg.sources
+    if cfg.objective == "dpo":
+        src = sources[0]
+        train_pairs = pairs.PairSet.open(src.train, src.train_mask)
+        return pairs.PairLoader(
+            train_pairs,
+            src.fingerprint,
+            o.seed,
+            o.seq_len,
+            o.micro_batch,
+            cfg.batch_seqs,
+            rank,
+            world,
+            pad=src.manifest.eos_id,
+            cursor=cursor,
+        )
     order = loader.SequenceOrder(
         [s.train.windows(o.seq_len) for s in sources],
         [s.weight for s in sources],
@@ -217,9 +243,22 @@ def train_loop(s: Session) -> str:
         lr = lr_at(s.step, o.lr, o.min_lr, o.warmup_steps, o.total_steps)
         for group in s.optimizer.param_groups:
             group["lr"] = lr
-        loss, norm, s.loss_tokens = train_step(
-            s.model, s.optimizer, s.data.step_batches(), s.accum, o.grad_clip, s.device
-        )
+        if s.ref is not None:
+            loss, norm, figs = dpo.dpo_step(
+                s.model,
+                s.ref,
+                s.optimizer,
+                s.data.step_batches(),
+                s.accum,
+                o.grad_clip,
+                s.device,
+                cfg.dpo.beta,
+            )
+            s.dpo = {**figs, "evalRewardsAccuracy": (s.dpo or {}).get("evalRewardsAccuracy")}
+        else:
+            loss, norm, s.loss_tokens = train_step(
+                s.model, s.optimizer, s.data.step_batches(), s.accum, o.grad_clip, s.device
+            )
         synced = torch.stack([loss.detach().reshape(()), loss.new_tensor(float(term["asked"]))])
         dist.all_reduce(synced)  # [sum of ranks' mean losses (divided below), ranks asked to stop]
         loss = synced[0]
@@ -269,6 +308,8 @@ def report_step(s: Session, loss: torch.Tensor, lr: float, norm: torch.Tensor) -
         }
         if s.loss_tokens is not None:
             rec["lossTokens"] = s.loss_tokens
+        if s.dpo is not None:
+            rec.update({k: v for k, v in s.dpo.items() if k != "loss"})
         metrics.emit(rec)
         s.progress.update(
             step=s.step,
@@ -279,12 +320,19 @@ def report_step(s: Session, loss: torch.Tensor, lr: float, norm: torch.Tensor) -
             mfu=mfu,
             eval_loss=s.last_eval,
             loss_tokens=s.loss_tokens,
+            dpo=_dpo_progress(s.dpo),
         )
     s.throughput.reset()
 
 
+def _dpo_progress(figs: dict | None) -> DpoFigures | None:
+    return None if figs is None else DpoFigures.model_validate({k: v for k, v in figs.items() if k != "loss"})
+
+
 def evaluate_and_watch(s: Session) -> bool:
     """Validation loss of the mixture (sources weighted as in training); True to stop early."""
+    if s.ref is not None:
+        return _evaluate_dpo(s)
     per_source = evaluate(s.model, s.cfg, s.rank, s.world, s.device)
     sources = s.cfg.sources
     weights = [src.weight for src in sources]
@@ -306,6 +354,30 @@ def evaluate_and_watch(s: Session) -> bool:
     if verdict.stop and s.rank == 0:
         n = verdict.evals_without_improvement
         log.info("early stopping at step %d: %d evaluations without improvement", s.step, n)
+    return verdict.stop
+
+
+def _evaluate_dpo(s: Session) -> bool:
+    """DPO loss and figures on the held-out pairs; the loss is what early stopping watches."""
+    src = s.cfg.sources[0]
+    held_out = pairs.PairSet.open(src.validation, src.validation_mask)
+    figs = dpo.evaluate(s.model, s.ref, s.cfg, held_out, s.rank, s.world, s.device)
+    s.last_eval = figs["loss"]
+    s.dpo = {**(s.dpo or {}), "evalRewardsAccuracy": figs["rewardsAccuracy"]}
+    verdict = s.watch.observe(s.last_eval)
+    if s.rank == 0:
+        eval_figs = {f"eval{k[0].upper()}{k[1:]}": v for k, v in figs.items()}
+        metrics.emit(
+            {
+                "event": "eval",
+                "step": s.step,
+                **eval_figs,
+                "evalsWithoutImprovement": verdict.evals_without_improvement,
+            }
+        )
+        s.progress.update(
+            force=True, eval_loss=s.last_eval, overfitting=verdict.overfitting, dpo=_dpo_progress(s.dpo)
+        )
     return verdict.stop
 
 

@@ -169,3 +169,24 @@ def test_stages_apply_to_the_message_contents(tmp_path, capsys):
     assert "<|user|>\nWho keeps the light?" in texts[1]
     assert summary["pii"] == {"EMAIL": 1} and summary["exactDuplicates"] == 1, summary
     assert "Not allowed in." not in "".join(texts)
+
+
+def test_preference_records_take_strings_or_messages_and_name_bad_fields():
+    pair = conversation.parse_preference(
+        {"prompt": "Q?", "chosen": "yes", "rejected": [{"role": "assistant", "content": "no"}]}
+    )
+    assert pair == {
+        "prompt": [{"role": "user", "content": "Q?"}],
+        "chosen": [{"role": "assistant", "content": "yes"}],
+        "rejected": [{"role": "assistant", "content": "no"}],
+    }
+    with pytest.raises(conversation.BadRecord, match="rejected: expected a string or a list of messages"):
+        conversation.parse_preference({"prompt": "Q?", "chosen": "yes"})
+    with pytest.raises(conversation.BadRecord, match="chosen: no assistant turn"):
+        conversation.parse_preference(
+            {"prompt": "Q?", "chosen": [{"role": "user", "content": "x"}], "rejected": "no"}
+        )
+    with pytest.raises(conversation.BadRecord, match=r"prompt\[0\].role: 'bot'"):
+        conversation.parse_preference(
+            {"prompt": [{"role": "bot", "content": "x"}], "chosen": "a", "rejected": "b"}
+        )

@@ -35,11 +35,38 @@ def _sharegpt(msgs: list[dict]) -> list[dict]:
     return [{"from": {"user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]} for m in msgs]
 
 
-def prepare_chat(tmp: Path, n: int = 400, **spec) -> str:
-    """Writes and prepares the conversations; returns the output folder's URI."""
-    (tmp / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in conversations(n)))
+def preferences(n: int, seed: int = 0, kinds: int = 4) -> list[dict]:
+    """Pairs whose chosen answer names the thing's colour and whose rejected one another colour
+    (`kinds` things and colours); prompts as strings and as messages, answers as strings and as
+    messages. Short, so a tiny model learns them in a few dozen steps."""
+    rng = random.Random(seed)
+    things, colours = THINGS[:kinds], COLOURS[:kinds]
+    colour = dict(zip(things, colours, strict=True))
+    out = []
+    for i in range(n):
+        t = rng.choice(things)
+        wrong = rng.choice([c for c in colours if c != colour[t]])
+        prompt = f"{i}: the {t}?"
+        chosen, rejected = colour[t], wrong
+        if i % 2:
+            out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        else:
+            out.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                }
+            )
+    return out
+
+
+def prepare_chat(tmp: Path, n: int = 400, fmt: str = "chat", **spec) -> str:
+    """Writes and prepares the conversations (or preference pairs); returns the output folder's URI."""
+    records = conversations(n) if fmt == "chat" else preferences(n)
+    (tmp / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in records))
     body = {
-        "sources": [{"uri": f"file://{tmp}/chat.jsonl", "licence": "MIT", "format": "chat"}],
+        "sources": [{"uri": f"file://{tmp}/chat.jsonl", "licence": "MIT", "format": fmt}],
         "filters": {
             k: {"enabled": False}
             for k in ("length", "language", "gopherRepetition", "gopherQuality", "c4", "fineweb")

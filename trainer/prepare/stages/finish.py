@@ -57,7 +57,7 @@ def run(ctx: Context) -> dict:
             splits=splits,
             fingerprint=fp,
             stats=stats,
-            loss_mask=spec.train_on if spec.loss_mask else "",
+            loss_mask="pairs" if spec.preference else spec.train_on if spec.loss_mask else "",
         )
         storage.write_bytes(storage.join(out, "manifest.json"), manifest.to_json().encode())
     write_marker(ctx, stats)

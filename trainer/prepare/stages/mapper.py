@@ -171,7 +171,7 @@ def run(ctx: Context) -> dict:
                 line = {"id": doc.id, "d": digest.hex(), "licence": doc.licence, "url": doc.url, "pii": found}
                 line["text"] = text
                 if messages:
-                    line["messages"] = messages
+                    line["pair" if isinstance(messages, dict) else "messages"] = messages
                 encoded = json.dumps(line, ensure_ascii=False).encode() + b"\n"
                 docs_out.write(encoded)
                 if train_sample and dedup.split_draw(digest) >= spec.output.validation_fraction:

@@ -149,7 +149,7 @@ def encode_batch(
     """(ids followed by eos, loss mask or None) per document, in order: text documents encoded
     together, conversations one by one (rendered with the template, with their masks)."""
     out: list = [None] * len(batch)
-    plain = [i for i, d in enumerate(batch) if "messages" not in d]
+    plain = [i for i, d in enumerate(batch) if "messages" not in d and "pair" not in d]
     for flat, lengths in token_stream(tok, [batch[i]["text"] for i in plain], eos, dtype):
         ends = np.cumsum(lengths)  # one batch of at most ENCODE_BATCH: one item
         for i, end, n in zip(plain, ends.tolist(), lengths, strict=True):
@@ -157,7 +157,10 @@ def encode_batch(
     for i, d in enumerate(batch):
         if out[i] is None:
             try:
-                out[i] = chat_tokens.encode(tok, template, d["messages"], eos, train_on)
+                if "pair" in d:
+                    out[i] = chat_tokens.encode_pair(tok, template, d["pair"], eos)
+                else:
+                    out[i] = chat_tokens.encode(tok, template, d["messages"], eos, train_on)
             except ValueError as exc:  # the template, not the record: every conversation fails alike
                 raise InputError(f"spec.tokenizer.chatTemplate: {exc}") from exc
     return out

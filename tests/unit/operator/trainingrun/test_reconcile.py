@@ -483,3 +483,20 @@ def test_nodes_that_cannot_be_listed_leave_the_gpu_memory_unknown(fake_kube: Fak
     out = reconcile(big_run(), CFG)
     assert ("apply", "Job", "llm-train") in fake_kube.calls
     assert "fits" not in out.status["plan"] and "gpuMemoryGiB" not in out.status["plan"]
+
+
+def test_progress_fields_copy_the_sft_and_dpo_figures():
+    figs = {
+        "rewardsChosen": 0.123456789,
+        "rewardsRejected": -0.5,
+        "rewardsMargin": 0.623456789,
+        "rewardsAccuracy": 0.9375,
+        "evalRewardsAccuracy": 0.95,
+    }
+    out = progress_fields({"step": 5, "lossTokens": 812, "dpo": figs}, None)
+    assert out["lossTokens"] == 812
+    assert out["dpo"] == {**figs, "rewardsChosen": 0.1235, "rewardsMargin": 0.6235}
+    # What the operator writes is what the status schema (and so the CRD) accepts.
+    from capstan_api.status import TrainingRunStatus
+
+    assert TrainingRunStatus.model_validate(out).dpo.rewards_accuracy == 0.9375

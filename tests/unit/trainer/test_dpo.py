@@ -5,6 +5,7 @@ figures (TRL's rewards/chosen, rejected, margins, accuracies) in its lines and p
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from capstan_trainer.train.config import ConfigError, resolve
 from capstan_trainer.train.step import build_model, build_optimizer
 from capstan_trainer.train.train import open_loader
 from tests.unit.trainer.chat_data import prepare_chat
-from tests.unit.trainer.helpers import run_resource, single_process, write_resource
+from tests.unit.trainer.helpers import run_resource, single_process, torchrun, write_resource
 
 # 16 pairs a step of 32-token sequences; lr and beta high enough for a tiny model to learn fast.
 OPTIMIZER = {
@@ -148,3 +149,22 @@ def test_trainer_reports_dpo_figures(prefs, tmp_path):
     }
     assert figs["evalRewardsAccuracy"] == evals[-1]["evalRewardsAccuracy"]
     assert progress["evalLoss"] == evals[-1]["evalLoss"]
+
+
+def test_two_ranks_resume_exactly_with_the_reference_rebuilt_from_the_init(prefs, tmp_path):
+    """FSDP2 over 2 gloo ranks: step 1's loss is log 2 (the sharded reference equals the policy's
+    init), and a worker killed after step 4 restarts from step 3 with the same losses: the
+    reference is rebuilt from the init, not from the policy's checkpoint."""
+    results = []
+    for name, env, restarts in (("a", None, 0), ("b", {"CAPSTAN_FAULT_KILL_STEPS": "4"}, 1)):
+        res = dpo_resource(prefs, f"file://{tmp_path}/{name}", 6, checkpoint={"intervalSteps": 3})
+        res["spec"]["resources"] = {"nprocPerNode": 2}
+        result = torchrun(
+            write_resource(tmp_path / f"{name}.yaml", res), nproc=2, max_restarts=restarts, env=env
+        )
+        assert result.returncode == exitcodes.OK, result.stderr[-4000:]
+        results.append(result)
+    baseline, crashed = results
+    assert abs(baseline.losses()[1] - math.log(2)) < 1e-6
+    assert [s["step"] for s in crashed.events("start")] == [0, 3]
+    assert crashed.losses() == baseline.losses()

@@ -155,11 +155,15 @@ def run_tasks(m: Loaded, spec: EvaluationSpec) -> tuple[list[dict], dict[str, fl
             found = tasks.multiple_choice(m.scorer(f"task.{task.name}"), m.encode, rows, m.prefix, field)
             extra = {}
         else:
-            rows = tasks.read_jsonl(task.uri, ("prompt", "answer"), field, task.limit)
+            required = ("messages",) if task.type == "chat" else ("prompt", "answer")
+            rows = tasks.read_jsonl(task.uri, required, field, task.limit)
             engine = engine or Engine(
                 m.lm, max_batch_size=m.batch_size, max_queue=1 << 30, max_model_len=m.context
             )
-            found, preds = tasks.exact_match(engine, m.encode, rows, task, m.prefix)
+            if task.type == "chat":
+                found, preds = tasks.chat(engine, m.lm, rows, task, field)
+            else:
+                found, preds = tasks.exact_match(engine, m.encode, rows, task, m.prefix)
             extra = {"predictions": preds[:20]}
         results.append({"name": task.name, "type": task.type, "uri": task.uri, "metrics": found, **extra})
         metrics |= {f"task.{task.name}.{k}": v for k, v in found.items()}

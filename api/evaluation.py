@@ -250,6 +250,13 @@ class EvaluationSpec(ApiModel):
         description="outputUri is the folder for results.json, README.md (the model card) and "
         "status.json; empty: the operator fills in its default artifact location.",
     )
+    baseline_results_uri: str = Field(
+        default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
+        description="baselineResultsUri is the results.json of an Evaluation of the base model (e.g. before "
+        "fine-tuning); the model card then shows base and tuned side by side. Empty: no comparison.",
+    )
     license: str = Field(
         default="",
         max_length=128,

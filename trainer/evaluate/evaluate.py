@@ -105,6 +105,8 @@ def progress(stage: str) -> Callable[[int, int], None]:
 
 def run(name: str, spec: EvaluationSpec) -> dict:
     t0 = time.perf_counter()
+    # Read first: a bad baseline is a spec error found before any model is loaded.
+    baseline = read_baseline(spec.baseline_results_uri) if spec.baseline_results_uri else None
     m = load_model(spec)
     results: dict = {"model": m.lm.meta.get("uri"), "contextLength": m.context, "tasks": []}
     metrics: dict[str, float] = {}
@@ -119,8 +121,21 @@ def run(name: str, spec: EvaluationSpec) -> dict:
         metrics |= found
     gates, passed = scoring.check_gates(spec.gates, metrics)
     results |= {"metrics": metrics, "gates": gates, "passed": passed, "seconds": time.perf_counter() - t0}
+    if baseline:
+        results["baseline"] = baseline
     write_outputs(name, spec, m.lm.meta, results)
     return results
+
+
+def read_baseline(uri: str) -> dict:
+    """The base model's figures: {"uri", "model", "metrics"} from its Evaluation's results.json."""
+    try:
+        base = json.loads(storage.read_bytes(uri))
+        return {"uri": uri, "model": base.get("model"), "metrics": dict(base["metrics"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise tasks.TaskFileError(
+            f"spec.baselineResultsUri: {uri} is not an Evaluation's results.json: {exc}"
+        ) from exc
 
 
 def load_model(spec: EvaluationSpec) -> Loaded:

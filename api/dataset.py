@@ -62,9 +62,15 @@ class Source(ApiModel):
         pattern=URI_PATTERN,
         description="uri is an fsspec URI (s3://, file://, ...) of a file, folder or glob (*, **, ?).",
     )
-    format: Literal["jsonl", "text", "parquet"] = Field(
+    format: Literal["jsonl", "text", "parquet", "chat", "preference"] = Field(
         default="jsonl",
-        description="format is jsonl (one JSON object per line), text (one document per file) or parquet.",
+        description=(
+            "format is jsonl (one JSON object per line), text (one document per file), parquet, or chat: "
+            "JSONL conversations, OpenAI-style `messages` (role system/user/assistant, content) or "
+            "ShareGPT-style `conversations` (from system/human/gpt, value), rendered with "
+            "tokenizer.chatTemplate; or preference: JSONL pairs `prompt`, `chosen`, `rejected`, each a "
+            "string or a list of messages, for a dpo TrainingRun."
+        ),
     )
     compression: Literal["infer", "none", "gzip", "zstd"] = Field(
         default="infer", description="compression of jsonl/text files; infer uses the suffix (.gz, .zst)."
@@ -141,6 +147,13 @@ class DatasetSpec(ApiModel):
         "globs, regexes over text, or a list file; a change prepares a new revision without them.",
     )
     output: Output = Field(description="output says where and how the shards are written.")
+    train_on: Literal["assistant", "all"] = Field(
+        default="assistant",
+        description=(
+            "trainOn says which tokens of a chat conversation carry loss in an sft TrainingRun: the "
+            "assistant turns (their end-of-turn token included) or all of the rendered text."
+        ),
+    )
     max_error_rate: float = Field(
         default=0.001,
         ge=0,
@@ -170,11 +183,28 @@ class DatasetSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             ("size(self.allowedLicences) > 0", "allowedLicences must name at least one licence"),
+            (
+                "self.sources.all(s, s.format == 'preference') || self.sources.all(s, s.format != 'preference')",
+                "preference sources cannot be mixed with other formats",
+            ),
         )
     )
 
+    @property
+    def loss_mask(self) -> bool:
+        """Whether the shards carry a loss mask: they do when any source is chat or preference."""
+        return any(s.format in ("chat", "preference") for s in self.sources)
+
+    @property
+    def preference(self) -> bool:
+        """Preference pairs: each document is a chosen then a rejected sequence."""
+        return any(s.format == "preference" for s in self.sources)
+
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
+        kinds = {s.format == "preference" for s in self.sources}
+        if len(kinds) > 1:
+            raise ValueError("sources: preference sources cannot be mixed with other formats")
         if not self.allowed_licences:
             raise ValueError("allowedLicences must name at least one licence")
         return self

@@ -105,6 +105,9 @@ class Task(ApiModel):
     log-likelihood of each choice after the context (acc) and per character (acc_norm).
     exactMatch lines: {"prompt": str, "answer": str}; greedy generation cut at the first stop string,
     compared after stripping surrounding whitespace.
+    chat lines: {"messages": [...], "answer": str}, or chat-format lines whose last message is the
+    assistant's expected answer; the messages are rendered with the model's chat template (as the
+    server does), the greedy reply is scored by `match`, and accuracy is reported.
     """
 
     name: str = Field(
@@ -113,8 +116,12 @@ class Task(ApiModel):
         pattern=TASK_NAME_PATTERN,
         description="name of the task; metrics are reported as task.<name>.<metric>.",
     )
-    type: Literal["multipleChoice", "exactMatch"] = Field(
-        description="type is multipleChoice (log-likelihood ranking) or exactMatch (greedy generation)."
+    type: Literal["multipleChoice", "exactMatch", "chat"] = Field(
+        description="type is multipleChoice (log-likelihood ranking), exactMatch (greedy generation) or chat (a chat-template reply scored by match)."
+    )
+    match: Literal["exact", "contains", "regex"] = Field(
+        default="exact",
+        description="match scores a chat reply: exact (equal after stripping), contains (the answer is in the reply) or regex (the answer is a Python regular expression the reply matches somewhere).",
     )
     uri: str = Field(
         min_length=1, max_length=2000, pattern=URI_PATTERN, description="uri of the JSONL file (fsspec URI)."
@@ -242,6 +249,13 @@ class EvaluationSpec(ApiModel):
         pattern=OPTIONAL_URI_PATTERN,
         description="outputUri is the folder for results.json, README.md (the model card) and "
         "status.json; empty: the operator fills in its default artifact location.",
+    )
+    baseline_results_uri: str = Field(
+        default="",
+        max_length=2000,
+        pattern=OPTIONAL_URI_PATTERN,
+        description="baselineResultsUri is the results.json of an Evaluation of the base model (e.g. before "
+        "fine-tuning); the model card then shows base and tuned side by side. Empty: no comparison.",
     )
     license: str = Field(
         default="",

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from capstan_api.lineage import ReplayInfo
+from capstan_api.objective import DpoFigures
 from capstan_api.status import CheckpointRef, Phase, UnreadableCheckpoint
 
 PROGRESS_FILE = "progress.json"
@@ -104,6 +105,10 @@ class TrainingProgress(FileModel):
     """tokens_per_sec: all ranks together, over the last metrics interval."""
     mfu: float | None = None
     """mfu: model FLOPs utilisation per GPU, 0..1; None on CPU, in fp32, or on an unknown GPU."""
+    loss_tokens: int | None = None
+    """loss_tokens: tokens that carried loss in the last metrics step's global batch (sft and dpo)."""
+    dpo: DpoFigures | None = None
+    """dpo: DPO's rewards, margin and accuracy at the last metrics step (objective dpo)."""
     last_checkpoint: CheckpointRef | None = None
     """last_checkpoint: the newest committed checkpoint; None before the first."""
     unreadable_checkpoints: list[UnreadableCheckpoint] = Field(default_factory=list)

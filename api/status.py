@@ -14,6 +14,7 @@ from capstan_api.capacity import CapacityPlan
 from capstan_api.common import ApiModel, Condition
 from capstan_api.lineage import ReplayInfo, RevisionUse, RuleCount
 from capstan_api.mitigation import AugmentationCounts, ToxicityCounts
+from capstan_api.objective import DpoFigures
 
 # Condition types (module constants, as the style guide asks).
 READY = "Ready"
@@ -167,6 +168,14 @@ class TrainingRunStatus(StatusBase):
     )
     mfu: float | None = Field(
         default=None, description="mfu is the model FLOPs utilisation (0-1); absent on CPU."
+    )
+    loss_tokens: int | None = Field(
+        default=None,
+        description="lossTokens is how many targets carried loss in the last reported step (sft: the assistant tokens).",
+    )
+    dpo: DpoFigures | None = Field(
+        default=None,
+        description="dpo holds DPO's rewards, margin and accuracy at the last reported step (objective dpo).",
     )
     last_checkpoint: CheckpointRef | None = Field(
         default=None, description="lastCheckpoint is the newest committed checkpoint."

@@ -21,6 +21,7 @@ from capstan_api.common import (
     cel_set,
     immutable,
 )
+from capstan_api.objective import DpoSpec, Objective
 from capstan_api.training import MAX_STEPS, FsdpSpec, ModelSpec, OptimizerSpec
 from capstan_api.workload import (
     AFFINITY_DESCRIPTION,
@@ -402,6 +403,15 @@ class TrainingRunSpec(ApiModel):
         description="model shape: a preset plus overrides; immutable.",
         json_schema_extra=immutable("model"),
     )
+    objective: Objective = Field(
+        default="pretrain",
+        description=(
+            "objective: pretrain (loss on every token), sft (loss only where a chat Dataset's mask is "
+            "on, conversations never attending to each other) or dpo (preference pairs); immutable."
+        ),
+        json_schema_extra=immutable("objective"),
+    )
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="dpo settings, read when objective is dpo.")
     init: InitSpec = Field(
         default_factory=InitSpec,
         description="init: from scratch, a checkpoint, or a TrainingRun; immutable.",

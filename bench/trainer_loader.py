@@ -58,7 +58,7 @@ def tokens_per_second(uri: str, seq_len: int, micro: int, steps: int, step_s: fl
             pass
         t0 = time.perf_counter()
         for _ in range(steps):
-            for _x, _y in data.step_batches():
+            for _batch in data.step_batches():
                 time.sleep(step_s)
         elapsed = time.perf_counter() - t0
     finally:

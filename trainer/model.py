@@ -74,15 +74,19 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads
-        )
+        gqa = self.n_kv_heads != self.n_heads
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:  # mask: (B, 1, T, T), True where attention is allowed
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
 
 
@@ -105,8 +109,10 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -153,16 +159,25 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(c.head_dim, c.max_seq_len, c.rope_theta, device=device, scaling=c.rope_scaling)
         self.rope_cos, self.rope_sin = cos, sin
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, docs: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V). With `docs` ((B, T) document index per token) a token attends only to
+        earlier tokens of its own document, so packed documents never see each other. Positions
+        are not reset: RoPE makes attention depend only on the distance between tokens, which
+        the document mask keeps inside one document, so a document scores the same anywhere."""
         T = tokens.shape[1]
         if self.cfg.max_seq_len < T:
             raise ValueError(f"sequence length {T} exceeds model.maxSeqLen {self.cfg.max_seq_len}")
         if self.rope_cos.numel() == 0 or self.rope_cos.device != tokens.device:
             self.init_rope(tokens.device)
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        mask = None
+        if docs is not None:
+            causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+            mask = (docs[:, :, None] == docs[:, None, :]) & causal  # (B, T, T)
+            mask = mask[:, None]  # (B, 1, T, T): the same for every head
         h = self.embed_tokens(tokens)  # (B, T, C)
         for layer in self.layers:
-            h = layer(h, cos, sin)
+            h = layer(h, cos, sin, mask)
         return self.lm_head(self.norm(h))  # (B, T, V)
 
 

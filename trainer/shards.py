@@ -23,6 +23,12 @@ from capstan_trainer import storage
 
 MANIFEST_VERSION = 1
 
+# Loss-mask bytes (`<split>-NNNNN.mask.bin`, one per token, beside the token shard) of chat data.
+LOSS = 1
+"""LOSS: the token is a training target (an assistant token, its end-of-turn included)."""
+DOC_START = 2
+"""DOC_START: the token begins a document; attention does not look back past it."""
+
 
 def dtype_for_vocab(vocab_size: int) -> str:
     """uint16 when every id fits, else uint32."""
@@ -35,12 +41,17 @@ class ShardInfo:
     """path: file name relative to the manifest's folder."""
     tokens: int
     sha256: str
+    mask: str = ""
+    """mask: the loss-mask file's name (one uint8 per token), or "" when the data has none."""
+    mask_sha256: str = ""
 
 
 @dataclass
 class SplitInfo:
     shards: list[ShardInfo] = field(default_factory=list)
     documents: int = 0
+    loss_tokens: int = 0
+    """loss_tokens: tokens whose mask says LOSS (0 when the data has no mask)."""
 
     @property
     def tokens(self) -> int:
@@ -60,6 +71,10 @@ class Manifest:
     """fingerprint: hash of the inputs and the spec that produced this output."""
     stats: dict[str, Any] = field(default_factory=dict)
     """stats: per-stage document counts and other figures from preparation."""
+    loss_mask: str = ""
+    """loss_mask: "" (no mask: every token is a target), the Dataset's trainOn (assistant, all),
+    or "pairs": preference data, each document a chosen then a rejected sequence (each with
+    DOC_START), LOSS on their answers."""
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:
@@ -76,7 +91,9 @@ class Manifest:
                 raise ValueError(f"version {d.get('version')!r}, expected {MANIFEST_VERSION}")
             splits = {
                 name: SplitInfo(
-                    shards=[ShardInfo(**s) for s in sp["shards"]], documents=sp.get("documents", 0)
+                    shards=[ShardInfo(**s) for s in sp["shards"]],
+                    documents=sp.get("documents", 0),
+                    loss_tokens=sp.get("loss_tokens", 0),
                 )
                 for name, sp in d["splits"].items()
             }
@@ -88,6 +105,7 @@ class Manifest:
                 splits=splits,
                 fingerprint=d.get("fingerprint", ""),
                 stats=d.get("stats", {}),
+                loss_mask=d.get("loss_mask", ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: not a Capstan shard manifest: {exc}") from exc
@@ -112,17 +130,19 @@ def verify_checksums(manifest_uri: str, manifest: Manifest) -> None:
     base = manifest_uri.rsplit("/", 1)[0] if manifest_uri.endswith(".json") else manifest_uri
     for split in manifest.splits.values():
         for shard in split.shards:
-            uri = storage.join(base, shard.path)
-            digest = hashlib.sha256()
-            fs, path = storage.filesystem(uri)
-            with fs.open(path, "rb") as f:
-                while chunk := f.read(8 << 20):
-                    digest.update(chunk)
-            if digest.hexdigest() != shard.sha256:
-                raise ValueError(
-                    f"{uri}: sha256 {digest.hexdigest()} differs from the manifest's {shard.sha256} "
-                    "(the shard changed or was corrupted after preparation)"
-                )
+            files = [(shard.path, shard.sha256)] + ([(shard.mask, shard.mask_sha256)] if shard.mask else [])
+            for name, want in files:
+                uri = storage.join(base, name)
+                digest = hashlib.sha256()
+                fs, path = storage.filesystem(uri)
+                with fs.open(path, "rb") as f:
+                    while chunk := f.read(8 << 20):
+                        digest.update(chunk)
+                if digest.hexdigest() != want:
+                    raise ValueError(
+                        f"{uri}: sha256 {digest.hexdigest()} differs from the manifest's {want} "
+                        "(the shard changed or was corrupted after preparation)"
+                    )
 
 
 def decode_shard(data: bytes, dtype: str) -> np.ndarray:

@@ -105,6 +105,8 @@ def progress(stage: str) -> Callable[[int, int], None]:
 
 def run(name: str, spec: EvaluationSpec) -> dict:
     t0 = time.perf_counter()
+    # Read first: a bad baseline is a spec error found before any model is loaded.
+    baseline = read_baseline(spec.baseline_results_uri) if spec.baseline_results_uri else None
     m = load_model(spec)
     results: dict = {"model": m.lm.meta.get("uri"), "contextLength": m.context, "tasks": []}
     metrics: dict[str, float] = {}
@@ -119,8 +121,21 @@ def run(name: str, spec: EvaluationSpec) -> dict:
         metrics |= found
     gates, passed = scoring.check_gates(spec.gates, metrics)
     results |= {"metrics": metrics, "gates": gates, "passed": passed, "seconds": time.perf_counter() - t0}
+    if baseline:
+        results["baseline"] = baseline
     write_outputs(name, spec, m.lm.meta, results)
     return results
+
+
+def read_baseline(uri: str) -> dict:
+    """The base model's figures: {"uri", "model", "metrics"} from its Evaluation's results.json."""
+    try:
+        base = json.loads(storage.read_bytes(uri))
+        return {"uri": uri, "model": base.get("model"), "metrics": dict(base["metrics"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise tasks.TaskFileError(
+            f"spec.baselineResultsUri: {uri} is not an Evaluation's results.json: {exc}"
+        ) from exc
 
 
 def load_model(spec: EvaluationSpec) -> Loaded:
@@ -155,11 +170,15 @@ def run_tasks(m: Loaded, spec: EvaluationSpec) -> tuple[list[dict], dict[str, fl
             found = tasks.multiple_choice(m.scorer(f"task.{task.name}"), m.encode, rows, m.prefix, field)
             extra = {}
         else:
-            rows = tasks.read_jsonl(task.uri, ("prompt", "answer"), field, task.limit)
+            required = ("messages",) if task.type == "chat" else ("prompt", "answer")
+            rows = tasks.read_jsonl(task.uri, required, field, task.limit)
             engine = engine or Engine(
                 m.lm, max_batch_size=m.batch_size, max_queue=1 << 30, max_model_len=m.context
             )
-            found, preds = tasks.exact_match(engine, m.encode, rows, task, m.prefix)
+            if task.type == "chat":
+                found, preds = tasks.chat(engine, m.lm, rows, task, field)
+            else:
+                found, preds = tasks.exact_match(engine, m.encode, rows, task, m.prefix)
             extra = {"predictions": preds[:20]}
         results.append({"name": task.name, "type": task.type, "uri": task.uri, "metrics": found, **extra})
         metrics |= {f"task.{task.name}.{k}": v for k, v in found.items()}

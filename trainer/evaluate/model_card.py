@@ -197,12 +197,31 @@ def quantitative_analyses(results: dict) -> list[str]:
         header = ["category", "group", "pct_stereotype", "likelihood_diff", "pairs"]
         lines += ["", "Bias probes, per category and per stereotyped group:", ""]
         lines.append(_table(header, _bias_rows(results["bias"])))
+    base = results.get("baseline")
+    if base:
+        lines += [
+            "",
+            f"Base model ({base.get('model') or base['uri']}) and this model, on the metrics both report:",
+            "",
+        ]
+        lines.append(
+            _table(
+                ["metric", "base", "tuned", "change"], comparison_rows(base["metrics"], results["metrics"])
+            )
+        )
     gates = results.get("gates", [])
     if gates:
         verdict = "all passed" if results["passed"] else "FAILED"
         lines += ["", f"Gates ({verdict}):", ""]
         lines.append(_table(["metric", "min", "max", "value", "verdict"], _gate_rows(gates)))
     return lines
+
+
+def comparison_rows(base: dict[str, float], tuned: dict[str, float]) -> list[list]:
+    """metric, base value, tuned value, tuned - base; metrics both report, in the tuned order."""
+    return [
+        [k, base[k], v, v - base[k]] for k, v in tuned.items() if k in base and not k.endswith(".examples")
+    ]
 
 
 def _bias_rows(bias: dict) -> list[list]:

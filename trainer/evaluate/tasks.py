@@ -4,11 +4,13 @@ lm-evaluation-harness does (acc, acc_norm by character length; exact_match after
 from __future__ import annotations
 
 import json
+import re
 
-from capstan_trainer import storage
+from capstan_trainer import chat_template, storage
 from capstan_trainer.evaluate.scoring import Scorer
 from capstan_trainer.generation.engine import Engine
 from capstan_trainer.generation.sampling import SamplingParams
+from capstan_trainer.prepare import conversation
 
 
 class TaskFileError(ValueError):
@@ -88,3 +90,58 @@ def exact_match(
     preds = ["".join(e.text for e in evs) for evs in events]
     hits = sum(p.strip() == str(r["answer"]).strip() for p, r in zip(preds, rows, strict=True))
     return {"exact_match": hits / len(rows), "examples": float(len(rows))}, preds
+
+
+def chat_rows(rows: list[dict], field: str) -> list[tuple[list[dict], str]]:
+    """(prompt messages, expected answer) per line: an `answer` field, else the last message
+    when it is the assistant's."""
+    out = []
+    for n, row in enumerate(rows, 1):
+        try:
+            messages = conversation.parse(
+                {"messages": row["messages"] + [{"role": "assistant", "content": ""}]}
+            )[:-1]
+        except conversation.BadRecord as exc:
+            raise TaskFileError(f"{field}: example {n}: {exc}") from exc
+        answer = row.get("answer")
+        if answer is None and messages and messages[-1]["role"] == "assistant":
+            answer = messages.pop()["content"]
+        if not isinstance(answer, str) or not messages:
+            raise TaskFileError(
+                f"{field}: example {n}: needs an `answer` or a last assistant message, after a prompt"
+            )
+        out.append((messages, answer))
+    return out
+
+
+def chat(engine: Engine, lm, rows: list[dict], task, field: str) -> tuple[dict[str, float], list[str]]:
+    """Greedy replies to chat prompts rendered with the model's template, scored by task.match."""
+    examples = chat_rows(rows, field)
+    bos, eos = chat_template.template_tokens(lm.tokenizer, lm.eos_id)
+    if task.match == "regex":
+        try:
+            patterns = [re.compile(a) for _, a in examples]
+        except re.error as exc:
+            raise TaskFileError(f"{field}: answer is not a regular expression: {exc}") from exc
+    prompts = []
+    for messages, _ in examples:
+        text = chat_template.render(
+            lm.chat_template, messages, add_generation_prompt=True, bos_token=bos, eos_token=eos
+        )
+        prompts.append(
+            lm.tokenizer.encode(text, add_special_tokens=False).ids[
+                -(engine.max_model_len - task.max_tokens) :
+            ]
+        )
+    params = SamplingParams(max_tokens=task.max_tokens, temperature=0, stop=list(task.stop))
+    preds = ["".join(e.text for e in evs) for evs in engine.generate(prompts, params)]
+
+    def hit(i: int, pred: str, answer: str) -> bool:
+        if task.match == "contains":
+            return answer.strip() in pred
+        if task.match == "regex":
+            return patterns[i].search(pred) is not None
+        return pred.strip() == answer.strip()
+
+    hits = sum(hit(i, p, a) for i, (p, (_, a)) in enumerate(zip(preds, examples, strict=True)))
+    return {"accuracy": hits / len(examples), "examples": float(len(examples))}, preds

@@ -20,6 +20,7 @@ import zstandard
 
 from capstan_api.dataset import Source
 from capstan_trainer import storage
+from capstan_trainer.prepare import conversation
 
 # Document ids are file_index << RECORD_BITS | record index: fits int64 for 2^31 files of 2^32 records.
 RECORD_BITS = 32
@@ -46,6 +47,9 @@ class Doc:
     record: int
     licence: str
     url: str = ""
+    messages: list[dict] | dict | None = None
+    """messages: a chat record's turns ({"role", "content"}), or a preference record's
+    {"prompt", "chosen", "rejected"} turns; text is then their contents joined."""
 
 
 @dataclass
@@ -54,6 +58,8 @@ class ReadStats:
     malformed: int = 0
     bytes: int = 0
     malformed_by_file: dict[str, int] = field(default_factory=dict)
+    first_error: dict[str, str] = field(default_factory=dict)
+    """first_error: input URI -> "line N: why" of its first malformed record (chat records)."""
     files: dict[str, str] = field(default_factory=dict)
     """files: input URI -> sha256 of its bytes, for the fingerprint."""
 
@@ -193,18 +199,30 @@ def _jsonl_record(
     try:
         obj = json.loads(line)  # bytes in: UTF-8 decoding errors surface as ValueError here
     except ValueError:
-        _bad(stats, f.uri)
+        _bad(stats, f.uri, f"line {i + 1}: not JSON")
         return
+    if src.format in ("chat", "preference"):
+        try:
+            messages = conversation.parse(obj) if src.format == "chat" else conversation.parse_preference(obj)
+        except conversation.BadRecord as exc:
+            _bad(stats, f.uri, f"line {i + 1}: {exc}")
+            return
+        obj = {**obj, src.text_field: conversation.text_of(messages)}
+    else:
+        messages = None
     doc = _from_object(obj, src, f, i, base)
     if doc is None:
-        _bad(stats, f.uri)
+        _bad(stats, f.uri, f"line {i + 1}: no string field {src.text_field!r}")
         return
+    doc.messages = messages
     yield doc
 
 
-def _bad(stats: ReadStats, uri: str) -> None:
+def _bad(stats: ReadStats, uri: str, why: str = "") -> None:
     stats.malformed += 1
     stats.malformed_by_file[uri] = stats.malformed_by_file.get(uri, 0) + 1
+    if why:
+        stats.first_error.setdefault(uri, why)
 
 
 def _from_object(obj, src: Source, f: InputFile, record: int, base: int) -> Doc | None:

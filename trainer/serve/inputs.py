@@ -71,12 +71,14 @@ def completion_prompts(eng: Engine, prompt, max_prompts: int) -> list[list[int]]
 
 def render_chat(eng: Engine, messages: list[ChatMessage]) -> str:
     lm = eng.loaded
+    bos, eos = chat_template.template_tokens(lm.tokenizer, lm.eos_id)
     try:
         return chat_template.render(
             lm.chat_template,
             [{"role": m.role, "content": m.text()} for m in messages],
-            bos=chat_template.bos_token(lm.tokenizer),
-            eos=lm.token_text(lm.eos_id),
+            add_generation_prompt=True,
+            bos_token=bos,
+            eos_token=eos,
         )
     except Exception as exc:  # template errors are the model's, but the client sees why
         raise ApiError(400, f"messages: the chat template failed: {exc}", param="messages") from exc

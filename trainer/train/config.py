@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from capstan_api import modelshape
 from capstan_api.common import InvalidResource
+from capstan_api.objective import DpoSpec, Objective
 from capstan_api.training import FsdpSpec, OptimizerSpec
 from capstan_api.trainingrun import CheckpointSpec, EvalSpec, MetricsSpec, ResourcesSpec, TrainingRunSpec
 from capstan_trainer import checkpoint, shards, storage
@@ -29,6 +30,9 @@ class Source:
     manifest: shards.Manifest
     train: loader.Split
     validation: loader.Split
+    train_mask: loader.Split | None = None
+    """train_mask: the loss-mask files over the same tokens (objective sft); None otherwise."""
+    validation_mask: loader.Split | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -76,6 +80,10 @@ class TrainConfig:
     """stop_ids: the HF model's end tokens (generation_config.json), for the export; None without one."""
     uid: str = ""
     """uid: the TrainingRun's metadata.uid ("" without a cluster), recorded as each checkpoint's owner."""
+    objective: Objective = "pretrain"
+    """objective: spec.objective: pretrain, sft (masked loss, document-masked attention) or dpo."""
+    dpo: DpoSpec | None = None
+    """dpo: spec.dpo when objective is dpo."""
 
     @property
     def fingerprint(self) -> str:
@@ -93,6 +101,8 @@ class TrainConfig:
             shape["initHuggingFace"] = self.init_hf
         if self.replay_from:  # only when set: existing runs keep their fingerprint
             shape["replay"] = self.replay_from
+        if self.objective != "pretrain":  # absent for pretraining: older checkpoints stay this run's
+            shape["objective"] = self.objective
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -127,7 +137,12 @@ def model_config(spec: TrainingRunSpec, vocab_size: int) -> ModelConfig:
 
 
 def _open_source(
-    i: int, entry, need_validation: bool, check_storage: bool, checksums: bool = False
+    i: int,
+    entry,
+    need_validation: bool,
+    check_storage: bool,
+    checksums: bool = False,
+    objective: Objective = "pretrain",
 ) -> Source:
     where = f"spec.datasets[{i}]"
     if entry.dataset_ref and not entry.uri:
@@ -155,7 +170,26 @@ def _open_source(
             shards.verify_checksums(uri, manifest)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{where}.uri: {exc}") from exc
-    return Source(uri, entry.weight, manifest, train, validation)
+    src = Source(uri, entry.weight, manifest, train, validation)
+    if objective == "sft" and manifest.loss_mask in ("", "pairs"):
+        raise ConfigError(
+            f"{where}.uri: objective sft needs a chat Dataset (format: chat), whose shards carry a "
+            f"loss mask; {uri} has {'preference pairs' if manifest.loss_mask else 'none'}"
+        )
+    if objective == "dpo" and manifest.loss_mask != "pairs":
+        raise ConfigError(
+            f"{where}.uri: objective dpo needs a preference Dataset (format: preference); {uri} is not one"
+        )
+    if objective != "pretrain":
+        src.train_mask = loader.open_split(uri, manifest, "train", mask=True)
+        src.validation_mask = loader.open_split(uri, manifest, "validation", mask=True)
+        if check_storage:
+            for split in (src.train_mask, src.validation_mask):
+                try:
+                    loader.check_shards(split)
+                except (OSError, ValueError) as exc:
+                    raise ConfigError(f"{where}.uri: {exc}") from exc
+    return src
 
 
 def _check_writable(uri: str) -> None:
@@ -195,7 +229,14 @@ def resolve(
             "the operator does that, or set init.replayFrom"
         )
     need_val = spec.eval.interval_steps > 0
-    sources = [_open_source(i, e, need_val, check_storage, checksums) for i, e in enumerate(spec.datasets)]
+    if spec.objective == "dpo" and len(spec.datasets) > 1:
+        raise ConfigError(
+            f"spec.datasets: objective dpo takes one preference Dataset, got {len(spec.datasets)}"
+        )
+    sources = [
+        _open_source(i, e, need_val, check_storage, checksums, spec.objective)
+        for i, e in enumerate(spec.datasets)
+    ]
     toks = {s.manifest.tokenizer.get("sha256", "") for s in sources}
     if len(toks) > 1:
         raise ConfigError(
@@ -273,4 +314,6 @@ def resolve(
         init_hf=spec.init.hugging_face,
         stop_ids=stops,
         uid=uid,
+        objective=spec.objective,
+        dpo=spec.dpo if spec.objective == "dpo" else None,
     )

@@ -105,17 +105,19 @@ class Split:
         return out
 
 
-def open_split(manifest_uri: str, manifest: shards.Manifest, name: str) -> Split:
+def open_split(manifest_uri: str, manifest: shards.Manifest, name: str, mask: bool = False) -> Split:
+    """The split's token shards, or with `mask` its loss-mask files (one byte per token, the same
+    offsets), which the same window reads then cover."""
     base = (
         manifest_uri[: -len("manifest.json")].rstrip("/") if manifest_uri.endswith(".json") else manifest_uri
     )
     info = manifest.splits.get(name)
-    dtype = np.dtype(manifest.dtype).newbyteorder("<")
+    dtype = np.dtype(np.uint8) if mask else np.dtype(manifest.dtype).newbyteorder("<")
     if info is None or not info.shards:
         return Split([], [], 0, dtype)
     uris, starts, pos = [], [], 0
     for s in info.shards:
-        uris.append(storage.join(base, s.path))
+        uris.append(storage.join(base, s.mask if mask else s.path))
         starts.append(pos)
         pos += s.tokens
     fs, _ = storage.filesystem(uris[0])
@@ -203,6 +205,28 @@ def read_windows(splits: list[Split], picks: list[tuple[int, int]], seq_len: int
     return torch.from_numpy(out)
 
 
+@dataclass
+class Batch:
+    """One micro-batch: inputs and targets (B, T), and with a loss mask the targets' weights and
+    the inputs' document index (attention stays within a document)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor | None = None
+    """weight: (B, T) 1.0 where the target carries loss (its mask byte has LOSS), else 0.0."""
+    docs: torch.Tensor | None = None
+    """docs: (B, T) document index of each input token within its row, counted from 0."""
+
+    @classmethod
+    def of(cls, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> Batch:
+        """From (B, T + 1) windows of tokens and of mask bytes."""
+        if mask is None:
+            return cls(tokens[:, :-1], tokens[:, 1:])
+        weight = (mask[:, 1:] & shards.LOSS).float()
+        docs = torch.cumsum((mask[:, :-1] & shards.DOC_START) // shards.DOC_START, dim=1)
+        return cls(tokens[:, :-1], tokens[:, 1:], weight, docs)
+
+
 class TrainLoader:
     """This rank's micro-batches from a global cursor, prefetched by one background thread.
 
@@ -221,8 +245,9 @@ class TrainLoader:
         world: int,
         cursor: int = 0,
         prefetch: int = 4,
+        masks: list[Split] | None = None,
     ):
-        self.splits, self.order, self.seq_len = splits, order, seq_len
+        self.splits, self.order, self.seq_len, self.masks = splits, order, seq_len, masks
         self.micro, self.batch_seqs, self.rank, self.world = micro_batch, batch_seqs, rank, world
         self.accum = batch_seqs // (micro_batch * world)
         self.cursor = cursor  # sequences handed to the trainer in completed steps
@@ -240,7 +265,9 @@ class TrainLoader:
             while not self._stop.is_set():
                 for a in range(self.accum):
                     picks = [self.order.locate(g) for g in self.indices(cursor, a)]
-                    self._put(read_windows(self.splits, picks, self.seq_len))
+                    tokens = read_windows(self.splits, picks, self.seq_len)
+                    mask = read_windows(self.masks, picks, self.seq_len) if self.masks else None
+                    self._put((tokens, mask))
                 cursor += self.batch_seqs
         except BaseException as exc:  # hand the failure to the consumer, which re-raises it
             self._put(exc)
@@ -253,13 +280,13 @@ class TrainLoader:
             except queue.Full:
                 continue
 
-    def step_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The accum micro-batches (inputs, targets) of the next step; advances the cursor."""
+    def step_batches(self) -> Iterator[Batch]:
+        """The accum micro-batches of the next step; advances the cursor."""
         for _ in range(self.accum):
             item = self._queue.get()
             if isinstance(item, BaseException):
                 raise item
-            yield item[:, :-1], item[:, 1:]
+            yield Batch.of(*item)
         self.cursor += self.batch_seqs
 
     def state_dict(self) -> dict:
@@ -271,12 +298,19 @@ class TrainLoader:
 
 
 def validation_batches(
-    splits: list[Split], source: int, seq_len: int, n_seqs: int, micro: int, rank: int, world: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    splits: list[Split],
+    source: int,
+    seq_len: int,
+    n_seqs: int,
+    micro: int,
+    rank: int,
+    world: int,
+    masks: list[Split | None] | None = None,
+) -> Iterator[tuple[Batch, torch.Tensor]]:
     """The first n_seqs windows of a source's validation split, in order, split across ranks.
 
     Every rank yields the same number of micro-batches (FSDP forwards are collective); padding
-    rows repeat window 0 with weight 0. Yields (inputs, targets, weight per row).
+    rows repeat window 0 with weight 0. Yields (batch, weight per row).
     """
     per_step = micro * world
     steps = -(-n_seqs // per_step)
@@ -284,5 +318,6 @@ def validation_batches(
         idx = [s * per_step + rank * micro + j for j in range(micro)]
         picks = [(source, i if i < n_seqs else 0) for i in idx]
         tokens = read_windows(splits, picks, seq_len)
+        mask = read_windows(masks, picks, seq_len) if masks and masks[source] else None
         weight = torch.tensor([1.0 if i < n_seqs else 0.0 for i in idx])
-        yield tokens[:, :-1], tokens[:, 1:], weight
+        yield Batch.of(tokens, mask), weight

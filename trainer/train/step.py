@@ -4,6 +4,7 @@ state a checkpoint holds."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -66,18 +67,43 @@ def build_optimizer(model: Transformer, o: OptimizerSpec) -> torch.optim.AdamW:
 
 def train_step(
     model, optimizer, batches, accum: int, grad_clip: float, device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over `accum` micro-batches; returns (this rank's mean loss, grad norm)."""
+) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """One optimizer step over `accum` micro-batches; returns (this rank's share of the mean loss,
+    grad norm, tokens that carried loss in the global batch or None without a loss mask).
+
+    With a loss mask the loss is the mean over every rank's masked targets of the step, so a
+    micro-batch with more assistant tokens weighs more: the step's count comes first."""
+    it = iter(batches)
+    first = next(it)
+    batches = itertools.chain([first], it)  # pretraining streams its micro-batches
+    scale = count = None
+    if first.weight is not None:
+        batches = [first, *it]
+        counted = torch.stack([b.weight.sum() for b in batches]).sum().to(device, torch.float64)
+        dist.all_reduce(counted)
+        count = int(counted.item())
+        # Gradients are averaged over ranks (FSDP2), so each rank's sum is scaled by world / count.
+        scale = dist.get_world_size() / max(count, 1)
     total = torch.zeros((), device=device)
-    for a, (x, y) in enumerate(batches):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    for a, b in enumerate(batches):
+        x, y = b.x.to(device, non_blocking=True), b.y.to(device, non_blocking=True)
         if isinstance(model, FSDPModule):
             # Reduce-scatter gradients only on the last micro-batch; earlier ones accumulate locally.
             model.set_requires_gradient_sync(a == accum - 1)
-        logits = model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()) / accum
+        if scale is None:
+            logits = model(x)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()) / accum
+        else:
+            logits = model(x, b.docs.to(device))
+            ce = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")
+            loss = (ce * b.weight.to(device).flatten()).sum() * scale
         loss.backward()
         total += loss.detach()
+    return total, apply_gradients(model, optimizer, grad_clip), count
+
+
+def apply_gradients(model, optimizer, grad_clip: float) -> torch.Tensor:
+    """Clip (when grad_clip > 0), step, zero; returns the gradient norm before clipping."""
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
     else:
@@ -86,7 +112,7 @@ def train_step(
         norm = norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, norm
+    return norm
 
 
 @torch.no_grad()
@@ -94,16 +120,24 @@ def evaluate(model, cfg: TrainConfig, rank: int, world: int, device) -> dict[str
     """Mean validation loss per source over its first eval.batches x global-batch windows."""
     o = cfg.optimizer
     splits = [s.validation for s in cfg.sources]
+    masks = [s.validation_mask for s in cfg.sources]
     out = {}
     model.eval()
     for i, src in enumerate(cfg.sources):
         n = min(cfg.eval.batches * cfg.batch_seqs, src.validation.windows(o.seq_len))
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # (weighted loss, weight)
-        for x, y, w in loader.validation_batches(splits, i, o.seq_len, n, o.micro_batch, rank, world):
-            logits = model(x.to(device))
-            per_seq = F.cross_entropy(logits.transpose(1, 2).float(), y.to(device), reduction="none").mean(1)
+        batches = loader.validation_batches(splits, i, o.seq_len, n, o.micro_batch, rank, world, masks)
+        for b, w in batches:
             w = w.to(device)
-            sums += torch.stack([(per_seq * w).sum().double(), w.sum().double()])
+            docs = None if b.docs is None else b.docs.to(device)
+            ce = F.cross_entropy(
+                model(b.x.to(device), docs).transpose(1, 2).float(), b.y.to(device), reduction="none"
+            )
+            if b.weight is None:  # every target: the mean per window, windows weighted alike
+                sums += torch.stack([(ce.mean(1) * w).sum().double(), w.sum().double()])
+            else:  # the masked targets only, each weighing the same
+                tw = b.weight.to(device) * w[:, None]
+                sums += torch.stack([(ce * tw).sum().double(), tw.sum().double()])
         dist.all_reduce(sums)
         out[src.uri] = (sums[0] / sums[1]).item()
     model.train()

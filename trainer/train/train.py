@@ -31,11 +31,23 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from capstan_api import exitcodes
 from capstan_api.common import InvalidResource
+from capstan_api.objective import DpoFigures
 from capstan_api.resource import load_resource
 from capstan_api.status import Phase
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_trainer import checkpoint, storage
-from capstan_trainer.train import fault_hook, launch, loader, metrics, parallel, replay, resume, stopping
+from capstan_trainer.train import (
+    dpo,
+    fault_hook,
+    launch,
+    loader,
+    metrics,
+    pairs,
+    parallel,
+    replay,
+    resume,
+    stopping,
+)
 from capstan_trainer.train.config import ConfigError, TrainConfig, resolve
 from capstan_trainer.train.step import build_model, build_optimizer, evaluate, lr_at, state_for, train_step
 
@@ -65,6 +77,9 @@ def run(cfg: TrainConfig) -> int:
     watch = stopping.ValidationWatch(stop.patience, stop.min_delta)
     log.info("model: %s, %.2fM parameters", cfg.model, cfg.model.num_params() / 1e6)
 
+    # DPO's frozen reference (the init weights), built before a resume restores the RNG.
+    ref = dpo.reference_model(cfg, mesh, device) if cfg.objective == "dpo" else None
+
     # ---- resume, or start from an initial checkpoint ---------------------------------------
     ckpt = checkpoint.Checkpointer(cfg.checkpoint.uri, cfg.checkpoint.keep_last, rank, ckpt_group)
     step, cursor, latest, skipped = resume.resume(cfg, ckpt, model, optimizer, watch, rank)
@@ -76,6 +91,7 @@ def run(cfg: TrainConfig) -> int:
                 "resumedFrom": latest.uri if latest else None,
                 "skippedUnreadable": [s["uri"] for s in skipped],
                 "init": cfg.init_checkpoint or cfg.init_hf or None,
+                "objective": cfg.objective,
                 "worldSize": world,
                 "accumulation": accum,
             }
@@ -93,6 +109,7 @@ def run(cfg: TrainConfig) -> int:
         watch=watch,
         ckpt=ckpt,
         step=step,
+        ref=ref,
         data=open_loader(cfg, rank, world, cursor),
         tokenizer=storage.read_bytes(cfg.tokenizer_uri) if rank == 0 else None,
         meta=checkpoint_meta(cfg),
@@ -125,7 +142,9 @@ class Session:
     ckpt: checkpoint.Checkpointer
     step: int
     """step: optimizer steps completed, counting those before a resume."""
-    data: loader.TrainLoader
+    ref: torch.nn.Module | None
+    """ref: DPO's frozen reference model; None for other objectives."""
+    data: loader.TrainLoader | pairs.PairLoader
     tokenizer: bytes | None
     """tokenizer: tokenizer.json's bytes on rank 0 (copied into each checkpoint); None elsewhere."""
     meta: dict
@@ -137,6 +156,10 @@ class Session:
     """exporter: /metrics for Prometheus; rank 0 sets its values."""
     last_eval: float | None = None
     """last_eval: the newest mixture-weighted validation loss; None before the first evaluation."""
+    loss_tokens: int | None = None
+    """loss_tokens: targets that carried loss in the last step (all ranks); None without a loss mask."""
+    dpo: dict | None = None
+    """dpo: the last step's DPO figures (dpo.figures), with the last evaluation's accuracy."""
 
     def save(self, at: int) -> None:
         state = state_for(self.model, self.optimizer, at, self.data.cursor, self.watch)
@@ -150,9 +173,26 @@ class Session:
             self.progress.update(force=True, last_checkpoint={"uri": folder.uri, "step": folder.step})
 
 
-def open_loader(cfg: TrainConfig, rank: int, world: int, cursor: int) -> loader.TrainLoader:
-    """This rank's batches from `cursor` sequences on, in the order the seed fixes."""
+def open_loader(
+    cfg: TrainConfig, rank: int, world: int, cursor: int
+) -> loader.TrainLoader | pairs.PairLoader:
+    """This rank's batches from `cursor` sequences (DPO: pairs) on, in the order the seed fixes."""
     o, sources = cfg.optimizer, cfg.sources
+    if cfg.objective == "dpo":
+        src = sources[0]
+        train_pairs = pairs.PairSet.open(src.train, src.train_mask)
+        return pairs.PairLoader(
+            train_pairs,
+            src.fingerprint,
+            o.seed,
+            o.seq_len,
+            o.micro_batch,
+            cfg.batch_seqs,
+            rank,
+            world,
+            pad=src.manifest.eos_id,
+            cursor=cursor,
+        )
     order = loader.SequenceOrder(
         [s.train.windows(o.seq_len) for s in sources],
         [s.weight for s in sources],
@@ -160,7 +200,10 @@ def open_loader(cfg: TrainConfig, rank: int, world: int, cursor: int) -> loader.
         o.seed,
     )
     splits = [s.train for s in sources]
-    return loader.TrainLoader(splits, order, o.seq_len, o.micro_batch, cfg.batch_seqs, rank, world, cursor)
+    masks = [s.train_mask for s in sources] if cfg.objective == "sft" else None
+    return loader.TrainLoader(
+        splits, order, o.seq_len, o.micro_batch, cfg.batch_seqs, rank, world, cursor, masks=masks
+    )
 
 
 def checkpoint_meta(cfg: TrainConfig) -> dict:
@@ -217,7 +260,22 @@ def train_loop(s: Session) -> str:
         lr = lr_at(s.step, o.lr, o.min_lr, o.warmup_steps, o.total_steps)
         for group in s.optimizer.param_groups:
             group["lr"] = lr
-        loss, norm = train_step(s.model, s.optimizer, s.data.step_batches(), s.accum, o.grad_clip, s.device)
+        if s.ref is not None:
+            loss, norm, figs = dpo.dpo_step(
+                s.model,
+                s.ref,
+                s.optimizer,
+                s.data.step_batches(),
+                s.accum,
+                o.grad_clip,
+                s.device,
+                cfg.dpo.beta,
+            )
+            s.dpo = {**figs, "evalRewardsAccuracy": (s.dpo or {}).get("evalRewardsAccuracy")}
+        else:
+            loss, norm, s.loss_tokens = train_step(
+                s.model, s.optimizer, s.data.step_batches(), s.accum, o.grad_clip, s.device
+            )
         synced = torch.stack([loss.detach().reshape(()), loss.new_tensor(float(term["asked"]))])
         dist.all_reduce(synced)  # [sum of ranks' mean losses (divided below), ranks asked to stop]
         loss = synced[0]
@@ -266,6 +324,10 @@ def report_step(s: Session, loss: torch.Tensor, lr: float, norm: torch.Tensor) -
             "memGiB": round(metrics.memory_gib(s.device), 3),
             "tokensSeen": s.data.cursor * s.cfg.optimizer.seq_len,
         }
+        if s.loss_tokens is not None:
+            rec["lossTokens"] = s.loss_tokens
+        if s.dpo is not None:
+            rec.update({k: v for k, v in s.dpo.items() if k != "loss"})
         metrics.emit(rec)
         s.progress.update(
             step=s.step,
@@ -275,6 +337,8 @@ def report_step(s: Session, loss: torch.Tensor, lr: float, norm: torch.Tensor) -
             tokens_per_sec=rec["tokensPerSec"],
             mfu=mfu,
             eval_loss=s.last_eval,
+            loss_tokens=s.loss_tokens,
+            dpo=_dpo_progress(s.dpo),
         )
         s.exporter.update(
             step=s.step,
@@ -288,8 +352,14 @@ def report_step(s: Session, loss: torch.Tensor, lr: float, norm: torch.Tensor) -
     s.throughput.reset()
 
 
+def _dpo_progress(figs: dict | None) -> DpoFigures | None:
+    return None if figs is None else DpoFigures.model_validate({k: v for k, v in figs.items() if k != "loss"})
+
+
 def evaluate_and_watch(s: Session) -> bool:
     """Validation loss of the mixture (sources weighted as in training); True to stop early."""
+    if s.ref is not None:
+        return _evaluate_dpo(s)
     per_source = evaluate(s.model, s.cfg, s.rank, s.world, s.device)
     sources = s.cfg.sources
     weights = [src.weight for src in sources]
@@ -311,6 +381,30 @@ def evaluate_and_watch(s: Session) -> bool:
     if verdict.stop and s.rank == 0:
         n = verdict.evals_without_improvement
         log.info("early stopping at step %d: %d evaluations without improvement", s.step, n)
+    return verdict.stop
+
+
+def _evaluate_dpo(s: Session) -> bool:
+    """DPO loss and figures on the held-out pairs; the loss is what early stopping watches."""
+    src = s.cfg.sources[0]
+    held_out = pairs.PairSet.open(src.validation, src.validation_mask)
+    figs = dpo.evaluate(s.model, s.ref, s.cfg, held_out, s.rank, s.world, s.device)
+    s.last_eval = figs["loss"]
+    s.dpo = {**(s.dpo or {}), "evalRewardsAccuracy": figs["rewardsAccuracy"]}
+    verdict = s.watch.observe(s.last_eval)
+    if s.rank == 0:
+        eval_figs = {f"eval{k[0].upper()}{k[1:]}": v for k, v in figs.items()}
+        metrics.emit(
+            {
+                "event": "eval",
+                "step": s.step,
+                **eval_figs,
+                "evalsWithoutImprovement": verdict.evals_without_improvement,
+            }
+        )
+        s.progress.update(
+            force=True, eval_loss=s.last_eval, overfitting=verdict.overfitting, dpo=_dpo_progress(s.dpo)
+        )
     return verdict.stop
 
 

@@ -33,7 +33,7 @@ def steps(src, world: int, n_steps: int, cursor: int = 0, seed: int = 3, seq_len
     loaders = [loader.TrainLoader([src.train], order, seq_len, 2, 8, r, world, cursor) for r in range(world)]
     out = []
     for _ in range(n_steps):
-        rows = [torch.cat([x, y[:, -1:]], 1) for ld in loaders for x, y in ld.step_batches()]
+        rows = [torch.cat([b.x, b.y[:, -1:]], 1) for ld in loaders for b in ld.step_batches()]
         out.append(sorted(map(tuple, torch.cat(rows).tolist())))
     for ld in loaders:
         ld.close()

@@ -26,6 +26,8 @@ PROGRESS_FIELDS = {
     "tokensSeen",
     "tokensPerSec",
     "mfu",
+    "lossTokens",
+    "dpo",
     "lastCheckpoint",
     "unreadableCheckpoints",
     "worldSize",
@@ -69,6 +71,7 @@ def test_progress_file_holds_what_the_operator_shows(stopped):
     assert progress["unreadableCheckpoints"] == []
     assert progress["tokensSeen"] == 4 * 256 and progress["tokensPerSec"] > 0
     assert progress["loss"] > 0 and progress["evalLoss"] > 0 and progress["overfitting"] is False
+    assert progress["lossTokens"] is None and progress["dpo"] is None  # pretraining: every token counts
 
 
 def test_resolved_form_starts_from_another_runs_checkpoint(stopped, data, tmp_path, capsys):

@@ -76,12 +76,15 @@ def check_error_rate(counts: Counter, maps: list[dict], max_error_rate: float) -
     records, bad = counts["records"], counts["malformed"]
     if records and bad / records > max_error_rate:
         by_file: Counter = Counter()
+        first: dict[str, str] = {}
         for m in maps:
             by_file.update(m["malformedByFile"])
+            first.update(m.get("malformedFirst", {}))
         worst = by_file.most_common(1)[0]
+        example = f", the first at {first[worst[0]]}" if worst[0] in first else ""
         raise InputError(
             f"spec.maxErrorRate: {bad} of {records} records are malformed "
-            f"({bad / records:.4%} > {max_error_rate:.4%}); most in {worst[0]} ({worst[1]})"
+            f"({bad / records:.4%} > {max_error_rate:.4%}); most in {worst[0]} ({worst[1]}{example})"
         )
 
 

@@ -12,7 +12,7 @@ from capstan_api import preparation
 from capstan_api.dataset import DatasetSpec
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare import datasheet, exclusions
-from capstan_trainer.prepare.stages import cluster, tokenize
+from capstan_trainer.prepare.stages import cluster, shard, tokenize
 from capstan_trainer.prepare.stats import manifest_stats
 from capstan_trainer.prepare.tokenize_layout import layout
 from capstan_trainer.prepare.tokens import tokenizer_config
@@ -72,6 +72,7 @@ def run(ctx: Context) -> dict:
             splits=splits,
             fingerprint=fp,
             stats=stats,
+            loss_mask="pairs" if spec.preference else spec.train_on if spec.loss_mask else "",
         )
         storage.write_bytes(storage.join(out, "manifest.json"), manifest.to_json().encode())
     write_marker(ctx, stats)
@@ -80,15 +81,22 @@ def run(ctx: Context) -> dict:
 
 
 def split_infos(shard_markers: list[dict], parts: list[dict]) -> dict[str, shards.SplitInfo]:
-    found = sorted((split, k, n, sha) for m in shard_markers for split, k, n, sha in m["shards"])
+    found = sorted(tuple(row) for m in shard_markers for row in m["shards"])
     return {
         split: shards.SplitInfo(
             shards=[
-                shards.ShardInfo(path=f"{s}-{k:05d}.bin", tokens=n, sha256=sha)
-                for s, k, n, sha in found
+                shards.ShardInfo(
+                    path=shard.shard_name(s, k),
+                    tokens=n,
+                    sha256=sha,
+                    mask=shard.mask_shard_name(s, k) if mask_sha else "",
+                    mask_sha256=mask_sha[0] if mask_sha else "",
+                )
+                for s, k, n, sha, *mask_sha in found
                 if s == split
             ],
             documents=sum(p["splits"][split]["documents"] for p in parts),
+            loss_tokens=sum(p["splits"][split].get("lossTokens", 0) for p in parts),
         )
         for split in tokenize.SPLITS
     }

@@ -20,7 +20,7 @@ import zstandard
 
 from capstan_api import preparation
 from capstan_trainer import storage
-from capstan_trainer.prepare import dedup, exclusions, pii, read, runs, sample, toxicity
+from capstan_trainer.prepare import conversation, dedup, exclusions, pii, read, runs, sample, toxicity
 from capstan_trainer.prepare.filters import apply_filters
 from capstan_trainer.prepare.normalize import normalize
 from capstan_trainer.prepare.work import Context, Progress, write_marker
@@ -158,11 +158,14 @@ def run(ctx: Context) -> dict:
                     counts[f"licence:{doc.licence}"] += 1
                     t0 = clock()
                     continue
-                text = normalize(doc.text, spec.cleaning)
+                messages = doc.messages and conversation.normalised(doc.messages, spec.cleaning)
+                text = conversation.text_of(messages) if messages else normalize(doc.text, spec.cleaning)
                 if text != doc.text:
                     counts["normalised"] += 1
                 t2 = clock()
-                text, reason = apply_filters(text, spec.filters)
+                filtered, reason = apply_filters(text, spec.filters)
+                if not messages:  # a conversation takes the verdict only: its turns stay whole
+                    text = filtered
                 t3 = clock()
                 seconds["normalise"] += t2 - t1
                 seconds["filters"] += t3 - t2
@@ -179,12 +182,18 @@ def run(ctx: Context) -> dict:
                 keys.add(doc.id, keyed, digest, text)
                 keyed += 1
                 t4 = clock()
-                text, found = pii.redact(text, rules)
+                if messages:
+                    messages, found = conversation.redacted(messages, rules)
+                    text = conversation.text_of(messages)
+                else:
+                    text, found = pii.redact(text, rules)
                 t5 = clock()
                 seconds["dedupKeys"] += t4 - t3
                 seconds["pii"] += t5 - t4
                 line = {"id": doc.id, "d": digest.hex(), "licence": doc.licence, "url": doc.url, "pii": found}
                 line["text"] = text
+                if messages:
+                    line["pair" if isinstance(messages, dict) else "messages"] = messages
                 encoded = json.dumps(line, ensure_ascii=False).encode() + b"\n"
                 docs_out.write(encoded)
                 if train_sample and dedup.split_draw(digest) >= spec.output.validation_fraction:
@@ -207,6 +216,7 @@ def run(ctx: Context) -> dict:
     body = {
         "counts": dict(counts),
         "malformedByFile": stats.malformed_by_file,
+        "malformedFirst": stats.first_error,
         "files": stats.files,
         "documents": kept,
         "runs": run_sizes,

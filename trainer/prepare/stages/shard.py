@@ -6,7 +6,7 @@ splits goes to the worker g % workers. Each shard is read with ranged reads from
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from capstan_trainer import storage
 from capstan_trainer.prepare.read import InputError
@@ -17,6 +17,10 @@ from capstan_trainer.prepare.work import Context, Progress, markers, write_marke
 
 def shard_name(split: str, k: int) -> str:
     return f"{split}-{k:05d}.bin"
+
+
+def mask_shard_name(split: str, k: int) -> str:
+    return f"{split}-{k:05d}.mask.bin"
 
 
 def run(ctx: Context) -> dict:
@@ -37,13 +41,29 @@ def run(ctx: Context) -> dict:
             for k in range(-(-total // size)):
                 if g % ctx.workers == ctx.index:
                     a, b = k * size, min((k + 1) * size, total)
-                    sha = hashlib.sha256()
-                    with storage.open_write(storage.join(ctx.out, shard_name(split, k))) as f:
-                        for piece in read_tokens(ctx, segments, split, a, b, itemsize):
-                            f.write(piece)
-                            sha.update(piece)
-                            progress.bytes_in += len(piece)
-                    written.append([split, k, b - a, sha.hexdigest()])
+                    sha = copy(
+                        ctx,
+                        segments,
+                        split,
+                        (a, b),
+                        (tokenize.tokens_name, itemsize),
+                        shard_name(split, k),
+                        progress,
+                    )
+                    row = [split, k, b - a, sha]
+                    if ctx.spec.loss_mask:  # the mask bytes of the same tokens, beside them
+                        row.append(
+                            copy(
+                                ctx,
+                                segments,
+                                split,
+                                (a, b),
+                                (tokenize.mask_name, 1),
+                                mask_shard_name(split, k),
+                                progress,
+                            )
+                        )
+                    written.append(row)
                     progress.documents_out += 1
                 g += 1
     body = {"shards": written}
@@ -51,16 +71,33 @@ def run(ctx: Context) -> dict:
     return body
 
 
+def copy(ctx: Context, segments, split: str, span, stream, name: str, progress) -> str:
+    """Writes items [a, b) of a stream (tokens or mask bytes) to the output file `name`; its sha256."""
+    sha = hashlib.sha256()
+    with storage.open_write(storage.join(ctx.out, name)) as f:
+        for piece in read_tokens(ctx, segments, split, *span, *stream):
+            f.write(piece)
+            sha.update(piece)
+            progress.bytes_in += len(piece)
+    return sha.hexdigest()
+
+
 PIECE_TOKENS = 4 << 20  # tokens read at a time: a shard is streamed, not held
 
 
 def read_tokens(
-    ctx: Context, segments: list[Segment], split: str, a: int, b: int, itemsize: int
+    ctx: Context,
+    segments: list[Segment],
+    split: str,
+    a: int,
+    b: int,
+    part_name: Callable[[int, str], str],
+    itemsize: int,
 ) -> Iterator[bytes]:
-    """Tokens [a, b) of the split's global stream, in pieces."""
+    """Items [a, b) of the split's global stream (tokens, or mask bytes), in pieces."""
     for s in segments:
         lo, hi = max(a, s.start), min(b, s.start + s.tokens)
-        uri = ctx.path("tokenize", tokenize.tokens_name(s.part, split))
+        uri = ctx.path("tokenize", part_name(s.part, split))
         for start in range(lo, hi, PIECE_TOKENS):
             n = min(PIECE_TOKENS, hi - start)
             yield storage.read_range(uri, (s.offset + start - s.start) * itemsize, n * itemsize)

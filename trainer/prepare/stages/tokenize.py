@@ -16,9 +16,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from capstan_trainer import shards, storage
-from capstan_trainer.prepare import dedup
+from capstan_trainer.prepare import chat_tokens, dedup
 from capstan_trainer.prepare.counterfactual import Augmenter
-from capstan_trainer.prepare.read import RECORD_BITS
+from capstan_trainer.prepare.read import RECORD_BITS, InputError
 from capstan_trainer.prepare.stages import cluster, mapper
 from capstan_trainer.prepare.tokens import ENCODE_BATCH, token_stream
 from capstan_trainer.prepare.work import Context, Progress, markers, write_marker
@@ -34,6 +34,10 @@ def meta_name(i: int, split: str) -> str:
     return f"meta-{i:05d}-{split}.jsonl"
 
 
+def mask_name(i: int, split: str) -> str:
+    return f"mask-{i:05d}-{split}.bin"
+
+
 def load_tokenizer(ctx: Context) -> tuple[Tokenizer, str, int]:
     """The stage's tokenizer, the shards' dtype and the end-of-text id."""
     tok = Tokenizer.from_str(storage.read_bytes(ctx.path("cluster", cluster.TOKENIZER_FILE)).decode())
@@ -44,12 +48,12 @@ def load_tokenizer(ctx: Context) -> tuple[Tokenizer, str, int]:
 class SplitWriter:
     """One split's token stream and documents.jsonl lines, with each input file's ranges."""
 
-    def __init__(self, tokens, meta, name: str) -> None:
-        self.tokens, self.meta, self.name = tokens, meta, name
-        self.tok_pos = self.meta_pos = self.docs = 0
+    def __init__(self, tokens, meta, name: str, mask=None) -> None:
+        self.tokens, self.meta, self.name, self.mask = tokens, meta, name, mask
+        self.tok_pos = self.meta_pos = self.docs = self.loss_tokens = 0
         self.files: dict[int, list[int]] = {}  # file -> [token offset, tokens, meta offset, meta bytes, docs]
 
-    def add(self, doc: dict, ids: np.ndarray) -> None:
+    def add(self, doc: dict, ids: np.ndarray, mask: np.ndarray | None = None) -> None:
         file = doc["id"] >> RECORD_BITS
         record = {
             "split": self.name,
@@ -70,6 +74,9 @@ class SplitWriter:
         r[4] += 1
         self.tokens.write(data)
         self.meta.write(line)
+        if self.mask is not None:  # one byte per token: its offsets are the token offsets
+            self.mask.write(mask.tobytes())
+            self.loss_tokens += int(np.count_nonzero(mask & shards.LOSS))
         self.tok_pos += len(ids)
         self.meta_pos += len(line)
         self.docs += 1
@@ -85,23 +92,28 @@ def run(ctx: Context) -> dict:
     augment = Augmenter(spec)
     with ExitStack() as stack:
         progress = stack.enter_context(Progress(ctx))
+
+        def out(name) -> object:
+            return stack.enter_context(storage.open_write(ctx.path("tokenize", name)))
+
         writers = {
             s: SplitWriter(
-                stack.enter_context(storage.open_write(ctx.path("tokenize", tokens_name(ctx.index, s)))),
-                stack.enter_context(storage.open_write(ctx.path("tokenize", meta_name(ctx.index, s)))),
+                out(tokens_name(ctx.index, s)),
+                out(meta_name(ctx.index, s)),
                 s,
+                out(mask_name(ctx.index, s)) if spec.loss_mask else None,
             )
             for s in SPLITS
         }
         batch: list[dict] = []
+        np_dtype = np.dtype(dtype).newbyteorder("<")
 
         def flush() -> None:
-            encoded = token_stream(tok, [d["text"] for d in batch], eos, dtype)
-            for flat, lengths in encoded:  # one batch of at most ENCODE_BATCH: one item
-                flat = flat.astype(np.dtype(dtype).newbyteorder("<"), copy=False)
-                ends = np.cumsum(lengths)
-                for d, end, n in zip(batch, ends.tolist(), lengths, strict=True):
-                    writers[d["split"]].add(d, flat[end - n : end])
+            encoded = encode_batch(tok, batch, eos, dtype, spec.tokenizer.chat_template, spec.train_on)
+            for d, (ids, mask) in zip(batch, encoded, strict=True):
+                if spec.loss_mask and mask is None:
+                    mask = chat_tokens.plain_mask(len(ids))
+                writers[d["split"]].add(d, ids.astype(np_dtype, copy=False), mask)
             progress.documents_out += len(batch)
             batch.clear()
 
@@ -127,6 +139,7 @@ def run(ctx: Context) -> dict:
             s: {
                 "documents": w.docs,
                 "tokens": w.tok_pos,
+                "lossTokens": w.loss_tokens,
                 "files": {str(f): r for f, r in sorted(w.files.items())},
             }
             for s, w in writers.items()
@@ -137,3 +150,26 @@ def run(ctx: Context) -> dict:
     }
     write_marker(ctx, body)
     return body
+
+
+def encode_batch(
+    tok: Tokenizer, batch: list[dict], eos: int, dtype: str, template: str, train_on: str
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(ids followed by eos, loss mask or None) per document, in order: text documents encoded
+    together, conversations one by one (rendered with the template, with their masks)."""
+    out: list = [None] * len(batch)
+    plain = [i for i, d in enumerate(batch) if "messages" not in d and "pair" not in d]
+    for flat, lengths in token_stream(tok, [batch[i]["text"] for i in plain], eos, dtype):
+        ends = np.cumsum(lengths)  # one batch of at most ENCODE_BATCH: one item
+        for i, end, n in zip(plain, ends.tolist(), lengths, strict=True):
+            out[i] = (flat[end - n : end], None)
+    for i, d in enumerate(batch):
+        if out[i] is None:
+            try:
+                if "pair" in d:
+                    out[i] = chat_tokens.encode_pair(tok, template, d["pair"], eos)
+                else:
+                    out[i] = chat_tokens.encode(tok, template, d["messages"], eos, train_on)
+            except ValueError as exc:  # the template, not the record: every conversation fails alike
+                raise InputError(f"spec.tokenizer.chatTemplate: {exc}") from exc
+    return out

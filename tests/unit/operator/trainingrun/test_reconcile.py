@@ -542,3 +542,20 @@ def test_a_gang_preempted_by_kueue_is_left_to_stop_and_wait_not_recreated(fake_k
     )
     assert fake_kube.calls == [] and "restarts" not in out.status
     assert [e[1] for e in out.events] == ["Preempted"]
+
+
+def test_progress_fields_copy_the_sft_and_dpo_figures():
+    figs = {
+        "rewardsChosen": 0.123456789,
+        "rewardsRejected": -0.5,
+        "rewardsMargin": 0.623456789,
+        "rewardsAccuracy": 0.9375,
+        "evalRewardsAccuracy": 0.95,
+    }
+    out = progress_fields({"step": 5, "lossTokens": 812, "dpo": figs}, None)
+    assert out["lossTokens"] == 812
+    assert out["dpo"] == {**figs, "rewardsChosen": 0.1235, "rewardsMargin": 0.6235}
+    # What the operator writes is what the status schema (and so the CRD) accepts.
+    from capstan_api.status import TrainingRunStatus
+
+    assert TrainingRunStatus.model_validate(out).dpo.rewards_accuracy == 0.9375

@@ -1,0 +1,65 @@
+"""Chat data and SFT through the operator: the bundled demo conversations prepared as a chat
+Dataset (loss mask on the assistant turns), then a TrainingRun with objective sft on it whose
+status carries the loss-token count. Needs trainer images built with the chat/sft code."""
+
+from __future__ import annotations
+
+import pytest
+
+from capstan_operator.dataset import reconcile as reconcile_dataset
+from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
+from capstan_trainer import shards, storage
+from hack import gen_demo_chat
+from tests.support.operator_env import driver, op_cfg, operator_cluster
+from tests.support.trainingruns import run_yaml, status
+
+pytestmark = pytest.mark.cluster
+__all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
+
+CHAT_DATASET = """\
+apiVersion: capstan.dev/v1alpha1
+kind: Dataset
+metadata: {{name: chat}}
+spec:
+  sources:
+  - {{uri: "{source}", licence: CC0-1.0, format: chat}}
+  filters:
+    length: {{enabled: false}}
+    language: {{enabled: false}}
+    gopherRepetition: {{enabled: false}}
+    gopherQuality: {{enabled: false}}
+    c4: {{enabled: false}}
+    fineweb: {{enabled: false}}
+  tokenizer: {{vocabSize: 512}}
+  output: {{uri: "{output}", shardTokens: 1000000, validationFraction: 0.05}}
+"""
+
+
+@pytest.mark.timeout(900)
+def test_chat_dataset_then_sft_run(operator_cluster, namespace, driver, s3_bucket):
+    source = f"{s3_bucket}/chat/train.jsonl"
+    storage.write_bytes(source, (gen_demo_chat.OUT / "train.jsonl").read_bytes())
+    out = f"{s3_bucket}/out/chat"
+    operator_cluster.apply(CHAT_DATASET.format(source=source, output=out), namespace)
+    operator_cluster.apply(
+        run_yaml("sft", f"{s3_bucket}/ckpt/sft", {"datasetRef": "chat"}, steps=4, every=2, objective="sft"),
+        namespace,
+    )
+    driver.add("datasets", "chat", reconcile_dataset.reconcile)
+    driver.add("trainingruns", "sft", reconcile_trainingrun.reconcile)
+    driver.run_until(
+        "TrainingRun sft to finish",
+        lambda: (
+            driver.phase("trainingruns", "sft") in ("Succeeded", "Failed")
+            or driver.phase("datasets", "chat") == "Failed"
+        ),
+        timeout=600,
+    )
+    ds = driver.get("datasets", "chat")["status"]
+    assert ds["phase"] == "Ready", ds
+    manifest = shards.read_manifest(ds["manifestUri"])
+    assert manifest.loss_mask == "assistant"
+    assert 0 < manifest.splits["train"].loss_tokens < manifest.splits["train"].tokens
+    st = status(driver, "sft")
+    assert st["phase"] == "Succeeded", st
+    assert st["step"] == 4 and 0 < st["lossTokens"] < 128  # some of the step's 128 targets

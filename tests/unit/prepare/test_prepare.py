@@ -97,6 +97,19 @@ def test_counts_are_exactly_the_planted_ones(prepared, generated):
     assert stages["read"] == (e["records"], e["records"] - e["malformed"])
 
 
+def test_manifest_counts_tokens_per_source_and_domain(prepared):
+    """The figures the training-data summary is filled from: every output token is attributed to
+    its spec source (with the declared type) and, the corpus's documents all having a URL on
+    example.org, to that domain."""
+    tmp, s = prepared
+    total = s["tokens"]["train"] + s["tokens"]["validation"]
+    main, restricted = s["sources"]
+    assert (main["type"], main["licence"], main["tokens"]) == ("scraped", "CC-BY-4.0", total)
+    assert (restricted["type"], restricted["tokens"]) == ("other", 0)  # its licence is not allowed
+    assert s["domains"] == {"tokensWithUrl": total, "top": {"example.org": total}}
+    assert shards.read_manifest(f"file://{tmp}/out").stats["sources"] == s["sources"]
+
+
 def test_shards_read_back_and_hold_no_pii(prepared, generated):
     tmp, s = prepared
     out = str(tmp / "out")

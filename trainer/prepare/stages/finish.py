@@ -12,6 +12,7 @@ from capstan_api import preparation
 from capstan_api.dataset import DatasetSpec
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare import datasheet
+from capstan_trainer.prepare.content import manifest_content
 from capstan_trainer.prepare.stages import cluster, tokenize
 from capstan_trainer.prepare.stats import manifest_stats
 from capstan_trainer.prepare.tokenize_layout import layout
@@ -38,6 +39,7 @@ def run(ctx: Context) -> dict:
         pii = sum((Counter(p["pii"]) for p in parts), Counter())
         licences = sum((Counter(p["licences"]) for p in parts), Counter())
         stats = manifest_stats(counts, clus["documents"], clus["exact"], clus["near"], pii, licences, splits)
+        stats |= manifest_content(spec, parts)
         tok, dtype, eos = tokenize.load_tokenizer(ctx)
         tok_json = storage.read_bytes(ctx.path("cluster", cluster.TOKENIZER_FILE))
         sha = hashlib.sha256(tok_json).hexdigest()

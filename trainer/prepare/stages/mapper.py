@@ -162,6 +162,7 @@ def run(ctx: Context) -> dict:
                 seconds["dedupKeys"] += t4 - t3
                 seconds["pii"] += t5 - t4
                 line = {"id": doc.id, "d": digest.hex(), "licence": doc.licence, "url": doc.url, "pii": found}
+                line["source"] = doc.source_index
                 line["text"] = text
                 encoded = json.dumps(line, ensure_ascii=False).encode() + b"\n"
                 docs_out.write(encoded)

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare import dedup
+from capstan_trainer.prepare.content import ContentSizes
 from capstan_trainer.prepare.read import RECORD_BITS
 from capstan_trainer.prepare.stages import cluster, mapper
 from capstan_trainer.prepare.tokens import ENCODE_BATCH, token_stream
@@ -78,6 +79,7 @@ def run(ctx: Context) -> dict:
     tok, dtype, eos = load_tokenizer(ctx)
     pii: Counter = Counter()
     licences: Counter = Counter()
+    sizes = ContentSizes()
     with ExitStack() as stack:
         progress = stack.enter_context(Progress(ctx))
         writers = {
@@ -97,6 +99,7 @@ def run(ctx: Context) -> dict:
                 ends = np.cumsum(lengths)
                 for d, end, n in zip(batch, ends.tolist(), lengths, strict=True):
                     writers[d["split"]].add(d, flat[end - n : end])
+                    sizes.add(d, n)
             progress.documents_out += len(batch)
             batch.clear()
 
@@ -125,6 +128,7 @@ def run(ctx: Context) -> dict:
         },
         "pii": dict(pii),
         "licences": dict(licences),
+        **sizes.to_marker(),
     }
     write_marker(ctx, body)
     return body

@@ -28,6 +28,11 @@ RESULTS_FILE = "results.json"
 MODEL_CARD_FILE = "README.md"
 MANIFEST_FILE = "manifest.json"
 DATASHEET_FILE = "datasheet.md"
+TRAINING_SUMMARY_FILE = "training-summary.md"  # beside the model card: the EU AI Act summary
+TRAINING_SUMMARY_JSON = "training-summary.json"
+# On the resource a TrainingRun's trainers read with -f: the capacity plan's GPU-hours estimate
+# (status.plan.gpuHours), recorded beside the measured compute in each checkpoint's capstan.json.
+PLANNED_GPU_HOURS_ANNOTATION = "capstan.dev/planned-gpu-hours"
 EXPORT_DIR = "hf"
 EXPORT_MARKER = "EXPORTED"
 COMMIT_MARKER = "COMMITTED"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,7 +132,9 @@ def build(root: str, seed: int = 0) -> TinyModel:
     tok = tokenizer_json().encode()
     dataset = f"{root}/dataset"
     _write_dataset(dataset, train, validation, tok)
+    t0 = time.monotonic()
     model = _train(train, seed)
+    seconds = time.monotonic() - t0
     step = f"{root}/checkpoints/step-{STEPS:08d}"
     writer = FsspecWriter(step, **storage.storage_options(step))
     dcp.save({"model": model.state_dict()}, storage_writer=writer, no_dist=True)
@@ -143,6 +146,25 @@ def build(root: str, seed: int = 0) -> TinyModel:
         "trainingRun": "tiny",
         "seqLen": 64,
         "eosId": EOS,
+        # What _train_steps did, as the trainer records it (the model card reads these).
+        "optimizer": {
+            "lr": 3e-3,
+            "weightDecay": 0.0,
+            "totalSteps": STEPS,
+            "microBatch": 8,
+            "seqLen": 64,
+            "seed": seed,
+        },
+        "precision": "float32",
+        "compute": {
+            "processSeconds": seconds,
+            "processHours": seconds / 3600,
+            "gpuHours": 0.0,
+            "device": "cpu",
+            "worldSize": 1,
+            "plannedGpuHours": None,
+            "tokensSeen": STEPS * 8 * 64,
+        },
     }
     storage.write_bytes(storage.join(step, "capstan.json"), json.dumps(meta).encode())
     storage.write_bytes(storage.join(step, "tokenizer.json"), tok)

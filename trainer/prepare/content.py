@@ -10,6 +10,7 @@ keeps the exact total of tokens with a URL, so shares stay true.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from urllib.parse import urlsplit
 
@@ -17,11 +18,17 @@ from capstan_api.dataset import DatasetSpec
 
 PART_DOMAINS = 10_000
 TOP_DOMAINS = 100
+HOST = re.compile(r"[a-z0-9.-]+")
 
 
 def domain(url: str) -> str:
-    """The host of `url` without a leading "www." ("" when it has none)."""
-    host = (urlsplit(url if "//" in url else "//" + url).hostname or "").lower()
+    """The host of `url` without a leading "www." ("" when it has none that looks like a domain)."""
+    try:
+        host = (urlsplit(url if "//" in url else "//" + url).hostname or "").lower()
+    except ValueError:  # e.g. an unbalanced "[" in the netloc
+        return ""
+    if "." not in host or not HOST.fullmatch(host):
+        return ""
     return host.removeprefix("www.")
 
 

@@ -69,6 +69,8 @@ class TrainConfig:
     """tokenizer_uri: the first source's tokenizer.json, copied into each checkpoint."""
     uid: str = ""
     """uid: the TrainingRun's metadata.uid ("" without a cluster), recorded as each checkpoint's owner."""
+    planned_gpu_hours: float | None = None
+    """planned_gpu_hours: the operator's capacity-plan estimate (None without one, or on CPU)."""
 
     @property
     def fingerprint(self) -> str:

@@ -33,6 +33,17 @@ TRAINING_SUMMARY_JSON = "training-summary.json"
 # On the resource a TrainingRun's trainers read with -f: the capacity plan's GPU-hours estimate
 # (status.plan.gpuHours), recorded beside the measured compute in each checkpoint's capstan.json.
 PLANNED_GPU_HOURS_ANNOTATION = "capstan.dev/planned-gpu-hours"
+
+
+def planned_gpu_hours(metadata: dict) -> float | None:
+    """The PLANNED_GPU_HOURS_ANNOTATION of a resource's metadata; None when absent or not a number."""
+    raw = (metadata.get("annotations") or {}).get(PLANNED_GPU_HOURS_ANNOTATION)
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
+
+
 EXPORT_DIR = "hf"
 EXPORT_MARKER = "EXPORTED"
 COMMIT_MARKER = "COMMITTED"

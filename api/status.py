@@ -142,6 +142,11 @@ class TrainingRunStatus(StatusBase):
     tokens_seen: int = Field(default=0, description="tokensSeen is the number of training tokens consumed.")
     loss: float | None = Field(default=None, description="loss is the last reported training loss.")
     eval_loss: float | None = Field(default=None, description="evalLoss is the last validation loss.")
+    overfitting: bool = Field(
+        default=False,
+        description="overfitting is true when, at the last evaluation, the validation loss rose "
+        "while the mean training loss since the evaluation before fell (the model memorises).",
+    )
     tokens_per_sec: float | None = Field(
         default=None, description="tokensPerSec is the last reported training throughput (all ranks)."
     )

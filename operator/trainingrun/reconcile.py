@@ -75,6 +75,7 @@ def progress_fields(doc: dict, running_pods: int | None) -> dict:
         "tokensSeen": p.tokens_seen,
         "loss": _short(p.loss),
         "evalLoss": _short(p.eval_loss),
+        "overfitting": p.overfitting,
         "tokensPerSec": _short(p.tokens_per_sec),
         "mfu": _short(p.mfu),
         "worldSize": p.world_size,
@@ -408,7 +409,7 @@ def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> 
     taken = checkpoint_taken(body, spec.checkpoint.uri, kube.list_custom("trainingruns", gang.namespace))
     if taken:
         return _fail(draft, "CheckpointUriInUse", taken)
-    for child in build.build(body, spec, cfg):
+    for child in build.build(body, spec, cfg, capacity_plan.gpu_hours):
         if child["kind"] == "PodGroup":
             kube.apply_custom(child)
         else:

@@ -327,16 +327,6 @@ def finish(s: Session, phase: str) -> None:
         metrics.emit({"event": "done", "step": s.step, "phase": phase, "checkpointTimings": ck.timings})
 
 
-def planned_gpu_hours(meta: dict) -> float | None:
-    """The plan's estimate the operator annotated the resource with; None when absent."""
-    raw = (meta.get("annotations") or {}).get(files.PLANNED_GPU_HOURS_ANNOTATION)
-    try:
-        return float(raw) if raw else None
-    except ValueError:
-        log.warning("ignoring %s=%r: not a number", files.PLANNED_GPU_HOURS_ANNOTATION, raw)
-        return None
-
-
 def _attempt_store(world: int) -> dist.Store:
     """The rendezvous store, with keys prefixed by torchrun's restart count.
 
@@ -381,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve(
             spec, name=meta.get("name", "trainingrun"), checksums=args.validate_only, uid=meta.get("uid", "")
         )
-        cfg.planned_gpu_hours = planned_gpu_hours(meta)
+        cfg.planned_gpu_hours = files.planned_gpu_hours(meta)
         if args.validate_only:
             resume.own_checkpoints(cfg)  # another run's checkpoints at the root: exit 3 naming them
             print(

@@ -194,6 +194,25 @@ class EvaluationStatus(StatusBase):
     )
     results_uri: str | None = Field(default=None, description="resultsUri is the URI of results.json.")
     model_card_uri: str | None = Field(default=None, description="modelCardUri is the URI of the model card.")
+    history: list[EvaluationRun] = Field(
+        default_factory=list, description="history lists the last 10 runs, newest last."
+    )
+    last_schedule_time: str | None = Field(
+        default=None, description="lastScheduleTime is the schedule time the current run is for."
+    )
+    next_schedule_time: str | None = Field(
+        default=None, description="nextScheduleTime is when spec.schedule runs the evaluation next."
+    )
+
+
+class EvaluationRun(ApiModel):
+    time: str = Field(description="time the run completed (RFC 3339).")
+    model_uri: str | None = Field(default=None, description="modelUri is the model the run evaluated.")
+    passed: bool | None = Field(default=None, description="passed is whether every gate passed.")
+    failed_gates: list[str] = Field(
+        default_factory=list, description="failedGates names the metrics whose gates failed."
+    )
+    scheduled: str = Field(default="", description="scheduled is the schedule time of the run, if any.")
 
 
 class RolloutRecord(ApiModel):

@@ -22,6 +22,10 @@ LICENSE_NOT_ALLOWED = "LicenseNotAllowed"
 SUSPENDED = "Suspended"
 PASSED = "Passed"
 PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+"""DEGRADED (Deployment): a scheduled Evaluation of the served model failed its gates."""
+DRIFT = "Drift"
+"""DRIFT (Deployment): live prompts drifted from the training data past spec.drift.threshold."""
 
 
 class Phase:

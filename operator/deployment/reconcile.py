@@ -22,7 +22,7 @@ from capstan_api.deployment import DeploymentSpec
 from capstan_api.status import Phase
 from capstan_operator import kube, objectstore
 from capstan_operator.config import OperatorConfig
-from capstan_operator.deployment import analysis, canary, export, resolve
+from capstan_operator.deployment import analysis, canary, export, regression, resolve
 from capstan_operator.deployment import build as bd
 from capstan_operator.jobs import (
     blocked,
@@ -155,6 +155,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         )
         draft.condition(st.PROGRESSING, "False", "RolledBack", ctx.note)
         target = stable_uri
+    target = _regressions(ctx, target)
     if kube.get("v1", "Service", ns, bd.service_name(name)) is None:
         kube.apply(bd.service(body))
     # ---- first revision: nothing to compare a canary with
@@ -203,6 +204,36 @@ def _choose(ns: str, spec: DeploymentSpec) -> resolve.ModelChoice:
         else:
             run = kube.get_custom("trainingruns", ns, m.training_run_ref.name)
     return resolve.choose(spec, ev, run, evaluations)
+
+
+def _regressions(ctx: Ctx, target: str | None) -> str | None:
+    """Degraded while a scheduled Evaluation's newest run failed on the stable model; with
+    onRegression: rollback, that revision is marked RolledBack and the model to roll out becomes
+    the last promoted other one (a canary, as any new model). Returns the model to serve."""
+    d = ctx.draft
+    stable, stable_uri = d.old.get("revision"), d.old.get("modelUri")
+    if stable is None:
+        return target
+    found = regression.find(ctx.name, stable_uri, kube.list_custom("evaluations", ctx.ns))
+    if found is None:
+        d.clear(st.DEGRADED)
+        return target
+    msg = found.message(stable_uri)
+    if (d.find(st.DEGRADED) or {}).get("message") != msg:
+        d.event("Warning", "Regression", msg)
+    d.condition(st.DEGRADED, "True", "EvaluationFailed", msg)
+    if not found.rollback:
+        return target
+    rec = ctx.record(stable)
+    if rec is not None and rec["outcome"] != "RolledBack":
+        rec.update(outcome="RolledBack", reason=msg, time=now_rfc3339())
+        d.event("Warning", "RolledBack", f"revision {stable} rolled back: {msg}")
+    back = regression.fallback(ctx.history, stable_uri)
+    if back is None:
+        ctx.note = f"{msg}; no earlier promoted revision to roll back to"
+        return stable_uri
+    ctx.note = f"rolling back to {back}: {msg}"
+    return back
 
 
 def _export(ctx: Ctx, uri: str) -> export.Export:

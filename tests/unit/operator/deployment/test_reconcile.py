@@ -396,3 +396,76 @@ def test_pods_that_are_not_ready_are_named_with_why(fake, metrics):
     }
     reconcile(body)
     assert body["status"]["message"].endswith("waiting for chat-r1-abc (init container fetch-model running)")
+
+
+def _check(fake: FakeKube, uri: str, passed: bool, on_regression: str = "none") -> None:
+    """A scheduled Evaluation of the Deployment chat whose newest run was of `uri`."""
+    fake.custom[("evaluations", "watch")] = {
+        "metadata": {"name": "watch"},
+        "spec": {"model": {"deploymentRef": {"name": "chat"}}, "onRegression": on_regression},
+        "status": {
+            "history": [
+                {
+                    "time": "2026-12-06T05:00:00Z",
+                    "modelUri": uri,
+                    "passed": passed,
+                    "failedGates": ["task.qa.acc"],
+                }
+            ]
+        },
+    }
+
+
+def _promote_second_model(fake: FakeKube, body: dict) -> None:
+    available(fake, body)
+    body["spec"]["model"]["uri"] = "s3://bucket/export-2"
+    reconcile(body)
+    fake.make_ready("chat-r2")
+    reconcile(body)
+    fake.make_ready("chat-r2")
+    reconcile(body)
+    assert (body["status"]["revision"], body["status"]["modelUri"]) == (2, "s3://bucket/export-2")
+
+
+def test_a_failed_scheduled_evaluation_degrades_the_deployment_once(fake, metrics):
+    body = deployment("chat", replicas=1, rollout={"steps": STEPS})
+    _promote_second_model(fake, body)
+    _check(fake, "s3://bucket/export", passed=False)  # a run of the model served before: ignored
+    reconcile(body)
+    assert not [c for c in body["status"]["conditions"] if c["type"] == "Degraded"]
+    _check(fake, "s3://bucket/export-2", passed=False)
+    out = reconcile(body)
+    degraded = next(c for c in body["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "EvaluationFailed"
+    assert (
+        "Evaluation watch of s3://bucket/export-2" in degraded["message"]
+        and "task.qa.acc" in degraded["message"]
+    )
+    assert [e[:2] for e in out.events] == [("Warning", "Regression")]
+    assert reconcile(body).events == []  # said once
+    assert body["status"]["modelUri"] == "s3://bucket/export-2"  # onRegression none: still served
+    _check(fake, "s3://bucket/export-2", passed=True)  # the next run passes: no longer degraded
+    reconcile(body)
+    assert not [c for c in body["status"]["conditions"] if c["type"] == "Degraded"]
+
+
+def test_on_regression_rollback_returns_to_the_last_promoted_revision(fake, metrics):
+    body = deployment("chat", replicas=1, rollout={"steps": STEPS})
+    _promote_second_model(fake, body)
+    _check(fake, "s3://bucket/export-2", passed=False, on_regression="rollback")
+    out = reconcile(body)
+    assert ("Warning", "RolledBack") in [e[:2] for e in out.events]
+    st = body["status"]
+    assert st["canaryRevision"] == 3 and fake.objects[("Deployment", "chat-r3")]
+    assert [(h["revision"], h["modelUri"], h["outcome"]) for h in st["history"]][:2] == [
+        (1, "s3://bucket/export", "Promoted"),
+        (2, "s3://bucket/export-2", "RolledBack"),
+    ]
+    fake.make_ready("chat-r3")
+    reconcile(body)
+    fake.make_ready("chat-r3")
+    reconcile(body)
+    assert (body["status"]["revision"], body["status"]["modelUri"]) == (3, "s3://bucket/export")
+    # The spec still names export-2, which was rolled back: it is not rolled out again.
+    reconcile(body)
+    assert body["status"]["modelUri"] == "s3://bucket/export" and "canaryRevision" not in body["status"]

@@ -35,7 +35,9 @@ def find(deployment: str, served_uri: str | None, evaluations: list[dict]) -> Re
         last = history[-1] if history else None
         if last and last.get("passed") is False and last.get("modelUri") == served_uri:
             rollback = spec.get("onRegression") == "rollback"
-            found.append(Regression(ev["metadata"]["name"], last.get("failedGates") or [], last["time"], rollback))
+            found.append(
+                Regression(ev["metadata"]["name"], last.get("failedGates") or [], last["time"], rollback)
+            )
     return max(found, key=lambda r: (r.time, r.evaluation), default=None)
 
 

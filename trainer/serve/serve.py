@@ -24,12 +24,14 @@ import time
 
 import torch
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from capstan_api.network import listen_address
 from capstan_trainer import model_load
 from capstan_trainer.generation.engine import Engine
 from capstan_trainer.generation.sampling import SamplingParams
 from capstan_trainer.serve.app import make_app
+from capstan_trainer.serve.drift import DriftMetrics
 from capstan_trainer.serve.state import Limits, ServerState
 
 log = logging.getLogger("capstan.serve")
@@ -77,12 +79,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def load_engine(a: argparse.Namespace) -> Engine:
+def load_engine(a: argparse.Namespace, registry: CollectorRegistry) -> Engine:
+    """The model loaded into an engine that reports prompts to drift metrics in `registry`."""
     device = model_load.device_for(a.device)
     dtype = DTYPES[a.dtype] or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     t0 = time.perf_counter()
     loaded = model_load.load(a.model, device=device, dtype=dtype, tokenizer_uri=a.tokenizer)
-    engine = Engine(loaded, a.max_batch_size, a.max_queue, a.max_model_len)
+    drift = DriftMetrics(registry, loaded.tokenizer)
+    engine = Engine(loaded, a.max_batch_size, a.max_queue, a.max_model_len, prompt_observer=drift.observe)
     log.info("loaded %s on %s (%s) in %.1fs", a.model, device, dtype, time.perf_counter() - t0)
     return engine
 
@@ -101,7 +105,7 @@ async def serve(a: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loading = asyncio.ensure_future(asyncio.to_thread(load_engine, a))
+    loading = asyncio.ensure_future(asyncio.to_thread(load_engine, a, state.metrics.registry))
     await asyncio.wait([loading, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     if not loading.done():  # stopped while loading
         await runner.cleanup()

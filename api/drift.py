@@ -64,6 +64,15 @@ class PromptStats(ApiModel):
         self.tokens += length
         self.byte_fallback_tokens += byte_tokens
 
+    def merged(self, other: PromptStats) -> PromptStats:
+        """Counts added up (surprisal is left unset: a mean needs its weights; see the callers)."""
+        return PromptStats(
+            texts=self.texts + other.texts,
+            length_counts=[a + b for a, b in zip(self.length_counts, other.length_counts, strict=True)],
+            tokens=self.tokens + other.tokens,
+            byte_fallback_tokens=self.byte_fallback_tokens + other.byte_fallback_tokens,
+        )
+
     @property
     def byte_share(self) -> float:
         return self.byte_fallback_tokens / self.tokens if self.tokens else 0.0

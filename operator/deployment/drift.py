@@ -55,10 +55,7 @@ def combine(pods: list[tuple[PromptStats, float, float]]) -> PromptStats:
     total = PromptStats()
     nats = scored = 0.0
     for stats, n, t in pods:
-        total.texts += stats.texts
-        total.tokens += stats.tokens
-        total.byte_fallback_tokens += stats.byte_fallback_tokens
-        total.length_counts = [a + b for a, b in zip(total.length_counts, stats.length_counts, strict=True)]
+        total = total.merged(stats)
         nats, scored = nats + n, scored + t
     total.surprisal = nats / scored if scored else None
     return total
@@ -89,8 +86,7 @@ def reference(model_uri: str, cfg: OperatorConfig) -> tuple[PromptStats | None, 
         found = ((manifest or {}).get("stats") or {}).get("promptStats")
         if not found:
             return None, f"{ds.get('uri')} records no promptStats (prepared before drift statistics)"
-        s = PromptStats.model_validate(found)
-        total = combine([(total, 0.0, 0.0), (s, 0.0, 0.0)])
+        total = total.merged(PromptStats.model_validate(found))
     if not total.texts:
         return None, f"{model_uri}/capstan.json names no dataset with validation statistics"
     total.surprisal = (meta.get("validation") or {}).get("evalLoss")

@@ -15,6 +15,7 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 from capstan_api.dataset import DatasetSpec
+from capstan_api.drift import PromptStats
 
 PART_DOMAINS = 10_000
 TOP_DOMAINS = 100
@@ -57,8 +58,9 @@ class ContentSizes:
 
 
 def manifest_content(spec: DatasetSpec, parts: list[dict]) -> dict:
-    """stats.sources (one entry per spec source, with its type and output tokens) and
-    stats.domains ({"tokensWithUrl", "top": {domain: tokens}}) from the tokenize markers."""
+    """stats.sources (one entry per spec source, with its type and output tokens),
+    stats.domains ({"tokensWithUrl", "top": {domain: tokens}}) and stats.promptStats (the
+    validation split's drift statistics) from the tokenize markers."""
     tokens: Counter = sum((Counter(p.get("sourceTokens", {})) for p in parts), Counter())
     domains: Counter = sum((Counter(p.get("domainTokens", {})) for p in parts), Counter())
     sources = [
@@ -73,7 +75,11 @@ def manifest_content(spec: DatasetSpec, parts: list[dict]) -> dict:
         }
         for i, s in enumerate(spec.sources)
     ]
+    validation = PromptStats()
+    for p in parts:
+        validation = validation.merged(PromptStats.model_validate(p.get("promptStats") or {}))
     return {
+        "promptStats": validation.to_wire(),
         "sources": sources,
         "domains": {
             "tokensWithUrl": sum(p.get("urlTokens", 0) for p in parts),

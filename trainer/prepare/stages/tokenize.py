@@ -14,6 +14,7 @@ from contextlib import ExitStack
 import numpy as np
 from tokenizers import Tokenizer
 
+from capstan_api.drift import PromptStats
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare import dedup
 from capstan_trainer.prepare.content import ContentSizes
@@ -21,6 +22,7 @@ from capstan_trainer.prepare.read import RECORD_BITS
 from capstan_trainer.prepare.stages import cluster, mapper
 from capstan_trainer.prepare.tokens import ENCODE_BATCH, token_stream
 from capstan_trainer.prepare.work import Context, Progress, markers, write_marker
+from capstan_trainer.textstats import byte_token_ids, count_byte_tokens
 
 SPLITS = ("train", "validation")
 
@@ -80,6 +82,8 @@ def run(ctx: Context) -> dict:
     pii: Counter = Counter()
     licences: Counter = Counter()
     sizes = ContentSizes()
+    # The validation split's drift statistics (capstan_api.drift), as the server counts prompts.
+    validation, byte_ids = PromptStats(), byte_token_ids(tok)
     with ExitStack() as stack:
         progress = stack.enter_context(Progress(ctx))
         writers = {
@@ -100,6 +104,9 @@ def run(ctx: Context) -> dict:
                 for d, end, n in zip(batch, ends.tolist(), lengths, strict=True):
                     writers[d["split"]].add(d, flat[end - n : end])
                     sizes.add(d, n)
+                    if d["split"] == "validation":
+                        text_ids = flat[end - n : end - 1]  # without the end-of-text
+                        validation.add(n - 1, count_byte_tokens(text_ids, byte_ids))
             progress.documents_out += len(batch)
             batch.clear()
 
@@ -129,6 +136,7 @@ def run(ctx: Context) -> dict:
         "pii": dict(pii),
         "licences": dict(licences),
         **sizes.to_marker(),
+        "promptStats": validation.to_wire(),
     }
     write_marker(ctx, body)
     return body

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from capstan_api.capacity import CapacityPlan
 from capstan_api.common import ApiModel, Condition
+from capstan_api.drift import DriftScore
 
 # Condition types (module constants, as the style guide asks).
 READY = "Ready"
@@ -250,6 +251,11 @@ class DeploymentStatus(StatusBase):
     url: str | None = Field(default=None, description="url is the in-cluster base URL of the OpenAI API.")
     history: list[RolloutRecord] = Field(
         default_factory=list, description="history lists rollouts, newest last, with their outcomes."
+    )
+    drift: DriftScore | None = Field(
+        default=None,
+        description="drift scores the stable revision's live prompts against its training data "
+        "(spec.drift; the formula is in capstan_api.drift).",
     )
 
 

@@ -12,7 +12,8 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from capstan_api import files
-from capstan_api.drift import LENGTH_BUCKETS, PromptStats
+from capstan_api.deployment import Drift
+from capstan_api.drift import LENGTH_BUCKETS, DriftScore, PromptStats
 from capstan_operator import objectstore
 from capstan_operator.config import OperatorConfig
 
@@ -91,3 +92,14 @@ def reference(model_uri: str, cfg: OperatorConfig) -> tuple[PromptStats | None, 
         return None, f"{model_uri}/capstan.json names no dataset with validation statistics"
     total.surprisal = (meta.get("validation") or {}).get("evalLoss")
     return total, ""
+
+
+def judge(result: DriftScore, spec: Drift) -> tuple[str, str, str]:
+    """The Drift condition (status, reason, message) for a score."""
+    parts = f"psi {result.psi}, surprisal change {result.surprisal_change}, byte-fallback change {result.byte_fallback_change}"
+    figures = f"drift score {result.score} ({parts}) over {result.prompts} prompt(s)"
+    if result.prompts < spec.min_prompts:
+        return "Unknown", "TooFewPrompts", f"{figures}; waiting for at least {spec.min_prompts}"
+    if result.score > spec.threshold:
+        return "True", "PromptsDrifted", f"{figures}: above the threshold {spec.threshold}"
+    return "False", "WithinThreshold", f"{figures}: within the threshold {spec.threshold}"

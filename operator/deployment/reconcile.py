@@ -19,10 +19,11 @@ from capstan_api import files
 from capstan_api import status as st
 from capstan_api.common import now_rfc3339
 from capstan_api.deployment import DeploymentSpec
+from capstan_api.drift import score
 from capstan_api.status import Phase
 from capstan_operator import kube, objectstore
 from capstan_operator.config import OperatorConfig
-from capstan_operator.deployment import analysis, canary, export, regression, resolve
+from capstan_operator.deployment import analysis, canary, drift, export, regression, resolve
 from capstan_operator.deployment import build as bd
 from capstan_operator.jobs import (
     blocked,
@@ -304,6 +305,7 @@ def _steady(ctx: Ctx) -> Outcome:
     rec = ctx.record(rev)
     if ready >= total:
         ctx.close_record(rev, "Promoted", "first revision Available")
+        _drift(ctx, rev, uri)
         msg = f"revision {rev} serving {uri}: {ready}/{total} Ready"
         d.condition(st.READY, "True", "Available", msg)
         if ctx.note:
@@ -321,6 +323,29 @@ def _steady(ctx: Ctx) -> Outcome:
     starting = rec is not None and rec["outcome"] == "InProgress" and not stuck
     d.phase(Phase.PROGRESSING if starting else Phase.DEGRADED, msg, "Starting" if starting else reason)
     return ctx.finish(ROLLOUT_POLL_SECONDS)
+
+
+def _drift(ctx: Ctx, rev: int, uri: str) -> None:
+    """status.drift and the Drift condition from the stable revision's Ready pods (spec.drift)."""
+    d = ctx.draft
+    if not ctx.spec.drift.enabled or ctx.spec.runtime != "builtin":
+        d.set(drift=None)
+        d.clear(st.DRIFT)
+        return
+    reference, why = drift.reference(uri, ctx.cfg)
+    if reference is None:
+        d.condition(st.DRIFT, "Unknown", "NoReference", why)
+        return
+    pods = kube.list_("v1", "Pod", ctx.ns, bd.revision_selector(ctx.body, rev))
+    live, unreadable = drift.scrape([p["status"]["podIP"] for p in pods if _pod_ready(p)], bd.PORT)
+    result = score(reference, live)
+    status, reason, msg = drift.judge(result, ctx.spec.drift)
+    if unreadable:
+        msg = f"{msg}; metrics unreadable from {', '.join(unreadable)}"
+    if status == "True" and (d.find(st.DRIFT) or {}).get("status") != "True":
+        d.event("Warning", "PromptsDrifted", msg)
+    d.set(drift=result.to_wire())
+    d.condition(st.DRIFT, status, reason, msg)
 
 
 def _step_note(started: str, ready: str | None, weight: int) -> dict[str, str]:

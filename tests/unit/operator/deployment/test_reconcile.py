@@ -469,3 +469,58 @@ def test_on_regression_rollback_returns_to_the_last_promoted_revision(fake, metr
     # The spec still names export-2, which was rolled back: it is not rolled out again.
     reconcile(body)
     assert body["status"]["modelUri"] == "s3://bucket/export" and "canaryRevision" not in body["status"]
+
+
+def test_drift_of_live_prompts_sets_the_drift_condition(fake, metrics, tmp_path, monkeypatch):
+    """The reference comes from the model's capstan.json and its dataset's manifest; the live
+    statistics from the pods (scrape is faked here; tests/unit/serving/test_drift_metrics.py
+    reads a real server's)."""
+    import dataclasses
+
+    from capstan_api.drift import PromptStats
+    from capstan_operator.deployment import drift
+
+    model, data = tmp_path / "model", tmp_path / "data"
+    model.mkdir(), data.mkdir()
+    ref = PromptStats()
+    for n in [10] * 50 + [40] * 50:
+        ref.add(n, 0)
+    (data / "manifest.json").write_text(json.dumps({"stats": {"promptStats": ref.to_wire()}}))
+    meta = {"dataset": [{"uri": f"file://{data}"}], "validation": {"evalLoss": 2.0}}
+    (model / "capstan.json").write_text(json.dumps(meta))
+    live = {"stats": PromptStats()}
+    monkeypatch.setattr(drift, "scrape", lambda ips, port: (live["stats"], []))
+    cfg = dataclasses.replace(CFG, allowed_uri_schemes=("file",))
+    body = deployment(
+        "chat", replicas=1, model={"uri": f"file://{model}"}, drift={"enabled": True, "minPrompts": 20}
+    )
+
+    def run():
+        out = reconcile_deployment.reconcile(body, cfg)
+        write_status(body, out.status)
+        return out
+
+    run()
+    fake.make_ready("chat-r1")
+    run()
+    cond = next(c for c in body["status"]["conditions"] if c["type"] == "Drift")
+    assert (cond["status"], cond["reason"]) == ("Unknown", "TooFewPrompts")
+    same = PromptStats(surprisal=2.1)
+    for n in [10] * 30 + [40] * 30:
+        same.add(n, 0)
+    live["stats"] = same
+    run()
+    cond = next(c for c in body["status"]["conditions"] if c["type"] == "Drift")
+    assert cond["status"] == "False" and body["status"]["drift"]["prompts"] == 60
+    assert body["status"]["drift"]["surprisalChange"] == 0.05
+    shifted = PromptStats(surprisal=4.0)
+    for n in [300] * 60:
+        shifted.add(n, 30)
+    live["stats"] = shifted
+    out = run()
+    cond = next(c for c in body["status"]["conditions"] if c["type"] == "Drift")
+    assert (cond["status"], cond["reason"]) == ("True", "PromptsDrifted") and body["status"]["drift"][
+        "score"
+    ] > 1
+    assert ("Warning", "PromptsDrifted") in [e[:2] for e in out.events]
+    assert ("Warning", "PromptsDrifted") not in [e[:2] for e in run().events]  # said once

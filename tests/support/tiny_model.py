@@ -19,6 +19,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.fsspec_filesystem import FsspecWriter
 
+from capstan_api.drift import PromptStats
 from capstan_api.tokenizer import DEFAULT_CHAT_TEMPLATE
 from capstan_trainer import shards, storage
 from capstan_trainer.checkpoint import load_model
@@ -82,7 +83,10 @@ def _write_dataset(uri: str, train: list[list[int]], validation: list[list[int]]
         tokenizer={"path": "tokenizer.json", "sha256": hashlib.sha256(tok).hexdigest()},
         splits=splits,
         fingerprint="tiny-counting-v1",
-        stats={"licence": {"keptByLicence": {"CC0-1.0": len(train) + len(validation)}}},
+        stats={
+            "licence": {"keptByLicence": {"CC0-1.0": len(train) + len(validation)}},
+            "promptStats": _prompt_stats(validation).to_wire(),
+        },
     )
     storage.write_bytes(storage.join(uri, "manifest.json"), manifest.to_json().encode())
     storage.write_bytes(storage.join(uri, "tokenizer.json"), tok)
@@ -95,6 +99,25 @@ def _write_dataset(uri: str, train: list[list[int]], validation: list[list[int]]
     storage.write_bytes(
         storage.join(uri, "datasheet.md"), b"# Datasheet: counting\nGenerated counting text.\n"
     )
+
+
+def _prompt_stats(docs: list[list[int]]) -> PromptStats:
+    """What the preparation records for a validation split (a word-level vocabulary: no byte tokens)."""
+    stats = PromptStats()
+    for d in docs:
+        stats.add(len(d), 0)
+    return stats
+
+
+@torch.no_grad()
+def _validation_loss(model: Transformer, docs: list[list[int]]) -> float:
+    """Mean next-token loss over the validation stream in 64-token windows, as the trainer's
+    evaluation measures it."""
+    stream = torch.tensor([t for d in docs for t in (*d, EOS)])
+    T = 64
+    n = (len(stream) - 1) // T
+    x, y = stream[: n * T].view(n, T), stream[1 : n * T + 1].view(n, T)
+    return float(torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()))
 
 
 def _train(train: list[list[int]], seed: int) -> Transformer:
@@ -156,6 +179,7 @@ def build(root: str, seed: int = 0) -> TinyModel:
             "seed": seed,
         },
         "precision": "float32",
+        "validation": {"evalLoss": _validation_loss(model, validation), "overfitting": False},
         "compute": {
             "processSeconds": seconds,
             "processHours": seconds / 3600,

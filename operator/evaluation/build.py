@@ -15,6 +15,9 @@ COMPONENT = "evaluate"
 BACKOFF_LIMIT = 1  # one more try for a crash (storage hiccup); results are rewritten whole
 ANNOTATION_GENERATION = "capstan.dev/generation"
 """The Evaluation generation a Job evaluates: a later spec is evaluated again by a new Job."""
+OPERATOR_FIELDS = ("schedule", "onRegression")
+"""Fields only the operator acts on, left out of the workload's file (an evaluate image from
+before they existed reads the file too)."""
 ANNOTATION_SCHEDULED = "capstan.dev/scheduled-for"
 """The schedule time (status.lastScheduleTime) of the run a Job is for; "" for the first run."""
 
@@ -27,7 +30,8 @@ def build(body: dict, spec: EvaluationSpec, cfg: OperatorConfig, scheduled: str 
     """[ConfigMap, Job] for `body` (the Evaluation as stored) and its resolved `spec`;
     `scheduled` is the schedule time of the run (status.lastScheduleTime)."""
     name = job_name(body["metadata"]["name"])
-    resource = children.resolved_resource(body, spec.to_wire())
+    wire = {k: v for k, v in spec.to_wire().items() if k not in OPERATOR_FIELDS}
+    resource = children.resolved_resource(body, wire)
     container = {
         "name": COMPONENT,
         "image": spec.image or cfg.workload_image,

@@ -178,6 +178,9 @@ def test_a_scheduled_evaluation_reevaluates_what_the_deployment_serves(fake, tmp
     )
     reconcile(body)
     assert body["status"]["modelUri"] == "s3://m/step-00000010"
+    # The workload's file: the served model as a URI; the schedule is the operator's business.
+    doc = yaml.safe_load(fake.objects[("ConfigMap", "ev-evaluate")]["data"]["resource.yaml"])
+    assert doc["spec"]["model"]["uri"] == "s3://m/step-00000010" and "schedule" not in doc["spec"]
     complete_job(fake)
     _status_json(tmp_path, passed=True)
     reconcile(body)

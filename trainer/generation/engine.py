@@ -30,7 +30,8 @@ from capstan_trainer.model_load import LoadedModel
 log = logging.getLogger("capstan.serve")
 
 
-SURPRISAL_TOKENS = 256
+SURPRISAL_TOKENS = 128
+SURPRISAL_EVERY = 8
 
 
 class QueueFull(Exception):
@@ -92,10 +93,13 @@ class Engine:
         max_queue: int = 64,
         max_model_len: int = 0,
         prompt_observer: Callable[[list[int], float, int], None] | None = None,
+        surprisal_every: int = SURPRISAL_EVERY,
     ):
         """prompt_observer(prompt ids, summed surprisal in nats, tokens it covers) is called once
-        per request after its prefill (drift metrics); None skips the computation."""
-        self.prompt_observer = prompt_observer
+        per request after its prefill (drift metrics); the surprisal is computed for one request
+        in `surprisal_every` (0 tokens covered for the others). None skips it all."""
+        self.prompt_observer, self.surprisal_every = prompt_observer, max(1, surprisal_every)
+        self._observed = 0
         self.loaded = loaded
         self.model = loaded.model
         self.max_model_len = min(max_model_len or loaded.max_seq_len, loaded.max_seq_len)
@@ -256,9 +260,13 @@ class Engine:
             self._advance(s, logits[b], prompt_lp)
 
     def _observe_prompt(self, hidden: torch.Tensor, tokens: list[int]) -> None:
-        """Surprisal of the prompt's first SURPRISAL_TOKENS tokens after the first (bounded:
-        the (T, vocab) log-probabilities of a long prompt would not fit beside the batch)."""
-        n = min(len(tokens), SURPRISAL_TOKENS + 1) - 1
+        """Surprisal of the prompt's first SURPRISAL_TOKENS tokens after the first, for one
+        prompt in `surprisal_every`: the output projection over prompt tokens costs as much as
+        that many decode steps (bench/serve_drift.py), and the (T, vocab) log-probabilities of a
+        long prompt would not fit beside the batch."""
+        scored = self._observed % self.surprisal_every == 0  # the first, then every k-th
+        self._observed += 1
+        n = min(len(tokens), SURPRISAL_TOKENS + 1) - 1 if scored else 0
         total = 0.0
         if n > 0:
             with torch.inference_mode():

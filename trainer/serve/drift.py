@@ -4,7 +4,9 @@ LENGTH_BUCKETS, counters of prompt tokens and of those that fell back to base by
 summed surprisal of prompt tokens under the served model with the count of tokens it covers.
 
 The engine reports each request's prompt once (its first choice), after the prefill, from the
-hidden states it computed anyway; the extra cost is the output projection over the prompt."""
+hidden states it computed anyway; the surprisal (the output projection over the prompt's first
+128 tokens) is computed for one prompt in --drift-surprisal-every (8), lengths and byte tokens
+for every prompt."""
 
 from __future__ import annotations
 

@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--request-timeout-seconds", type=float, default=600.0, help="longest a request may run; then 504"
     )
+    p.add_argument(
+        "--drift-surprisal-every",
+        type=int,
+        default=8,
+        help="score the surprisal of one prompt in this many for the drift metrics (1 = every prompt)",
+    )
     p.add_argument("--max-body-bytes", type=int, default=8 << 20, help="larger request bodies get 413")
     p.add_argument(
         "--api-key",
@@ -69,7 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="default $CAPSTAN_API_KEY; empty: none",
     )
     a = p.parse_args(argv)
-    for name in ("max_batch_size", "port", "max_prompts_per_request", "max_body_bytes"):
+    for name in (
+        "max_batch_size",
+        "port",
+        "max_prompts_per_request",
+        "max_body_bytes",
+        "drift_surprisal_every",
+    ):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.max_queue < 0 or a.max_model_len < 0:
@@ -86,7 +98,14 @@ def load_engine(a: argparse.Namespace, registry: CollectorRegistry) -> Engine:
     t0 = time.perf_counter()
     loaded = model_load.load(a.model, device=device, dtype=dtype, tokenizer_uri=a.tokenizer)
     drift = DriftMetrics(registry, loaded.tokenizer)
-    engine = Engine(loaded, a.max_batch_size, a.max_queue, a.max_model_len, prompt_observer=drift.observe)
+    engine = Engine(
+        loaded,
+        a.max_batch_size,
+        a.max_queue,
+        a.max_model_len,
+        prompt_observer=drift.observe,
+        surprisal_every=a.drift_surprisal_every,
+    )
     log.info("loaded %s on %s (%s) in %.1fs", a.model, device, dtype, time.perf_counter() - t0)
     return engine
 

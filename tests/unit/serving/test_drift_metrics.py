@@ -21,13 +21,15 @@ from capstan_trainer.serve.drift import DriftMetrics
 from capstan_trainer.serve.state import ServerState
 
 
-async def _serve_and_scrape(tiny, batches: list[list[str]]) -> list[str]:
+async def _serve_and_scrape(tiny, batches: list[list[str]], every: int = 1) -> list[str]:
     from aiohttp.test_utils import TestClient, TestServer
 
     loaded = model_load.load(tiny.export_uri)
     state = ServerState(model_name="tiny")
     drift = DriftMetrics(state.metrics.registry, loaded.tokenizer)
-    engine = Engine(loaded, max_batch_size=8, max_queue=64, prompt_observer=drift.observe)
+    engine = Engine(
+        loaded, max_batch_size=8, max_queue=64, prompt_observer=drift.observe, surprisal_every=every
+    )
     state.attach(engine)
     engine.start()
     state.ready = True
@@ -75,3 +77,11 @@ def test_one_prompt_is_counted_once_with_its_surprisal(tiny):
     live = operator_drift.combine([operator_drift.parse(text)])
     assert (live.texts, live.tokens) == (1, 4) and live.length_counts[0] == 1
     assert np.isfinite(live.surprisal) and live.surprisal > 0
+
+
+def test_surprisal_is_sampled_but_lengths_are_counted_for_every_prompt(tiny):
+    prompts = [f"w{k} w{k + 1} w{k + 2}" for k in range(10)]
+    (text,) = asyncio.run(_serve_and_scrape(tiny, [prompts], every=4))
+    stats, nats, scored = operator_drift.parse(text)
+    assert stats.texts == 10 and stats.tokens == 30
+    assert scored == 3 * 2  # prompts 1, 5 and 9: two tokens each have a prefix

@@ -55,6 +55,10 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     # ---- dependencies
     job_name = build.job_name(name)
     job = kube.get("batch/v1", "Job", ns, job_name)
+    if job is not None and job["metadata"].get("deletionTimestamp"):
+        # Being deleted (a spec change or the previous scheduled run): applying now would patch
+        # the old Job, and its old outcome would be read as the new run's.
+        return draft.outcome(1.0)
     notes = (job or {}).get("metadata", {}).get("annotations") or {}
     built_for = notes.get(build.ANNOTATION_GENERATION)
     scheduled = draft.old.get("lastScheduleTime") or ""

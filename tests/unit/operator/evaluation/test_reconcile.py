@@ -229,3 +229,12 @@ def test_missed_runs_are_not_made_up_one_by_one():
     assert due.run_at == datetime(2026, 12, 6, 5, 0, tzinfo=UTC)
     assert due.next_at == datetime(2026, 12, 6, 6, 0, tzinfo=UTC)
     assert schedule.due("0 * * * *", due.run_at, now).run_at is None
+
+
+def test_a_job_being_deleted_is_waited_for_not_read(fake, tmp_path):
+    body = evaluation("ev", model={"uri": "s3://m"}, datasetRef=None, outputUri=f"file://{tmp_path}/out")
+    reconcile(body)
+    complete_job(fake)
+    fake.objects[("Job", "ev-evaluate")]["metadata"]["deletionTimestamp"] = ago(1)
+    out = reconcile(body)
+    assert out.requeue_after == 1.0 and body["status"]["phase"] == "Running"

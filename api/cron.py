@@ -97,7 +97,10 @@ def parse(expr: str) -> Schedule:
         )
     sets = [_field(p, name, lo, hi, names) for p, (name, lo, hi, names) in zip(parts, FIELDS, strict=True)]
     weekdays = frozenset(d % 7 for d in sets[4])
-    return Schedule(sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*")
+    # As Vixie cron: a day field starting with "*" (also "*/2") does not restrict for the OR rule.
+    return Schedule(
+        sets[0], sets[1], sets[2], sets[3], weekdays, parts[2].startswith("*"), parts[4].startswith("*")
+    )
 
 
 def next_after(expr: str | Schedule, after: datetime) -> datetime:

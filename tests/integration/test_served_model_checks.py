@@ -3,8 +3,8 @@ evaluation pods run by the node agent: live prompts drifting from the training d
 Deployment's Drift condition; a scheduled Evaluation of what the Deployment serves that fails its
 gates sets Degraded and rolls back.
 
-Needs images built from this change (the server's capstan_drift_* metrics, the Evaluation fields
-the evaluate workload validates)."""
+The drift test needs images built from this change (the server's capstan_drift_* metrics); the
+scheduled-evaluation test runs with images from before it (the operator does the new part)."""
 
 from __future__ import annotations
 

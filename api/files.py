@@ -161,6 +161,9 @@ class EvaluationOutcome(FileModel):
     """results_uri: results.json; the reader defaults it to `<outputUri>/results.json`."""
     model_card_uri: str | None = None
     """model_card_uri: the model card; the reader defaults it to `<outputUri>/README.md`."""
+    training_summary_uri: str | None = None
+    """training_summary_uri: the EU AI Act training-data summary (markdown) beside the card;
+    None from images that did not write one."""
 
     @field_validator("metrics", mode="before")
     @classmethod

@@ -199,6 +199,11 @@ class EvaluationStatus(StatusBase):
     )
     results_uri: str | None = Field(default=None, description="resultsUri is the URI of results.json.")
     model_card_uri: str | None = Field(default=None, description="modelCardUri is the URI of the model card.")
+    training_summary_uri: str | None = Field(
+        default=None,
+        description="trainingSummaryUri is the URI of the training-data summary (EU AI Act template) "
+        "beside the model card, with its JSON form next to it.",
+    )
     history: list[EvaluationRun] = Field(
         default_factory=list, description="history lists the last 10 runs, newest last."
     )

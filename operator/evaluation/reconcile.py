@@ -199,7 +199,8 @@ def status_from_file(doc: dict, output_uri: str) -> dict:
         | {"passed": g.passed}
         for g in outcome.gates
     ]
-    return {
+    summary = {"trainingSummaryUri": outcome.training_summary_uri} if outcome.training_summary_uri else {}
+    return summary | {
         "metrics": outcome.metrics,
         "gates": gates,
         "passed": outcome.passed,

@@ -191,9 +191,8 @@ def write_outputs(name: str, spec: EvaluationSpec, meta: dict, results: dict) ->
     storage.write_bytes(
         storage.join(out, files.TRAINING_SUMMARY_JSON), json.dumps(summary, indent=2).encode()
     )
-    storage.write_bytes(
-        storage.join(out, files.TRAINING_SUMMARY_FILE), training_summary.render(summary).encode()
-    )
+    summary_uri = storage.join(out, files.TRAINING_SUMMARY_FILE)
+    storage.write_bytes(summary_uri, training_summary.render(summary).encode())
     outcome = files.EvaluationOutcome(
         metrics=results["metrics"],
         gates=results["gates"],
@@ -201,6 +200,7 @@ def write_outputs(name: str, spec: EvaluationSpec, meta: dict, results: dict) ->
         model_uri=meta.get("uri"),
         results_uri=results_uri,
         model_card_uri=card_uri,
+        training_summary_uri=summary_uri,
     )
     storage.write_bytes(storage.join(out, files.EVALUATION_STATUS_FILE), outcome.to_json().encode())
     failed = [g["metric"] for g in results["gates"] if not g["passed"]]

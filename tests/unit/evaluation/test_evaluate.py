@@ -222,6 +222,7 @@ def test_training_data_summary_is_written_beside_the_card(tiny, evaluated):
     md = (out / "training-summary.md").read_text()
     assert "## 2. List of data sources" in md and "### 2.3 Data crawled and scraped" in md
     assert "[training-summary.md](training-summary.md)" in evaluated["card"]
+    assert evaluated["status"]["trainingSummaryUri"] == f"file://{out}/training-summary.md"
 
 
 def test_checkpoint_and_export_give_the_same_perplexity(tiny, tmp_path, evaluated):

@@ -238,3 +238,11 @@ def test_a_job_being_deleted_is_waited_for_not_read(fake, tmp_path):
     fake.objects[("Job", "ev-evaluate")]["metadata"]["deletionTimestamp"] = ago(1)
     out = reconcile(body)
     assert out.requeue_after == 1.0 and body["status"]["phase"] == "Running"
+
+
+def test_the_training_summary_reaches_status_when_the_workload_wrote_one():
+    doc = {"metrics": {}, "gates": [], "passed": True}
+    summary = "s3://o/training-summary.md"
+    out = reconcile_evaluation.status_from_file(doc | {"trainingSummaryUri": summary}, "s3://o")
+    assert out["trainingSummaryUri"] == summary
+    assert "trainingSummaryUri" not in reconcile_evaluation.status_from_file(doc, "s3://o")  # older image

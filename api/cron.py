@@ -32,6 +32,7 @@ FIELDS = (
     ("month", 1, 12, {n: i + 1 for i, n in enumerate(MONTHS)}),
     ("day of week", 0, 7, {n: i for i, n in enumerate(DAYS)}),
 )
+FIVE_FIELDS = "5 fields (minute hour day-of-month month day-of-week)"
 SEARCH_DAYS = 366 * 5  # "30 0 31 2 *" (31 February) never runs: say so instead of looping
 
 
@@ -92,9 +93,7 @@ def parse(expr: str) -> Schedule:
     text = MACROS.get(expr.strip().lower(), expr.strip())
     parts = text.split()
     if len(parts) != 5:
-        raise ValueError(
-            f"{expr!r}: expected 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}"
-        )
+        raise ValueError(f"{expr!r}: expected {FIVE_FIELDS}, got {len(parts)}")
     sets = [_field(p, name, lo, hi, names) for p, (name, lo, hi, names) in zip(parts, FIELDS, strict=True)]
     weekdays = frozenset(d % 7 for d in sets[4])
     # As Vixie cron: a day field starting with "*" (also "*/2") does not restrict for the OR rule.

@@ -273,6 +273,14 @@ class EvaluationSpec(ApiModel):
     schedule: str = Field(
         default="",
         max_length=100,
+        # The shape at apply time; the values (ranges, names) are checked by capstan_api.cron.
+        json_schema_extra=cel(
+            (
+                "self == '' || self.matches('^ *(@(hourly|daily|midnight|weekly|monthly|yearly|annually)"
+                "|[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+) *$')",
+                f"schedule must be {cron.FIVE_FIELDS} or a macro (@hourly, @daily, @weekly, @monthly, @yearly)",
+            )
+        ),
         description="schedule re-evaluates the model on a cron schedule in UTC (5 fields as in a "
         "CronJob, e.g. '0 3 * * *', or @hourly/@daily/@weekly); empty evaluates once. Each run "
         "resolves the model again (with deploymentRef: the model served then) and is kept in "

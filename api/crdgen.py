@@ -96,6 +96,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         _age(),
         _col("Nodes", "integer", ".status.nodes", priority=1),
         _col("Eval Loss", "number", ".status.evalLoss", priority=1),
+        _col("Overfitting", "boolean", ".status.overfitting", priority=1),
         _MESSAGE,
     ],
     "Evaluation": [
@@ -103,6 +104,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         _col("Passed", "boolean", ".status.passed", description="every gate passed"),
         _age(),
         _col("Model", "string", ".status.modelUri", priority=1),
+        _col("Next", "string", ".status.nextScheduleTime", priority=1),
         _MESSAGE,
     ],
     "Deployment": [
@@ -118,6 +120,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         ),
         _age(),
         _col("URL", "string", ".status.url", priority=1),
+        _col("Drift", "number", ".status.drift.score", priority=1),
         _MESSAGE,
     ],
 }

@@ -288,6 +288,29 @@ class Rollout(ApiModel):
         return self
 
 
+class Drift(ApiModel):
+    """Drift of live prompts from the training data's validation split (capstan_api.drift)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="enabled scores the stable revision's live prompts against its model's "
+        "training data in status.drift (the built-in runtime exports the statistics; vLLM does not).",
+    )
+    threshold: float = Field(
+        default=1.0,
+        gt=0,
+        le=1000,
+        description="threshold of the drift score (PSI of prompt lengths + relative rise of the "
+        "mean surprisal + rise of the byte-fallback share) above which the Drift condition is True.",
+    )
+    min_prompts: int = Field(
+        default=100,
+        ge=1,
+        le=10_000_000,
+        description="minPrompts the live statistics must cover before the score is judged.",
+    )
+
+
 class DeploymentSpec(ApiModel):
     """Deployment desired state."""
 
@@ -307,6 +330,7 @@ class DeploymentSpec(ApiModel):
     replicas: int = Field(default=1, ge=0, le=1000, description="replicas is the number of serving pods.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="autoscaling of the servers.")
     rollout: Rollout = Field(default_factory=Rollout, description="rollout of new model revisions.")
+    drift: Drift = Field(default_factory=Drift, description="drift of live prompts from the training data.")
     resources: PodResources = Field(
         default_factory=PodResources, description="resources of each serving pod."
     )

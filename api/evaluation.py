@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from capstan_api import files
+from capstan_api import cron, files
 from capstan_api.common import (
     OPTIONAL_SPDX_PATTERN,
     OPTIONAL_URI_PATTERN,
@@ -38,6 +38,9 @@ TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 STEP_FOLDER_CEL = r"/step-[0-9]{8}/?$"
 """STEP_FOLDER_CEL matches a URI that ends in a step folder (files.STEP_FOLDER_RE, as a CEL regex)."""
 STEP_WITH_STEP_FOLDER = "step needs uri to be a checkpoint root, not a step folder"
+ONE_MODEL = "exactly one of trainingRunRef, deploymentRef or uri must be set"
+HISTORY_LIMIT = 10
+"""HISTORY_LIMIT: runs kept in status.history, newest last."""
 
 
 class EvaluationModel(ApiModel):
@@ -46,9 +49,11 @@ class EvaluationModel(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                f"has(self.trainingRunRef) != {cel_set('uri')}",
-                "exactly one of trainingRunRef or uri must be set",
+                "(has(self.trainingRunRef) ? 1 : 0) + (has(self.deploymentRef) ? 1 : 0) + "
+                f"({cel_set('uri')} ? 1 : 0) == 1",
+                ONE_MODEL,
             ),
+            ("!has(self.deploymentRef) || !has(self.step)", "step cannot be set with deploymentRef"),
             (
                 f"!has(self.step) || !{cel_set('uri')} || !self.uri.matches('{STEP_FOLDER_CEL}')",
                 STEP_WITH_STEP_FOLDER,
@@ -60,6 +65,12 @@ class EvaluationModel(ApiModel):
         default=None,
         description="trainingRunRef names a TrainingRun whose last committed checkpoint is evaluated "
         "once the run has succeeded (with step: its checkpoint of that step, once committed).",
+    )
+    deployment_ref: LocalRef | None = Field(
+        default=None,
+        description="deploymentRef names a Deployment whose stable revision's model (its "
+        "status.modelUri) is evaluated, again at each run of spec.schedule: a served model keeps "
+        "being checked.",
     )
     uri: str = Field(
         default="",
@@ -87,8 +98,10 @@ class EvaluationModel(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> EvaluationModel:
-        if (self.training_run_ref is not None) == bool(self.uri):
-            raise ValueError("exactly one of trainingRunRef or uri must be set")
+        if (self.training_run_ref is not None) + (self.deployment_ref is not None) + bool(self.uri) != 1:
+            raise ValueError(ONE_MODEL)
+        if self.deployment_ref is not None and self.step is not None:
+            raise ValueError("step cannot be set with deploymentRef")
         if self.step is not None and files.step_of(self.uri) is not None:
             raise ValueError(STEP_WITH_STEP_FOLDER)
         return self
@@ -271,12 +284,44 @@ class EvaluationSpec(ApiModel):
         default="", max_length=1000, description="image overrides the operator's workload image."
     )
 
+    schedule: str = Field(
+        default="",
+        max_length=100,
+        # The shape at apply time; the values (ranges, names) are checked by capstan_api.cron.
+        json_schema_extra=cel(
+            (
+                "self == '' || self.matches('^ *(@(hourly|daily|midnight|weekly|monthly|yearly|annually)"
+                "|[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+) *$')",
+                f"schedule must be {cron.FIVE_FIELDS} or a macro (@hourly, @daily, @weekly, @monthly, @yearly)",
+            )
+        ),
+        description="schedule re-evaluates the model on a cron schedule in UTC (5 fields as in a "
+        "CronJob, e.g. '0 3 * * *', or @hourly/@daily/@weekly); empty evaluates once. Each run "
+        "resolves the model again (with deploymentRef: the model served then) and is kept in "
+        "status.history.",
+    )
+    on_regression: Literal["none", "rollback"] = Field(
+        default="none",
+        description="onRegression: with deploymentRef, what a run whose gates fail on the served "
+        "model does besides setting the Deployment's Degraded condition: none, or rollback (the "
+        "Deployment returns to the last revision that served another model and was promoted).",
+    )
+
     service_account_name: str = service_account_field()
     storage: StorageAccess = storage_field()
     start_deadline_seconds: int = start_deadline_field()
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if v:
+            cron.parse(v)  # ValueError names the cron field
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> EvaluationSpec:
+        if self.on_regression == "rollback" and self.model.deployment_ref is None:
+            raise ValueError("onRegression rollback needs model.deploymentRef")
         if self.dataset_ref is not None and self.validation_uri:
             raise ValueError("at most one of datasetRef or validationUri may be set")
         names = [t.name for t in self.tasks]

@@ -30,6 +30,22 @@ RESULTS_FILE = "results.json"
 MODEL_CARD_FILE = "README.md"
 MANIFEST_FILE = "manifest.json"
 DATASHEET_FILE = "datasheet.md"
+TRAINING_SUMMARY_FILE = "training-summary.md"  # beside the model card: the EU AI Act summary
+TRAINING_SUMMARY_JSON = "training-summary.json"
+# On the resource a TrainingRun's trainers read with -f: the capacity plan's GPU-hours estimate
+# (status.plan.gpuHours), recorded beside the measured compute in each checkpoint's capstan.json.
+PLANNED_GPU_HOURS_ANNOTATION = "capstan.dev/planned-gpu-hours"
+
+
+def planned_gpu_hours(metadata: dict) -> float | None:
+    """The PLANNED_GPU_HOURS_ANNOTATION of a resource's metadata; None when absent or not a number."""
+    raw = (metadata.get("annotations") or {}).get(PLANNED_GPU_HOURS_ANNOTATION)
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
+
+
 EXPORT_DIR = "hf"
 EXPORT_MARKER = "EXPORTED"
 COMMIT_MARKER = "COMMITTED"
@@ -153,6 +169,9 @@ class EvaluationOutcome(FileModel):
     """results_uri: results.json; the reader defaults it to `<outputUri>/results.json`."""
     model_card_uri: str | None = None
     """model_card_uri: the model card; the reader defaults it to `<outputUri>/README.md`."""
+    training_summary_uri: str | None = None
+    """training_summary_uri: the EU AI Act training-data summary (markdown) beside the card;
+    None from images that did not write one."""
 
     @field_validator("metrics", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from capstan_api.capacity import CapacityPlan
 from capstan_api.common import ApiModel, Condition
+from capstan_api.drift import DriftScore
 from capstan_api.lineage import ReplayInfo, RevisionUse, RuleCount
 from capstan_api.mitigation import AugmentationCounts, ToxicityCounts
 from capstan_api.objective import DpoFigures
@@ -25,6 +26,10 @@ LICENSE_NOT_ALLOWED = "LicenseNotAllowed"
 SUSPENDED = "Suspended"
 PASSED = "Passed"
 PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+"""DEGRADED (Deployment): a scheduled Evaluation of the served model failed its gates."""
+DRIFT = "Drift"
+"""DRIFT (Deployment): live prompts drifted from the training data past spec.drift.threshold."""
 
 
 class Phase:
@@ -163,6 +168,11 @@ class TrainingRunStatus(StatusBase):
     tokens_seen: int = Field(default=0, description="tokensSeen is the number of training tokens consumed.")
     loss: float | None = Field(default=None, description="loss is the last reported training loss.")
     eval_loss: float | None = Field(default=None, description="evalLoss is the last validation loss.")
+    overfitting: bool = Field(
+        default=False,
+        description="overfitting is true when, at the last evaluation, the validation loss rose "
+        "while the mean training loss since the evaluation before fell (the model memorises).",
+    )
     tokens_per_sec: float | None = Field(
         default=None, description="tokensPerSec is the last reported training throughput (all ranks)."
     )
@@ -233,6 +243,30 @@ class EvaluationStatus(StatusBase):
     )
     results_uri: str | None = Field(default=None, description="resultsUri is the URI of results.json.")
     model_card_uri: str | None = Field(default=None, description="modelCardUri is the URI of the model card.")
+    training_summary_uri: str | None = Field(
+        default=None,
+        description="trainingSummaryUri is the URI of the training-data summary (EU AI Act template) "
+        "beside the model card, with its JSON form next to it.",
+    )
+    history: list[EvaluationRun] = Field(
+        default_factory=list, description="history lists the last 10 runs, newest last."
+    )
+    last_schedule_time: str | None = Field(
+        default=None, description="lastScheduleTime is the schedule time the current run is for."
+    )
+    next_schedule_time: str | None = Field(
+        default=None, description="nextScheduleTime is when spec.schedule runs the evaluation next."
+    )
+
+
+class EvaluationRun(ApiModel):
+    time: str = Field(description="time the run completed (RFC 3339).")
+    model_uri: str | None = Field(default=None, description="modelUri is the model the run evaluated.")
+    passed: bool | None = Field(default=None, description="passed is whether every gate passed.")
+    failed_gates: list[str] = Field(
+        default_factory=list, description="failedGates names the metrics whose gates failed."
+    )
+    scheduled: str = Field(default="", description="scheduled is the schedule time of the run, if any.")
 
 
 class RolloutRecord(ApiModel):
@@ -271,6 +305,11 @@ class DeploymentStatus(StatusBase):
     url: str | None = Field(default=None, description="url is the in-cluster base URL of the OpenAI API.")
     history: list[RolloutRecord] = Field(
         default_factory=list, description="history lists rollouts, newest last, with their outcomes."
+    )
+    drift: DriftScore | None = Field(
+        default=None,
+        description="drift scores the stable revision's live prompts against its training data "
+        "(spec.drift; the formula is in capstan_api.drift).",
     )
 
 

@@ -19,10 +19,11 @@ from capstan_api import files
 from capstan_api import status as st
 from capstan_api.common import now_rfc3339
 from capstan_api.deployment import DeploymentSpec
+from capstan_api.drift import score
 from capstan_api.status import Phase
 from capstan_operator import identity, kube, objectstore
 from capstan_operator.config import OperatorConfig
-from capstan_operator.deployment import analysis, canary, export, promql, resolve
+from capstan_operator.deployment import analysis, canary, drift, export, promql, regression, resolve
 from capstan_operator.deployment import build as bd
 from capstan_operator.jobs import (
     blocked,
@@ -156,6 +157,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         )
         draft.condition(st.PROGRESSING, "False", "RolledBack", ctx.note)
         target = stable_uri
+    target = _regressions(ctx, target)
     if kube.get("v1", "Service", ns, bd.service_name(name)) is None:
         kube.apply(bd.service(body))
     # ---- first revision: nothing to compare a canary with
@@ -204,6 +206,36 @@ def _choose(ns: str, spec: DeploymentSpec) -> resolve.ModelChoice:
         else:
             run = kube.get_custom("trainingruns", ns, m.training_run_ref.name)
     return resolve.choose(spec, ev, run, evaluations)
+
+
+def _regressions(ctx: Ctx, target: str | None) -> str | None:
+    """Degraded while a scheduled Evaluation's newest run failed on the stable model; with
+    onRegression: rollback, that revision is marked RolledBack and the model to roll out becomes
+    the last promoted other one (a canary, as any new model). Returns the model to serve."""
+    d = ctx.draft
+    stable, stable_uri = d.old.get("revision"), d.old.get("modelUri")
+    if stable is None:
+        return target
+    found = regression.find(ctx.name, stable_uri, kube.list_custom("evaluations", ctx.ns))
+    if found is None:
+        d.clear(st.DEGRADED)
+        return target
+    msg = found.message(stable_uri)
+    if (d.find(st.DEGRADED) or {}).get("message") != msg:
+        d.event("Warning", "Regression", msg)
+    d.condition(st.DEGRADED, "True", "EvaluationFailed", msg)
+    if not found.rollback:
+        return target
+    rec = ctx.record(stable)
+    if rec is not None and rec["outcome"] != "RolledBack":
+        rec.update(outcome="RolledBack", reason=msg, time=now_rfc3339())
+        d.event("Warning", "RolledBack", f"revision {stable} rolled back: {msg}")
+    back = regression.fallback(ctx.history, stable_uri)
+    if back is None:
+        ctx.note = f"{msg}; no earlier promoted revision to roll back to"
+        return stable_uri
+    ctx.note = f"rolling back to {back}: {msg}"
+    return back
 
 
 def _export(ctx: Ctx, uri: str) -> export.Export:
@@ -275,6 +307,7 @@ def _steady(ctx: Ctx) -> Outcome:
     rec = ctx.record(rev)
     if ready >= total:
         ctx.close_record(rev, "Promoted", "first revision Available")
+        _drift(ctx, rev, uri)
         msg = f"revision {rev} serving {uri}: {ready}/{total} Ready"
         d.condition(st.READY, "True", "Available", msg)
         if ctx.note:
@@ -292,6 +325,29 @@ def _steady(ctx: Ctx) -> Outcome:
     starting = rec is not None and rec["outcome"] == "InProgress" and not stuck
     d.phase(Phase.PROGRESSING if starting else Phase.DEGRADED, msg, "Starting" if starting else reason)
     return ctx.finish(ROLLOUT_POLL_SECONDS)
+
+
+def _drift(ctx: Ctx, rev: int, uri: str) -> None:
+    """status.drift and the Drift condition from the stable revision's Ready pods (spec.drift)."""
+    d = ctx.draft
+    if not ctx.spec.drift.enabled or ctx.spec.runtime != "builtin":
+        d.set(drift=None)
+        d.clear(st.DRIFT)
+        return
+    reference, why = drift.reference(uri, ctx.cfg)
+    if reference is None:
+        d.condition(st.DRIFT, "Unknown", "NoReference", why)
+        return
+    pods = kube.list_("v1", "Pod", ctx.ns, bd.revision_selector(ctx.body, rev))
+    live, unreadable = drift.scrape([p["status"]["podIP"] for p in pods if _pod_ready(p)], bd.PORT)
+    result = score(reference, live)
+    status, reason, msg = drift.judge(result, ctx.spec.drift)
+    if unreadable:
+        msg = f"{msg}; metrics unreadable from {', '.join(unreadable)}"
+    if status == "True" and (d.find(st.DRIFT) or {}).get("status") != "True":
+        d.event("Warning", "PromptsDrifted", msg)
+    d.set(drift=result.to_wire())
+    d.condition(st.DRIFT, status, reason, msg)
 
 
 def _step_note(started: str, ready: str | None, weight: int) -> dict[str, str]:

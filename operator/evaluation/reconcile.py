@@ -5,6 +5,8 @@ otherwise create what is missing and report Running."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import yaml
 
 from capstan_api import files
@@ -14,7 +16,7 @@ from capstan_api.evaluation import EvaluationSpec
 from capstan_api.status import Phase
 from capstan_operator import children, identity, kube, objectstore, refs
 from capstan_operator.config import OperatorConfig
-from capstan_operator.evaluation import build, resolve
+from capstan_operator.evaluation import build, resolve, schedule
 from capstan_operator.jobs import blocked, job_condition, job_failure, start_overdue
 from capstan_operator.status import Outcome, StatusDraft, read_spec
 
@@ -44,16 +46,30 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     draft = StatusDraft(body)
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    # ---- finished: nothing more to do for this generation
+    # ---- finished: nothing more to do for this generation, until the schedule's next run
     if draft.finished(Phase.SUCCEEDED, Phase.FAILED):
-        return draft.outcome()
+        return _next_run(draft, body)
     spec, problem = read_spec(body, EvaluationSpec)
     if problem:
         return _fail(draft, "InvalidSpec", problem)
     # ---- dependencies
     job_name = build.job_name(name)
     job = kube.get("batch/v1", "Job", ns, job_name)
-    built_for = ((job or {}).get("metadata", {}).get("annotations") or {}).get(build.ANNOTATION_GENERATION)
+    if job is not None and job["metadata"].get("deletionTimestamp"):
+        # Being deleted (a spec change or the previous scheduled run): applying now would patch
+        # the old Job, and its old outcome would be read as the new run's.
+        return draft.outcome(1.0)
+    notes = (job or {}).get("metadata", {}).get("annotations") or {}
+    built_for = notes.get(build.ANNOTATION_GENERATION)
+    scheduled = draft.old.get("lastScheduleTime") or ""
+    if (
+        job is not None
+        and built_for == str(draft.generation)
+        and notes.get(build.ANNOTATION_SCHEDULED, "") != scheduled
+    ):
+        # The previous scheduled run's Job, still being deleted: never read it as this run's.
+        kube.delete("batch/v1", "Job", ns, job_name)
+        return draft.outcome(1.0)
     if job is not None and built_for != str(draft.generation):
         # The spec changed since this Job started: evaluate the new spec (never mix results).
         kube.delete("batch/v1", "Job", ns, job_name)
@@ -66,7 +82,9 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         run_ref, ds_ref = spec.model.training_run_ref, spec.dataset_ref
         run = kube.get_custom("trainingruns", ns, run_ref.name) if run_ref else None
         dataset = kube.get_custom("datasets", ns, ds_ref.name) if ds_ref else None
-        res = resolve.resolve(ns, name, spec, run, dataset, cfg, _step_committed(spec, run, cfg))
+        dep_ref = spec.model.deployment_ref
+        served = kube.get_custom("deployments", ns, dep_ref.name) if dep_ref else None
+        res = resolve.resolve(ns, name, spec, run, dataset, cfg, _step_committed(spec, run, cfg), served)
         if res.failure:
             return _fail(draft, "DependencyFailed", res.failure)
         if res.waiting:
@@ -74,7 +92,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
             return draft.phase(Phase.WAITING, res.waiting, "Waiting").outcome(WAIT_SECONDS)
         # ---- create what is missing (create-or-patch: idempotent)
         identity.ensure_service_account(body, cfg)
-        for child in build.build(body, res.spec, cfg):
+        for child in build.build(body, res.spec, cfg, scheduled):
             kube.apply(child)
         draft.event("Normal", "Created", f"Job {job_name} evaluating {res.spec.model.uri}")
         draft.set(modelUri=res.spec.model.uri, startTime=now_rfc3339())
@@ -102,6 +120,26 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     )
 
 
+def _next_run(draft: StatusDraft, body: dict) -> Outcome:
+    """A finished Evaluation with spec.schedule: requeue at the next schedule time; when due,
+    start the run (the Job of the last one goes; the next reconcile creates the new one)."""
+    spec, problem = read_spec(body, EvaluationSpec)
+    if problem or not spec.schedule:
+        return draft.outcome()
+    base = draft.old.get("lastScheduleTime") or draft.old.get("startTime") or now_rfc3339()
+    now = datetime.now(UTC)
+    when = schedule.due(spec.schedule, schedule.parse_time(base), now)
+    draft.set(nextScheduleTime=schedule.fmt(when.next_at))
+    if when.run_at is None:
+        return draft.outcome(max(1.0, (when.next_at - now).total_seconds()))
+    at = schedule.fmt(when.run_at)
+    meta = body["metadata"]
+    kube.delete("batch/v1", "Job", meta["namespace"], build.job_name(meta["name"]))
+    draft.set(lastScheduleTime=at, passed=None, completionTime=None)
+    draft.clear(st.PASSED, st.FAILED)
+    return draft.phase(Phase.PENDING, f"scheduled run of {at} ({spec.schedule})", "Scheduled").outcome(1.0)
+
+
 def _step_committed(spec: EvaluationSpec, run: dict | None, cfg: OperatorConfig) -> bool:
     """Whether the run's checkpoint of spec.model.step is committed: one small read, and only once
     the run reports a checkpoint at or past that step."""
@@ -126,7 +164,11 @@ def _complete(draft: StatusDraft, job: dict, cfg: OperatorConfig) -> Outcome:
     # A merge patch keeps keys it does not name: drop metrics a re-run no longer reports.
     gone = {k: None for k in draft.old.get("metrics") or {} if k not in status["metrics"]}
     status["metrics"] = {**gone, **status["metrics"]}
-    draft.set(**status, modelUri=(spec.get("model") or {}).get("uri"), completionTime=now_rfc3339())
+    model_uri, done = (spec.get("model") or {}).get("uri"), now_rfc3339()
+    history = schedule.add_run(
+        draft.old.get("history") or [], status, model_uri, draft.old.get("lastScheduleTime") or "", done
+    )
+    draft.set(**status, modelUri=model_uri, completionTime=done, history=history)
     draft.clear(st.FAILED)
     draft.condition(
         st.READY,
@@ -158,7 +200,8 @@ def status_from_file(doc: dict, output_uri: str) -> dict:
         | {"passed": g.passed}
         for g in outcome.gates
     ]
-    return {
+    summary = {"trainingSummaryUri": outcome.training_summary_uri} if outcome.training_summary_uri else {}
+    return summary | {
         "metrics": outcome.metrics,
         "gates": gates,
         "passed": outcome.passed,

@@ -19,6 +19,7 @@ def resolve(
     dataset: dict | None,
     cfg: OperatorConfig,
     step_committed: bool = False,
+    deployment: dict | None = None,
 ) -> Resolution:
     """`run` and `dataset` are the objects spec.model.trainingRunRef and spec.datasetRef name;
     `step_committed` whether the commit marker of the run's checkpoint of spec.model.step is there
@@ -32,6 +33,9 @@ def resolve(
         else:
             checkpoint = refs.checkpoint_at_step("spec.model.step", run_name, run, model.step, step_committed)
         model = model.model_copy(update={"training_run_ref": None, "uri": checkpoint.uri, "step": None})
+    elif model.deployment_ref is not None:
+        checkpoint = _served("spec.model.deploymentRef", model.deployment_ref.name, deployment)
+        model = model.model_copy(update={"deployment_ref": None, "uri": checkpoint.uri})
     elif model.step is not None:
         model = model.model_copy(update={"uri": model.checkpoint_uri(), "step": None})
     if spec.dataset_ref is not None:
@@ -49,6 +53,17 @@ def resolve(
             "dataset_ref": None,
             "validation_uri": validation_uri,
             "output_uri": output.uri if output else spec.output_uri,
+            # The Deployment acts on regressions (it reads the Evaluation as stored); the
+            # workload, whose model is now a URI, has no deploymentRef to roll back.
+            "on_regression": "none",
         }
     )
     return Resolution(spec=EvaluationSpec.model_validate(resolved.model_dump()))
+
+
+def _served(field: str, name: str, deployment: dict | None) -> refs.Ref:
+    """The model Deployment `name` serves now (its stable revision's status.modelUri)."""
+    if deployment is None:
+        return refs.Ref(waiting=f"Deployment {name} ({field}: not found)")
+    uri = refs.status_of(deployment).get("modelUri")
+    return refs.Ref(uri=uri) if uri else refs.Ref(waiting=f"Deployment {name} to serve a model ({field})")

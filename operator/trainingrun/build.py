@@ -340,11 +340,16 @@ def pod_group(body: dict, spec: TrainingRunSpec) -> dict[str, Any]:
     return out
 
 
-def build(body: dict, spec: TrainingRunSpec, cfg: OperatorConfig) -> list[dict[str, Any]]:
+def build(
+    body: dict, spec: TrainingRunSpec, cfg: OperatorConfig, planned_gpu_hours: float | None = None
+) -> list[dict[str, Any]]:
     """[ConfigMap, Service, (PodGroup,) Job] for `body` with `spec` already resolved (dataset
-    URIs, initial checkpoint and checkpoint root filled in), in creation order."""
+    URIs, initial checkpoint and checkpoint root filled in), in creation order.
+    `planned_gpu_hours` (status.plan.gpuHours) goes on the resource for the model card."""
     name = body["metadata"]["name"]
     resource = children.resolved_resource(body, spec.to_wire())
+    if planned_gpu_hours is not None:
+        resource["metadata"]["annotations"] = {files.PLANNED_GPU_HOURS_ANNOTATION: str(planned_gpu_hours)}
     if body["metadata"].get("uid"):
         # The trainer records it as each checkpoint's owner: a run recreated under the same name
         # must not resume the old one's checkpoints.

@@ -77,6 +77,7 @@ def progress_fields(doc: dict, running_pods: int | None) -> dict:
         "tokensSeen": p.tokens_seen,
         "loss": _short(p.loss),
         "evalLoss": _short(p.eval_loss),
+        "overfitting": p.overfitting,
         "tokensPerSec": _short(p.tokens_per_sec),
         "mfu": _short(p.mfu),
         "lossTokens": p.loss_tokens,
@@ -435,7 +436,7 @@ def _create(body: dict, draft: StatusDraft, gang: Gang, cfg: OperatorConfig) -> 
     if taken:
         return _fail(draft, "CheckpointUriInUse", taken)
     identity.ensure_service_account(body, cfg)
-    for child in build.build(body, spec, cfg):
+    for child in build.build(body, spec, cfg, capacity_plan.gpu_hours):
         if child["kind"] == "PodGroup":
             kube.apply_custom(child)
         else:

@@ -51,9 +51,20 @@ def test_printer_columns_and_category(cluster, capstan_crds, namespace):
         "NODES",
         "EVAL",
         "LOSS",
+        "OVERFITTING",
         "MESSAGE",
     ]
-    assert header["ceval"] == ["NAME", "PHASE", "PASSED", "AGE", "MODEL", "MESSAGE"]
-    assert header["cdeploy"] == ["NAME", "PHASE", "REVISION", "CANARY", "READY", "AGE", "URL", "MESSAGE"]
+    assert header["ceval"] == ["NAME", "PHASE", "PASSED", "AGE", "MODEL", "NEXT", "MESSAGE"]
+    assert header["cdeploy"] == [
+        "NAME",
+        "PHASE",
+        "REVISION",
+        "CANARY",
+        "READY",
+        "AGE",
+        "URL",
+        "DRIFT",
+        "MESSAGE",
+    ]
     listed = cluster.kubectl("get", "capstan", "-n", namespace, "-o", "name").stdout.split()
     assert sorted(listed) == sorted(f"{k.kind.lower()}.{GROUP}/cols" for k in KINDS.values())

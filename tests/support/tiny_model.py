@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.fsspec_filesystem import FsspecWriter
 
+from capstan_api.drift import PromptStats
 from capstan_api.tokenizer import DEFAULT_CHAT_TEMPLATE
 from capstan_trainer import shards, storage
 from capstan_trainer.checkpoint import load_model
@@ -74,7 +76,10 @@ def _write_dataset(uri: str, train: list[list[int]], validation: list[list[int]]
         tokenizer={"path": "tokenizer.json", "sha256": hashlib.sha256(tok).hexdigest()},
         splits=splits,
         fingerprint="tiny-counting-v1",
-        stats={"licence": {"keptByLicence": {"CC0-1.0": len(train) + len(validation)}}},
+        stats={
+            "licence": {"keptByLicence": {"CC0-1.0": len(train) + len(validation)}},
+            "promptStats": _prompt_stats(validation).to_wire(),
+        },
     )
     storage.write_bytes(storage.join(uri, "manifest.json"), manifest.to_json().encode())
     storage.write_bytes(storage.join(uri, "tokenizer.json"), tok)
@@ -87,6 +92,25 @@ def _write_dataset(uri: str, train: list[list[int]], validation: list[list[int]]
     storage.write_bytes(
         storage.join(uri, "datasheet.md"), b"# Datasheet: counting\nGenerated counting text.\n"
     )
+
+
+def _prompt_stats(docs: list[list[int]]) -> PromptStats:
+    """What the preparation records for a validation split (a word-level vocabulary: no byte tokens)."""
+    stats = PromptStats()
+    for d in docs:
+        stats.add(len(d), 0)
+    return stats
+
+
+@torch.no_grad()
+def _validation_loss(model: Transformer, docs: list[list[int]]) -> float:
+    """Mean next-token loss over the validation stream in 64-token windows, as the trainer's
+    evaluation measures it."""
+    stream = torch.tensor([t for d in docs for t in (*d, EOS)])
+    T = 64
+    n = (len(stream) - 1) // T
+    x, y = stream[: n * T].view(n, T), stream[1 : n * T + 1].view(n, T)
+    return float(torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()))
 
 
 def _train(train: list[list[int]], seed: int) -> Transformer:
@@ -124,7 +148,9 @@ def build(root: str, seed: int = 0) -> TinyModel:
     tok = tokenizer_json().encode()
     dataset = f"{root}/dataset"
     _write_dataset(dataset, train, validation, tok)
+    t0 = time.monotonic()
     model = _train(train, seed)
+    seconds = time.monotonic() - t0
     step = f"{root}/checkpoints/step-{STEPS:08d}"
     writer = FsspecWriter(step, **storage.storage_options(step))
     dcp.save({"model": model.state_dict()}, storage_writer=writer, no_dist=True)
@@ -136,6 +162,26 @@ def build(root: str, seed: int = 0) -> TinyModel:
         "trainingRun": "tiny",
         "seqLen": 64,
         "eosId": EOS,
+        # What _train_steps did, as the trainer records it (the model card reads these).
+        "optimizer": {
+            "lr": 3e-3,
+            "weightDecay": 0.0,
+            "totalSteps": STEPS,
+            "microBatch": 8,
+            "seqLen": 64,
+            "seed": seed,
+        },
+        "precision": "float32",
+        "validation": {"evalLoss": _validation_loss(model, validation), "overfitting": False},
+        "compute": {
+            "processSeconds": seconds,
+            "processHours": seconds / 3600,
+            "gpuHours": 0.0,
+            "device": "cpu",
+            "worldSize": 1,
+            "plannedGpuHours": None,
+            "tokensSeen": STEPS * 8 * 64,
+        },
     }
     storage.write_bytes(storage.join(step, "capstan.json"), json.dumps(meta).encode())
     storage.write_bytes(storage.join(step, "tokenizer.json"), tok)

@@ -78,4 +78,5 @@ def references(doc: dict) -> list[tuple[str, str]]:
     refs += [("Dataset", spec["datasetRef"]["name"])] if spec.get("datasetRef") else []
     refs += [("TrainingRun", model["trainingRunRef"]["name"])] if model.get("trainingRunRef") else []
     refs += [("Evaluation", model["evaluationRef"]["name"])] if model.get("evaluationRef") else []
+    refs += [("Deployment", model["deploymentRef"]["name"])] if model.get("deploymentRef") else []
     return refs

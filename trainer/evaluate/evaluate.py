@@ -25,7 +25,7 @@ from capstan_api import exitcodes, files
 from capstan_api.common import InvalidResource, parse_spec
 from capstan_api.evaluation import EvaluationSpec
 from capstan_trainer import model_load, storage
-from capstan_trainer.evaluate import bias, model_card, scoring, tasks
+from capstan_trainer.evaluate import bias, model_card, scoring, tasks, training_summary
 from capstan_trainer.generation.engine import Engine
 from capstan_trainer.shards import decode_shard, read_manifest
 
@@ -206,6 +206,12 @@ def write_outputs(name: str, spec: EvaluationSpec, meta: dict, results: dict) ->
     results_uri, card_uri = storage.join(out, files.RESULTS_FILE), storage.join(out, files.MODEL_CARD_FILE)
     storage.write_bytes(results_uri, json.dumps(results, indent=2).encode())
     storage.write_bytes(card_uri, model_card.render(name, spec, meta, results).encode())
+    summary = training_summary.build(meta, training_summary.read_manifests(meta))
+    storage.write_bytes(
+        storage.join(out, files.TRAINING_SUMMARY_JSON), json.dumps(summary, indent=2).encode()
+    )
+    summary_uri = storage.join(out, files.TRAINING_SUMMARY_FILE)
+    storage.write_bytes(summary_uri, training_summary.render(summary).encode())
     outcome = files.EvaluationOutcome(
         metrics=results["metrics"],
         gates=results["gates"],
@@ -213,6 +219,7 @@ def write_outputs(name: str, spec: EvaluationSpec, meta: dict, results: dict) ->
         model_uri=meta.get("uri"),
         results_uri=results_uri,
         model_card_uri=card_uri,
+        training_summary_uri=summary_uri,
     )
     storage.write_bytes(storage.join(out, files.EVALUATION_STATUS_FILE), outcome.to_json().encode())
     failed = [g["metric"] for g in results["gates"] if not g["passed"]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import yaml
 
+from capstan_api import files
 from capstan_trainer import storage
 from capstan_trainer.shards import read_manifest
 
@@ -47,6 +48,7 @@ def render(name: str, spec, meta: dict, results: dict) -> str:
         metric_definitions(),
         evaluation_data(results),
         training_data(datasets),
+        training_procedure(meta),
         quantitative_analyses(results),
         ethical_considerations(),
         caveats(),
@@ -180,6 +182,60 @@ def training_data(datasets: list[dict]) -> list[str]:
         lines.append(
             f"- `{d['uri']}`: licences {lic}; weight {d['weight']}; fingerprint `{d['fingerprint']}`; {sheet}."
         )
+    return lines
+
+
+HYPERPARAMETERS = (
+    "lr",
+    "minLr",
+    "warmupSteps",
+    "totalSteps",
+    "globalBatchTokens",
+    "microBatch",
+    "seqLen",
+    "weightDecay",
+    "betas",
+    "gradClip",
+    "seed",
+    "precision",
+)
+
+
+def training_procedure(meta: dict) -> list[str]:
+    """Hyperparameters, compute (measured and planned) and the overfitting signal, from the
+    checkpoint's capstan.json; a checkpoint written before they were recorded says so."""
+    lines = ["## Training procedure"]
+    o = meta.get("optimizer")
+    if o:
+        rows = [[k, o[k]] for k in HYPERPARAMETERS if k in o]
+        lines += ["Optimizer AdamW, warmup then cosine decay of the learning rate.", ""]
+        lines += [_table(["hyperparameter", "value"], rows)]
+        if meta.get("precision"):
+            lines += ["", f"Parameters computed in {meta['precision']}."]
+    else:
+        lines.append("The checkpoint records no hyperparameters.")
+    c = meta.get("compute")
+    if c:
+        planned = c.get("plannedGpuHours")
+        lines.append(
+            f"- Compute measured: {c['processHours']:.4f} process-hours on {c['device']} "
+            f"({c['gpuHours']:.4f} GPU-hours; {c['worldSize']} process(es) in the last attempt), "
+            f"{c['tokensSeen']} tokens seen; planned: "
+            + (
+                f"{planned:.4f} GPU-hours (capacity plan)."
+                if planned is not None
+                else "no GPU-hours estimate."
+            )
+        )
+    v = meta.get("validation")
+    if v and v.get("evalLoss") is not None:
+        signal = "**yes**: validation loss rose while training loss fell" if v["overfitting"] else "no"
+        lines.append(
+            f"- Last validation loss {v['evalLoss']:.4f}; overfitting at the last evaluation: {signal}."
+        )
+    lines.append(
+        f"- Training-data summary (EU AI Act template): [{files.TRAINING_SUMMARY_FILE}]({files.TRAINING_SUMMARY_FILE})."
+    )
     return lines
 
 

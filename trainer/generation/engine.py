@@ -30,6 +30,10 @@ from capstan_trainer.model_load import LoadedModel
 log = logging.getLogger("capstan.serve")
 
 
+SURPRISAL_TOKENS = 128
+SURPRISAL_EVERY = 8
+
+
 class QueueFull(Exception):
     """More requests are waiting than the queue allows (HTTP 429)."""
 
@@ -83,8 +87,19 @@ class _Seq:
 
 class Engine:
     def __init__(
-        self, loaded: LoadedModel, max_batch_size: int = 16, max_queue: int = 64, max_model_len: int = 0
+        self,
+        loaded: LoadedModel,
+        max_batch_size: int = 16,
+        max_queue: int = 64,
+        max_model_len: int = 0,
+        prompt_observer: Callable[[list[int], float, int], None] | None = None,
+        surprisal_every: int = SURPRISAL_EVERY,
     ):
+        """prompt_observer(prompt ids, summed surprisal in nats, tokens it covers) is called once
+        per request after its prefill (drift metrics); the surprisal is computed for one request
+        in `surprisal_every` (0 tokens covered for the others). None skips it all."""
+        self.prompt_observer, self.surprisal_every = prompt_observer, max(1, surprisal_every)
+        self._observed = 0
         self.loaded = loaded
         self.model = loaded.model
         self.max_model_len = min(max_model_len or loaded.max_seq_len, loaded.max_seq_len)
@@ -233,6 +248,8 @@ class Engine:
         with torch.inference_mode():
             logits = self.model.lm_head(hidden[torch.arange(len(seqs), device=self.device), last]).float()
         for b, s in enumerate(seqs):
+            if self.prompt_observer is not None and s.index == 0:
+                self._observe_prompt(hidden[b, : len(s.tokens)], s.tokens)
             prompt_lp = None
             if s.req.params.echo and s.req.params.logprobs is not None:
                 prompt_lp = self._prompt_logprobs(hidden[b, : len(s.tokens)], s.tokens, s.req.params.logprobs)
@@ -241,6 +258,22 @@ class Engine:
                 self._release(s)
                 continue
             self._advance(s, logits[b], prompt_lp)
+
+    def _observe_prompt(self, hidden: torch.Tensor, tokens: list[int]) -> None:
+        """Surprisal of the prompt's first SURPRISAL_TOKENS tokens after the first, for one
+        prompt in `surprisal_every`: the output projection over prompt tokens costs as much as
+        that many decode steps (bench/serve_drift.py), and the (T, vocab) log-probabilities of a
+        long prompt would not fit beside the batch."""
+        scored = self._observed % self.surprisal_every == 0  # the first, then every k-th
+        self._observed += 1
+        n = min(len(tokens), SURPRISAL_TOKENS + 1) - 1 if scored else 0
+        total = 0.0
+        if n > 0:
+            with torch.inference_mode():
+                lp = torch.log_softmax(self.model.lm_head(hidden[:n]).float(), -1)  # (n, V)
+                target = torch.tensor(tokens[1 : n + 1], device=lp.device)
+                total = -float(lp.gather(1, target[:, None]).sum())
+        self.prompt_observer(tokens, total, n)
 
     def _prompt_logprobs(self, hidden: torch.Tensor, tokens: list[int], k: int) -> list[TokenLogprob]:
         with torch.inference_mode():

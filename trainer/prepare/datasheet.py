@@ -67,13 +67,14 @@ def collection(spec: DatasetSpec, stats: dict) -> str:
                 f"`{s.uri}`",
                 s.format,
                 s.licence,
+                s.provenance.type,
                 s.provenance.description or "-",
                 s.provenance.url or "-",
                 s.provenance.collected or "-",
             )
             for i, s in enumerate(spec.sources)
         ],
-        ("#", "uri", "format", "licence", "provenance", "url", "collected"),
+        ("#", "uri", "format", "licence", "type", "provenance", "url", "collected"),
     )
     return "\n".join(
         [

@@ -24,6 +24,7 @@ import time
 
 import torch
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from capstan_api.network import listen_address
 from capstan_trainer import model_load
@@ -31,6 +32,7 @@ from capstan_trainer.generation.engine import Engine
 from capstan_trainer.generation.sampling import SamplingParams
 from capstan_trainer.serve import fault_hook
 from capstan_trainer.serve.app import make_app
+from capstan_trainer.serve.drift import DriftMetrics
 from capstan_trainer.serve.state import Limits, ServerState
 
 log = logging.getLogger("capstan.serve")
@@ -61,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--request-timeout-seconds", type=float, default=600.0, help="longest a request may run; then 504"
     )
+    p.add_argument(
+        "--drift-surprisal-every",
+        type=int,
+        default=8,
+        help="score the surprisal of one prompt in this many for the drift metrics (1 = every prompt)",
+    )
     p.add_argument("--max-body-bytes", type=int, default=8 << 20, help="larger request bodies get 413")
     p.add_argument(
         "--api-key",
@@ -68,7 +76,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="default $CAPSTAN_API_KEY; empty: none",
     )
     a = p.parse_args(argv)
-    for name in ("max_batch_size", "port", "max_prompts_per_request", "max_body_bytes"):
+    for name in (
+        "max_batch_size",
+        "port",
+        "max_prompts_per_request",
+        "max_body_bytes",
+        "drift_surprisal_every",
+    ):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.max_queue < 0 or a.max_model_len < 0:
@@ -78,12 +92,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def load_engine(a: argparse.Namespace) -> Engine:
+def load_engine(a: argparse.Namespace, registry: CollectorRegistry) -> Engine:
+    """The model loaded into an engine that reports prompts to drift metrics in `registry`."""
     device = model_load.device_for(a.device)
     dtype = DTYPES[a.dtype] or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     t0 = time.perf_counter()
     loaded = model_load.load(a.model, device=device, dtype=dtype, tokenizer_uri=a.tokenizer)
-    engine = Engine(loaded, a.max_batch_size, a.max_queue, a.max_model_len)
+    drift = DriftMetrics(registry, loaded.tokenizer)
+    engine = Engine(
+        loaded,
+        a.max_batch_size,
+        a.max_queue,
+        a.max_model_len,
+        prompt_observer=drift.observe,
+        surprisal_every=a.drift_surprisal_every,
+    )
     log.info("loaded %s on %s (%s) in %.1fs", a.model, device, dtype, time.perf_counter() - t0)
     return engine
 
@@ -102,7 +125,7 @@ async def serve(a: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loading = asyncio.ensure_future(asyncio.to_thread(load_engine, a))
+    loading = asyncio.ensure_future(asyncio.to_thread(load_engine, a, state.metrics.registry))
     await asyncio.wait([loading, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     if not loading.done():  # stopped while loading
         await runner.cleanup()

@@ -84,6 +84,8 @@ class TrainConfig:
     """objective: spec.objective: pretrain, sft (masked loss, document-masked attention) or dpo."""
     dpo: DpoSpec | None = None
     """dpo: spec.dpo when objective is dpo."""
+    planned_gpu_hours: float | None = None
+    """planned_gpu_hours: the operator's capacity-plan estimate (None without one, or on CPU)."""
 
     @property
     def fingerprint(self) -> str:

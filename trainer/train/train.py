@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from capstan_api import exitcodes
+from capstan_api import exitcodes, files
 from capstan_api.common import InvalidResource
 from capstan_api.objective import DpoFigures
 from capstan_api.resource import load_resource
@@ -48,6 +48,7 @@ from capstan_trainer.train import (
     resume,
     stopping,
 )
+from capstan_trainer.train.compute import ComputeMeter
 from capstan_trainer.train.config import ConfigError, TrainConfig, resolve
 from capstan_trainer.train.step import build_model, build_optimizer, evaluate, lr_at, state_for, train_step
 
@@ -112,7 +113,13 @@ def run(cfg: TrainConfig) -> int:
         ref=ref,
         data=open_loader(cfg, rank, world, cursor),
         tokenizer=storage.read_bytes(cfg.tokenizer_uri) if rank == 0 else None,
-        meta=checkpoint_meta(cfg),
+        meta=checkpoint_meta(cfg) | {"precision": str(param_dtype).removeprefix("torch.")},
+        compute=ComputeMeter(
+            world,
+            device.type == "cuda",
+            cfg.planned_gpu_hours,
+            ComputeMeter.prior(checkpoint.read_meta(latest.uri) if latest else None),
+        ),
         throughput=metrics.Throughput.start(cfg.model, o.seq_len, device, param_dtype, world),
         progress=open_progress(cfg, world, step, cursor, latest, skipped) if rank == 0 else None,
     )
@@ -152,6 +159,8 @@ class Session:
     throughput: metrics.Throughput
     progress: metrics.Progress | None
     """progress: progress.json; rank 0 only."""
+    compute: ComputeMeter
+    """compute: process- and GPU-hours measured, summed over restarts (capstan.json)."""
     exporter: metrics.Exporter = field(default_factory=metrics.Exporter)
     """exporter: /metrics for Prometheus; rank 0 sets its values."""
     last_eval: float | None = None
@@ -160,10 +169,16 @@ class Session:
     """loss_tokens: targets that carried loss in the last step (all ranks); None without a loss mask."""
     dpo: dict | None = None
     """dpo: the last step's DPO figures (dpo.figures), with the last evaluation's accuracy."""
+    overfitting: bool = False
+    """overfitting: the newest evaluation's overfitting signal (stopping.Verdict)."""
 
     def save(self, at: int) -> None:
         state = state_for(self.model, self.optimizer, at, self.data.cursor, self.watch)
-        blocked = self.ckpt.save(at, state, self.meta, self.tokenizer)
+        meta = self.meta | {
+            "compute": self.compute.to_meta(self.data.cursor * self.cfg.optimizer.seq_len),
+            "validation": {"evalLoss": self.last_eval, "overfitting": self.overfitting},
+        }
+        blocked = self.ckpt.save(at, state, meta, self.tokenizer)
         if self.rank == 0:
             metrics.emit({"event": "checkpoint", "step": at, "blockingSeconds": round(blocked, 4)})
 
@@ -210,6 +225,7 @@ def checkpoint_meta(cfg: TrainConfig) -> dict:
     """capstan.json: what the export, the model card and `init` read back."""
     return {
         "model": cfg.model.to_dict(),
+        "optimizer": cfg.optimizer.to_wire(),  # the hyperparameters the model card reports
         "tokenizer": "tokenizer.json",
         "dataset": cfg.dataset_meta(),
         "trainingRun": cfg.name,
@@ -365,6 +381,7 @@ def evaluate_and_watch(s: Session) -> bool:
     weights = [src.weight for src in sources]
     s.last_eval = sum(w * per_source[src.uri] for w, src in zip(weights, sources, strict=True)) / sum(weights)
     verdict = s.watch.observe(s.last_eval)
+    s.overfitting = verdict.overfitting
     if s.rank == 0:
         metrics.emit(
             {
@@ -465,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve(
             spec, name=meta.get("name", "trainingrun"), checksums=args.validate_only, uid=meta.get("uid", "")
         )
+        cfg.planned_gpu_hours = files.planned_gpu_hours(meta)
         if args.validate_only:
             resume.own_checkpoints(cfg)  # another run's checkpoints at the root: exit 3 naming them
             print(

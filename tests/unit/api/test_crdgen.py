@@ -147,8 +147,10 @@ def test_names_columns_and_subresources(kind: str):
             listed, key, leaf = filtered.groups()
             item = status[listed]["items"]["properties"]
             assert key in item and item[leaf]["type"] == col["type"], col
-        elif path.startswith(".status."):
-            field = status[path.removeprefix(".status.")]
+        elif path.startswith(".status."):  # a field, or a nested one (.status.drift.score)
+            field = {"properties": status}
+            for part in path.removeprefix(".status.").split("."):
+                field = field["properties"][part]
             assert field["type"] == col["type"], col
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from capstan_trainer import export
+from capstan_trainer import export, shards
 from capstan_trainer.evaluate import evaluate
 from tests.support import tiny_model
 
@@ -207,6 +207,22 @@ def test_model_card_has_real_numbers_and_lineage(tiny, evaluated):
     ):
         assert section in card
     assert "| gender | She |" in card
+    # The training procedure, from what the checkpoint recorded.
+    assert "## Training procedure" in card and "| lr | 0.0030 |" in card and "| seed | 0 |" in card
+    assert "process-hours on cpu" in card and "planned: no GPU-hours estimate" in card
+
+
+def test_training_data_summary_is_written_beside_the_card(tiny, evaluated):
+    out = evaluated["out"]
+    summary = json.loads((out / "training-summary.json").read_text())
+    size = summary["generalInformation"]["trainingDataSize"]["text"]
+    train_tokens = shards.read_manifest(tiny.dataset_uri).splits["train"].tokens
+    assert size == {"tokens": train_tokens, "range": "Less than 1 billion tokens"} and train_tokens > 600
+    assert summary["dataProcessing"]["licences"]["documentsKept"] == {"CC0-1.0": 624}
+    md = (out / "training-summary.md").read_text()
+    assert "## 2. List of data sources" in md and "### 2.3 Data crawled and scraped" in md
+    assert "[training-summary.md](training-summary.md)" in evaluated["card"]
+    assert evaluated["status"]["trainingSummaryUri"] == f"file://{out}/training-summary.md"
 
 
 def test_checkpoint_and_export_give_the_same_perplexity(tiny, tmp_path, evaluated):

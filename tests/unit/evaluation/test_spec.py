@@ -24,8 +24,10 @@ def test_every_field_description_starts_with_its_wire_name():
 
 def test_model_needs_exactly_one_source():
     both = {"model": {"uri": "s3://b/c", "trainingRunRef": {"name": "run"}}}
-    assert "exactly one of trainingRunRef or uri" in rejected(EvaluationSpec, KIND, both)
-    assert "exactly one of trainingRunRef or uri" in rejected(EvaluationSpec, KIND, {"model": {}})
+    assert "exactly one of trainingRunRef, deploymentRef or uri" in rejected(EvaluationSpec, KIND, both)
+    assert "exactly one of trainingRunRef, deploymentRef or uri" in rejected(
+        EvaluationSpec, KIND, {"model": {}}
+    )
     spec = parse_spec(EvaluationSpec, resource(KIND, {"model": {"trainingRunRef": {"name": "run"}}}), KIND)
     assert spec.model.training_run_ref.name == "run"
 

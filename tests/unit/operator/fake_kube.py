@@ -77,6 +77,8 @@ class FakeKube:
             ann = {**(old["metadata"].get("annotations") or {}), **(obj["metadata"].get("annotations") or {})}
             old["metadata"]["annotations"] = ann
             old["spec"] = copy.deepcopy(obj.get("spec"))
+            if "data" in obj:  # a ConfigMap's content is replaced too
+                old["data"] = copy.deepcopy(obj["data"])
         return self.objects[key]
 
     def delete(

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 
 from capstan_api import preparation
 from capstan_api.dataset import DatasetSpec
+from capstan_api.drift import PromptStats, bucket_of
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare.prepare import main
 from tests.unit.prepare import corpus
@@ -95,6 +96,36 @@ def test_counts_are_exactly_the_planted_ones(prepared, generated):
     stages = {x["stage"]: (x["in"], x["out"]) for x in s["stages"]}
     assert stages["nearDedup"][1] == e["kept"]
     assert stages["read"] == (e["records"], e["records"] - e["malformed"])
+
+
+def test_manifest_counts_tokens_per_source_and_domain(prepared):
+    """The figures the training-data summary is filled from: every output token is attributed to
+    its spec source (with the declared type) and, the corpus's documents all having a URL on
+    example.org, to that domain."""
+    tmp, s = prepared
+    total = s["tokens"]["train"] + s["tokens"]["validation"]
+    main, restricted = s["sources"]
+    assert (main["type"], main["licence"], main["tokens"]) == ("scraped", "CC-BY-4.0", total)
+    assert (restricted["type"], restricted["tokens"]) == ("other", 0)  # its licence is not allowed
+    assert s["domains"] == {"tokensWithUrl": total, "top": {"example.org": total}}
+    assert shards.read_manifest(f"file://{tmp}/out").stats["sources"] == s["sources"]
+
+
+def test_manifest_holds_the_validation_splits_drift_statistics(prepared):
+    """What a Deployment's drift score compares live prompts with: every validation document's
+    length (without its end-of-text) and its tokens that are base bytes of the BPE."""
+    tmp, s = prepared
+    m, tok, texts = decoded_texts(f"file://{tmp}/out")
+    p = PromptStats.model_validate(s["promptStats"])
+    assert p.texts == s["documents"]["validation"] == len(texts["validation"])
+    assert p.tokens == s["tokens"]["validation"] - p.texts
+    vocab = tok.get_vocab(with_added_tokens=False)
+    ids = [tok.encode(t, add_special_tokens=False).ids for t in texts["validation"]]
+    single = {i for t, i in vocab.items() if len(t) == 1}
+    assert p.byte_fallback_tokens == sum(1 for d in ids for i in d if i in single)
+    assert p.length_counts == [
+        sum(1 for d in ids if bucket_of(len(d)) == b) for b in range(len(p.length_counts))
+    ]
 
 
 def test_shards_read_back_and_hold_no_pii(prepared, generated):

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from capstan_api import exitcodes
+from capstan_api import exitcodes, files
 from capstan_trainer import checkpoint, storage
 from capstan_trainer.train import train
 from tests.unit.trainer.helpers import run_resource, single_process, torchrun, write_resource
@@ -46,6 +46,8 @@ def stopped(data, tmp_path_factory):
         resources={"nprocPerNode": 1},
         eval={"intervalSteps": 2, "batches": 1, "earlyStopping": {"patience": 1, "minDelta": 100.0}},
     )
+    # What the operator annotates the resource with: the capacity plan's estimate.
+    resource["metadata"]["annotations"] = {files.PLANNED_GPU_HOURS_ANNOTATION: "0.5"}
     result = single_process(write_resource(tmp / "run.yaml", resource))
     assert result.returncode == exitcodes.OK, result.stderr[-4000:]
     return result, f"file://{tmp}/ck"
@@ -72,6 +74,20 @@ def test_progress_file_holds_what_the_operator_shows(stopped):
     assert progress["tokensSeen"] == 4 * 256 and progress["tokensPerSec"] > 0
     assert progress["loss"] > 0 and progress["evalLoss"] > 0 and progress["overfitting"] is False
     assert progress["lossTokens"] is None and progress["dpo"] is None  # pretraining: every token counts
+
+
+def test_checkpoint_records_hyperparameters_compute_and_overfitting(stopped):
+    """What the model card reports: the optimizer settings, the precision, the compute measured
+    beside the plan's estimate, and the last evaluation's overfitting signal."""
+    _, root = stopped
+    meta = checkpoint.read_meta(f"{root}/step-00000004")
+    o = meta["optimizer"]
+    assert (o["totalSteps"], o["seed"], o["precision"], o["lr"]) == (40, 7, "auto", 3e-3)
+    assert meta["precision"] == "float32"  # auto on CPU
+    c = meta["compute"]
+    assert c["processSeconds"] > 0 and c["device"] == "cpu" and c["gpuHours"] == 0.0
+    assert c["plannedGpuHours"] == 0.5 and c["worldSize"] == 1 and c["tokensSeen"] == 4 * 256
+    assert meta["validation"]["overfitting"] is False and meta["validation"]["evalLoss"] > 0
 
 
 def test_resolved_form_starts_from_another_runs_checkpoint(stopped, data, tmp_path, capsys):
@@ -128,6 +144,10 @@ def test_one_process_checkpoint_resumes_on_two(stopped, data, tmp_path):
         start = results[nproc].events("start")[0]
         assert start["step"] == 4 and start["worldSize"] == nproc
         assert results[nproc].events("done")[0]["step"] == 6
+        # Compute accumulates over the restart: the step-6 checkpoint counts the first attempt's too.
+        before = checkpoint.read_meta(f"{root}/step-00000004")["compute"]["processSeconds"]
+        after = checkpoint.read_meta(f"file://{dst}/ck/step-00000006")["compute"]["processSeconds"]
+        assert after > before
     one, two = results[1].losses(), results[2].losses()
     assert sorted(two) == [5, 6]
     for step in two:

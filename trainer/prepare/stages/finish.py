@@ -12,6 +12,7 @@ from capstan_api import preparation
 from capstan_api.dataset import DatasetSpec
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare import datasheet, exclusions
+from capstan_trainer.prepare.content import manifest_content
 from capstan_trainer.prepare.stages import cluster, shard, tokenize
 from capstan_trainer.prepare.stats import manifest_stats
 from capstan_trainer.prepare.tokenize_layout import layout
@@ -52,6 +53,7 @@ def run(ctx: Context) -> dict:
             exclusion_labels=labels,
             copies=len(copies),
         )
+        stats |= manifest_content(spec, parts)
         write_excluded(ctx, maps, labels, copies)
         tok, dtype, eos = tokenize.load_tokenizer(ctx)
         tok_json = storage.read_bytes(ctx.path("cluster", cluster.TOKENIZER_FILE))

@@ -191,6 +191,7 @@ def run(ctx: Context) -> dict:
                 seconds["dedupKeys"] += t4 - t3
                 seconds["pii"] += t5 - t4
                 line = {"id": doc.id, "d": digest.hex(), "licence": doc.licence, "url": doc.url, "pii": found}
+                line["source"] = doc.source_index
                 line["text"] = text
                 if messages:
                     line["pair" if isinstance(messages, dict) else "messages"] = messages

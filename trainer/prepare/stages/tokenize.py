@@ -15,13 +15,16 @@ from contextlib import ExitStack
 import numpy as np
 from tokenizers import Tokenizer
 
+from capstan_api.drift import PromptStats
 from capstan_trainer import shards, storage
 from capstan_trainer.prepare import chat_tokens, dedup
+from capstan_trainer.prepare.content import ContentSizes
 from capstan_trainer.prepare.counterfactual import Augmenter
 from capstan_trainer.prepare.read import RECORD_BITS, InputError
 from capstan_trainer.prepare.stages import cluster, mapper
 from capstan_trainer.prepare.tokens import ENCODE_BATCH, token_stream
 from capstan_trainer.prepare.work import Context, Progress, markers, write_marker
+from capstan_trainer.textstats import byte_token_ids, count_byte_tokens
 
 SPLITS = ("train", "validation")
 
@@ -90,6 +93,9 @@ def run(ctx: Context) -> dict:
     pii: Counter = Counter()
     licences: Counter = Counter()
     augment = Augmenter(spec)
+    sizes = ContentSizes()
+    # The validation split's drift statistics (capstan_api.drift), as the server counts prompts.
+    validation, byte_ids = PromptStats(), byte_token_ids(tok)
     with ExitStack() as stack:
         progress = stack.enter_context(Progress(ctx))
 
@@ -114,6 +120,10 @@ def run(ctx: Context) -> dict:
                 if spec.loss_mask and mask is None:
                     mask = chat_tokens.plain_mask(len(ids))
                 writers[d["split"]].add(d, ids.astype(np_dtype, copy=False), mask)
+                sizes.add(d, len(ids))
+                if d["split"] == "validation":
+                    # without the end-of-text, as the server counts a prompt
+                    validation.add(len(ids) - 1, count_byte_tokens(ids[:-1], byte_ids))
             progress.documents_out += len(batch)
             batch.clear()
 
@@ -147,6 +157,8 @@ def run(ctx: Context) -> dict:
         "pii": dict(pii),
         "licences": dict(licences),
         "augmentation": dict(augment.counts),
+        **sizes.to_marker(),
+        "promptStats": validation.to_wire(),
     }
     write_marker(ctx, body)
     return body

@@ -396,3 +396,131 @@ def test_pods_that_are_not_ready_are_named_with_why(fake, metrics):
     }
     reconcile(body)
     assert body["status"]["message"].endswith("waiting for chat-r1-abc (init container fetch-model running)")
+
+
+def _check(fake: FakeKube, uri: str, passed: bool, on_regression: str = "none") -> None:
+    """A scheduled Evaluation of the Deployment chat whose newest run was of `uri`."""
+    fake.custom[("evaluations", "watch")] = {
+        "metadata": {"name": "watch"},
+        "spec": {"model": {"deploymentRef": {"name": "chat"}}, "onRegression": on_regression},
+        "status": {
+            "history": [
+                {
+                    "time": "2026-12-06T05:00:00Z",
+                    "modelUri": uri,
+                    "passed": passed,
+                    "failedGates": ["task.qa.acc"],
+                }
+            ]
+        },
+    }
+
+
+def _promote_second_model(fake: FakeKube, body: dict) -> None:
+    available(fake, body)
+    body["spec"]["model"]["uri"] = "s3://bucket/export-2"
+    reconcile(body)
+    fake.make_ready("chat-r2")
+    reconcile(body)
+    fake.make_ready("chat-r2")
+    reconcile(body)
+    assert (body["status"]["revision"], body["status"]["modelUri"]) == (2, "s3://bucket/export-2")
+
+
+def test_a_failed_scheduled_evaluation_degrades_the_deployment_once(fake, metrics):
+    body = deployment("chat", replicas=1, rollout={"steps": STEPS})
+    _promote_second_model(fake, body)
+    _check(fake, "s3://bucket/export", passed=False)  # a run of the model served before: ignored
+    reconcile(body)
+    assert not [c for c in body["status"]["conditions"] if c["type"] == "Degraded"]
+    _check(fake, "s3://bucket/export-2", passed=False)
+    out = reconcile(body)
+    degraded = next(c for c in body["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "EvaluationFailed"
+    assert (
+        "Evaluation watch of s3://bucket/export-2" in degraded["message"]
+        and "task.qa.acc" in degraded["message"]
+    )
+    assert [e[:2] for e in out.events] == [("Warning", "Regression")]
+    assert reconcile(body).events == []  # said once
+    assert body["status"]["modelUri"] == "s3://bucket/export-2"  # onRegression none: still served
+    _check(fake, "s3://bucket/export-2", passed=True)  # the next run passes: no longer degraded
+    reconcile(body)
+    assert not [c for c in body["status"]["conditions"] if c["type"] == "Degraded"]
+
+
+def test_on_regression_rollback_returns_to_the_last_promoted_revision(fake, metrics):
+    body = deployment("chat", replicas=1, rollout={"steps": STEPS})
+    _promote_second_model(fake, body)
+    _check(fake, "s3://bucket/export-2", passed=False, on_regression="rollback")
+    out = reconcile(body)
+    assert ("Warning", "RolledBack") in [e[:2] for e in out.events]
+    st = body["status"]
+    assert st["canaryRevision"] == 3 and fake.objects[("Deployment", "chat-r3")]
+    assert [(h["revision"], h["modelUri"], h["outcome"]) for h in st["history"]][:2] == [
+        (1, "s3://bucket/export", "Promoted"),
+        (2, "s3://bucket/export-2", "RolledBack"),
+    ]
+    fake.make_ready("chat-r3")
+    reconcile(body)
+    fake.make_ready("chat-r3")
+    reconcile(body)
+    assert (body["status"]["revision"], body["status"]["modelUri"]) == (3, "s3://bucket/export")
+    # The spec still names export-2, which was rolled back: it is not rolled out again.
+    reconcile(body)
+    assert body["status"]["modelUri"] == "s3://bucket/export" and "canaryRevision" not in body["status"]
+
+
+def test_drift_of_live_prompts_sets_the_drift_condition(fake, metrics, tmp_path, monkeypatch):
+    """The reference comes from the model's capstan.json and its dataset's manifest; the live
+    statistics from the pods (scrape is faked here; tests/unit/serving/test_drift_metrics.py
+    reads a real server's)."""
+    import dataclasses
+
+    from capstan_api.drift import PromptStats
+    from capstan_operator.deployment import drift
+
+    model, data = tmp_path / "model", tmp_path / "data"
+    model.mkdir(), data.mkdir()
+    ref = PromptStats()
+    for n in [10] * 50 + [40] * 50:
+        ref.add(n, 0)
+    (data / "manifest.json").write_text(json.dumps({"stats": {"promptStats": ref.to_wire()}}))
+    meta = {"dataset": [{"uri": f"file://{data}"}], "validation": {"evalLoss": 2.0}}
+    (model / "capstan.json").write_text(json.dumps(meta))
+    live = {"stats": PromptStats()}
+    monkeypatch.setattr(drift, "scrape", lambda ips, port: (live["stats"], []))
+    cfg = dataclasses.replace(CFG, allowed_uri_schemes=("file",))
+    body = deployment(
+        "chat", replicas=1, model={"uri": f"file://{model}"}, drift={"enabled": True, "minPrompts": 20}
+    )
+
+    def run():
+        out = reconcile_deployment.reconcile(body, cfg)
+        write_status(body, out.status)
+        return out
+
+    run()
+    fake.make_ready("chat-r1")
+    run()
+    cond = next(c for c in body["status"]["conditions"] if c["type"] == "Drift")
+    assert (cond["status"], cond["reason"]) == ("Unknown", "TooFewPrompts")
+    same = PromptStats(surprisal=2.1)
+    for n in [10] * 30 + [40] * 30:
+        same.add(n, 0)
+    live["stats"] = same
+    run()
+    cond = next(c for c in body["status"]["conditions"] if c["type"] == "Drift")
+    assert cond["status"] == "False" and body["status"]["drift"]["prompts"] == 60
+    assert body["status"]["drift"]["surprisalChange"] == 0.05
+    shifted = PromptStats(surprisal=4.0)
+    for n in [300] * 60:
+        shifted.add(n, 30)
+    live["stats"] = shifted
+    out = run()
+    cond = next(c for c in body["status"]["conditions"] if c["type"] == "Drift")
+    assert (cond["status"], cond["reason"]) == ("True", "PromptsDrifted") and body["status"]["drift"][
+        "score"
+    ] > 1
+    assert ("Warning", "PromptsDrifted") in [e[:2] for e in out.events]
+    assert ("Warning", "PromptsDrifted") not in [e[:2] for e in run().events]  # said once

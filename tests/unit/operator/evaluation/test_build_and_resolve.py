@@ -129,7 +129,8 @@ def test_job_runs_evaluate_on_the_resolved_file():
     }
     EvaluationSpec.model_validate(doc["spec"])  # the workload validates it with the same model
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Evaluation"
-    assert job["metadata"]["annotations"] == {"capstan.dev/generation": "1"}  # a later spec runs again
+    # a later spec runs again; "" is the first (unscheduled) run
+    assert job["metadata"]["annotations"] == {"capstan.dev/generation": "1", "capstan.dev/scheduled-for": ""}
     assert job["spec"]["backoffLimit"] == 1
     rule = job["spec"]["podFailurePolicy"]["rules"][0]
     assert (rule["action"], rule["onExitCodes"]["values"]) == ("FailJob", [3])

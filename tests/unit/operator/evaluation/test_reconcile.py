@@ -156,3 +156,93 @@ def test_a_pod_that_cannot_start_is_named_then_fails_the_evaluation_at_its_start
         "pod did not start within startDeadlineSeconds (120 s): pod ev-evaluate-0-x container evaluate "
         '(image t:1) cannot start: CreateContainerConfigError: secret "team-s3" not found'
     )
+
+
+def _status_json(tmp_path, passed: bool) -> None:
+    gate = {"metric": "perplexity.token_perplexity", "value": 40.0 if passed else 80.0, "max": 50}
+    doc = {"metrics": {"perplexity.token_perplexity": gate["value"]}, "gates": [gate | {"passed": passed}]}
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "out" / "status.json").write_text(json.dumps(doc | {"passed": passed}))
+
+
+def test_a_scheduled_evaluation_reevaluates_what_the_deployment_serves(fake, tmp_path):
+    """The served model is evaluated, then again at each schedule time, each run in history; the
+    previous run's Job is never read as the next one's."""
+    fake.custom[("deployments", "chat")] = {"status": {"revision": 1, "modelUri": "s3://m/step-00000010"}}
+    body = evaluation(
+        "ev",
+        model={"deploymentRef": {"name": "chat"}},
+        datasetRef=None,
+        outputUri=f"file://{tmp_path}/out",
+        schedule="*/5 * * * *",
+    )
+    reconcile(body)
+    assert body["status"]["modelUri"] == "s3://m/step-00000010"
+    # The workload's file: the served model as a URI; the schedule is the operator's business.
+    doc = yaml.safe_load(fake.objects[("ConfigMap", "ev-evaluate")]["data"]["resource.yaml"])
+    assert doc["spec"]["model"]["uri"] == "s3://m/step-00000010" and "schedule" not in doc["spec"]
+    complete_job(fake)
+    _status_json(tmp_path, passed=True)
+    reconcile(body)
+    st = body["status"]
+    assert st["phase"] == "Succeeded" and [h["passed"] for h in st["history"]] == [True]
+    # Not due yet: requeued for the next schedule time, nothing started.
+    out = reconcile(body)
+    assert 0 < out.requeue_after <= 300 and ("Job", "ev-evaluate") in fake.objects
+    assert body["status"]["nextScheduleTime"] > st["startTime"]
+    # Due (the first run started 6 minutes ago): a new run of the model served now.
+    body["status"]["startTime"] = ago(6 * 60)
+    fake.custom[("deployments", "chat")]["status"]["modelUri"] = "s3://m/step-00000020"
+    out = reconcile(body)
+    assert body["status"]["phase"] == "Pending" and body["status"]["lastScheduleTime"]
+    assert ("Job", "ev-evaluate") not in fake.objects and out.requeue_after == 1.0
+    reconcile(body)
+    job = fake.objects[("Job", "ev-evaluate")]
+    assert job["metadata"]["annotations"]["capstan.dev/scheduled-for"] == body["status"]["lastScheduleTime"]
+    assert body["status"]["phase"] == "Running" and body["status"]["modelUri"] == "s3://m/step-00000020"
+    complete_job(fake)
+    _status_json(tmp_path, passed=False)
+    reconcile(body)
+    hist = body["status"]["history"]
+    assert [(h["modelUri"], h["passed"], h["failedGates"]) for h in hist] == [
+        ("s3://m/step-00000010", True, []),
+        ("s3://m/step-00000020", False, ["perplexity.token_perplexity"]),
+    ]
+    assert hist[1]["scheduled"] == body["status"]["lastScheduleTime"]
+
+
+def test_history_keeps_the_last_ten_runs():
+    from capstan_operator.evaluation import schedule
+
+    history: list[dict] = []
+    for i in range(12):
+        history = schedule.add_run(history, {"passed": True, "gates": []}, f"s3://m/{i}", "", f"t{i}")
+    assert [h["modelUri"] for h in history] == [f"s3://m/{i}" for i in range(2, 12)]
+
+
+def test_missed_runs_are_not_made_up_one_by_one():
+    from capstan_operator.evaluation import schedule
+
+    base = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+    now = datetime(2026, 12, 6, 5, 50, tzinfo=UTC)
+    due = schedule.due("0 * * * *", base, now)
+    assert due.run_at == datetime(2026, 12, 6, 5, 0, tzinfo=UTC)
+    assert due.next_at == datetime(2026, 12, 6, 6, 0, tzinfo=UTC)
+    assert schedule.due("0 * * * *", due.run_at, now).run_at is None
+
+
+def test_a_job_being_deleted_is_waited_for_not_read(fake, tmp_path):
+    body = evaluation("ev", model={"uri": "s3://m"}, datasetRef=None, outputUri=f"file://{tmp_path}/out")
+    reconcile(body)
+    complete_job(fake)
+    fake.objects[("Job", "ev-evaluate")]["metadata"]["deletionTimestamp"] = ago(1)
+    out = reconcile(body)
+    assert out.requeue_after == 1.0 and body["status"]["phase"] == "Running"
+
+
+def test_the_training_summary_reaches_status_when_the_workload_wrote_one():
+    doc = {"metrics": {}, "gates": [], "passed": True}
+    summary = "s3://o/training-summary.md"
+    out = reconcile_evaluation.status_from_file(doc | {"trainingSummaryUri": summary}, "s3://o")
+    assert out["trainingSummaryUri"] == summary
+    assert "trainingSummaryUri" not in reconcile_evaluation.status_from_file(doc, "s3://o")  # older image

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from capstan_api import files
 from capstan_api.trainingrun import TrainingRunSpec
 from capstan_operator.config import OperatorConfig
 from capstan_operator.trainingrun import build as build_trainingrun
@@ -33,6 +34,15 @@ def test_configmap_is_the_resolved_resource():
     assert doc["spec"]["datasets"] == [{"datasetRef": "", "uri": "s3://bucket/data", "weight": 1.0}]
     assert doc["spec"]["checkpoint"]["uri"] == "s3://bucket/ckpt"
     TrainingRunSpec.model_validate(doc["spec"])
+    assert "annotations" not in doc["metadata"]  # no plan estimate (a CPU run)
+
+
+def test_the_plans_gpu_hours_reach_the_trainer_through_the_resource():
+    body = trainingrun("llm")
+    kids = build_trainingrun.build(body, TrainingRunSpec.model_validate(body["spec"]), CFG, 12.5)
+    doc = yaml.safe_load(kids[0]["data"]["resource.yaml"])
+    assert doc["metadata"]["annotations"] == {files.PLANNED_GPU_HOURS_ANNOTATION: "12.5"}
+    assert files.planned_gpu_hours(doc["metadata"]) == 12.5
 
 
 def test_headless_service_publishes_unready_pods():

@@ -312,7 +312,16 @@ def test_waits_for_a_dataset_without_touching_children(fake_kube: FakeKube):
 
 
 def test_progress_fields_drop_what_the_trainer_has_not_reported():
-    assert progress_fields({"step": 3}, None) == {"step": 3, "progress": "3", "tokensSeen": 0}
+    assert progress_fields({"step": 3}, None) == {
+        "step": 3,
+        "progress": "3",
+        "tokensSeen": 0,
+        "overfitting": False,
+    }
+
+
+def test_the_overfitting_signal_reaches_status():
+    assert progress_fields({"step": 8, "evalLoss": 2.5, "overfitting": True}, None)["overfitting"] is True
 
 
 def test_progress_fields_round_what_kubectl_get_shows():

@@ -40,13 +40,25 @@ def test_printer_columns_and_category(cluster, capstan_crds, namespace):
         short: cluster.kubectl("get", short, "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
         for short in ("cds", "tr", "ceval", "cdeploy")
     }
-    assert header["cds"] == ["NAME", "PHASE", "STAGE", "TOKENS", "AGE", "REVISION", "SHARDS", "MESSAGE"]
+    assert header["cds"] == [
+        "NAME",
+        "PHASE",
+        "STAGE",
+        "TOKENS",
+        "AGE",
+        "REVISION",
+        "SHARDS",
+        "REMOVED",
+        "MESSAGE",
+    ]
     assert header["tr"] == [
         "NAME",
         "PHASE",
         "PROGRESS",
         "LOSS",
         "TOKENS/S",
+        "DATA",  # DATA REMOVED, split at its space
+        "REMOVED",
         "AGE",
         "NODES",
         "EVAL",
@@ -61,6 +73,8 @@ def test_printer_columns_and_category(cluster, capstan_crds, namespace):
         "REVISION",
         "CANARY",
         "READY",
+        "DATA",
+        "REMOVED",
         "AGE",
         "URL",
         "DRIFT",

@@ -114,15 +114,27 @@ def test_trainer_pod_is_scraped_and_the_training_panels_answer(
     """Needs images with this tree's trainer (rank 0's /metrics on port 9400)."""
     # Long enough for several scrapes (every 2 s) while it trains.
     operator_cluster.apply(
-        run_yaml("scraped", f"{s3_bucket}/ckpt/scraped", {"uri": data}, steps=300), namespace
+        # Evaluations too: the Loss panel draws the validation loss beside the training loss.
+        run_yaml(
+            "scraped",
+            f"{s3_bucket}/ckpt/scraped",
+            {"uri": data},
+            steps=300,
+            eval={"intervalSteps": 20, "batches": 1},
+        ),
+        namespace,
     )
     driver.add("trainingruns", "scraped", reconcile_trainingrun.reconcile)
     sel = f'namespace="{namespace}", capstan_owner="scraped"'
     seen = f"count_over_time(capstan_train_loss{{{sel}}}[5m])"
+    evaluated = f"count_over_time(capstan_train_eval_loss{{{sel}}}[5m])"
 
     driver.run_until(
-        f"two scrapes of rank 0's training metrics ({seen})",
-        lambda: (client.number(prometheus_url, seen) or 0) >= 2,
+        f"two scrapes of rank 0's training metrics ({seen}) and one of an evaluation ({evaluated})",
+        lambda: (
+            (client.number(prometheus_url, seen) or 0) >= 2
+            and (client.number(prometheus_url, evaluated) or 0) >= 1
+        ),
         300,
     )
     # Over the last minutes, as Grafana draws it: the pod may have finished (its series then end).

@@ -49,8 +49,9 @@ def test_drifting_prompts_set_the_drift_condition(operator_cluster, namespace, s
     for text in tiny.validation_texts:  # in distribution: the validation split itself
         _prompt(pod, text)
     driver.run_until(
-        "the Drift condition to judge 24 in-distribution prompts",
-        lambda: (status(driver, "watch").get("drift") or {}).get("prompts") == 24,
+        "the Drift condition to judge the 24 in-distribution prompts",
+        # at least: the server also counts any prompt sent before (e.g. a warm-up request)
+        lambda: ((status(driver, "watch").get("drift") or {}).get("prompts") or 0) >= 24,
         60,
     )
     calm = status(driver, "watch")["drift"]
@@ -63,7 +64,7 @@ def test_drifting_prompts_set_the_drift_condition(operator_cluster, namespace, s
         "the Drift condition to be True", lambda: _drift(driver, "watch").get("status") == "True", 60
     )
     drifted = status(driver, "watch")["drift"]
-    assert drifted["score"] > 1.0 > calm["score"] and drifted["prompts"] == 72
+    assert drifted["score"] > 1.0 > calm["score"] and drifted["prompts"] == calm["prompts"] + 48
     assert "PromptsDrifted" in [e[2] for e in driver.events]
 
 

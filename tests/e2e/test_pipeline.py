@@ -189,5 +189,9 @@ def test_pipeline_yaml_goes_from_raw_text_to_a_model_that_answers(
     for p in panels:
         for t in p.get("targets", []):
             if p["title"] != "MFU":
-                drawn = client.instant(prometheus_url, f"max_over_time(({t['expr']})[30m:10s])")
-                assert drawn, f"dashboard panel {p['title']!r} has no data after the pipeline: {t['expr']}"
+                # A subquery's steps are aligned to 10 s: the newest may precede the chat's scrape.
+                cluster.wait_for(
+                    f"dashboard panel {p['title']!r} to have data after the pipeline: {t['expr']}",
+                    lambda e=t["expr"]: client.instant(prometheus_url, f"max_over_time(({e})[30m:10s])"),
+                    timeout=60,
+                )

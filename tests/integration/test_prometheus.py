@@ -19,6 +19,7 @@ from tests.integration.test_reconcile_deployment import (
     send_traffic,
     status,
 )
+from tests.support.dashboard import panel_queries
 from tests.support.operator_env import driver, op_cfg, operator_cluster
 from tests.support.trainingruns import data, run_yaml
 
@@ -26,17 +27,6 @@ pytestmark = pytest.mark.cluster
 __all__ = ["data", "driver", "op_cfg", "operator_cluster"]  # fixtures
 
 DASHBOARD = CHART / "dashboards" / "capstan.json"
-
-
-def panel_queries(row: str) -> list[tuple[str, str]]:
-    """(title, expr) of every panel under the dashboard row named `row`."""
-    out, current = [], None
-    for p in json.loads(DASHBOARD.read_text())["panels"]:
-        if p["type"] == "row":
-            current = p["title"]
-        elif current == row:
-            out += [(p["title"], t["expr"]) for t in p["targets"]]
-    return out
 
 
 def test_operator_pod_is_discovered_and_its_dashboard_panels_answer(cluster, namespace, prometheus_url):

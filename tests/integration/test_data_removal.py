@@ -53,11 +53,7 @@ def test_exclusions_make_a_revision_and_mark_what_trained_on_the_old_one(
     operator_cluster.apply(DEPLOYMENT, namespace)
     driver.add("datasets", "stories", reconcile_dataset.reconcile)
     driver.add("trainingruns", "before", reconcile_trainingrun.reconcile)
-    driver.run_until(
-        "TrainingRun before to finish",
-        lambda: driver.phase("trainingruns", "before") in ("Succeeded", "Failed"),
-        timeout=480,
-    )
+    driver.run_to_end("trainingruns", "before", timeout=480)
     assert status(driver, "before")["phase"] == "Succeeded", status(driver, "before")
     assert status(driver, "before")["trainedOn"] == [f"{out}/revisions/1/manifest.json"]
 
@@ -109,11 +105,7 @@ def test_exclusions_make_a_revision_and_mark_what_trained_on_the_old_one(
     )
     operator_cluster.apply(body, namespace)
     driver.add("trainingruns", "after", reconcile_trainingrun.reconcile)
-    driver.run_until(
-        "TrainingRun after to finish",
-        lambda: driver.phase("trainingruns", "after") in ("Succeeded", "Failed"),
-        timeout=480,
-    )
+    driver.run_to_end("trainingruns", "after", timeout=480)
     after = status(driver, "after")
     assert after["phase"] == "Succeeded", after
     replay = after["replay"]

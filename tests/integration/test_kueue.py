@@ -109,11 +109,7 @@ def test_a_higher_priority_run_preempts_and_the_preempted_one_resumes_at_its_ste
     )
     print("low:", preempted)
     assert "Evicted (Preempted): " in preempted["message"]
-    driver.run_until(
-        "TrainingRun high to finish",
-        lambda: driver.phase("trainingruns", "high") in ("Succeeded", "Failed"),
-        timeout=360,
-    )
+    driver.run_to_end("trainingruns", "high", timeout=360)
     assert status(driver, "high")["phase"] == "Succeeded", status(driver, "high")
     # The preempted trainers got SIGTERM and checkpointed the step they had reached.
     stopped = json.loads(storage.read_bytes(f"{low_ckpt}/progress.json"))
@@ -209,11 +205,7 @@ def test_a_deleted_pod_of_a_kueue_gang_recreates_it_without_spending_a_restart(
         "pods", namespace, "capstan.dev/owner=lost,batch.kubernetes.io/job-completion-index=1"
     )
     operator_cluster.kubectl("delete", "pod", pods[0]["metadata"]["name"], "-n", namespace, "--wait=false")
-    driver.run_until(
-        "TrainingRun lost to finish",
-        lambda: driver.phase("trainingruns", "lost") in ("Succeeded", "Failed"),
-        timeout=420,
-    )
+    driver.run_to_end("trainingruns", "lost", timeout=420)
     st = status(driver, "lost")
     events = [e for e in driver.events if e[0] == "lost"]
     print("events of TrainingRun lost:", *events, sep="\n")

@@ -36,11 +36,7 @@ def test_waits_for_its_dataset_then_trains(operator_cluster, namespace, driver, 
 
     operator_cluster.apply(dataset_yaml("stories", source, f"{s3_bucket}/out/stories"), namespace)
     driver.targets.insert(0, ("datasets", "stories", reconcile_dataset.reconcile))
-    driver.run_until(
-        "TrainingRun after to finish",
-        lambda: driver.phase("trainingruns", "after") in ("Succeeded", "Failed"),
-        timeout=360,
-    )
+    driver.run_to_end("trainingruns", "after", timeout=360)
     st = status(driver, "after")
     assert st["phase"] == "Succeeded", st
     assert (st["step"], st["progress"], st["worldSize"]) == (6, "6/6", 1)
@@ -74,11 +70,7 @@ def test_two_nodes_survive_a_deleted_pod_without_spending_a_restart(
     assert (gang["status"], gang["reason"]) == ("True", "AllPodsRunning")
     pods = operator_cluster.list("pods", namespace, "batch.kubernetes.io/job-completion-index=1")
     operator_cluster.kubectl("delete", "pod", pods[0]["metadata"]["name"], "-n", namespace, "--wait=false")
-    driver.run_until(
-        "TrainingRun pair to finish",
-        lambda: driver.phase("trainingruns", "pair") in ("Succeeded", "Failed"),
-        timeout=360,
-    )
+    driver.run_to_end("trainingruns", "pair", timeout=360)
     st = status(driver, "pair")
     assert st["phase"] == "Succeeded", st
     assert not [e for e in driver.events if e[2] == "GangRestart"], driver.events
@@ -131,11 +123,7 @@ def test_an_evicted_pod_does_not_use_up_a_restart(operator_cluster, namespace, d
     if evicted is not True:  # still there (the Job's finalizer): the API server's condition
         conds = {c["type"]: c for c in evicted["status"]["conditions"]}
         assert conds["DisruptionTarget"]["reason"] == "EvictionByEvictionAPI", conds
-    driver.run_until(
-        "TrainingRun spot to finish",
-        lambda: driver.phase("trainingruns", "spot") in ("Succeeded", "Failed"),
-        timeout=360,
-    )
+    driver.run_to_end("trainingruns", "spot", timeout=360)
     st = status(driver, "spot")
     assert st["phase"] == "Succeeded" and st["step"] == 300, st
     assert st.get("restarts", 0) == 0, st
@@ -267,11 +255,7 @@ def test_an_elastic_gang_shrinks_and_grows_back_without_a_gang_restart(
     shrunk = driver.condition("trainingruns", "elastic", "GangScheduled")
     assert driver.phase("trainingruns", "elastic") == "Running", status(driver, "elastic")
     driver.run_until("world size 3 again with the replacement pod", lambda: world() == 3, timeout=300)
-    driver.run_until(
-        "TrainingRun elastic to finish",
-        lambda: driver.phase("trainingruns", "elastic") in ("Succeeded", "Failed"),
-        timeout=600,
-    )
+    driver.run_to_end("trainingruns", "elastic", timeout=600)
     st = status(driver, "elastic")
     assert st["phase"] == "Succeeded" and st["step"] == steps, st
     assert seen == [3, 2, 3], seen
@@ -306,11 +290,7 @@ def test_a_finished_run_given_more_steps_continues_from_its_checkpoint(
         run_yaml("more", f"{s3_bucket}/ckpt/more", {"uri": data}, steps=6, every=3), namespace
     )
     driver.add("trainingruns", "more", reconcile_trainingrun.reconcile)
-    driver.run_until(
-        "TrainingRun more to finish 6 steps",
-        lambda: driver.phase("trainingruns", "more") in ("Succeeded", "Failed"),
-        timeout=300,
-    )
+    driver.run_to_end("trainingruns", "more", timeout=300)
     assert (status(driver, "more")["phase"], status(driver, "more")["step"]) == ("Succeeded", 6)
     first_job = operator_cluster.get("job", "more-train", namespace)["metadata"]["uid"]
     patch = '{"spec": {"optimizer": {"totalSteps": 10}}}'

@@ -81,11 +81,7 @@ def test_a_run_from_an_hf_model_in_s3_trains_and_succeeds(
     )
     operator_cluster.apply(body, namespace)
     driver.add("trainingruns", "from-hf", reconcile_trainingrun.reconcile)
-    driver.run_until(
-        "TrainingRun from-hf to finish",
-        lambda: driver.phase("trainingruns", "from-hf") in ("Succeeded", "Failed"),
-        timeout=360,
-    )
+    driver.run_to_end("trainingruns", "from-hf", timeout=360)
     st = status(driver, "from-hf")
     assert st["phase"] == "Succeeded", st
     assert (st["step"], st["progress"]) == (3, "3/3") and st["lastCheckpoint"]["step"] == 3

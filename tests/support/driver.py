@@ -76,6 +76,13 @@ class Driver:
                 )
             time.sleep(wait)
 
+    def run_to_end(self, plural: str, name: str, timeout: float) -> str:
+        """Drive until the resource is Succeeded or Failed; that phase."""
+        done = ("Succeeded", "Failed")
+        return self.run_until(
+            f"{plural} {name} to finish", lambda: (p := self.phase(plural, name)) in done and p, timeout
+        )
+
     def phase(self, plural: str, name: str) -> str | None:
         return ((self.get(plural, name) or {}).get("status") or {}).get("phase")
 

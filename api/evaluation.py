@@ -39,6 +39,7 @@ STEP_FOLDER_CEL = r"/step-[0-9]{8}/?$"
 """STEP_FOLDER_CEL matches a URI that ends in a step folder (files.STEP_FOLDER_RE, as a CEL regex)."""
 STEP_WITH_STEP_FOLDER = "step needs uri to be a checkpoint root, not a step folder"
 ONE_MODEL = "exactly one of trainingRunRef, deploymentRef or uri must be set"
+ONE_BASELINE = "at most one of baselineRef or baselineResultsUri may be set"
 HISTORY_LIMIT = 10
 """HISTORY_LIMIT: runs kept in status.history, newest last."""
 
@@ -214,6 +215,10 @@ class EvaluationSpec(ApiModel):
                 "at most one of datasetRef or validationUri may be set",
             ),
             (
+                f"!(has(self.baselineRef) && {cel_set('baselineResultsUri')})",
+                ONE_BASELINE,
+            ),
+            (
                 "self.tasks.all(x, self.tasks.exists_one(y, y.name == x.name))",
                 "task names must be unique",
             ),
@@ -270,6 +275,12 @@ class EvaluationSpec(ApiModel):
         description="baselineResultsUri is the results.json of an Evaluation of the base model (e.g. before "
         "fine-tuning); the model card then shows base and tuned side by side. Empty: no comparison.",
     )
+    baseline_ref: LocalRef | None = Field(
+        default=None,
+        description="baselineRef names an Evaluation (same namespace) of the base model: this one "
+        "waits for it to succeed and compares against its results.json, as baselineResultsUri "
+        "would. With spec.schedule each run takes its results anew.",
+    )
     license: str = Field(
         default="",
         max_length=128,
@@ -324,6 +335,8 @@ class EvaluationSpec(ApiModel):
             raise ValueError("onRegression rollback needs model.deploymentRef")
         if self.dataset_ref is not None and self.validation_uri:
             raise ValueError("at most one of datasetRef or validationUri may be set")
+        if self.baseline_ref is not None and self.baseline_results_uri:
+            raise ValueError(ONE_BASELINE)
         names = [t.name for t in self.tasks]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

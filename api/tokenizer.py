@@ -6,6 +6,9 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field, model_validator
 
 from capstan_api.common import OPTIONAL_URI_PATTERN, ApiModel, cel
+from capstan_api.workload import LocalRef
+
+ONE_SOURCE = "at most one of uri, fromModel or datasetRef may be set"
 
 
 class SpecialTokens(ApiModel):
@@ -60,8 +63,8 @@ class Tokenizer(ApiModel):
         default="",
         max_length=2000,
         pattern=OPTIONAL_URI_PATTERN,
-        description="uri of an existing tokenizer.json; empty (and no fromModel) means train a "
-        "byte-level BPE.",
+        description="uri of an existing tokenizer.json; empty (and no fromModel or datasetRef) means "
+        "train a byte-level BPE.",
     )
     from_model: str = Field(
         default="",
@@ -70,6 +73,13 @@ class Tokenizer(ApiModel):
         description="fromModel is a Hugging Face model directory whose tokenizer.json is used as is "
         "(byte for byte, so a TrainingRun starting from that model with init.huggingFace can check "
         "it); specialTokens.eos must be one of its tokens.",
+    )
+    dataset_ref: LocalRef | None = Field(
+        default=None,
+        description="datasetRef names a Dataset (same namespace) whose tokenizer.json is used as is, "
+        "the same bytes as uri would give, once that Dataset is Ready; this one waits for it. "
+        "Datasets applied together (a chat Dataset sharing its base model's tokenizer) then need no "
+        "ordering.",
     )
     vocab_size: int = Field(
         default=32000,
@@ -99,19 +109,23 @@ class Tokenizer(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                "self.uri != '' || self.fromModel != '' || "
+                "self.uri != '' || self.fromModel != '' || has(self.datasetRef) || "
                 "self.vocabSize >= 259 + size(self.specialTokens.additional)",
                 "vocabSize must hold the 256 byte tokens and every special token",
             ),
-            ("self.uri == '' || self.fromModel == ''", "at most one of uri or fromModel may be set"),
+            (
+                "(self.uri != '' ? 1 : 0) + (self.fromModel != '' ? 1 : 0) + "
+                "(has(self.datasetRef) ? 1 : 0) <= 1",
+                ONE_SOURCE,
+            ),
         )
     )
 
     @model_validator(mode="after")
     def _check(self) -> Tokenizer:
-        given = self.uri or self.from_model
+        given = bool(self.uri) + bool(self.from_model) + (self.dataset_ref is not None)
         if not given and self.vocab_size < 256 + len(self.special_tokens.all()):
             raise ValueError("vocabSize must hold the 256 byte tokens and every special token")
-        if self.uri and self.from_model:
-            raise ValueError("at most one of uri or fromModel may be set")
+        if given > 1:
+            raise ValueError(ONE_SOURCE)
         return self

@@ -29,6 +29,7 @@ EVALUATION_STATUS_FILE = "status.json"
 RESULTS_FILE = "results.json"
 MODEL_CARD_FILE = "README.md"
 MANIFEST_FILE = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"  # beside a Dataset's manifest.json: the tokenizer its tokens came from
 DATASHEET_FILE = "datasheet.md"
 TRAINING_SUMMARY_FILE = "training-summary.md"  # beside the model card: the EU AI Act summary
 TRAINING_SUMMARY_JSON = "training-summary.json"

@@ -1,6 +1,7 @@
 """Level-based reconcile of a Dataset: finished -> stop; licence policy -> refuse without a pod;
 a revision built from another spec (or a failed one, since edited) -> removed, and the next
-revision (`<output.uri>/revisions/<n>/`, status.revision) started; then the preparation stages in order (capstan_api.preparation.plan), one Indexed Job each: a
+revision (`<output.uri>/revisions/<n>/`, status.revision) started, once the Dataset named by
+spec.tokenizer.datasetRef is Ready (Waiting until then); then the preparation stages in order (capstan_api.preparation.plan), one Indexed Job each: a
 failed stage -> Failed with a pod's exit code, reason and log tail; a complete one -> the next;
 a missing one -> create it; after `finish` -> Ready with the manifest's statistics."""
 
@@ -21,6 +22,7 @@ from capstan_operator.dataset import build, lineage, progress, resolve
 from capstan_operator.jobs import blocked, job_condition, job_failure, start_overdue
 from capstan_operator.status import Outcome, StatusDraft, read_spec
 
+WAIT_SECONDS = 5.0  # a referenced Dataset is looked at again this often while this one waits
 SUPERSEDE_POLL = 1.0  # a superseded revision's Jobs are gone within seconds (Foreground deletion)
 POLL_SECONDS = 10.0
 """POLL_SECONDS: how often a preparation in flight is looked at. Workers rewrite their progress
@@ -93,6 +95,7 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
             return draft.outcome(lineage.LINEAGE_POLL)
         return draft.outcome()
     spec, problem = read_spec(body, DatasetSpec)
+    problem = problem or resolve.own_tokenizer(name, spec)
     if problem:
         return draft.fail("InvalidSpec", problem, st.READY).outcome()
     # ---- policy: refused before any pod exists
@@ -113,7 +116,17 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
     if cm is None:
         if found:  # the last revision's Jobs are still going away
             return draft.outcome(SUPERSEDE_POLL)
-        cm = _start_revision(body, draft, spec)
+        # ---- the Dataset whose tokenizer this one uses: resolved once, into the revision's spec
+        ref = spec.tokenizer.dataset_ref
+        base = kube.get_custom("datasets", ns, ref.name) if ref else None
+        res = resolve.tokenizer(name, spec, base)
+        if res.failure:
+            return draft.clear(st.WAITING).fail("DependencyFailed", res.failure, st.READY).outcome()
+        if res.waiting:
+            draft.condition(st.WAITING, "True", "DependencyNotReady", res.waiting)
+            return draft.phase(Phase.WAITING, res.waiting, "Waiting").outcome(WAIT_SECONDS)
+        cm = _start_revision(body, draft, res.spec)
+    draft.clear(st.WAITING)
     run = started_spec(cm)
     draft.set(revision=build.revision_of(cm))
     stages = preparation.plan(run)

@@ -1,5 +1,6 @@
-"""Dependency resolution the kinds share: what a reference to a Dataset or a TrainingRun resolves
-to (the Dataset's manifest, the run's last checkpoint or its checkpoint of a step), what the
+"""Dependency resolution the kinds share: what a reference to a Dataset, a TrainingRun or an
+Evaluation resolves to (the Dataset's manifest, the run's last checkpoint or its checkpoint of a
+step, the Evaluation's results.json), what the
 referring resource waits for, or why it cannot be resolved; and where an empty output URI goes.
 Pure: the caller passes the referenced objects (None when missing) and what it read of them."""
 
@@ -119,6 +120,22 @@ def manifest(field: str, name: str, dataset: dict | None) -> Ref:
     if phase != st.Phase.READY or not status.get("manifestUri"):
         return Ref(waiting=f"Dataset {name} to be Ready (now {phase})")
     return Ref(uri=status["manifestUri"])
+
+
+def results(field: str, name: str, evaluation: dict | None) -> Ref:
+    """An Evaluation reference (`field` names it in messages) -> its results.json, once it has
+    succeeded (gates passed or not: its figures are there either way)."""
+    status, phase = status_of(evaluation), phase_of(evaluation)
+    if evaluation is None:
+        return Ref(waiting=f"Evaluation {name} (not found)")
+    if phase == st.Phase.FAILED:
+        return Ref(failure=f"{field}: Evaluation {name} failed{_why(status)}")
+    if phase != st.Phase.SUCCEEDED:
+        return Ref(waiting=f"Evaluation {name} to succeed (now {phase})")
+    # status.resultsUri is always written on success; an older status may lack it.
+    out = (evaluation.get("spec") or {}).get("outputUri") or ""
+    uri = status.get("resultsUri") or (files.join(out, files.RESULTS_FILE) if out else "")
+    return Ref(uri=uri) if uri else Ref(failure=f"{field}: Evaluation {name} names no results.json")
 
 
 def unresolved(*refs: Ref | None) -> Resolution | None:

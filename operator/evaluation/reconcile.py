@@ -1,5 +1,5 @@
-"""Level-based reconcile of an Evaluation: finished -> stop; references not there yet -> Waiting
-(naming them); a dependency failed -> Failed with its reason; Job failed -> Failed with the pod's
+"""Level-based reconcile of an Evaluation: finished -> stop; references not there yet (a run to
+finish, a Dataset to be Ready, a baseline Evaluation to succeed) -> Waiting (naming them); a dependency failed -> Failed with its reason; Job failed -> Failed with the pod's
 exit code, reason and log tail; Job complete -> Succeeded with status.json's metrics and gates;
 otherwise create what is missing and report Running."""
 
@@ -84,7 +84,10 @@ def reconcile(body: dict, cfg: OperatorConfig) -> Outcome:
         dataset = kube.get_custom("datasets", ns, ds_ref.name) if ds_ref else None
         dep_ref = spec.model.deployment_ref
         served = kube.get_custom("deployments", ns, dep_ref.name) if dep_ref else None
-        res = resolve.resolve(ns, name, spec, run, dataset, cfg, _step_committed(spec, run, cfg), served)
+        base_ref = spec.baseline_ref
+        baseline = kube.get_custom("evaluations", ns, base_ref.name) if base_ref else None
+        committed = _step_committed(spec, run, cfg)
+        res = resolve.resolve(ns, name, spec, run, dataset, cfg, committed, served, baseline)
         if res.failure:
             return _fail(draft, "DependencyFailed", res.failure)
         if res.waiting:

@@ -8,8 +8,16 @@ import pytest
 from capstan_api.dataset import DatasetSpec
 from capstan_api.preparation import STAGES, WORK_DIR, plan
 from capstan_operator.dataset import reconcile
-from capstan_trainer import storage
-from tests.support.operator_env import dataset_yaml, driver, op_cfg, operator_cluster, upload_corpus
+from capstan_trainer import shards, storage
+from hack import gen_demo_chat
+from tests.support.operator_env import (
+    chat_dataset_yaml,
+    dataset_yaml,
+    driver,
+    op_cfg,
+    operator_cluster,
+    upload_corpus,
+)
 
 pytestmark = pytest.mark.cluster
 __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
@@ -194,3 +202,35 @@ def test_licence_outside_the_policy_fails_without_a_pod(operator_cluster, namesp
     assert "spec.sources[0].licence: CC-BY-NC-4.0 is not allowed" in cond["message"]
     assert operator_cluster.list("pods", namespace) == []
     assert operator_cluster.list("jobs", namespace) == []
+
+
+@pytest.mark.timeout(900)
+def test_a_chat_dataset_applied_with_its_base_waits_for_it_and_shares_its_tokenizer(
+    operator_cluster, namespace, driver, s3_bucket
+):
+    """The demo's order-free `kubectl apply`: `chat` names `base` in tokenizer.datasetRef, both
+    applied at once; `chat` waits until `base` is Ready, then tokenizes with base's tokenizer.json."""
+    chat_source = f"{s3_bucket}/chat/train.jsonl"
+    storage.write_bytes(chat_source, (gen_demo_chat.OUT / "train.jsonl").read_bytes())
+    base = dataset_yaml("base", upload_corpus(s3_bucket), f"{s3_bucket}/out/base")
+    chat = chat_dataset_yaml("chat", chat_source, f"{s3_bucket}/out/chat", "{datasetRef: {name: base}}")
+    operator_cluster.apply(f"{chat}---\n{base}", namespace)
+    driver.add("datasets", "chat", reconcile.reconcile).add("datasets", "base", reconcile.reconcile)
+    chat_phases = []
+
+    def both_done() -> bool:
+        chat_phases.append(driver.phase("datasets", "chat"))
+        return all(driver.phase("datasets", n) in ("Ready", "Failed") for n in ("base", "chat"))
+
+    driver.run_until("Datasets base and chat to finish", both_done, timeout=720)
+    base_status, chat_status = (driver.get("datasets", n)["status"] for n in ("base", "chat"))
+    assert base_status["phase"] == "Ready", base_status
+    assert chat_status["phase"] == "Ready", chat_status
+    assert "Waiting" in chat_phases, chat_phases
+    waits = [e[3] for e in driver.events if e[0] == "chat" and e[2] == "Waiting"]
+    assert waits and waits[0].startswith("waiting for Dataset base to be Ready (now "), waits
+    assert driver.condition("datasets", "chat", "Waiting") is None, "Waiting is cleared once it runs"
+    base_tok = shards.read_manifest(base_status["manifestUri"]).tokenizer
+    chat_tok = shards.read_manifest(chat_status["manifestUri"]).tokenizer
+    assert chat_tok["sha256"] == base_tok["sha256"]
+    assert chat_status["tokens"] > 0

@@ -10,29 +10,11 @@ from capstan_operator.dataset import reconcile as reconcile_dataset
 from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
 from capstan_trainer import shards, storage
 from hack import gen_demo_chat
-from tests.support.operator_env import driver, op_cfg, operator_cluster
+from tests.support.operator_env import chat_dataset_yaml, driver, op_cfg, operator_cluster
 from tests.support.trainingruns import run_yaml, status
 
 pytestmark = pytest.mark.cluster
 __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
-
-CHAT_DATASET = """\
-apiVersion: capstan.dev/v1alpha1
-kind: Dataset
-metadata: {{name: chat}}
-spec:
-  sources:
-  - {{uri: "{source}", licence: CC0-1.0, format: chat}}
-  filters:
-    length: {{enabled: false}}
-    language: {{enabled: false}}
-    gopherRepetition: {{enabled: false}}
-    gopherQuality: {{enabled: false}}
-    c4: {{enabled: false}}
-    fineweb: {{enabled: false}}
-  tokenizer: {{vocabSize: 512}}
-  output: {{uri: "{output}", shardTokens: 1000000, validationFraction: 0.05}}
-"""
 
 
 @pytest.mark.timeout(900)
@@ -40,7 +22,7 @@ def test_chat_dataset_then_sft_run(operator_cluster, namespace, driver, s3_bucke
     source = f"{s3_bucket}/chat/train.jsonl"
     storage.write_bytes(source, (gen_demo_chat.OUT / "train.jsonl").read_bytes())
     out = f"{s3_bucket}/out/chat"
-    operator_cluster.apply(CHAT_DATASET.format(source=source, output=out), namespace)
+    operator_cluster.apply(chat_dataset_yaml("chat", source, out), namespace)
     operator_cluster.apply(
         run_yaml("sft", f"{s3_bucket}/ckpt/sft", {"datasetRef": "chat"}, steps=4, every=2, objective="sft"),
         namespace,

@@ -41,17 +41,41 @@ def upload_corpus(bucket: str) -> str:
     return f"{bucket}/corpus/*.jsonl"
 
 
-def dataset_yaml(name: str, source: str, output: str, licence: str = "CC0-1.0", workers: int = 1) -> str:
+def dataset_yaml(
+    name: str,
+    source: str,
+    output: str,
+    licence: str = "CC0-1.0",
+    workers: int = 1,
+    *,
+    source_format: str = "jsonl",
+    filters: str = "{gopherQuality: {minWords: 50}}",
+    tokenizer: str = "{vocabSize: 512}",
+) -> str:
     return f"""\
 apiVersion: capstan.dev/v1alpha1
 kind: Dataset
 metadata: {{name: {name}}}
 spec:
   sources:
-  - {{uri: "{source}", licence: {licence}}}
+  - {{uri: "{source}", licence: {licence}, format: {source_format}}}
   allowedLicences: [CC0-1.0, CC-BY-4.0, MIT]
-  filters: {{gopherQuality: {{minWords: 50}}}}
-  tokenizer: {{vocabSize: 512}}
+  filters: {filters}
+  tokenizer: {tokenizer}
   output: {{uri: "{output}", shardTokens: 1000000, validationFraction: 0.05}}
   workers: {workers}
 """
+
+
+# The web-text filters, meant for documents, would drop short conversations.
+NO_TEXT_FILTERS = (
+    "{length: {enabled: false}, language: {enabled: false}, gopherRepetition: {enabled: false}, "
+    "gopherQuality: {enabled: false}, c4: {enabled: false}, fineweb: {enabled: false}}"
+)
+
+
+def chat_dataset_yaml(name: str, source: str, output: str, tokenizer: str = "{vocabSize: 512}") -> str:
+    """A chat Dataset of short conversations (format chat, the web-text filters off)."""
+    return dataset_yaml(
+        name, source, output, source_format="chat", filters=NO_TEXT_FILTERS, tokenizer=tokenizer
+    )

@@ -1,10 +1,13 @@
 """Evaluation reconciled on the real API server with the real `capstan_trainer.evaluate` Job run by
-the node agent on a tiny trained model; a failed gate blocks a Deployment that names it.
+the node agent on a tiny trained model; a failed gate blocks a Deployment that names it; an
+Evaluation with baselineRef waits for its base and compares against it.
 
 The TrainingRun and Dataset it depends on are real objects whose status the test writes (their
 own reconcilers are tested elsewhere), so each dependency state is reached on purpose."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import yaml
@@ -194,3 +197,41 @@ def test_a_crashing_evaluation_fails_with_exit_code_and_log(operator_cluster, na
     assert failed["reason"] == "EvaluationFailed"
     assert "container evaluate exited with code" in failed["message"]
     assert "no-such-model" in failed["message"]  # the log tail says what was missing
+
+
+def test_an_evaluation_applied_with_its_baseline_waits_for_it_then_compares(
+    operator_cluster, namespace, driver, tiny, s3_bucket
+):
+    """`tuned` names `base` in baselineRef, both applied at once: `tuned` waits until `base`
+    has succeeded, then its results and model card carry base's figures beside its own."""
+    gates = [{"metric": "perplexity.token_perplexity", "max": 1000}]
+    spec = {"model": {"uri": tiny.checkpoint_uri}, "validationUri": tiny.dataset_uri}
+    tuned = evaluation_yaml("tuned", f"{s3_bucket}/tuned", gates, baselineRef={"name": "base"}, **spec)
+    base = evaluation_yaml("base", f"{s3_bucket}/base", gates, **spec)
+    operator_cluster.apply(f"{tuned}---\n{base}", namespace)
+    driver.add("evaluations", "tuned", reconcile_evaluation.reconcile)
+    driver.add("evaluations", "base", reconcile_evaluation.reconcile)
+    tuned_phases = []
+
+    def both_done() -> bool:
+        tuned_phases.append(status(driver, "evaluations", "tuned").get("phase"))
+        done = ("Succeeded", "Failed")
+        return all(status(driver, "evaluations", n).get("phase") in done for n in ("base", "tuned"))
+
+    driver.run_until("Evaluations base and tuned to finish", both_done, 600)
+    base_st, tuned_st = (status(driver, "evaluations", n) for n in ("base", "tuned"))
+    assert base_st["phase"] == "Succeeded", base_st
+    assert tuned_st["phase"] == "Succeeded", tuned_st
+    assert "Waiting" in tuned_phases, tuned_phases
+    waits = [e[3] for e in driver.events if e[0] == "tuned" and e[2] == "Waiting"]
+    assert waits and waits[0].startswith("waiting for Evaluation base to succeed (now "), waits
+    # The Job ran a plain baselineResultsUri (what workload images without baselineRef read).
+    doc = yaml.safe_load(
+        operator_cluster.get("configmap", "tuned-evaluate", namespace)["data"]["resource.yaml"]
+    )
+    assert doc["spec"]["baselineResultsUri"] == base_st["resultsUri"] and "baselineRef" not in doc["spec"]
+    results = json.loads(storage.read_bytes(tuned_st["resultsUri"]))
+    assert results["baseline"]["uri"] == base_st["resultsUri"]
+    assert results["baseline"]["metrics"] == base_st["metrics"]
+    card = storage.read_bytes(tuned_st["modelCardUri"]).decode()
+    assert "| metric | base | tuned | change |" in card

@@ -2,8 +2,9 @@
 
 `python -m capstan_trainer.evaluate -f evaluation.yaml` validates its file with these models. The
 operator resolves references before it writes that file: `model.trainingRunRef` becomes
-`model.uri` (the run's last checkpoint, or its checkpoint of `model.step`) and `datasetRef` becomes
-`validationUri` (the Dataset's manifest), so the workload never needs the Kubernetes API.
+`model.uri` (the run's last checkpoint, or its checkpoint of `model.step`), `datasetRef` becomes
+`validationUri` (the Dataset's manifest) and `baselineRef` becomes `baselineResultsUri` (that
+Evaluation's results.json), so the workload never needs the Kubernetes API.
 """
 
 from __future__ import annotations

@@ -32,6 +32,19 @@ def test_server_defaults_equal_the_models_defaults(cluster, capstan_crds, namesp
         assert stored == info.spec.model_validate(spec).to_wire(), kind
 
 
+def test_references_that_replace_a_uri_are_accepted_alone(cluster, capstan_crds, namespace):
+    """The CEL twins of the models' rules: a tokenizer from another Dataset needs no vocabSize room,
+    and a baseline Evaluation by name is accepted; the stored spec keeps the reference."""
+    dataset = MINIMAL["Dataset"] | {"tokenizer": {"datasetRef": {"name": "base"}, "vocabSize": 256}}
+    evaluation = MINIMAL["Evaluation"] | {"baselineRef": {"name": "base"}}
+    for kind, spec in (("Dataset", dataset), ("Evaluation", evaluation)):
+        info = KINDS[kind]
+        doc = {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": "refs"}, "spec": spec}
+        cluster.apply(yaml.safe_dump(doc), namespace)
+        stored = cluster.get(f"{info.plural}.{GROUP}", "refs", namespace)["spec"]
+        assert stored == info.spec.model_validate(spec).to_wire(), kind
+
+
 def test_printer_columns_and_category(cluster, capstan_crds, namespace):
     for kind, spec in MINIMAL.items():
         doc = {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": "cols"}, "spec": spec}

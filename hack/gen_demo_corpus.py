@@ -5,6 +5,8 @@
 Deterministic (fixed seed), no third-party text. Besides clean documents it plants what the
 preparation should catch, so `kubectl describe dataset` shows non-zero counts: exact and near
 duplicates, a little PII, low-quality pages, and a few documents under a non-allowed licence.
+`gazetteer-000.jsonl` states the facts of the demo's invented towns (hack/demo_world.py), which
+the demo conversations (hack/gen_demo_chat.py) ask about.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+
+from hack import demo_world
 
 NOUNS = [
     "river",
@@ -164,9 +168,13 @@ def document(rng: random.Random) -> str:
     return "\n\n".join(paras)
 
 
+GAZETTEER_DOCS = 300  # ~40 mentions of each town's facts
+OUT = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "corpus"
+
+
 def main() -> None:
     rng = random.Random(2026)
-    out = Path(__file__).resolve().parent.parent / "manifests" / "examples" / "corpus"
+    out = OUT
     out.mkdir(parents=True, exist_ok=True)
     docs = [{"text": document(rng), "url": f"https://stories.example/{i}"} for i in range(300)]
     docs += [dict(docs[i]) for i in range(0, 20)]  # exact duplicates
@@ -188,6 +196,11 @@ def main() -> None:
     half = len(docs) // 2
     for name, part in (("stories-000.jsonl", docs[:half]), ("stories-001.jsonl", docs[half:])):
         (out / name).write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in part))
+    gazetteer = [
+        {"text": text, "url": f"https://gazetteer.example/{i}"}
+        for i, text in enumerate(demo_world.gazetteer(GAZETTEER_DOCS))
+    ]
+    (out / "gazetteer-000.jsonl").write_text("".join(json.dumps(d) + "\n" for d in gazetteer))
 
 
 if __name__ == "__main__":

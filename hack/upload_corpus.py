@@ -1,4 +1,5 @@
-"""Put the bundled demo corpus into object storage: `python -m hack.upload_corpus s3://BUCKET/PREFIX`.
+"""Put the bundled demo corpus into object storage: `python -m hack.upload_corpus s3://BUCKET/PREFIX`
+(`--source manifests/examples/chat` for the demo conversations).
 
 Creates the bucket when it is missing and overwrites the files, so running it again is harmless.
 The endpoint and credentials come from the AWS_* variables (`.capstan/s3.env` on the local
@@ -49,7 +50,9 @@ def upload_corpus(target: str, corpus: Path = CORPUS) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m hack.upload_corpus", description=__doc__.splitlines()[0])
     p.add_argument("target", help="s3://bucket/prefix the *.jsonl files go under")
-    for uri in upload_corpus(p.parse_args().target):
+    p.add_argument("--source", type=Path, default=CORPUS, help="folder of *.jsonl files (the corpus)")
+    args = p.parse_args()
+    for uri in upload_corpus(args.target, args.source):
         print(f"  uploaded {uri}")
 
 

@@ -11,6 +11,7 @@ from capstan_operator.dataset import reconcile
 from capstan_trainer import shards, storage
 from hack import gen_demo_chat
 from tests.support.operator_env import (
+    CORPUS,
     chat_dataset_yaml,
     dataset_yaml,
     driver,
@@ -42,9 +43,10 @@ def test_dataset_prepares_the_bundled_corpus_and_goes_ready_then_an_edit_is_a_ne
     assert [(s["name"], s["workers"], s["workersDone"], s["phase"]) for s in status["stages"]] == [
         (name, 1, 1, "Complete") for name in STAGES
     ]
-    assert status["stages"][0]["documentsIn"] == 340, "map reads every record"
+    records = sum(len(f.read_text().splitlines()) for f in CORPUS.glob("*.jsonl"))
+    assert status["stages"][0]["documentsIn"] == records == 640, "map reads every record"
     steps = {s["name"]: s for s in status["steps"]}
-    assert steps["read"]["documentsIn"] == 340
+    assert steps["read"]["documentsIn"] == records
     assert steps["licence"]["documentsOut"] < steps["licence"]["documentsIn"]  # CC-BY-NC documents
     assert status["documents"] > 200 and status["tokens"] > 10_000 and status["shards"] >= 2
     assert len(status["fingerprint"]) == 64

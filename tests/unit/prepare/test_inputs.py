@@ -230,4 +230,4 @@ def test_example_resource_is_valid():
     root = Path(__file__).resolve().parents[3]
     _, spec = load_resource(root / "manifests/examples/dataset.yaml", DatasetSpec, "Dataset")
     assert spec.sources[0].licence in spec.allowed_licences
-    assert len(list((root / "manifests/examples/corpus").glob("*.jsonl"))) == 2
+    assert len(list((root / "manifests/examples/corpus").glob("*.jsonl"))) == 3  # stories x2, gazetteer

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline on the local control plane. Starts (or reuses) the cluster and
-# its S3, uploads the bundled corpus, installs the operator with its Helm chart, applies
-# manifests/examples/pipeline.yaml, shows `kubectl get capstan` until the Deployment is Available
-# (or something fails: then it describes the failed resource and exits non-zero), and ends with a
-# chat completion sent to the deployed model from a pod, through the Deployment's in-cluster URL.
+# `make demo`: the whole path to an assistant on the local control plane. Starts (or reuses) the
+# cluster and its S3, uploads the bundled corpus and conversations, installs the operator with its
+# Helm chart, applies manifests/examples/pipeline.yaml (pretrain, SFT, evaluate, serve), shows
+# `kubectl get capstan` until the Deployment is Available (or something fails: then it describes
+# the failed resource and exits non-zero), and ends by asking the served assistant a held-out
+# question from a pod, through the Deployment's in-cluster URL: a wrong answer fails the demo.
 # Running it again re-applies everything and reuses what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ PY=.venv/bin/python
 HELM=.capstan/bin/helm
 NS=${CAPSTAN_DEMO_NAMESPACE:-default}
 PIPELINE=${CAPSTAN_DEMO_PIPELINE:-manifests/examples/pipeline.yaml}   # same names, other settings
-DEADLINE_S=${CAPSTAN_DEMO_DEADLINE_S:-900}   # the pipeline takes about 5 min on two cores
+DEADLINE_S=${CAPSTAN_DEMO_DEADLINE_S:-900}   # the pipeline takes about 4 min on two quiet cores
 # CAPSTAN_DEMO_FROM_VENV=1: pods run from the project's virtualenv, not their images (to compare;
 # a cluster already up keeps its mode: make cluster-down first).
 UP_FLAGS=()
@@ -19,6 +20,8 @@ if [ "${CAPSTAN_DEMO_FROM_VENV:-}" = 1 ]; then UP_FLAGS=(--from-venv); fi
 INTERVAL_S=15
 SECRET=capstan-s3
 CORPUS_URI=s3://capstan-demo/corpus
+CHAT_URI=s3://capstan-demo/chat
+HELD_OUT=manifests/examples/chat/heldout.jsonl
 START=$(date +%s)
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -35,6 +38,8 @@ set +a
 
 say "Demo corpus -> $CORPUS_URI (S3 at $AWS_ENDPOINT_URL)"
 $PY -m hack.upload_corpus "$CORPUS_URI"
+say "Demo conversations -> $CHAT_URI (to fine-tune on, and the held-out questions)"
+$PY -m hack.upload_corpus "$CHAT_URI" --source manifests/examples/chat
 
 say "Operator (Helm chart charts/capstan, release capstan in capstan-system)"
 for ns in capstan-system "$NS"; do
@@ -60,13 +65,16 @@ show $HELM upgrade --install capstan charts/capstan -n capstan-system \
   --wait --timeout 180s
 kubectl get pods -n capstan-system -l app.kubernetes.io/component=operator
 
-say "Pipeline: Dataset -> TrainingRun -> Evaluation -> Deployment"
+say "Pipeline: Datasets -> pretraining -> SFT -> Evaluations -> Deployment"
 show kubectl apply -n "$NS" -f "$PIPELINE"
 
 RESOURCES=(
   datasets.capstan.dev/demo-stories
-  trainingruns.capstan.dev/demo-tiny
-  evaluations.capstan.dev/demo-tiny
+  datasets.capstan.dev/demo-conversations
+  trainingruns.capstan.dev/demo-base
+  trainingruns.capstan.dev/demo-assistant
+  evaluations.capstan.dev/demo-base
+  evaluations.capstan.dev/demo-assistant
   deployments.capstan.dev/demo-chat
 )
 phase() { kubectl get "$1" -n "$NS" -o jsonpath='{.status.phase}' 2>/dev/null || true; }
@@ -94,8 +102,12 @@ say "Pipeline done in $(elapsed) s"
 
 URL=$(kubectl get deployments.capstan.dev demo-chat -n "$NS" -o jsonpath='{.status.url}')
 MODEL=$(kubectl get deployments.capstan.dev demo-chat -n "$NS" -o jsonpath='{.spec.model.name}')
-MESSAGE="Tell me a story about a lighthouse."
-say "Chat completion from a pod in the cluster: POST $URL/chat/completions"
+# The first held-out question: a phrasing the fine-tuning never saw, about a fact in the corpus.
+mapfile -t QA < <($PY -c 'import json, sys
+row = json.loads(open(sys.argv[1]).readline())
+print(row["messages"][-1]["content"]); print(row["answer"])' "$HELD_OUT")
+MESSAGE=${QA[0]} EXPECTED=${QA[1]}
+say "A held-out question, from a pod in the cluster: POST $URL/chat/completions"
 kubectl delete pod demo-chat-client -n "$NS" --ignore-not-found --wait=true >/dev/null
 RESTRICTED='{"spec": {"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
   "containers": [{"name": "demo-chat-client", "securityContext": {"allowPrivilegeEscalation": false,
@@ -112,17 +124,27 @@ until [[ $(phase pod/demo-chat-client) =~ ^(Succeeded|Failed)$ ]]; do
   fi
   sleep 1
 done
-echo "user: $MESSAGE"
-kubectl logs demo-chat-client -n "$NS"
-[[ $(phase pod/demo-chat-client) == Succeeded ]] || { say "the chat completion failed"; exit 1; }
+REPLY=$(kubectl logs demo-chat-client -n "$NS")
+[[ $(phase pod/demo-chat-client) == Succeeded ]] || { say "the chat completion failed: $REPLY"; exit 1; }
+ANSWER=$($PY -c 'import json, sys; print(json.loads(sys.argv[1])["answer"].strip())' "$REPLY")
+echo "user:      $MESSAGE"
+echo "assistant: $ANSWER"
+if $PY -c 'import re, sys; sys.exit(re.search(sys.argv[1], sys.argv[2]) is None)' "$EXPECTED" "$ANSWER"; then
+  echo "(right: the answer matches $EXPECTED)"
+else
+  say "wrong answer: expected a match of $EXPECTED"
+  exit 1
+fi
 
-say "Evaluation"
-kubectl get evaluations.capstan.dev demo-tiny -n "$NS" \
+say "Evaluation: the held-out questions ($(wc -l < "$HELD_OUT") of them), before and after SFT"
+for e in demo-base demo-assistant; do
+  acc=$(kubectl get evaluations.capstan.dev "$e" -n "$NS" -o jsonpath='{.status.metrics.task\.heldout\.accuracy}')
+  echo "  $e: task.heldout.accuracy $acc"
+done
+kubectl get evaluations.capstan.dev demo-assistant -n "$NS" \
   -o jsonpath='{range .status.gates[*]}  gate {.metric}: {.value} -> passed={.passed}{"\n"}{end}'
-CARD=$(kubectl get evaluations.capstan.dev demo-tiny -n "$NS" -o jsonpath='{.status.modelCardUri}')
+CARD=$(kubectl get evaluations.capstan.dev demo-assistant -n "$NS" -o jsonpath='{.status.modelCardUri}')
 echo "  model card: $CARD"
-$PY -c 'import sys; from capstan_trainer import storage; print(storage.read_bytes(sys.argv[1]).decode())' \
-  "$CARD" | grep -E '^\| (token_perplexity|bits_per_byte|documents) \||\| all \|' | sed 's/^/  /'
 
 say "Done in $(elapsed) s"
 echo "The cluster keeps running: export KUBECONFIG=$KUBECONFIG; stop it with 'make cluster-down'."

@@ -1,11 +1,13 @@
 """The whole pipeline, as `make demo` runs it: the operator installed with its Helm chart (its pod
-run by the node agent), the bundled corpus in the cluster's S3, manifests/examples/pipeline.yaml
-applied unchanged, each resource reaching its final phase in dependency order, and a chat
-completion answered by the deployed model through its in-cluster URL, from a pod."""
+run by the node agent), the bundled corpus and conversations in the cluster's S3,
+manifests/examples/pipeline.yaml applied unchanged, each resource reaching its final phase after
+the ones it names, the fine-tuned model answering the held-out questions (the base model not), and
+a held-out question answered right by the deployed assistant through its in-cluster URL, from a pod."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -24,14 +26,23 @@ PIPELINE = REPO / "manifests" / "examples" / "pipeline.yaml"
 CHART = REPO / "charts" / "capstan"
 HELM = REPO / ".capstan" / "bin" / "helm"
 SECRET = "capstan-s3"
-# (resource, name, final phase), in the order the chain must finish.
+HELD_OUT = REPO / "manifests" / "examples" / "chat" / "heldout.jsonl"
+# (resource, name, final phase, what it names: it finishes after those).
 CHAIN = [
-    ("datasets.capstan.dev", "demo-stories", "Ready"),
-    ("trainingruns.capstan.dev", "demo-tiny", "Succeeded"),
-    ("evaluations.capstan.dev", "demo-tiny", "Succeeded"),
-    ("deployments.capstan.dev", "demo-chat", "Available"),
+    ("datasets", "demo-stories", "Ready", []),
+    ("datasets", "demo-conversations", "Ready", ["datasets/demo-stories"]),
+    ("trainingruns", "demo-base", "Succeeded", ["datasets/demo-stories"]),
+    (
+        "trainingruns",
+        "demo-assistant",
+        "Succeeded",
+        ["trainingruns/demo-base", "datasets/demo-conversations"],
+    ),
+    ("evaluations", "demo-base", "Succeeded", ["trainingruns/demo-base"]),
+    ("evaluations", "demo-assistant", "Succeeded", ["trainingruns/demo-assistant", "evaluations/demo-base"]),
+    ("deployments", "demo-chat", "Available", ["evaluations/demo-assistant"]),
 ]
-PIPELINE_DEADLINE_S = 600  # about 3 min on an idle 2-core machine; several times that when loaded
+PIPELINE_DEADLINE_S = 900  # about 4 min on an idle 2-core machine; several times that when loaded
 
 
 # `kubectl run` flags that make the chat client's pod meet "restricted".
@@ -57,6 +68,11 @@ RESTRICTED_RUN = [
 ]
 
 
+def read_s3(uri: str) -> bytes:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
 def helm(*args: str, env: dict) -> None:
     r = subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0, f"helm {' '.join(args)} failed ({r.returncode}):\n{r.stderr}{r.stdout}"
@@ -70,6 +86,7 @@ def operator(cluster, namespace, monkeypatch):
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         monkeypatch.setenv(k, env[k])
     upload_corpus("s3://capstan-demo/corpus")
+    upload_corpus("s3://capstan-demo/chat", HELD_OUT.parent)
     # The whole pipeline runs where Pod Security "restricted" is enforced.
     cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     cluster.create_s3_secret(SECRET, namespace, env)
@@ -97,37 +114,38 @@ def describe_failure(cluster, namespace: str, resource: str, name: str) -> str:
 
 
 def watch_pipeline(cluster, namespace: str) -> tuple[list[str], dict[str, list[str]]]:
-    """Poll until the Deployment is Available; returns the order the resources finished in and
-    the phases each one was seen in. Fails at once, with the description, when any one fails."""
+    """Poll until the Deployment is Available; returns the order the resources finished in
+    ("kind/name") and the phases each one was seen in. Fails at once, with the description, when
+    any one fails."""
     finished: list[str] = []
-    seen: dict[str, list[str]] = {name: [] for _, name, _ in CHAIN}
+    seen: dict[str, list[str]] = {f"{r}/{n}": [] for r, n, _, _ in CHAIN}
     end = time.monotonic() + PIPELINE_DEADLINE_S
     while len(finished) < len(CHAIN):
-        for resource, name, final in CHAIN:
-            phase = status_of(cluster, resource, name, namespace).get("phase", "")
-            key = f"{resource}/{name}"
-            if phase and (not seen[name] or seen[name][-1] != phase):
-                seen[name].append(phase)
+        for resource, name, final, _ in CHAIN:
+            key, kind = f"{resource}/{name}", f"{resource}.capstan.dev"
+            phase = status_of(cluster, kind, name, namespace).get("phase", "")
+            if phase and (not seen[key] or seen[key][-1] != phase):
+                seen[key].append(phase)
             if phase == "Failed":
-                pytest.fail(f"{key} failed:\n{describe_failure(cluster, namespace, resource, name)}")
+                pytest.fail(f"{key} failed:\n{describe_failure(cluster, namespace, kind, name)}")
             if phase == final and key not in finished:
                 finished.append(key)
         if time.monotonic() > end:
-            waiting = next(f"{r}/{n}" for r, n, _ in CHAIN if f"{r}/{n}" not in finished)
-            resource, name = waiting.rsplit("/", 1)
+            waiting = next(f"{r}/{n}" for r, n, _, _ in CHAIN if f"{r}/{n}" not in finished)
+            resource, name = waiting.split("/")
             pytest.fail(
                 f"timed out after {PIPELINE_DEADLINE_S} s waiting for {waiting} to finish; phases seen: "
-                f"{seen}\n{describe_failure(cluster, namespace, resource, name)}"
+                f"{seen}\n{describe_failure(cluster, namespace, resource + '.capstan.dev', name)}"
             )
         time.sleep(2)
     return finished, seen
 
 
-def chat_from_a_pod(cluster, namespace: str, url: str, model: str) -> dict:
+def chat_from_a_pod(cluster, namespace: str, url: str, model: str, message: str) -> dict:
     """What hack/demo.sh does: hack/chat.py in a pod, where the Service name resolves."""
     script = (REPO / "hack" / "chat.py").read_text()
     pod = ["chat-client", "-n", namespace, "--image=capstan/trainer:0.1.0", "--restart=Never"]
-    command = ["python", "-c", script, url, model, "Tell me a story about a lighthouse."]
+    command = ["python", "-c", script, url, model, message]
     cluster.kubectl("run", *pod, *RESTRICTED_RUN, "--command", "--", *command)
     phase = cluster.wait_for(
         "the chat client pod to finish",
@@ -150,33 +168,46 @@ def test_pipeline_yaml_goes_from_raw_text_to_a_model_that_answers(
     cluster.kubectl("apply", "-n", namespace, "-f", str(PIPELINE))
     finished, seen = watch_pipeline(cluster, namespace)
 
-    assert finished == [f"{r}/{n}" for r, n, _ in CHAIN], seen
-    # Applied all at once, each dependent was seen waiting for the one it names.
-    for name in ("demo-tiny", "demo-chat"):
-        assert "Waiting" in seen[name], seen
+    for resource, name, _, names in CHAIN:
+        key = f"{resource}/{name}"
+        assert all(finished.index(d) < finished.index(key) for d in names), (key, finished)
+        # Applied all at once, each dependent was seen waiting for what it names.
+        assert not names or "Waiting" in seen[key], (key, seen)
 
     dataset = status_of(cluster, "datasets.capstan.dev", "demo-stories", namespace)
     assert dataset["tokens"] > 10_000 and dataset["manifestUri"].endswith("manifest.json")
-    run = status_of(cluster, "trainingruns.capstan.dev", "demo-tiny", namespace)
-    assert run["step"] == run["totalSteps"] == 100
-    assert run["lastCheckpoint"]["step"] == 100
-    evaluation = status_of(cluster, "evaluations.capstan.dev", "demo-tiny", namespace)
-    assert evaluation["passed"] is True
-    assert [g["passed"] for g in evaluation["gates"]] == [True, True]
-    assert any(k.startswith("bias.") for k in evaluation["metrics"]), evaluation["metrics"]
-    card_uri = evaluation["modelCardUri"]
-    bucket, _, key = card_uri.removeprefix("s3://").partition("/")
-    card = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    assert card.startswith("---") and "# Model card: demo-tiny" in card
+    # The conversations were tokenized with the pretraining tokenizer, byte for byte.
+    chat = status_of(cluster, "datasets.capstan.dev", "demo-conversations", namespace)
+    tokenizers = [
+        read_s3(d["manifestUri"].replace("manifest.json", "tokenizer.json")) for d in (dataset, chat)
+    ]
+    assert tokenizers[0] == tokenizers[1]
+    for name in ("demo-base", "demo-assistant"):
+        run = status_of(cluster, "trainingruns.capstan.dev", name, namespace)
+        assert run["step"] == run["totalSteps"] == run["lastCheckpoint"]["step"], run
+    assert 0 < status_of(cluster, "trainingruns.capstan.dev", "demo-assistant", namespace)["lossTokens"]
+
+    # The held-out questions: the tuned model answers most of them, the base model few.
+    base = status_of(cluster, "evaluations.capstan.dev", "demo-base", namespace)
+    tuned = status_of(cluster, "evaluations.capstan.dev", "demo-assistant", namespace)
+    assert base["metrics"]["task.heldout.accuracy"] < 0.2, base["metrics"]
+    assert tuned["metrics"]["task.heldout.accuracy"] >= 0.8, tuned["metrics"]
+    assert tuned["passed"] is True and all(g["passed"] for g in tuned["gates"]), tuned["gates"]
+    assert any(k.startswith("bias.") for k in tuned["metrics"]), tuned["metrics"]
+    card = read_s3(tuned["modelCardUri"]).decode()
+    assert card.startswith("---") and "# Model card: demo-assistant" in card
 
     deployment = status_of(cluster, "deployments.capstan.dev", "demo-chat", namespace)
     assert deployment["readyReplicas"] == 1 and deployment["revision"] == 1
     assert deployment["url"] == f"http://demo-chat.{namespace}.svc.cluster.local:8000/v1"
     spec = yaml.safe_load_all(PIPELINE.read_text())
     model_name = next(d for d in spec if d["kind"] == "Deployment")["spec"]["model"]["name"]
-    reply = chat_from_a_pod(cluster, namespace, deployment["url"], model_name)
+    question = json.loads(HELD_OUT.read_text().splitlines()[0])
+    reply = chat_from_a_pod(
+        cluster, namespace, deployment["url"], model_name, question["messages"][-1]["content"]
+    )
     assert reply["model"] == model_name
-    assert reply["answer"].strip(), reply
+    assert re.search(question["answer"], reply["answer"]), (question, reply)
 
     # The chart's dashboard shows the run: every panel has data over the pipeline's time, as
     # Grafana would draw it (a subquery over the last 30 min; the trainer pods are gone by now).
@@ -186,8 +217,8 @@ def test_pipeline_yaml_goes_from_raw_text_to_a_model_that_answers(
         lambda: client.instant(prometheus_url, f'vllm:request_success_total{{namespace="{namespace}"}}'),
         timeout=30,
     )
-    # The Training row is checked by tests/integration/test_prometheus.py on a 300-step run: this
-    # pipeline's 100 CPU steps can end between two scrapes of the trainer pod.
+    # The Training row is checked by tests/integration/test_prometheus.py on a 300-step run: a
+    # short CPU run can end between two scrapes of the trainer pod.
     for row in ("Operator", "Serving"):
         for title, expr in panel_queries(row):
             # A subquery's steps are aligned to 10 s: the newest may precede the chat's scrape.

@@ -43,17 +43,27 @@ def test_example_is_valid_and_says_what_kubectl_get_shows(path: Path):
 
 
 def test_pipeline_is_one_chain_in_dependency_order():
+    """Each resource names only ones above it in the file, and the chain goes from raw text through
+    pretraining and SFT to a gated, served assistant."""
     chain = docs(EXAMPLES / "pipeline.yaml")
-    assert [d["kind"] for d in chain] == ["Dataset", "TrainingRun", "Evaluation", "Deployment"]
-    ds, tr, ev, dep = (d["metadata"]["name"] for d in chain)
-    assert [s["datasetRef"] for s in chain[1]["spec"]["datasets"]] == [ds]
-    assert chain[2]["spec"]["model"]["trainingRunRef"]["name"] == tr
-    assert chain[2]["spec"]["datasetRef"]["name"] == ds
-    assert chain[3]["spec"]["model"]["evaluationRef"]["name"] == ev
+    above: set[tuple[str, str]] = set()
+    for doc in chain:
+        for ref in references(doc):
+            assert ref in above, f"{doc['kind']} {doc['metadata']['name']} names {ref}, not above it"
+        above.add((doc["kind"], doc["metadata"]["name"]))
+    by_name = {(d["kind"], d["metadata"]["name"]): d["spec"] for d in chain}
+    served = by_name[("Deployment", "demo-chat")]["model"]["evaluationRef"]["name"]
+    evaluation = by_name[("Evaluation", served)]
+    assert {"metric": "task.heldout.accuracy", "min": 0.8} in evaluation["gates"]
+    tuned = by_name[("TrainingRun", evaluation["model"]["trainingRunRef"]["name"])]
+    assert tuned["objective"] == "sft"
+    base = by_name[("TrainingRun", tuned["init"]["fromTrainingRun"])]
+    assert base.get("objective", "pretrain") == "pretrain" and "init" not in base
     # Sized for two CPU cores: the tiny preset, short sequences, a few hundred steps at most.
-    run = chain[1]["spec"]
-    assert run["model"]["preset"] == "test" and run["optimizer"]["totalSteps"] <= 300
-    assert run["resources"].get("gpusPerNode", 0) == 0 and chain[3]["spec"]["replicas"] == 1
+    assert base["model"]["preset"] == "test" and base["optimizer"]["totalSteps"] <= 400
+    runs = [s for (kind, _), s in by_name.items() if kind == "TrainingRun"]
+    assert all(r["resources"].get("gpusPerNode", 0) == 0 for r in runs)
+    assert by_name[("Deployment", "demo-chat")]["replicas"] == 1
 
 
 def test_example_names_do_not_collide_and_references_resolve():
@@ -79,4 +89,12 @@ def references(doc: dict) -> list[tuple[str, str]]:
     refs += [("TrainingRun", model["trainingRunRef"]["name"])] if model.get("trainingRunRef") else []
     refs += [("Evaluation", model["evaluationRef"]["name"])] if model.get("evaluationRef") else []
     refs += [("Deployment", model["deploymentRef"]["name"])] if model.get("deploymentRef") else []
+    refs += (
+        [("TrainingRun", spec["init"]["fromTrainingRun"])]
+        if (spec.get("init") or {}).get("fromTrainingRun")
+        else []
+    )
+    tokenizer = spec.get("tokenizer") or {}
+    refs += [("Dataset", tokenizer["datasetRef"]["name"])] if tokenizer.get("datasetRef") else []
+    refs += [("Evaluation", spec["baselineRef"]["name"])] if spec.get("baselineRef") else []
     return refs

@@ -19,7 +19,7 @@ def lineage(meta: dict) -> list[dict]:
         folder = uri.rsplit("/", 1)[0] if uri.endswith(".json") else uri
         entry = {
             "uri": uri,
-            "name": folder.rstrip("/").rsplit("/", 1)[-1],
+            "name": _dataset_name(folder),
             "weight": ds.get("weight"),
             "fingerprint": ds.get("fingerprint", ""),
             "licences": [],
@@ -36,6 +36,14 @@ def lineage(meta: dict) -> list[dict]:
             entry["datasheet"] = sheet
         out.append(entry)
     return out
+
+
+def _dataset_name(folder: str) -> str:
+    """The Dataset's folder name: `<output.uri>/revisions/<n>` is named after `<output.uri>`."""
+    parts = folder.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-2] == "revisions" and parts[-1].isdigit():
+        return parts[-3]
+    return parts[-1]
 
 
 def render(name: str, spec, meta: dict, results: dict) -> str:

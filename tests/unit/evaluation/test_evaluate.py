@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from capstan_trainer import export, shards
-from capstan_trainer.evaluate import evaluate
+from capstan_trainer.evaluate import evaluate, model_card
 from tests.support import tiny_model
 
 CONTEXT = 24  # shorter than most documents, so rolling windows are exercised
@@ -295,3 +295,9 @@ def test_export_keeps_lineage_so_a_fine_tuned_model_card_names_its_base(tiny, tm
     assert front["base_model"] == tiny.checkpoint_uri and front["datasets"] == ["dataset"]
     assert f"Fine-tuned from: `{tiny.checkpoint_uri}`" in card
     assert "TrainingRun `ft` to step 100" in card and f"checkpoint `file://{step}`" in card
+
+
+def test_a_dataset_revision_is_named_after_its_dataset_in_the_card(tmp_path):
+    """A Dataset writes `<output.uri>/revisions/<n>/`: the card names the Dataset, not `<n>`."""
+    meta = {"dataset": [{"uri": f"{tmp_path}/web/revisions/3/manifest.json"}, {"uri": f"{tmp_path}/chat"}]}
+    assert [d["name"] for d in model_card.lineage(meta)] == ["web", "chat"]

@@ -21,6 +21,7 @@ from capstan_api.common import (
     cel_set,
     immutable,
 )
+from capstan_api.lora import LoraSpec
 from capstan_api.objective import DpoSpec, Objective
 from capstan_api.training import MAX_STEPS, FsdpSpec, ModelSpec, OptimizerSpec
 from capstan_api.workload import (
@@ -35,6 +36,11 @@ from capstan_api.workload import (
     storage_field,
 )
 
+_INIT_FIELDS = ("checkpointUri", "fromTrainingRun", "huggingFace", "replayWithout", "replayFrom")
+LORA_NEEDS_INIT = (
+    "spec.lora needs spec.init (checkpointUri, fromTrainingRun, huggingFace or a replay): adapters over "
+    "random base weights that never train make no sense; drop spec.lora to pretrain from scratch"
+)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # More nodes than any cluster gives one job, fewer than a typo asks for.
 MAX_NODES = 4096
@@ -388,6 +394,12 @@ class TrainingRunSpec(ApiModel):
                 "self.resources.maxNodes * self.resources.nprocPerNode) == 0",
                 "global batch sequences must be divisible by microBatch x world size at every node count",
             ),
+            (
+                "!has(self.lora) || (has(self.init) && ("
+                + " || ".join(f"(has(self.init.{f}) && self.init.{f} != '')" for f in _INIT_FIELDS)
+                + "))",
+                LORA_NEEDS_INIT,
+            ),
         )
     )
 
@@ -416,6 +428,14 @@ class TrainingRunSpec(ApiModel):
         default_factory=InitSpec,
         description="init: from scratch, a checkpoint, or a TrainingRun; immutable.",
         json_schema_extra=immutable("init"),
+    )
+    # Which weights train and the checkpoints' shape follow from it: fixed once the run exists.
+    lora: LoraSpec | None = Field(
+        default=None,
+        description="lora trains low-rank adapters (rank, alpha, targetModules, dropout) on the "
+        "frozen init weights instead of every weight; the export merges them. Needs spec.init. "
+        "Absent: full fine-tuning. Immutable.",
+        json_schema_extra=immutable("lora"),
     )
     optimizer: OptimizerSpec = Field(
         default_factory=OptimizerSpec, description="optimizer and batch settings."
@@ -506,6 +526,11 @@ class TrainingRunSpec(ApiModel):
         both = sorted(set(self.env) & set(self.env_value_from))
         if both:
             raise ValueError(f"env and envValueFrom both set {', '.join(both)}: give each variable once")
+        i = self.init
+        if self.lora is not None and not any(
+            (i.checkpoint_uri, i.from_training_run, i.hugging_face, i.replay_without, i.replay_from)
+        ):
+            raise ValueError(LORA_NEEDS_INIT)
         seqs = self.optimizer.global_batch_sequences
         r = self.resources
         # Every node count an elastic job may run at must split the batch evenly (CEL checks the ends).

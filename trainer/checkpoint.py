@@ -31,7 +31,8 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.fsspec_filesystem import FsspecReader, FsspecWriter
 
 from capstan_api import files
-from capstan_trainer import storage
+from capstan_api.lora import LoraSpec
+from capstan_trainer import lora, storage
 from capstan_trainer.model import ModelConfig, Transformer
 
 log = logging.getLogger("capstan.checkpoint")
@@ -121,13 +122,16 @@ def load_model(checkpoint_uri: str, device="cpu", dtype=torch.float32) -> tuple[
 
     `checkpoint_uri` is a step folder or a checkpoint root (the newest committed step is used).
     Returns (model in eval mode on `device` as `dtype`, the folder's capstan.json contents, with
-    "uri" added: the step folder used).
+    "uri" added: the step folder used). A LoRA run's adapters (capstan.json "lora") are merged
+    into the base weights: the model returned is a plain decoder, whatever trained it.
     """
     folder = resolve(checkpoint_uri)
     meta = read_meta(folder.uri)
     cfg = model_config_from_meta(meta)
     with torch.device("meta"):
         model = Transformer(cfg)
+    if meta.get("lora"):
+        lora.apply_lora(model, LoraSpec.model_validate(meta["lora"]))
     model.to_empty(device="cpu")
     model.tie_weights()
     # Only the "model" entries are requested, so optimizer state is never read.
@@ -136,6 +140,7 @@ def load_model(checkpoint_uri: str, device="cpu", dtype=torch.float32) -> tuple[
         warnings.simplefilter("ignore", UserWarning)
         dcp.load(state, storage_reader=_reader(folder.uri), no_dist=True)
     model.load_state_dict(state["model"])
+    lora.merge_lora(model)  # in fp32, before any cast
     model.to(device=device, dtype=dtype)
     model.init_rope(torch.device(device))
     model.eval()

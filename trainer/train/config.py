@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from capstan_api import modelshape
 from capstan_api.common import InvalidResource
+from capstan_api.lora import LoraSpec
 from capstan_api.objective import DpoSpec, Objective
 from capstan_api.training import FsdpSpec, OptimizerSpec
 from capstan_api.trainingrun import CheckpointSpec, EvalSpec, MetricsSpec, ResourcesSpec, TrainingRunSpec
@@ -86,6 +87,8 @@ class TrainConfig:
     """dpo: spec.dpo when objective is dpo."""
     planned_gpu_hours: float | None = None
     """planned_gpu_hours: the operator's capacity-plan estimate (None without one, or on CPU)."""
+    lora: LoraSpec | None = None
+    """lora: spec.lora, adapters on the frozen init weights; None trains every weight."""
 
     @property
     def fingerprint(self) -> str:
@@ -105,6 +108,8 @@ class TrainConfig:
             shape["replay"] = self.replay_from
         if self.objective != "pretrain":  # absent for pretraining: older checkpoints stay this run's
             shape["objective"] = self.objective
+        if self.lora is not None:  # the checkpoints hold adapters of this shape
+            shape["lora"] = self.lora.to_wire()
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -318,4 +323,5 @@ def resolve(
         uid=uid,
         objective=spec.objective,
         dpo=spec.dpo if spec.objective == "dpo" else None,
+        lora=spec.lora,
     )

@@ -14,24 +14,20 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 from torch.distributed.fsdp import FSDPModule
 
-from capstan_trainer import checkpoint
-from capstan_trainer.train import pairs
+from capstan_trainer.train import pairs, resume
 from capstan_trainer.train.config import TrainConfig
 from capstan_trainer.train.loader import Batch
 from capstan_trainer.train.step import apply_gradients, build_model
 
 
 def reference_model(cfg: TrainConfig, mesh, device) -> torch.nn.Module:
-    """The init weights (the init checkpoint's, else the seed's), frozen, in eval mode. Build it
-    before resuming: building re-seeds torch's RNG, which a resume then restores."""
+    """The init weights (the init checkpoint's or HF model's, else the seed's), frozen, in eval
+    mode, without adapters: with LoRA the base the adapters start from. Build it before resuming:
+    building re-seeds torch's RNG, which a resume then restores."""
     ref, _ = build_model(cfg.model, cfg.optimizer, cfg.fsdp, mesh, device)
-    if cfg.init_checkpoint:
-        msd = get_model_state_dict(ref)
-        checkpoint.load_state(cfg.init_checkpoint, {"model": msd})
-        set_model_state_dict(ref, msd)
+    resume.load_init(ref, cfg, dist.get_rank())
     ref.requires_grad_(False)
     return ref.eval()
 

@@ -89,5 +89,7 @@ def load_weights(model: torch.nn.Module, uri: str, cfg: ModelConfig, rank: int) 
         # HF checkpoints are mostly bf16; the trainer keeps fp32 master weights (FSDP2 casts for compute).
         dtype = next(model.parameters()).dtype
         full = {k: v.to(dtype) for k, v in read_hf_state(uri, cfg).items()}
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    # Not strict: LoRA adapters are not in an HF model (they keep their B = 0 init);
+    # read_hf_state has already refused a missing or extra base tensor.
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
     set_model_state_dict(model, full, options=options)

@@ -16,9 +16,14 @@ import logging
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
-from capstan_trainer import checkpoint, storage
+from capstan_trainer import checkpoint, lora, storage
 from capstan_trainer.train import hfinit, metrics, replay, stopping
 from capstan_trainer.train.config import ConfigError, TrainConfig
 from capstan_trainer.train.step import state_for
@@ -116,13 +121,28 @@ def resume(
         checkpoint.load_state(info.checkpoint, state)
         step, cursor = _apply(state, model, optimizer, watch)
         return step, cursor, None, skipped
+    load_init(model, cfg, rank)
+    return 0, 0, None, skipped
+
+
+def load_init(model, cfg: TrainConfig, rank: int) -> None:
+    """The initial weights (init.huggingFace or the init checkpoint) into `model`; every rank
+    calls it, nothing without an init. Only base weights are loaded: this run's own LoRA adapters
+    keep their B = 0 start. An init checkpoint of a LoRA run is its merged model (rank 0 merges,
+    FSDP2 keeps each rank's slice), so a run on top of it starts where that one ended."""
     if cfg.init_hf:
         hfinit.load_weights(model, cfg.init_hf, cfg.model, rank)
+    elif cfg.init_checkpoint and checkpoint.read_meta(cfg.init_checkpoint).get("lora"):
+        full = {}
+        if rank == 0:
+            merged, _ = checkpoint.load_model(cfg.init_checkpoint, dtype=next(model.parameters()).dtype)
+            full = merged.state_dict()
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+        set_model_state_dict(model, full, options=options)
     elif cfg.init_checkpoint:
-        msd = get_model_state_dict(model)
+        msd = {k: v for k, v in get_model_state_dict(model).items() if not lora.is_adapter(k)}
         checkpoint.load_state(cfg.init_checkpoint, {"model": msd})
-        set_model_state_dict(model, msd)
-    return 0, 0, None, skipped
+        set_model_state_dict(model, msd, options=StateDictOptions(strict=False))
 
 
 def _apply(state: dict, model, optimizer, watch: stopping.ValidationWatch) -> tuple[int, int]:

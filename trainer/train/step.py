@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import get_state_dict
 from torch.distributed.fsdp import FSDPModule
 
+from capstan_api.lora import LoraSpec
 from capstan_api.training import FsdpSpec, OptimizerSpec
+from capstan_trainer import lora as lora_layers
 from capstan_trainer.model import ModelConfig, Transformer
 from capstan_trainer.train import loader, parallel, stopping
 from capstan_trainer.train.config import TrainConfig
@@ -31,13 +33,17 @@ def lr_at(step: int, peak: float, floor: float, warmup: int, total: int) -> floa
 
 
 def build_model(
-    model_cfg: ModelConfig, o: OptimizerSpec, fsdp: FsdpSpec, mesh, device
+    model_cfg: ModelConfig, o: OptimizerSpec, fsdp: FsdpSpec, mesh, device, lora: LoraSpec | None = None
 ) -> tuple[Transformer, torch.dtype]:
-    """Build on the meta device, apply AC / compile / FSDP2, then materialise and initialise.
-    Returns (model, parameter dtype in compute)."""
+    """Build on the meta device, add LoRA adapters (base frozen) when `lora` is given, apply AC /
+    compile / FSDP2, then materialise and initialise. Returns (model, parameter dtype in compute)."""
     torch.manual_seed(o.seed)
     with torch.device("meta"):
         model = Transformer(model_cfg)
+    if lora is not None:
+        # Before FSDP2: each block's adapters join its FSDP unit beside the frozen weights.
+        added = lora_layers.apply_lora(model, lora)
+        log.info("LoRA rank %d on %s: %d adapter parameters", lora.rank, ",".join(lora.target_modules), added)
     if fsdp.activation_checkpointing == "full":
         parallel.apply_ac(model)
     if fsdp.compile:
@@ -52,12 +58,22 @@ def build_model(
     if not sharded:
         model.tie_weights()  # to_empty unties a plain module's shared embedding
     model.init_weights(seed=o.seed)
+    if lora is not None:
+        lora_layers.init_adapters(model)  # B = 0: the base model's outputs until the first step
     return model, param_dtype
 
 
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters, counted once each (a tied embedding is one)."""
+    params = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
 def build_optimizer(model: Transformer, o: OptimizerSpec) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]  # norms
+    # Frozen weights (LoRA's base) get no optimizer state; adapters are matrices, so they decay.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]  # norms
     groups = [
         {"params": decay, "weight_decay": o.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

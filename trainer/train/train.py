@@ -50,7 +50,15 @@ from capstan_trainer.train import (
 )
 from capstan_trainer.train.compute import ComputeMeter
 from capstan_trainer.train.config import ConfigError, TrainConfig, resolve
-from capstan_trainer.train.step import build_model, build_optimizer, evaluate, lr_at, state_for, train_step
+from capstan_trainer.train.step import (
+    build_model,
+    build_optimizer,
+    evaluate,
+    lr_at,
+    parameter_counts,
+    state_for,
+    train_step,
+)
 
 log = logging.getLogger("capstan.train")
 
@@ -72,11 +80,12 @@ def run(cfg: TrainConfig) -> int:
     log.info("world size %d, %d micro-batch(es) of %d x %d per step", world, accum, o.micro_batch, o.seq_len)
 
     # ---- model: meta -> shard -> init, then the optimizer ---------------------------------
-    model, param_dtype = build_model(cfg.model, o, cfg.fsdp, mesh, device)
+    model, param_dtype = build_model(cfg.model, o, cfg.fsdp, mesh, device, cfg.lora)
     optimizer = build_optimizer(model, o)
     stop = cfg.eval.early_stopping
     watch = stopping.ValidationWatch(stop.patience, stop.min_delta)
-    log.info("model: %s, %.2fM parameters", cfg.model, cfg.model.num_params() / 1e6)
+    trainable, total = parameter_counts(model)
+    log.info("model: %s, %.2fM parameters, %d trainable", cfg.model, total / 1e6, trainable)
 
     # DPO's frozen reference (the init weights), built before a resume restores the RNG.
     ref = dpo.reference_model(cfg, mesh, device) if cfg.objective == "dpo" else None
@@ -95,6 +104,8 @@ def run(cfg: TrainConfig) -> int:
                 "objective": cfg.objective,
                 "worldSize": world,
                 "accumulation": accum,
+                "trainableParams": trainable,
+                "totalParams": total,
             }
         )
 
@@ -234,6 +245,8 @@ def checkpoint_meta(cfg: TrainConfig) -> dict:
         "init": cfg.init_checkpoint or cfg.init_hf or None,
         "owner": resume.owner(cfg),
         **({"stopIds": cfg.stop_ids} if cfg.stop_ids else {}),
+        # The loaders (export, evaluation, serving) add these adapters, then merge them.
+        **({"lora": cfg.lora.to_wire()} if cfg.lora else {}),
         "order": replay.order_meta(cfg),
     }
 

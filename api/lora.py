@@ -1,0 +1,63 @@
+"""TrainingRun spec.lora: low-rank adapters (Hu et al. 2021) on the decoder's Linear layers.
+
+The base weights stay frozen and each targeted Linear learns y = W x + (alpha / rank) B A x,
+peft's semantics: scaling = alpha / rank, A (rank x in) and B (out x rank), B starting at zero so
+step 0 is the base model exactly. The export merges them (W + scaling B A): a plain Llama.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from capstan_api.common import ApiModel, cel
+
+# The decoder's Linear layers by their HF Llama names (capstan_trainer.model).
+TargetModule = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MAX_RANK = 1024
+
+
+class LoraSpec(ApiModel):
+    """Low-rank adapters; absent means full fine-tuning."""
+
+    rank: int = Field(
+        default=8, ge=1, le=MAX_RANK, description="rank is r, the adapters' inner width (peft's r)."
+    )
+    alpha: float = Field(
+        default=0,
+        ge=0,
+        le=1e6,
+        description="alpha scales the adapters' output by alpha / rank (peft's lora_alpha); 0 means "
+        "alpha = rank (scaling 1).",
+    )
+    target_modules: list[TargetModule] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        min_length=1,
+        max_length=7,
+        description="targetModules are the Linear layers (by name, in every block) that get adapters: "
+        "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; default q_proj and v_proj, "
+        "peft's default for Llama.",
+        json_schema_extra=cel(
+            ("self.all(m, self.exists_one(n, n == m))", "targetModules must not repeat a name")
+        ),
+    )
+    dropout: float = Field(
+        default=0,
+        ge=0,
+        lt=1,
+        description="dropout is the probability of zeroing the adapters' input in training (peft's "
+        "lora_dropout), 0 to <1.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> LoraSpec:
+        twice = sorted({m for m in self.target_modules if self.target_modules.count(m) > 1})
+        if twice:
+            raise ValueError(f"targetModules must not repeat a name (got {', '.join(twice)} twice)")
+        return self
+
+    @property
+    def scaling(self) -> float:
+        """alpha / rank, what the adapters' output is multiplied by."""
+        return (self.alpha or self.rank) / self.rank

@@ -75,6 +75,16 @@ def torchrun(
     return _run([*launch, "-m", "capstan_trainer.train", "-f", str(resource)], env, timeout_s, "torchrun")
 
 
+def killed_and_resumed(resource: Path, kill_after: int, nproc: int = 2) -> RunResult:
+    """A torchrun run whose last worker is SIGKILLed after step `kill_after` and restarted once
+    (from the newest checkpoint); the run must then finish."""
+    result = torchrun(
+        resource, nproc=nproc, max_restarts=1, env={"CAPSTAN_FAULT_KILL_STEPS": str(kill_after)}
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
 def single_process(resource: Path, timeout_s: float = 300) -> RunResult:
     """`python -m capstan_trainer.train -f FILE` without torchrun (a one-process group)."""
     return _run(

@@ -15,7 +15,7 @@ from capstan_trainer.model import ModelConfig, Transformer
 from capstan_trainer.train import loader
 from capstan_trainer.train.config import ConfigError, resolve
 from tests.unit.trainer.chat_data import prepare_chat
-from tests.unit.trainer.helpers import run_resource, torchrun, write_resource
+from tests.unit.trainer.helpers import killed_and_resumed, run_resource, torchrun, write_resource
 
 
 def test_packed_documents_do_not_see_each_other():
@@ -90,13 +90,7 @@ def test_sft_resumes_exactly_after_a_crash(baseline, chat, tmp_path):
     """The last worker is SIGKILLed after step 13; torchrun restarts the gang from step 10 and
     the losses (and so the masks the loader reads) repeat bit for bit."""
     res = sft_resource(chat, f"file://{tmp_path}/ck", eval={"intervalSteps": 10, "batches": 1})
-    crashed = torchrun(
-        write_resource(tmp_path / "run.yaml", res),
-        nproc=2,
-        max_restarts=1,
-        env={"CAPSTAN_FAULT_KILL_STEPS": "13"},
-    )
-    assert crashed.returncode == 0, crashed.stderr[-4000:]
+    crashed = killed_and_resumed(write_resource(tmp_path / "run.yaml", res), kill_after=13)
     assert [s["step"] for s in crashed.events("start")] == [0, 10]
     assert crashed.losses() == baseline[0].losses()
     assert [s["lossTokens"] for s in crashed.events("step")][-10:] == [

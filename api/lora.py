@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from capstan_api.common import ApiModel, cel
 
@@ -50,12 +50,13 @@ class LoraSpec(ApiModel):
         "lora_dropout), 0 to <1.",
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> LoraSpec:
-        twice = sorted({m for m in self.target_modules if self.target_modules.count(m) > 1})
+    @field_validator("target_modules")
+    @classmethod
+    def _once_each(cls, names: list[str]) -> list[str]:
+        twice = sorted({m for m in names if names.count(m) > 1})
         if twice:
             raise ValueError(f"targetModules must not repeat a name (got {', '.join(twice)} twice)")
-        return self
+        return names
 
     @property
     def scaling(self) -> float:

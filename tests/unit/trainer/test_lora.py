@@ -181,6 +181,15 @@ def test_merged_export_has_the_trained_logits_and_loaders_merge(chat, base, tmp_
     assert diff < 1e-5, f"max abs logit difference {diff}"
     assert json.loads((out / "capstan.json").read_text())["lora"]["rank"] == 8
 
+    # A run started from this checkpoint (init) starts from the merged model, adapters and all.
+    res = run_resource(cfg.sources[0].uri, f"file://{tmp_path}/next", init={"checkpointUri": folder})
+    res["spec"]["resources"] = {"nprocPerNode": 1}
+    nxt = resolve(parse_spec(TrainingRunSpec, res, "TrainingRun"))
+    full, _ = build_model(nxt.model, nxt.optimizer, nxt.fsdp, mesh, CPU)
+    resume.load_init(full, nxt, 0)
+    with torch.no_grad():
+        assert (full(tokens) - trained).abs().max().item() < 1e-5
+
 
 @pytest.fixture(scope="module")
 def baseline(chat, base, tmp_path_factory):

@@ -127,9 +127,20 @@ def load_model(checkpoint_uri: str, device="cpu", dtype=torch.float32) -> tuple[
     """
     folder = resolve(checkpoint_uri)
     meta = read_meta(folder.uri)
-    cfg = model_config_from_meta(meta)
+    model = saved_model(folder.uri, meta)
+    lora.merge_lora(model)  # in fp32, before any cast
+    model.to(device=device, dtype=dtype)
+    model.init_rope(torch.device(device))
+    model.eval()
+    return model, {**meta, "uri": folder.uri}
+
+
+def saved_model(folder_uri: str, meta: dict | None = None) -> Transformer:
+    """The model as a step folder saved it, on CPU in fp32: LoRA adapters (capstan.json "lora")
+    present and unmerged."""
+    meta = meta or read_meta(folder_uri)
     with torch.device("meta"):
-        model = Transformer(cfg)
+        model = Transformer(model_config_from_meta(meta))
     if meta.get("lora"):
         lora.apply_lora(model, LoraSpec.model_validate(meta["lora"]))
     model.to_empty(device="cpu")
@@ -138,13 +149,9 @@ def load_model(checkpoint_uri: str, device="cpu", dtype=torch.float32) -> tuple[
     state = {"model": model.state_dict()}
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(state, storage_reader=_reader(folder.uri), no_dist=True)
+        dcp.load(state, storage_reader=_reader(folder_uri), no_dist=True)
     model.load_state_dict(state["model"])
-    lora.merge_lora(model)  # in fp32, before any cast
-    model.to(device=device, dtype=dtype)
-    model.init_rope(torch.device(device))
-    model.eval()
-    return model, {**meta, "uri": folder.uri}
+    return model
 
 
 def load_state(folder_uri: str, state: dict, process_group=None) -> None:

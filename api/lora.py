@@ -7,14 +7,19 @@ step 0 is the base model exactly. The export merges them (W + scaling B A): a pl
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from capstan_api.common import ApiModel, cel
 
 # The decoder's Linear layers by their HF Llama names (capstan_trainer.model).
-TargetModule = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TargetModule = Annotated[
+    Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    # maxLength bounds the API server's cost estimate of the uniqueness rule (unbounded strings
+    # are costed at the request size limit, which a quadratic rule would exceed).
+    Field(json_schema_extra={"maxLength": 16}),
+]
 MAX_RANK = 1024
 
 

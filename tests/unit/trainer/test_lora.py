@@ -96,6 +96,26 @@ def _tokens(vocab: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, vocab, (2, 32), generator=torch.Generator().manual_seed(seed))
 
 
+def test_dropout_touches_only_the_adapters_input_in_training():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(16, 8, bias=False)
+    layer = lora.LoRALinear(base, rank=4, scaling=2.0, dropout=0.5)
+    layer.reset_adapters()
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        layer.eval()  # no dropout: exactly the merged weight's output
+        assert torch.allclose(layer(x), layer.merged()(x), atol=1e-6)
+        layer.train()
+        torch.manual_seed(1)
+        dropped = layer(x)
+        torch.manual_seed(1)
+        h = torch.nn.functional.dropout(x, 0.5, True)
+        expected = base(x) + 2.0 * (h @ layer.lora_A.T @ layer.lora_B.T)
+        assert torch.allclose(dropped, expected, atol=1e-6)
+        assert not torch.allclose(dropped, layer.eval()(x), atol=1e-3)
+
+
 def test_step_zero_is_the_base_and_only_adapters_train(chat, base, tmp_path, mesh):
     cfg, model = _adapted(chat, base, tmp_path, mesh)
     plain, _ = checkpoint.load_model(base)

@@ -134,6 +134,10 @@ class TrainingProgress(FileModel):
     """replay: where a replay (init.replayFrom) started and the steps it saved; None otherwise."""
     world_size: int | None = None
     """world_size: trainer processes in this attempt."""
+    trainable_params: int | None = None
+    """trainable_params: parameters the optimizer updates (with spec.lora, the adapters')."""
+    total_params: int | None = None
+    """total_params: all parameters of the model being trained (adapters included)."""
     restarts: int = 0
     """restarts: torchrun restarts so far (this pod's agent)."""
     time: str | None = None

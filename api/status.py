@@ -183,6 +183,14 @@ class TrainingRunStatus(StatusBase):
         default=None,
         description="lossTokens is how many targets carried loss in the last reported step (sft: the assistant tokens).",
     )
+    trainable_params: int | None = Field(
+        default=None,
+        description="trainableParams is how many parameters the optimizer updates (with spec.lora "
+        "the adapters'; else all of totalParams).",
+    )
+    total_params: int | None = Field(
+        default=None, description="totalParams is the trained model's parameter count, adapters included."
+    )
     dpo: DpoFigures | None = Field(
         default=None,
         description="dpo holds DPO's rewards, margin and accuracy at the last reported step (objective dpo).",

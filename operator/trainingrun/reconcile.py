@@ -81,6 +81,8 @@ def progress_fields(doc: dict, running_pods: int | None) -> dict:
         "tokensPerSec": _short(p.tokens_per_sec),
         "mfu": _short(p.mfu),
         "lossTokens": p.loss_tokens,
+        "trainableParams": p.trainable_params,
+        "totalParams": p.total_params,
         "dpo": {k: _short(v) for k, v in p.dpo.to_wire().items()} if p.dpo else None,
         "worldSize": p.world_size,
         "lastCheckpoint": p.last_checkpoint.to_wire() if p.last_checkpoint else None,

@@ -132,7 +132,9 @@ def run(cfg: TrainConfig) -> int:
             ComputeMeter.prior(checkpoint.read_meta(latest.uri) if latest else None),
         ),
         throughput=metrics.Throughput.start(cfg.model, o.seq_len, device, param_dtype, world),
-        progress=open_progress(cfg, world, step, cursor, latest, skipped) if rank == 0 else None,
+        progress=open_progress(cfg, world, step, cursor, latest, skipped, (trainable, total))
+        if rank == 0
+        else None,
     )
     s.exporter.serve_from_env()
     phase = train_loop(s)
@@ -258,6 +260,7 @@ def open_progress(
     cursor: int,
     latest: checkpoint.StepFolder | None,
     skipped: list[dict],
+    params: tuple[int, int] = (0, 0),
 ) -> metrics.Progress:
     """progress.json, saying Running from the step reached and which checkpoints were unreadable (rank 0)."""
     progress = metrics.Progress(cfg.checkpoint.uri, cfg.optimizer.total_steps, world)
@@ -270,6 +273,8 @@ def open_progress(
         last_checkpoint=resumed,
         unreadable_checkpoints=skipped,
         replay=replay.recorded(cfg),
+        trainable_params=params[0] or None,
+        total_params=params[1] or None,
     )
     return progress
 

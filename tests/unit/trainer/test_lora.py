@@ -225,6 +225,8 @@ def test_two_ranks_train_the_adapters_and_keep_the_base(baseline, base):
     result, root = baseline
     start = result.events("start")[0]
     assert start["trainableParams"] == 19_456 and start["totalParams"] == 138_560  # README, LoRA
+    progress = json.loads(storage.read_bytes(f"{root}/progress.json"))
+    assert (progress["trainableParams"], progress["totalParams"]) == (19_456, 138_560)
     assert sorted(result.losses()) == list(range(1, 21))
     tuned, started = _saved_state(checkpoint.resolve(root).uri), _saved_state(base)
     adapters = {k for k in tuned if lora.is_adapter(k)}

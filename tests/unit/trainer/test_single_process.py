@@ -31,6 +31,8 @@ PROGRESS_FIELDS = {
     "lastCheckpoint",
     "unreadableCheckpoints",
     "worldSize",
+    "trainableParams",
+    "totalParams",
     "restarts",
     "time",
 }

@@ -561,8 +561,11 @@ def test_progress_fields_copy_the_sft_and_dpo_figures():
         "rewardsAccuracy": 0.9375,
         "evalRewardsAccuracy": 0.95,
     }
-    out = progress_fields({"step": 5, "lossTokens": 812, "dpo": figs}, None)
+    out = progress_fields(
+        {"step": 5, "lossTokens": 812, "dpo": figs, "trainableParams": 19456, "totalParams": 138560}, None
+    )
     assert out["lossTokens"] == 812
+    assert (out["trainableParams"], out["totalParams"]) == (19456, 138560)
     assert out["dpo"] == {**figs, "rewardsChosen": 0.1235, "rewardsMargin": 0.6235}
     # What the operator writes is what the status schema (and so the CRD) accepts.
     from capstan_api.status import TrainingRunStatus

@@ -209,6 +209,16 @@ HYPERPARAMETERS = (
 )
 
 
+def lora_line(lora: dict) -> str:
+    """How a LoRA run trained (capstan.json "lora", the spec's wire form)."""
+    rank, alpha = lora["rank"], lora.get("alpha") or lora["rank"]
+    return (
+        f"LoRA: the init weights frozen, adapters of rank {rank} (alpha {alpha:g}, scaling "
+        f"{alpha / rank:g}, dropout {lora.get('dropout', 0):g}) on "
+        f"{', '.join(lora.get('targetModules') or [])}; the weights evaluated have them merged."
+    )
+
+
 def training_procedure(meta: dict) -> list[str]:
     """Hyperparameters, compute (measured and planned) and the overfitting signal, from the
     checkpoint's capstan.json; a checkpoint written before they were recorded says so."""
@@ -220,6 +230,8 @@ def training_procedure(meta: dict) -> list[str]:
         lines += [_table(["hyperparameter", "value"], rows)]
         if meta.get("precision"):
             lines += ["", f"Parameters computed in {meta['precision']}."]
+        if meta.get("lora"):
+            lines += ["", lora_line(meta["lora"])]
     else:
         lines.append("The checkpoint records no hyperparameters.")
     c = meta.get("compute")

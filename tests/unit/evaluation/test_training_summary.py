@@ -85,5 +85,9 @@ def test_model_card_reports_overfitting_and_the_plan():
     assert "| seed | 3 |" in text and "computed in bfloat16" in text
     assert "2.0000 GPU-hours" in text and "planned: 1.5000 GPU-hours" in text
     assert "overfitting at the last evaluation: **yes**" in text
+    assert "LoRA" not in text
+    lora = {"rank": 8, "alpha": 16.0, "targetModules": ["q_proj", "v_proj"], "dropout": 0.0}
+    tuned = "\n".join(model_card.training_procedure({**meta, "lora": lora}))
+    assert "adapters of rank 8 (alpha 16, scaling 2, dropout 0) on q_proj, v_proj" in tuned
     bare = "\n".join(model_card.training_procedure({}))
     assert "records no hyperparameters" in bare and "overfitting" not in bare

@@ -82,9 +82,9 @@ def mesh():
     dist.destroy_process_group()
 
 
-def _adapted(chat, base, tmp_path, mesh, steps: int = 20):
+def _adapted(chat, base, tmp_path, mesh, steps: int = 20, **over):
     """(config, LoRA model on the base's weights) as the trainer builds them, in this process."""
-    res = lora_resource(chat, base, f"file://{tmp_path}/ck", steps)
+    res = lora_resource(chat, base, f"file://{tmp_path}/ck", steps, **over)
     res["spec"]["resources"] = {"nprocPerNode": 1}
     cfg = resolve(parse_spec(TrainingRunSpec, res, "TrainingRun"))
     model, _ = build_model(cfg.model, cfg.optimizer, cfg.fsdp, mesh, CPU, cfg.lora)
@@ -144,6 +144,23 @@ def test_step_zero_is_the_base_and_only_adapters_train(chat, base, tmp_path, mes
             assert not torch.equal(v, before[k]), f"adapter {k} did not train"
         else:
             assert torch.equal(v, before[k]), f"base weight {k} changed"
+
+
+def test_activation_checkpointing_recomputes_the_adapters_too(chat, base, tmp_path, mesh):
+    """With full activation checkpointing the adapters get the same gradients as without."""
+    grads = []
+    for ac in ("none", "full"):
+        cfg, model = _adapted(chat, base, tmp_path / ac, mesh, fsdp={"activationCheckpointing": ac})
+        b = next(iter(open_loader(cfg, 0, 1, 0).step_batches()))
+        logits = model(b.x, b.docs)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), b.y.flatten(), reduction="none")
+        (loss * b.weight.flatten()).sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+        assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    assert grads[0].keys() == grads[1].keys() and all(
+        torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0]
+    )
+    assert any(g.abs().sum() > 0 for g in grads[0].values())
 
 
 def test_sft_with_lora_lowers_the_held_out_answer_loss(chat, base, tmp_path, mesh):

@@ -319,3 +319,45 @@ def test_dpo_reference_is_the_base_without_adapters(prefs_base, tmp_path, mesh):
 def _saved_state(folder: str) -> dict[str, torch.Tensor]:
     """A step folder's model tensors as saved (adapters unmerged)."""
     return checkpoint.saved_model(folder).state_dict()
+
+
+def test_lora_on_a_hugging_face_model_starts_as_it(tmp_path, mesh):
+    """init.huggingFace with spec.lora: the HF weights load beside the adapters (which an HF
+    model lacks), so step 0 gives transformers' logits; training moves the adapters only."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from capstan_trainer import synthetic
+    from hack import hf_model
+
+    hf = hf_model.make(tmp_path / "hf")
+    data = f"file://{tmp_path}/data"
+    vocab = hf_model.WORDS + len(hf_model.SPECIALS)
+    tok = Path(hf, "tokenizer.json").read_bytes()
+    synthetic.write_dataset(
+        data, vocab_size=vocab, train_tokens=4_000, validation_tokens=500, tokenizer=tok, eos_id=hf_model.EOS
+    )
+    res = run_resource(
+        data,
+        f"file://{tmp_path}/ck",
+        model={"maxSeqLen": 64},
+        init={"huggingFace": f"file://{hf}"},
+        lora={"rank": 4, "targetModules": ["q_proj", "v_proj"]},
+        resources={"nprocPerNode": 1},
+    )
+    del res["spec"]["model"]["preset"]
+    cfg = resolve(parse_spec(TrainingRunSpec, res, "TrainingRun"))
+    model, _ = build_model(cfg.model, cfg.optimizer, cfg.fsdp, mesh, CPU, cfg.lora)
+    resume.load_init(model, cfg, 0)
+    tokens = torch.randint(0, vocab, (2, 64), generator=torch.Generator().manual_seed(0))
+    reference = AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32).eval()
+    with torch.no_grad():
+        diff = (model(tokens) - reference(tokens).logits).abs().max().item()
+    assert diff < 1e-4, f"max abs logit difference {diff}"
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = build_optimizer(model, cfg.optimizer)
+    data_loader = open_loader(cfg, 0, 1, 0)
+    train_step(model, optimizer, data_loader.step_batches(), data_loader.accum, 1.0, CPU)
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved == {k for k in before if lora.is_adapter(k)}  # the HF weights stay as loaded

@@ -13,6 +13,8 @@ Memory per process, in bytes, at world size W (one process per GPU), N parameter
   SwiGLU tensors) + 8 dim (each RMSNorm's fp32 input and output); no seqLen^2 term (fused attention);
   with activationCheckpointing: full, only each block's input (a dim) plus one block recomputed;
 - the loss: 12 vocab bytes per token (fp32 log-probabilities, their gradient, the logits' gradient);
+- with spec.lora, gradients and AdamW's moments only for the T adapter parameters (4 T / W and
+  8 T / W), the frozen N and the T adapters' fp32 weights both sharded; activations as above;
 - a fixed allowance on GPU for the CUDA context, NCCL buffers and allocator fragmentation.
 """
 
@@ -164,10 +166,14 @@ def memory_bytes(spec: TrainingRunSpec, cfg: ModelConfig, world: int, gpu: bool)
         gathered, grad_unsharded = elem * n, 4 * per_block
     tokens = spec.optimizer.micro_batch * spec.optimizer.seq_len
     full = spec.fsdp.activation_checkpointing == "full"
+    adapters = spec.lora.adapter_params(cfg) if spec.lora else 0
+    trained = adapters if spec.lora else n  # what has gradients and optimizer state
+    if spec.lora and grad_unsharded:
+        grad_unsharded = 4 * adapters / cfg.n_layers  # a block's adapters' gradient
     out = {
-        "parameters": 4 * n / world + gathered,
-        "gradients": 4 * n / world + grad_unsharded,
-        "optimizer": 8 * n / world,
+        "parameters": 4 * (n + adapters) / world + gathered,
+        "gradients": 4 * trained / world + grad_unsharded,
+        "optimizer": 8 * trained / world,
         "activations": activation_bytes(cfg, tokens, elem, full),
         "activations_checkpointed": activation_bytes(cfg, tokens, elem, True),
         "overhead": GPU_OVERHEAD_BYTES if gpu else 0,

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from capstan_api.common import ApiModel, cel
+from capstan_api.modelshape import ModelConfig
 
 # The decoder's Linear layers by their HF Llama names (capstan_trainer.model).
 TargetModule = Annotated[
@@ -62,6 +63,21 @@ class LoraSpec(ApiModel):
         if twice:
             raise ValueError(f"targetModules must not repeat a name (got {', '.join(twice)} twice)")
         return names
+
+    def adapter_params(self, cfg: ModelConfig) -> int:
+        """rank x (in + out) of each targeted Linear, over the blocks: what trains."""
+        d, f = cfg.dim, cfg.ffn_dim
+        q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        width = {
+            "q_proj": d + q,
+            "k_proj": d + kv,
+            "v_proj": d + kv,
+            "o_proj": q + d,
+            "gate_proj": d + f,
+            "up_proj": d + f,
+            "down_proj": f + d,
+        }
+        return cfg.n_layers * self.rank * sum(width[t] for t in self.target_modules)
 
     @property
     def scaling(self) -> float:

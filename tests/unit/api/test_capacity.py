@@ -66,6 +66,27 @@ def test_a_run_that_cannot_fit_is_refused_with_the_numbers_and_the_remedies():
     assert capacity.refusal(s, capacity.plan(s)).endswith("nodes have 80 GiB: activationCheckpointing: full")
 
 
+def test_lora_needs_gradients_and_optimizer_state_only_for_the_adapters():
+    """The 8b run refused above fits with LoRA: the frozen weights carry no AdamW moments."""
+    lora = {"rank": 16, "targetModules": ["q_proj", "v_proj"]}
+    s = spec(
+        model={"preset": "8b"},
+        optimizer={"microBatch": 1, "seqLen": 4096, "globalBatchTokens": 4096 * 16},
+        resources={"maxNodes": 1, "nprocPerNode": 2, "gpusPerNode": 2},
+        plan={"gpuMemoryGiB": 80},
+        init={"checkpointUri": "s3://bucket/base/step-00000100"},
+        lora=lora,
+    )
+    # 8b: dim 4096, 32 layers, 32 heads of 128, 8 kv heads (1024). q: 16 x (4096 + 4096), v: 16 x (4096 + 1024).
+    adapters = 32 * 16 * (8192 + 5120)
+    assert adapters == 6_815_744
+    p = capacity.plan(s)
+    m = p.memory
+    assert m.optimizer_gib == round(8 * adapters / 2 / 2**30, 2) == 0.03
+    assert m.gradients_gib == round((4 * adapters / 2 + 4 * adapters / 32) / 2**30, 2)
+    assert p.fits and capacity.refusal(s, p) is None
+
+
 def test_a_cpu_run_gets_a_plan_but_no_refusal():
     s = spec(resources={"maxNodes": 1, "nprocPerNode": 2, "gpusPerNode": 0}, plan={"gpuMemoryGiB": 0.001})
     p = capacity.plan(s)

@@ -128,7 +128,7 @@ def test_step_zero_is_the_base_and_only_adapters_train(chat, base, tmp_path, mes
     q, kv = m.n_heads * m.head_dim, m.n_kv_heads * m.head_dim
     per_block = (m.dim + q) + 2 * (m.dim + kv) + (q + m.dim) + 2 * (m.dim + m.ffn_dim) + (m.ffn_dim + m.dim)
     trainable, total = parameter_counts(model)
-    assert trainable == m.n_layers * 8 * per_block
+    assert trainable == m.n_layers * 8 * per_block == cfg.lora.adapter_params(m)  # the capacity plan's count
     assert total == sum(p.numel() for p in plain.parameters()) + trainable
     optimizer = build_optimizer(model, cfg.optimizer)
     in_optimizer = [p for g in optimizer.param_groups for p in g["params"]]

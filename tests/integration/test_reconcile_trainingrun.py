@@ -125,7 +125,8 @@ def test_an_evicted_pod_does_not_use_up_a_restart(operator_cluster, namespace, d
         assert conds["DisruptionTarget"]["reason"] == "EvictionByEvictionAPI", conds
     driver.run_to_end("trainingruns", "spot", timeout=360)
     st = status(driver, "spot")
-    why = f"{st.get('phase')} at step {st.get('step')}: {st.get('message')}; events {driver.events[-6:]}"
+    conds = [c.get("message") for c in st.get("conditions") or []]
+    why = f"{st.get('phase')} at step {st.get('step')}: {st.get('message')}; conditions {conds}; events {driver.events[-6:]}"
     assert st["phase"] == "Succeeded" and st["step"] == 300, why
     assert st.get("restarts", 0) == 0, st
     assert not [e for e in driver.events if e[2] == "GangRestart"], driver.events

@@ -9,7 +9,6 @@ from capstan_api.dataset import DatasetSpec
 from capstan_api.preparation import STAGES, WORK_DIR, plan
 from capstan_operator.dataset import reconcile
 from capstan_trainer import shards, storage
-from hack import gen_demo_chat
 from tests.support.operator_env import (
     CORPUS,
     chat_dataset_yaml,
@@ -17,6 +16,7 @@ from tests.support.operator_env import (
     driver,
     op_cfg,
     operator_cluster,
+    upload_conversations,
     upload_corpus,
 )
 
@@ -212,8 +212,7 @@ def test_a_chat_dataset_applied_with_its_base_waits_for_it_and_shares_its_tokeni
 ):
     """The demo's order-free `kubectl apply`: `chat` names `base` in tokenizer.datasetRef, both
     applied at once; `chat` waits until `base` is Ready, then tokenizes with base's tokenizer.json."""
-    chat_source = f"{s3_bucket}/chat/train.jsonl"
-    storage.write_bytes(chat_source, (gen_demo_chat.OUT / "train.jsonl").read_bytes())
+    chat_source = upload_conversations(s3_bucket)
     base = dataset_yaml("base", upload_corpus(s3_bucket), f"{s3_bucket}/out/base")
     chat = chat_dataset_yaml("chat", chat_source, f"{s3_bucket}/out/chat", "{datasetRef: {name: base}}")
     operator_cluster.apply(f"{chat}---\n{base}", namespace)

@@ -11,9 +11,14 @@ import torch
 
 from capstan_operator.dataset import reconcile as reconcile_dataset
 from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
-from capstan_trainer import checkpoint, lora, storage
-from hack import gen_demo_chat
-from tests.support.operator_env import chat_dataset_yaml, driver, op_cfg, operator_cluster
+from capstan_trainer import checkpoint, lora
+from tests.support.operator_env import (
+    chat_dataset_yaml,
+    driver,
+    op_cfg,
+    operator_cluster,
+    upload_conversations,
+)
 from tests.support.trainingruns import run_yaml, status, trainer_start_record
 
 pytestmark = pytest.mark.cluster
@@ -22,8 +27,7 @@ __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
 
 @pytest.mark.timeout(900)
 def test_lora_sft_run_from_a_base_run(operator_cluster, namespace, driver, s3_bucket):
-    source = f"{s3_bucket}/chat/train.jsonl"
-    storage.write_bytes(source, (gen_demo_chat.OUT / "train.jsonl").read_bytes())
+    source = upload_conversations(s3_bucket)
     operator_cluster.apply(chat_dataset_yaml("chat", source, f"{s3_bucket}/out/chat"), namespace)
     chat = {"datasetRef": "chat"}
     operator_cluster.apply(run_yaml("base", f"{s3_bucket}/ckpt/base", chat, steps=4, every=4), namespace)

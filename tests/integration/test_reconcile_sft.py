@@ -8,9 +8,14 @@ import pytest
 
 from capstan_operator.dataset import reconcile as reconcile_dataset
 from capstan_operator.trainingrun import reconcile as reconcile_trainingrun
-from capstan_trainer import shards, storage
-from hack import gen_demo_chat
-from tests.support.operator_env import chat_dataset_yaml, driver, op_cfg, operator_cluster
+from capstan_trainer import shards
+from tests.support.operator_env import (
+    chat_dataset_yaml,
+    driver,
+    op_cfg,
+    operator_cluster,
+    upload_conversations,
+)
 from tests.support.trainingruns import run_yaml, status
 
 pytestmark = pytest.mark.cluster
@@ -19,8 +24,7 @@ __all__ = ["driver", "op_cfg", "operator_cluster"]  # fixtures
 
 @pytest.mark.timeout(900)
 def test_chat_dataset_then_sft_run(operator_cluster, namespace, driver, s3_bucket):
-    source = f"{s3_bucket}/chat/train.jsonl"
-    storage.write_bytes(source, (gen_demo_chat.OUT / "train.jsonl").read_bytes())
+    source = upload_conversations(s3_bucket)
     out = f"{s3_bucket}/out/chat"
     operator_cluster.apply(chat_dataset_yaml("chat", source, out), namespace)
     operator_cluster.apply(

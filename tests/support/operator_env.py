@@ -41,6 +41,14 @@ def upload_corpus(bucket: str) -> str:
     return f"{bucket}/corpus/*.jsonl"
 
 
+def upload_conversations(bucket: str) -> str:
+    """The bundled demo conversations (manifests/examples/chat/train.jsonl) under `<bucket>/chat/`;
+    returns their URI, for a chat Dataset."""
+    uri = f"{bucket}/chat/train.jsonl"
+    storage.write_bytes(uri, (CORPUS.parent / "chat" / "train.jsonl").read_bytes())
+    return uri
+
+
 def dataset_yaml(
     name: str,
     source: str,

@@ -95,13 +95,13 @@ def gazetteer(docs: int, seed: int = 8) -> list[str]:
     return out
 
 
-def questions(held_out: bool) -> list[tuple[str, str, str]]:
-    """(question, answer sentence, the fact's word) for every town and fact: the trained
+def questions(held_out: bool) -> list[tuple[Town, str, str, str]]:
+    """(town, question, answer sentence, the fact's word) for every town and fact: the trained
     phrasings, or the held-out ones."""
     out = []
     for town in towns():
         f = fields(town)
         for fact, (trained, kept) in ASKED.items():
             for q in kept if held_out else trained:
-                out.append((q.format(**f), ANSWER[fact].format(**f), f[fact]))
+                out.append((town, q.format(**f), ANSWER[fact].format(**f), f[fact]))
     return out

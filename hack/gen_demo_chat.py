@@ -12,7 +12,6 @@ right when it names the town and then its fact as a word of its own.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from hack import demo_world
@@ -21,20 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "manifests" / "examples" / "chat"
 
 
-def expected(question: str, fact: str) -> str:
-    """The regex a right reply matches: the town the question names, then its fact."""
-    town = next(t for t in demo_world.TOWNS if re.search(rf"\b{t}\b", question))
-    return rf"\b{town}\b.*\b{fact}\b"
+def expected(town: demo_world.Town, fact: str) -> str:
+    """The regex a right reply matches: the town, then its fact as a word of its own."""
+    return rf"\b{town.name}\b.*\b{fact}\b"
 
 
 def main() -> None:
     train = [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-        for q, a, _ in demo_world.questions(held_out=False)
+        for _, q, a, _ in demo_world.questions(held_out=False)
     ]
     held_out = [
-        {"messages": [{"role": "user", "content": q}], "answer": expected(q, fact)}
-        for q, _, fact in demo_world.questions(held_out=True)
+        {"messages": [{"role": "user", "content": q}], "answer": expected(town, fact)}
+        for town, q, _, fact in demo_world.questions(held_out=True)
     ]
     OUT.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train.jsonl", train), ("heldout.jsonl", held_out)):
